@@ -1,0 +1,223 @@
+//! The commands the log carries and the responses applying them gives.
+//!
+//! Serialized enums are append-only: a new command or response variant goes at
+//! the end, and an existing one never changes shape (ARCHITECTURE.md has the
+//! checklist for adding a command).
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{FencingToken, NodeId, Progress, QueuePatch, TaskId, TaskStatus};
+
+/// One log entry's payload: a command and the leader's clock when it was
+/// proposed. The state machine keeps its own clock at `max(now_ms, last)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub now_ms: u64,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Add tasks, all or none.
+    Enqueue { tasks: Vec<NewTask> },
+    /// Lease up to `max` eligible tasks of `queues` (all queues when empty)
+    /// to `node`.
+    Lease { node: NodeId, queues: Vec<String>, max: u32 },
+    /// One per node per interval: renews every lease the node still holds.
+    Heartbeat { node: NodeId, slots: u32, held: Vec<HeldLease> },
+    /// Outcomes of leased tasks, each under its token.
+    Complete { node: NodeId, completions: Vec<Completion> },
+    /// Return every lease past its expiry to pending (or dead).
+    ExpireLeases,
+    Cancel { task: TaskId, reason: String },
+    /// Give a dead or cancelled task a fresh set of attempts.
+    Retry { task: TaskId },
+    SetQueuePaused { queue: String, paused: bool },
+    ConfigureQueue { queue: String, patch: QueuePatch },
+    /// Stop (or resume) leasing to a node.
+    DrainNode { node: NodeId, draining: bool },
+    /// Hand back every lease of a node at once (it restarted, or it left the
+    /// cluster): its tasks go back to pending as if their leases expired.
+    ReleaseNode { node: NodeId, forget: bool },
+    /// Forget ended tasks older than their queue's retention.
+    CollectGarbage,
+    /// Several commands in one log entry, applied in order.
+    Batch(Vec<Command>),
+}
+
+/// A task to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub queue: String,
+    pub kind: String,
+    /// JSON text; the API checks it parses.
+    pub payload: String,
+    pub priority: i32,
+    /// `None`: the queue's setting.
+    pub max_attempts: Option<u32>,
+    /// Not leased before `now + delay_ms`.
+    pub delay_ms: u64,
+    /// A key seen before returns the task it made instead of a new one.
+    pub idempotency_key: Option<String>,
+    pub depends_on: Vec<TaskRef>,
+}
+
+impl NewTask {
+    /// A task with default settings, for tests and simple callers.
+    pub fn new(queue: &str, kind: &str, payload: &str) -> Self {
+        NewTask {
+            queue: queue.to_string(),
+            kind: kind.to_string(),
+            payload: payload.to_string(),
+            priority: 0,
+            max_attempts: None,
+            delay_ms: 0,
+            idempotency_key: None,
+            depends_on: Vec::new(),
+        }
+    }
+}
+
+/// A dependency: a task by id, or by the idempotency key it was enqueued
+/// with (which may be a task earlier in the same batch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRef {
+    Id(TaskId),
+    Key(String),
+}
+
+/// A lease a worker reports as still running, with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldLease {
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub task: TaskId,
+    pub token: FencingToken,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done; `result` is JSON text.
+    Succeeded { result: String },
+    /// Failed, worth another attempt after a backoff.
+    Retryable { error: String },
+    /// Failed for good: dead at once.
+    Permanent { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Enqueued(Vec<Enqueued>),
+    Leased(Vec<Granted>),
+    HeartbeatAck(HeartbeatAck),
+    Completed(Vec<Result<TaskStatus, Rejection>>),
+    Expired(Vec<(TaskId, TaskStatus)>),
+    /// The command changed one task (cancel, retry).
+    Task { id: TaskId, status: TaskStatus },
+    /// The command was applied and has nothing to report.
+    Done,
+    /// The command was refused; nothing changed.
+    Rejected(Rejection),
+    Released(Vec<(TaskId, TaskStatus)>),
+    Collected { tasks: u64 },
+    Batch(Vec<Response>),
+}
+
+/// One enqueued task: its id, and whether this command made it (`false`: an
+/// idempotency key returned an existing task).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub id: TaskId,
+    pub created: bool,
+    pub status: TaskStatus,
+}
+
+/// A lease the state machine granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub task: TaskId,
+    pub queue: String,
+    pub kind: String,
+    pub attempt: u32,
+    pub token: FencingToken,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The leases renewed, with their new expiry.
+    pub renewed: Vec<(TaskId, u64)>,
+    /// Leases the node reported that are no longer its own: stop them.
+    pub revoked: Vec<(TaskId, FencingToken)>,
+    pub draining: bool,
+}
+
+/// Why a command was refused. Every replica computes the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    UnknownTask(TaskId),
+    UnknownQueue(String),
+    UnknownNode(NodeId),
+    /// The token is not the task's current lease (expired, reassigned, or never granted).
+    StaleToken { task: TaskId, token: FencingToken, current: Option<FencingToken> },
+    /// The task is not in a state the command applies to.
+    WrongStatus { task: TaskId, status: TaskStatus, expected: String },
+    PayloadTooLarge { index: usize, bytes: u64, limit: u64 },
+    BatchTooLarge { tasks: u64, limit: u64 },
+    EmptyBatch,
+    QueueFull { queue: String, depth: u64, limit: u64 },
+    TooManyQueues { limit: u64 },
+    InvalidName { index: usize, field: String, reason: String },
+    UnknownDependency { index: usize, dependency: String },
+    /// A dependency already ended without success, so the task could never run.
+    DependencyFailed { index: usize, dependency: TaskId, status: TaskStatus },
+    TooManyDependencies { index: usize, count: u64, limit: u64 },
+    InvalidConfig(String),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::UnknownTask(id) => write!(f, "no task {id}"),
+            Rejection::UnknownQueue(q) => write!(f, "no queue {q:?}"),
+            Rejection::UnknownNode(n) => write!(f, "no node {n}"),
+            Rejection::StaleToken { task, token, current } => match current {
+                Some(c) => write!(f, "stale token {token} for task {task} (current lease {c})"),
+                None => write!(f, "stale token {token} for task {task} (it holds no lease)"),
+            },
+            Rejection::WrongStatus { task, status, expected } => {
+                write!(f, "task {task} is {status}, expected {expected}")
+            }
+            Rejection::PayloadTooLarge { index, bytes, limit } => {
+                write!(f, "task #{index}: payload is {bytes} bytes, the limit is {limit}")
+            }
+            Rejection::BatchTooLarge { tasks, limit } => {
+                write!(f, "batch of {tasks} tasks, the limit is {limit}")
+            }
+            Rejection::EmptyBatch => write!(f, "no tasks to enqueue"),
+            Rejection::QueueFull { queue, depth, limit } => {
+                write!(f, "queue {queue:?} is full: {depth} tasks not ended, the limit is {limit}")
+            }
+            Rejection::TooManyQueues { limit } => write!(f, "too many queues (limit {limit})"),
+            Rejection::InvalidName { index, field, reason } => {
+                write!(f, "task #{index}: {field}: {reason}")
+            }
+            Rejection::UnknownDependency { index, dependency } => {
+                write!(f, "task #{index}: depends on unknown task {dependency}")
+            }
+            Rejection::DependencyFailed { index, dependency, status } => {
+                write!(f, "task #{index}: dependency {dependency} is {status}")
+            }
+            Rejection::TooManyDependencies { index, count, limit } => {
+                write!(f, "task #{index}: {count} dependencies, the limit is {limit}")
+            }
+            Rejection::InvalidConfig(msg) => write!(f, "invalid queue config: {msg}"),
+        }
+    }
+}
