@@ -163,9 +163,9 @@ impl StateMachine {
             TaskRef::Id(id) => *id,
             TaskRef::Key(key) => match (self.core.keys.get(key.as_str()), batch_keys.get(key.as_str())) {
                 (Some(id), _) => *id,
+                // A task made earlier in this batch: new, so it can still succeed.
                 (None, Some(&pos)) => match &plan[pos] {
-                    Planned::New { id, .. } => *id,
-                    // A key's first use in the batch is always New.
+                    Planned::New { id, .. } => return Ok(*id),
                     Planned::Existing(id) => *id,
                     Planned::SameAs(_) => {
                         return Err(Rejection::UnknownDependency { index, dependency: format!("key {key:?}") })
@@ -176,10 +176,6 @@ impl StateMachine {
                 }
             },
         };
-        if id.0 >= self.core.next_task_id {
-            // Only tasks of this batch have ids this high; they are fresh.
-            return Ok(id);
-        }
         match self.core.tasks.get(&id) {
             None => Err(Rejection::UnknownDependency { index, dependency: id.to_string() }),
             Some(t) if matches!(t.status, TaskStatus::Dead | TaskStatus::Cancelled) => {

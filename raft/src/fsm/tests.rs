@@ -1,0 +1,587 @@
+//! Table-driven tests of each command: a state, a command, and the exact
+//! response and state that must follow.
+
+use super::*;
+
+const Q: &str = "q";
+
+/// A state machine with its cold store, driven like the log would drive it.
+struct Harness {
+    sm: StateMachine,
+    cold: MemCold,
+    now: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness { sm: StateMachine::new(), cold: MemCold::default(), now: 1_000 }
+    }
+
+    fn run(&mut self, command: Command) -> Response {
+        let r = self.sm.apply(&Stamped { now_ms: self.now, command }, &mut self.cold);
+        self.sm.check_invariants().unwrap();
+        r
+    }
+
+    fn enqueue(&mut self, tasks: Vec<NewTask>) -> Vec<Enqueued> {
+        match self.run(Command::Enqueue { tasks }) {
+            Response::Enqueued(e) => e,
+            other => panic!("enqueue: {other:?}"),
+        }
+    }
+
+    fn enqueue_one(&mut self, t: NewTask) -> TaskId {
+        self.enqueue(vec![t])[0].id
+    }
+
+    fn lease(&mut self, node: NodeId, max: u32) -> Vec<Granted> {
+        match self.run(Command::Lease { node, queues: vec![], max }) {
+            Response::Leased(g) => g,
+            other => panic!("lease: {other:?}"),
+        }
+    }
+
+    fn complete(&mut self, node: NodeId, task: TaskId, token: FencingToken, outcome: Outcome) -> Result<TaskStatus, Rejection> {
+        match self.run(Command::Complete { node, completions: vec![Completion { task, token, outcome }] }) {
+            Response::Completed(mut v) => v.remove(0),
+            other => panic!("complete: {other:?}"),
+        }
+    }
+
+    fn status(&self, id: TaskId) -> TaskStatus {
+        self.sm.task(id).unwrap().status
+    }
+
+    fn configure(&mut self, patch: QueuePatch) {
+        assert_eq!(self.run(Command::ConfigureQueue { queue: Q.into(), patch }), Response::Done);
+    }
+}
+
+fn ok() -> Outcome {
+    Outcome::Succeeded { result: "{\"ok\":true}".into() }
+}
+
+fn task() -> NewTask {
+    NewTask::new(Q, "noop", "{}")
+}
+
+#[test]
+fn enqueue_creates_pending_tasks_with_payload_and_history() {
+    let mut h = Harness::new();
+    let out = h.enqueue(vec![task(), NewTask::new(Q, "sleep", "{\"ms\":5}")]);
+    assert_eq!(
+        out,
+        vec![
+            Enqueued { id: TaskId(0), created: true, status: TaskStatus::Pending },
+            Enqueued { id: TaskId(1), created: true, status: TaskStatus::Pending },
+        ]
+    );
+    let t = h.sm.task(TaskId(1)).unwrap();
+    assert_eq!((&*t.queue, &*t.kind, t.attempt, t.created_ms), (Q, "sleep", 0, 1_000));
+    assert_eq!(h.cold.payloads[&TaskId(1)], "{\"ms\":5}");
+    assert_eq!(h.cold.history(TaskId(1)).len(), 1);
+    assert_eq!(h.sm.queue(Q).unwrap().config, QueueConfig::default());
+}
+
+#[test]
+fn idempotency_key_enqueued_twice_gives_one_task() {
+    let mut h = Harness::new();
+    let mut t = task();
+    t.idempotency_key = Some("k1".into());
+    let first = h.enqueue(vec![t.clone()]);
+    let second = h.enqueue(vec![t.clone(), t]);
+    assert!(first[0].created);
+    assert_eq!(second[0], Enqueued { id: first[0].id, created: false, status: TaskStatus::Pending });
+    assert_eq!(second[1], Enqueued { id: first[0].id, created: false, status: TaskStatus::Pending });
+    assert_eq!(h.sm.task_count(), 1);
+}
+
+#[test]
+fn enqueue_rejections_change_nothing() {
+    let limits = Limits { max_payload_bytes: 8, max_batch: 2, ..Limits::default() };
+    let cases: Vec<(Vec<NewTask>, Rejection)> = vec![
+        (vec![], Rejection::EmptyBatch),
+        (vec![task(), task(), task()], Rejection::BatchTooLarge { tasks: 3, limit: 2 }),
+        (
+            vec![task(), NewTask::new(Q, "noop", "[1,2,3,4,5]")],
+            Rejection::PayloadTooLarge { index: 1, bytes: 11, limit: 8 },
+        ),
+        (
+            vec![NewTask::new("bad queue", "noop", "{}")],
+            Rejection::InvalidName {
+                index: 0,
+                field: "queue".into(),
+                reason: "\"bad queue\" may hold only letters, digits and . _ : / -".into(),
+            },
+        ),
+        (
+            vec![{
+                let mut t = task();
+                t.depends_on = vec![TaskRef::Id(TaskId(42))];
+                t
+            }],
+            Rejection::UnknownDependency { index: 0, dependency: "42".into() },
+        ),
+        (
+            vec![{
+                let mut t = task();
+                t.depends_on = vec![TaskRef::Key("nope".into())];
+                t
+            }],
+            Rejection::UnknownDependency { index: 0, dependency: "key \"nope\"".into() },
+        ),
+    ];
+    for (tasks, want) in cases {
+        let mut h = Harness::new();
+        h.sm = StateMachine::with_limits(limits.clone());
+        let mut before = h.sm.clone();
+        // The clock moves with every entry, refused or not; nothing else may.
+        before.core.clock_ms = h.now;
+        assert_eq!(h.run(Command::Enqueue { tasks }), Response::Rejected(want));
+        assert_eq!(h.sm, before);
+        assert!(h.cold.payloads.is_empty());
+    }
+}
+
+#[test]
+fn queue_depth_limit_rejects_with_queue_full() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { max_depth: Some(2), ..Default::default() });
+    h.enqueue(vec![task()]);
+    assert_eq!(
+        h.run(Command::Enqueue { tasks: vec![task(), task()] }),
+        Response::Rejected(Rejection::QueueFull { queue: Q.into(), depth: 1, limit: 2 })
+    );
+}
+
+#[test]
+fn lease_takes_priority_first_then_oldest() {
+    let mut h = Harness::new();
+    let low = h.enqueue_one(task());
+    let mut hi = task();
+    hi.priority = 5;
+    let high = h.enqueue_one(hi);
+    let low2 = h.enqueue_one(task());
+    let g = h.lease(1, 10);
+    assert_eq!(g.iter().map(|g| g.task).collect::<Vec<_>>(), vec![high, low, low2]);
+    assert_eq!(g.iter().map(|g| g.token.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(g.iter().all(|g| g.attempt == 1 && g.expires_ms == 1_000 + 30_000));
+    assert_eq!(h.status(low), TaskStatus::Leased);
+    assert_eq!(h.sm.lease_count(1), 3);
+}
+
+#[test]
+fn lease_respects_max_and_not_before() {
+    let mut h = Harness::new();
+    let mut delayed = task();
+    delayed.delay_ms = 500;
+    let d = h.enqueue_one(delayed);
+    let now_task = h.enqueue_one(task());
+    assert_eq!(h.lease(1, 0), vec![]);
+    assert_eq!(h.lease(1, 5).iter().map(|g| g.task).collect::<Vec<_>>(), vec![now_task]);
+    h.now += 499;
+    assert_eq!(h.lease(1, 5), vec![]);
+    h.now += 1;
+    assert_eq!(h.lease(1, 5).iter().map(|g| g.task).collect::<Vec<_>>(), vec![d]);
+}
+
+#[test]
+fn paused_queue_leases_nothing_until_resumed() {
+    let mut h = Harness::new();
+    h.enqueue_one(task());
+    assert_eq!(h.run(Command::SetQueuePaused { queue: Q.into(), paused: true }), Response::Done);
+    assert_eq!(h.lease(1, 5), vec![]);
+    assert_eq!(h.run(Command::SetQueuePaused { queue: Q.into(), paused: false }), Response::Done);
+    assert_eq!(h.lease(1, 5).len(), 1);
+}
+
+#[test]
+fn concurrency_cap_limits_leases_per_queue() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { concurrency: Some(2), ..Default::default() });
+    h.enqueue(vec![task(), task(), task()]);
+    assert_eq!(h.lease(1, 10).len(), 2);
+    assert_eq!(h.lease(2, 10).len(), 0);
+}
+
+#[test]
+fn lease_only_named_queues() {
+    let mut h = Harness::new();
+    h.enqueue(vec![NewTask::new("a", "noop", "{}"), NewTask::new("b", "noop", "{}")]);
+    match h.run(Command::Lease { node: 1, queues: vec!["b".into(), "missing".into()], max: 10 }) {
+        Response::Leased(g) => assert_eq!(g.iter().map(|g| g.queue.as_str()).collect::<Vec<_>>(), vec!["b"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn draining_node_is_leased_nothing() {
+    let mut h = Harness::new();
+    h.enqueue_one(task());
+    assert_eq!(h.run(Command::DrainNode { node: 1, draining: true }), Response::Done);
+    assert_eq!(h.lease(1, 5), vec![]);
+    assert_eq!(h.lease(2, 5).len(), 1);
+}
+
+#[test]
+fn completion_with_current_token_succeeds_and_stores_result() {
+    let mut h = Harness::new();
+    let id = h.enqueue_one(task());
+    let g = h.lease(1, 1).remove(0);
+    h.now += 10;
+    assert_eq!(h.complete(1, id, g.token, ok()), Ok(TaskStatus::Succeeded));
+    let t = h.sm.task(id).unwrap();
+    assert_eq!((t.status, t.lease.clone(), t.finished_ms), (TaskStatus::Succeeded, None, Some(1_010)));
+    assert_eq!(h.cold.results[&id], "{\"ok\":true}");
+    assert_eq!(h.sm.lease_count(1), 0);
+}
+
+#[test]
+fn stale_token_completion_is_rejected() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { lease_ms: Some(1_000), backoff_base_ms: Some(0), ..Default::default() });
+    let id = h.enqueue_one(task());
+    let first = h.lease(1, 1).remove(0);
+    h.now += 1_000;
+    h.run(Command::ExpireLeases);
+    let second = h.lease(2, 1).remove(0);
+    assert!(second.token > first.token);
+    assert_eq!(
+        h.complete(1, id, first.token, ok()),
+        Err(Rejection::StaleToken { task: id, token: first.token, current: Some(second.token) })
+    );
+    assert_eq!(h.status(id), TaskStatus::Leased);
+    assert_eq!(h.complete(2, id, second.token, ok()), Ok(TaskStatus::Succeeded));
+    // Once done, even the last token is stale.
+    assert_eq!(
+        h.complete(2, id, second.token, ok()),
+        Err(Rejection::StaleToken { task: id, token: second.token, current: None })
+    );
+    assert_eq!(
+        h.complete(2, TaskId(99), second.token, ok()),
+        Err(Rejection::UnknownTask(TaskId(99)))
+    );
+}
+
+#[test]
+fn expired_lease_returns_task_with_attempt_and_backoff() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { lease_ms: Some(1_000), backoff_base_ms: Some(400), ..Default::default() });
+    let id = h.enqueue_one(task());
+    h.lease(1, 1);
+    h.now += 999;
+    assert_eq!(h.run(Command::ExpireLeases), Response::Expired(vec![]));
+    h.now += 1;
+    assert_eq!(h.run(Command::ExpireLeases), Response::Expired(vec![(id, TaskStatus::Pending)]));
+    let t = h.sm.task(id).unwrap().clone();
+    assert_eq!((t.status, t.attempt, t.expiry_streak, t.lease.clone()), (TaskStatus::Pending, 1, 1, None));
+    // Backoff is base * 2^0, less at most a quarter.
+    assert!(t.not_before_ms > 2_000 + 300 && t.not_before_ms <= 2_000 + 400, "{}", t.not_before_ms);
+    assert_eq!(h.lease(2, 1), vec![]);
+    h.now = t.not_before_ms;
+    let g = h.lease(2, 1).remove(0);
+    assert_eq!(g.attempt, 2);
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch {
+        backoff_base_ms: Some(1_000),
+        backoff_cap_ms: Some(3_000),
+        max_attempts: Some(10),
+        ..Default::default()
+    });
+    let id = h.enqueue_one(task());
+    let mut waits = vec![];
+    for _ in 0..4 {
+        let g = h.lease(1, 1).remove(0);
+        h.complete(1, id, g.token, Outcome::Retryable { error: "flaky".into() }).unwrap();
+        let nb = h.sm.task(id).unwrap().not_before_ms;
+        waits.push(nb - h.now);
+        h.now = nb;
+    }
+    let full = [1_000, 2_000, 3_000, 3_000];
+    for (w, f) in waits.iter().zip(full) {
+        assert!(*w <= f && *w >= f - f / 4, "waits {waits:?}");
+    }
+}
+
+#[test]
+fn max_attempts_leads_to_dead() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { max_attempts: Some(2), backoff_base_ms: Some(0), ..Default::default() });
+    let id = h.enqueue_one(task());
+    let g = h.lease(1, 1).remove(0);
+    assert_eq!(h.complete(1, id, g.token, Outcome::Retryable { error: "e1".into() }), Ok(TaskStatus::Pending));
+    let g = h.lease(1, 1).remove(0);
+    assert_eq!(h.complete(1, id, g.token, Outcome::Retryable { error: "e2".into() }), Ok(TaskStatus::Dead));
+    let t = h.sm.task(id).unwrap();
+    assert_eq!(t.last_error.as_deref(), Some("gave up after 2 attempts: e2"));
+    assert_eq!(h.lease(1, 1), vec![]);
+}
+
+#[test]
+fn expiry_at_max_attempts_is_dead() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { max_attempts: Some(1), lease_ms: Some(100), ..Default::default() });
+    let id = h.enqueue_one(task());
+    h.lease(1, 1);
+    h.now += 100;
+    assert_eq!(h.run(Command::ExpireLeases), Response::Expired(vec![(id, TaskStatus::Dead)]));
+}
+
+#[test]
+fn permanent_failure_is_dead_at_once() {
+    let mut h = Harness::new();
+    let id = h.enqueue_one(task());
+    let g = h.lease(1, 1).remove(0);
+    assert_eq!(h.complete(1, id, g.token, Outcome::Permanent { error: "bad input".into() }), Ok(TaskStatus::Dead));
+    assert_eq!(h.sm.task(id).unwrap().last_error.as_deref(), Some("bad input"));
+}
+
+#[test]
+fn blocked_task_becomes_pending_when_dependency_succeeds() {
+    let mut h = Harness::new();
+    let mut a = task();
+    a.idempotency_key = Some("a".into());
+    let mut b = task();
+    b.depends_on = vec![TaskRef::Key("a".into())];
+    let out = h.enqueue(vec![a, b]);
+    let (a, b) = (out[0].id, out[1].id);
+    assert_eq!(out[1].status, TaskStatus::Blocked);
+    let g = h.lease(1, 10);
+    assert_eq!(g.len(), 1, "only the dependency is leasable");
+    h.complete(1, a, g[0].token, ok()).unwrap();
+    assert_eq!(h.status(b), TaskStatus::Pending);
+    assert_eq!(h.lease(1, 10)[0].task, b);
+}
+
+#[test]
+fn task_with_two_dependencies_waits_for_both() {
+    let mut h = Harness::new();
+    let a = h.enqueue_one(task());
+    let b = h.enqueue_one(task());
+    let mut c = task();
+    c.depends_on = vec![TaskRef::Id(a), TaskRef::Id(b)];
+    let c = h.enqueue_one(c);
+    let g = h.lease(1, 10);
+    h.complete(1, a, g[0].token, ok()).unwrap();
+    assert_eq!(h.status(c), TaskStatus::Blocked);
+    h.complete(1, b, g[1].token, ok()).unwrap();
+    assert_eq!(h.status(c), TaskStatus::Pending);
+}
+
+#[test]
+fn dead_dependency_cancels_dependents_transitively() {
+    let mut h = Harness::new();
+    let a = h.enqueue_one(task());
+    let mut b = task();
+    b.depends_on = vec![TaskRef::Id(a)];
+    let b = h.enqueue_one(b);
+    let mut c = task();
+    c.depends_on = vec![TaskRef::Id(b)];
+    let c = h.enqueue_one(c);
+    let g = h.lease(1, 10).remove(0);
+    h.complete(1, a, g.token, Outcome::Permanent { error: "boom".into() }).unwrap();
+    assert_eq!((h.status(b), h.status(c)), (TaskStatus::Cancelled, TaskStatus::Cancelled));
+    assert_eq!(h.sm.task(b).unwrap().last_error.as_deref(), Some("dependency 0 is dead"));
+    assert_eq!(h.sm.task(c).unwrap().last_error.as_deref(), Some("dependency 1 is cancelled"));
+    // A new task cannot depend on a dead one.
+    let mut d = task();
+    d.depends_on = vec![TaskRef::Id(a)];
+    assert_eq!(
+        h.run(Command::Enqueue { tasks: vec![d] }),
+        Response::Rejected(Rejection::DependencyFailed { index: 0, dependency: a, status: TaskStatus::Dead })
+    );
+    // Retrying the dependency, then its dependents, runs them all.
+    assert_eq!(h.run(Command::Retry { task: a }), Response::Task { id: a, status: TaskStatus::Pending });
+    assert_eq!(h.run(Command::Retry { task: b }), Response::Task { id: b, status: TaskStatus::Blocked });
+}
+
+#[test]
+fn cancel_and_retry() {
+    let mut h = Harness::new();
+    let id = h.enqueue_one(task());
+    let g = h.lease(1, 1).remove(0);
+    assert_eq!(h.run(Command::Cancel { task: id, reason: String::new() }), Response::Task { id, status: TaskStatus::Cancelled });
+    assert_eq!(h.sm.lease_count(1), 0);
+    assert_eq!(h.complete(1, id, g.token, ok()), Err(Rejection::StaleToken { task: id, token: g.token, current: None }));
+    assert_eq!(
+        h.run(Command::Cancel { task: id, reason: String::new() }),
+        Response::Rejected(Rejection::WrongStatus {
+            task: id,
+            status: TaskStatus::Cancelled,
+            expected: "pending, blocked or leased".into()
+        })
+    );
+    assert_eq!(h.run(Command::Retry { task: id }), Response::Task { id, status: TaskStatus::Pending });
+    assert_eq!(h.sm.task(id).unwrap().attempt, 0);
+    assert_eq!(
+        h.run(Command::Retry { task: id }),
+        Response::Rejected(Rejection::WrongStatus { task: id, status: TaskStatus::Pending, expected: "dead or cancelled".into() })
+    );
+    assert_eq!(h.run(Command::Retry { task: TaskId(7) }), Response::Rejected(Rejection::UnknownTask(TaskId(7))));
+}
+
+#[test]
+fn heartbeat_renews_own_leases_and_revokes_others() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { lease_ms: Some(1_000), ..Default::default() });
+    let a = h.enqueue_one(task());
+    let b = h.enqueue_one(task());
+    let g = h.lease(1, 2);
+    h.now += 500;
+    let held = vec![
+        HeldLease { task: a, token: g[0].token, progress: Some(Progress { fraction: 2.0, message: "half".into() }) },
+        HeldLease { task: b, token: FencingToken(99), progress: None },
+    ];
+    match h.run(Command::Heartbeat { node: 1, slots: 4, held }) {
+        Response::HeartbeatAck(ack) => {
+            assert_eq!(ack.renewed, vec![(a, 2_500)]);
+            assert_eq!(ack.revoked, vec![(b, FencingToken(99))]);
+            assert!(!ack.draining);
+        }
+        other => panic!("{other:?}"),
+    }
+    let t = h.sm.task(a).unwrap();
+    assert_eq!(t.progress, Some(Progress { fraction: 1.0, message: "half".into() }));
+    assert_eq!(h.sm.nodes()[&1].slots, 4);
+    // Another node cannot renew node 1's lease even with the right token.
+    match h.run(Command::Heartbeat { node: 2, slots: 1, held: vec![HeldLease { task: a, token: g[0].token, progress: None }] }) {
+        Response::HeartbeatAck(ack) => assert_eq!(ack.revoked, vec![(a, g[0].token)]),
+        other => panic!("{other:?}"),
+    }
+    h.now = 2_000;
+    assert_eq!(h.run(Command::ExpireLeases), Response::Expired(vec![(b, TaskStatus::Pending)]));
+}
+
+#[test]
+fn release_node_returns_its_leases() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { backoff_base_ms: Some(0), ..Default::default() });
+    h.enqueue(vec![task(), task()]);
+    h.lease(1, 1);
+    h.lease(2, 1);
+    match h.run(Command::ReleaseNode { node: 1, forget: true }) {
+        Response::Released(r) => assert_eq!(r, vec![(TaskId(0), TaskStatus::Pending)]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!h.sm.nodes().contains_key(&1));
+    assert_eq!(h.sm.lease_count(2), 1);
+    assert_eq!(h.lease(3, 5).len(), 1);
+}
+
+#[test]
+fn configure_queue_validates() {
+    let mut h = Harness::new();
+    for (patch, msg) in [
+        (QueuePatch { lease_ms: Some(10), ..Default::default() }, "lease_ms must be at least 100"),
+        (QueuePatch { max_attempts: Some(0), ..Default::default() }, "max_attempts must be at least 1"),
+        (
+            QueuePatch { backoff_base_ms: Some(10), backoff_cap_ms: Some(5), ..Default::default() },
+            "backoff_base_ms must not exceed backoff_cap_ms",
+        ),
+    ] {
+        assert_eq!(
+            h.run(Command::ConfigureQueue { queue: Q.into(), patch }),
+            Response::Rejected(Rejection::InvalidConfig(msg.into()))
+        );
+    }
+    assert_eq!(h.sm.queue(Q).unwrap().config, QueueConfig::default());
+}
+
+#[test]
+fn history_is_bounded_per_task() {
+    let mut h = Harness::new();
+    h.sm = StateMachine::with_limits(Limits { max_history_per_task: 3, ..Limits::default() });
+    h.configure(QueuePatch { max_attempts: Some(100), backoff_base_ms: Some(0), ..Default::default() });
+    let id = h.enqueue_one(task());
+    for _ in 0..5 {
+        let g = h.lease(1, 1).remove(0);
+        h.complete(1, id, g.token, Outcome::Retryable { error: "again".into() }).unwrap();
+    }
+    let hist = h.cold.history(id);
+    assert_eq!(hist.len(), 3);
+    assert_eq!(h.sm.task(id).unwrap().history_len, 11);
+    assert!(matches!(hist.last().unwrap().what, EventKind::Failed { .. }));
+}
+
+#[test]
+fn garbage_collection_forgets_old_ended_tasks() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { retention_ms: Some(1_000), ..Default::default() });
+    let mut t = task();
+    t.idempotency_key = Some("k".into());
+    let id = h.enqueue_one(t);
+    let keep = h.enqueue_one(task());
+    let g = h.lease(1, 1).remove(0);
+    h.complete(1, id, g.token, ok()).unwrap();
+    h.now += 999;
+    assert_eq!(h.run(Command::CollectGarbage), Response::Collected { tasks: 0 });
+    h.now += 1;
+    assert_eq!(h.run(Command::CollectGarbage), Response::Collected { tasks: 1 });
+    assert!(h.sm.task(id).is_none() && h.sm.task(keep).is_some());
+    assert!(h.sm.task_by_key("k").is_none());
+    assert!(!h.cold.payloads.contains_key(&id) && h.cold.history(id).is_empty());
+}
+
+#[test]
+fn clock_never_steps_back() {
+    let mut h = Harness::new();
+    h.now = 5_000;
+    h.enqueue_one(task());
+    h.now = 4_000;
+    let id = h.enqueue_one(task());
+    assert_eq!(h.sm.clock_ms(), 5_000);
+    assert_eq!(h.sm.task(id).unwrap().created_ms, 5_000);
+}
+
+#[test]
+fn batch_applies_in_order() {
+    let mut h = Harness::new();
+    let r = h.run(Command::Batch(vec![
+        Command::Enqueue { tasks: vec![task()] },
+        Command::Lease { node: 1, queues: vec![], max: 1 },
+        Command::Cancel { task: TaskId(5), reason: String::new() },
+    ]));
+    match r {
+        Response::Batch(v) => {
+            assert!(matches!(v[0], Response::Enqueued(_)));
+            assert!(matches!(&v[1], Response::Leased(g) if g.len() == 1));
+            assert_eq!(v[2], Response::Rejected(Rejection::UnknownTask(TaskId(5))));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn queries_page_and_count() {
+    let mut h = Harness::new();
+    h.enqueue((0..5).map(|_| task()).collect());
+    h.enqueue(vec![NewTask::new("other", "noop", "{}")]);
+    h.lease(1, 1);
+    let p1 = h.sm.tasks(Some(Q), Some(TaskStatus::Pending), None, 2);
+    assert_eq!(p1.tasks.iter().map(|t| t.id.0).collect::<Vec<_>>(), vec![1, 2]);
+    let p2 = h.sm.tasks(Some(Q), Some(TaskStatus::Pending), p1.next, 2);
+    assert_eq!(p2.tasks.iter().map(|t| t.id.0).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(p2.next, None);
+    let stats = h.sm.queue_stats(1_500);
+    let q = stats.iter().find(|s| s.name == Q).unwrap();
+    assert_eq!(q.counts[&TaskStatus::Pending], 4);
+    assert_eq!(q.counts[&TaskStatus::Leased], 1);
+    assert_eq!(q.oldest_pending_age_ms, Some(500));
+    assert_eq!(h.sm.leases_of(1).len(), 1);
+}
+
+#[test]
+fn snapshot_round_trip_rebuilds_indexes() {
+    let mut h = Harness::new();
+    h.enqueue((0..4).map(|_| task()).collect());
+    h.lease(1, 2);
+    let bytes = serde_json::to_vec(&h.sm).unwrap();
+    let restored: StateMachine = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(restored, h.sm);
+    restored.check_invariants().unwrap();
+    assert_eq!(restored.lease_count(1), 2);
+}
