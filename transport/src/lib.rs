@@ -1,1 +1,30 @@
-//! placeholder
+//! skein-transport: how skein nodes talk to each other, over TCP with tarpc.
+//!
+//! - [`rpc`]: the [`SkeinRpc`] tarpc service (the Raft RPCs and the
+//!   node-to-node calls: forwarded writes, lease, heartbeat, complete, read
+//!   index, join, leave), their request types and [`NodeError`];
+//! - [`codec`]: the wire format, length-delimited frames of bincode 2
+//!   (serde mode), and its size cap;
+//! - [`server`]: the [`Handler`] a node implements and [`serve`], the accept
+//!   loop (a task per connection, a task per request);
+//! - [`client`]: [`Peers`], one lazily dialled connection per peer with
+//!   backoff and a deadline on every call, and [`CallError`];
+//! - [`network`]: openraft's `RaftNetworkFactory` and `RaftNetwork` over
+//!   [`Peers`], with the one mapping from transport failures to openraft's
+//!   `RPCError`.
+//!
+//! The flow of a forwarded write: follower [`Peers::write`] → tarpc over
+//! TCP → the leader's [`serve`] → its [`Handler::write`] → Raft.
+
+pub mod client;
+pub mod codec;
+pub mod network;
+pub mod rpc;
+pub mod server;
+
+pub use client::{CallError, Peers, PeersConfig};
+pub use network::{Network, PeerNetwork};
+pub use rpc::{
+    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, SkeinRpc, SkeinRpcClient,
+};
+pub use server::{serve, Handler};

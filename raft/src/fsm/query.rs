@@ -140,3 +140,24 @@ impl StateMachine {
         self.core.tasks.len()
     }
 }
+
+impl StateMachine {
+    /// Whether a `Lease` for `queues` (all when empty) at `now_ms` would
+    /// grant anything. The leader asks before proposing one, so idle
+    /// workers' long polls do not fill the log with empty leases.
+    pub fn can_lease(&self, queues: &[String], now_ms: u64) -> bool {
+        let now = now_ms.max(self.core.clock_ms);
+        let eligible = |q: &super::types::Queue| {
+            let Some(qi) = self.idx.queues.get(&q.name) else { return false };
+            !q.paused
+                && (q.config.concurrency == 0
+                    || qi.counts[TaskStatus::Leased.index()] < u64::from(q.config.concurrency))
+                && (!qi.ready.is_empty() || qi.delayed.first().is_some_and(|(at, _)| *at <= now))
+        };
+        if queues.is_empty() {
+            self.core.queues.values().any(eligible)
+        } else {
+            queues.iter().filter_map(|q| self.core.queues.get(q.as_str())).any(eligible)
+        }
+    }
+}

@@ -180,8 +180,10 @@ fn lease_respects_max_and_not_before() {
     assert_eq!(h.lease(1, 0), vec![]);
     assert_eq!(h.lease(1, 5).iter().map(|g| g.task).collect::<Vec<_>>(), vec![now_task]);
     h.now += 499;
+    assert!(!h.sm.can_lease(&[], h.now));
     assert_eq!(h.lease(1, 5), vec![]);
     h.now += 1;
+    assert!(h.sm.can_lease(&[Q.to_string()], h.now));
     assert_eq!(h.lease(1, 5).iter().map(|g| g.task).collect::<Vec<_>>(), vec![d]);
 }
 
@@ -189,7 +191,9 @@ fn lease_respects_max_and_not_before() {
 fn paused_queue_leases_nothing_until_resumed() {
     let mut h = Harness::new();
     h.enqueue_one(task());
+    assert!(h.sm.can_lease(&[], h.now));
     assert_eq!(h.run(Command::SetQueuePaused { queue: Q.into(), paused: true }), Response::Done);
+    assert!(!h.sm.can_lease(&[], h.now));
     assert_eq!(h.lease(1, 5), vec![]);
     assert_eq!(h.run(Command::SetQueuePaused { queue: Q.into(), paused: false }), Response::Done);
     assert_eq!(h.lease(1, 5).len(), 1);

@@ -1,0 +1,510 @@
+//! The command line, as clap derives it: every command, flag and help text.
+//!
+//! Parsing here is pure (no I/O besides `--payload-file`, which is read later
+//! by the command), so the tests below check it with `try_parse_from`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skein_raft::api::DependencySpec;
+use skein_raft::fsm::TaskStatus;
+
+use crate::addr::{parse_addr_list, AddrList};
+
+/// The address used when neither `--addr` nor `SKEIN_ADDR` is given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7701";
+
+const ABOUT: &str = "Drive a skein cluster: enqueue tasks, follow datasets, manage queues and nodes";
+
+const LONG_ABOUT: &str = "\
+skein is the command-line client of a skein cluster: a fleet of `skein-node`
+processes that replicate a task queue with Raft and run migration tasks.
+
+The CLI talks to any node's HTTP API. Reads are answered by the node you ask;
+writes are forwarded to the leader. Give several nodes with --addr (comma
+separated) and the CLI tries them in order until one answers.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  skein enqueue --queue demo --payload '{\"dataset\": \"orders\"}'
+  skein enqueue --queue load --count 10000          # load test, prints the rate
+  skein status --queue migrations                   # one row per dataset
+  skein tasks list --status dead --all
+  skein tasks show 42
+  skein queue set migrations --concurrency 4 --max-attempts 3
+  skein cluster status
+  SKEIN_ADDR=10.0.0.5:7701,10.0.0.6:7701 skein -o json tasks list | jq '.tasks[].id'";
+
+/// The `skein` command line.
+#[derive(Debug, Parser)]
+#[command(name = "skein", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Node(s) to talk to: `host:port` or `http://host:port`, several separated
+    /// by commas (tried in order until one answers).
+    #[arg(
+        long,
+        global = true,
+        env = "SKEIN_ADDR",
+        default_value = DEFAULT_ADDR,
+        value_parser = parse_addr_list,
+        value_name = "ADDR[,ADDR...]"
+    )]
+    pub addr: AddrList,
+
+    /// Output format: a table for people, or the server's JSON (pretty) for scripts.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How a command prints its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The server's JSON, pretty-printed (one document per command).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add one task to a queue, or many with --count (load testing).
+    #[command(
+        long_about = "\
+Add a task to a queue. The queue is created on first use with default settings.
+
+The task runs the transform named by --kind (noop, sleep, exec, migration) with
+the JSON payload given by --payload or --payload-file. The answer is the task's
+id; `created` is false when --key matched a task that already existed (the same
+key always names the same task, so re-running an enqueue is safe).
+
+With --count N, N identical tasks are sent in batches of up to 1000 and a
+summary with the rate is printed instead of the ids.",
+        after_help = "\
+Examples:
+  skein enqueue --queue demo
+  skein enqueue --queue migrations --kind migration --payload-file plan-orders.json --key orders-v2
+  skein enqueue --queue demo --kind sleep --payload '{\"ms\": 500}' --priority 10
+  skein enqueue --queue demo --depends-on 41 --depends-on orders-v2
+  skein enqueue --queue load --count 100000"
+    )]
+    Enqueue(EnqueueArgs),
+
+    /// List, inspect, cancel and retry tasks.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+
+    /// One row per dataset (task): status, node, attempts, started, completed.
+    #[command(
+        long_about = "\
+Show every task (of one queue, with --queue) as one row per dataset: its name
+(the payload's `entity_ref`, else its `dataset`, else kind#id), status, the node
+holding it, attempts, when it first started and when it finished, and a note
+(progress, the last error, or leases that keep expiring: a sign of a stuck task).
+A line of counts per status closes the table. Times are UTC.",
+        after_help = "\
+Examples:
+  skein status
+  skein status --queue migrations
+  skein -o json status | jq '.tasks[] | select(.status == \"dead\")'"
+    )]
+    Status(StatusArgs),
+
+    /// List queues with their counts; pause, resume or change a queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+
+    /// Show the cluster's members; drain or remove a node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The queue to add the task to (created on first use).
+    #[arg(long, short)]
+    pub queue: String,
+
+    /// The transform to run: noop, sleep, exec, migration [server default: noop].
+    #[arg(long)]
+    pub kind: Option<String>,
+
+    /// The task's payload, a JSON value, e.g. '{"dataset": "orders"}' [default: {}].
+    #[arg(long, value_parser = parse_json, conflicts_with = "payload_file", value_name = "JSON")]
+    pub payload: Option<serde_json::Value>,
+
+    /// Read the payload (JSON) from a file; `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub payload_file: Option<PathBuf>,
+
+    /// Enqueue N identical tasks in batches of up to 1000 and print the rate.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub count: u64,
+
+    /// Idempotency key: enqueueing the same key again returns the existing task.
+    #[arg(long, conflicts_with = "count", value_name = "KEY")]
+    pub key: Option<String>,
+
+    /// Higher runs first; may be negative.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+
+    /// Attempts before the task is dead [default: the queue's setting].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Do not start the task before this many milliseconds from now.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub delay_ms: u64,
+
+    /// Run only after this task succeeded: a task id or an idempotency key
+    /// (repeat the flag for several).
+    #[arg(long, value_parser = parse_dependency, value_name = "ID_OR_KEY")]
+    pub depends_on: Vec<DependencySpec>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List tasks, oldest first, filtered by queue and status.
+    #[command(after_help = "\
+Examples:
+  skein tasks list --queue demo
+  skein tasks list --status dead --all
+  skein tasks list --limit 50 --cursor 1200      # the page after task 1200")]
+    List(ListArgs),
+
+    /// Show one task: its fields, payload, result and history.
+    #[command(after_help = "Example:\n  skein tasks show 42")]
+    Show {
+        /// The task's id.
+        id: u64,
+    },
+
+    /// Cancel a task that has not ended (a leased one is stopped at its next heartbeat).
+    #[command(after_help = "Example:\n  skein tasks cancel 42 --reason \"superseded by plan v3\"")]
+    Cancel {
+        /// The task's id.
+        id: u64,
+        /// Why, kept in the task's history.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+
+    /// Run a dead or cancelled task again, with a fresh set of attempts.
+    #[command(after_help = "Example:\n  skein tasks retry 42")]
+    Retry {
+        /// The task's id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks of this queue.
+    #[arg(long, short)]
+    pub queue: Option<String>,
+
+    /// Only tasks in this status.
+    #[arg(long, short, value_enum)]
+    pub status: Option<StatusArg>,
+
+    /// Tasks per page (per request) [server default applies when absent].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+
+    /// Start after this task id (the `next cursor` of the previous page).
+    #[arg(long, value_name = "ID")]
+    pub cursor: Option<u64>,
+
+    /// Follow the cursors and list every matching task, not only the first page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only tasks of this queue.
+    #[arg(long, short)]
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List every queue with its counts per status and main settings.
+    List,
+
+    /// Stop leasing the queue's tasks (running ones finish; enqueue still works).
+    #[command(after_help = "Example:\n  skein queue pause migrations")]
+    Pause {
+        /// The queue's name.
+        queue: String,
+    },
+
+    /// Lease the queue's tasks again after a pause.
+    #[command(after_help = "Example:\n  skein queue resume migrations")]
+    Resume {
+        /// The queue's name.
+        queue: String,
+    },
+
+    /// Change some of a queue's settings; the others stay as they are.
+    #[command(after_help = "\
+Examples:
+  skein queue set migrations --concurrency 4
+  skein queue set demo --lease-ms 60000 --max-attempts 10 --backoff-base-ms 500")]
+    Set(QueueSetArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
+pub struct QueueSetArgs {
+    /// The queue's name (created if it does not exist yet).
+    pub queue: String,
+
+    /// How long a lease lasts without a heartbeat, in milliseconds.
+    #[arg(long, group = "setting", value_name = "MS")]
+    pub lease_ms: Option<u64>,
+
+    /// Attempts before a failing task is dead.
+    #[arg(long, group = "setting", value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Backoff after the n-th failure is min(cap, base * 2^(n-1)): the base, in ms.
+    #[arg(long, group = "setting", value_name = "MS")]
+    pub backoff_base_ms: Option<u64>,
+
+    /// The backoff's cap, in milliseconds.
+    #[arg(long, group = "setting", value_name = "MS")]
+    pub backoff_cap_ms: Option<u64>,
+
+    /// At most this many of the queue's tasks leased at once (0: no cap).
+    #[arg(long, group = "setting", value_name = "N")]
+    pub concurrency: Option<u32>,
+
+    /// At most this many tasks not yet ended; enqueue beyond it is refused.
+    #[arg(long, group = "setting", value_name = "N")]
+    pub max_depth: Option<u64>,
+
+    /// Forget ended tasks this long after they ended, in ms (0: keep them).
+    #[arg(long, group = "setting", value_name = "MS")]
+    pub retention_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The members (role, addresses, replication, slots, leases, heartbeat) and
+    /// the leader, term, commit and applied indexes.
+    Status,
+
+    /// Stop leasing to a node, let its tasks finish or hand them back, move
+    /// leadership away if it leads; then it can be stopped or removed.
+    #[command(after_help = "Example:\n  skein cluster drain 3")]
+    Drain {
+        /// The node's id.
+        id: u64,
+    },
+
+    /// Remove a node from the cluster's membership (drain it first).
+    #[command(after_help = "Example:\n  skein cluster drain 3 && skein cluster remove 3")]
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// A task status as a flag value; mirrors [`TaskStatus`] (a test checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Pending,
+    Blocked,
+    Leased,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl From<StatusArg> for TaskStatus {
+    fn from(s: StatusArg) -> TaskStatus {
+        match s {
+            StatusArg::Pending => TaskStatus::Pending,
+            StatusArg::Blocked => TaskStatus::Blocked,
+            StatusArg::Leased => TaskStatus::Leased,
+            StatusArg::Succeeded => TaskStatus::Succeeded,
+            StatusArg::Dead => TaskStatus::Dead,
+            StatusArg::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+/// A number is a task id; anything else is an idempotency key.
+fn parse_dependency(s: &str) -> Result<DependencySpec, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty: give a task id or an idempotency key".into());
+    }
+    Ok(match s.parse::<u64>() {
+        Ok(id) => DependencySpec::Id(id),
+        Err(_) => DependencySpec::Key(s.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("skein").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        // SKEIN_ADDR may be set in the developer's shell; the default only holds without it.
+        if std::env::var_os("SKEIN_ADDR").is_some() {
+            return;
+        }
+        let cli = parse(&["cluster", "status"]).expect("parses");
+        assert_eq!(cli.addr, parse_addr_list(DEFAULT_ADDR).expect("default parses"));
+        assert_eq!(cli.output, Output::Table);
+        assert!(matches!(cli.command, Command::Cluster(ClusterCommand::Status)));
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        for args in [
+            &["-o", "json", "--addr", "h:1", "tasks", "show", "7"][..],
+            &["tasks", "show", "7", "--output", "json", "--addr", "h:1"][..],
+        ] {
+            let cli = parse(args).expect("parses");
+            assert_eq!(cli.output, Output::Json);
+            assert_eq!(cli.addr.0[0].base, "http://h:1");
+            assert!(matches!(cli.command, Command::Tasks(TasksCommand::Show { id: 7 })));
+        }
+    }
+
+    #[test]
+    fn enqueue_full() {
+        let cli = parse(&[
+            "enqueue",
+            "--queue",
+            "q",
+            "--kind",
+            "sleep",
+            "--payload",
+            r#"{"ms": 5}"#,
+            "--key",
+            "k1",
+            "--priority",
+            "-3",
+            "--max-attempts",
+            "2",
+            "--delay-ms",
+            "100",
+            "--depends-on",
+            "12",
+            "--depends-on",
+            "orders-v2",
+        ])
+        .expect("parses");
+        let Command::Enqueue(e) = cli.command else { panic!("not enqueue") };
+        assert_eq!(e.queue, "q");
+        assert_eq!(e.kind.as_deref(), Some("sleep"));
+        assert_eq!(e.payload, Some(serde_json::json!({"ms": 5})));
+        assert_eq!(e.key.as_deref(), Some("k1"));
+        assert_eq!(e.priority, -3);
+        assert_eq!(e.max_attempts, Some(2));
+        assert_eq!(e.delay_ms, 100);
+        assert_eq!(e.count, 1);
+        assert_eq!(e.depends_on, vec![DependencySpec::Id(12), DependencySpec::Key("orders-v2".into())]);
+    }
+
+    #[test]
+    fn enqueue_usage_errors() {
+        let kind = |args: &[&str]| parse(args).expect_err("must fail").kind();
+        assert_eq!(kind(&["enqueue"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["enqueue", "-q", "q", "--payload", "{nope"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["enqueue", "-q", "q", "--payload", "{}", "--payload-file", "f.json"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(kind(&["enqueue", "-q", "q", "--count", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["enqueue", "-q", "q", "--count", "5", "--key", "k"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["enqueue", "-q", "q", "--depends-on", ""]), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn usage_errors_exit_with_2() {
+        let err = parse(&["tasks", "show", "not-a-number"]).expect_err("must fail");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn tasks_list_flags() {
+        let cli = parse(&["tasks", "list", "-q", "demo", "--status", "dead", "--limit", "10", "--all"]).expect("parses");
+        let Command::Tasks(TasksCommand::List(l)) = cli.command else { panic!("not list") };
+        assert_eq!(l.queue.as_deref(), Some("demo"));
+        assert_eq!(l.status.map(TaskStatus::from), Some(TaskStatus::Dead));
+        assert_eq!(l.limit, Some(10));
+        assert!(l.all);
+        assert!(parse(&["tasks", "list", "--status", "finished"]).is_err());
+    }
+
+    #[test]
+    fn status_arg_mirrors_task_status() {
+        for s in TaskStatus::ALL {
+            let arg = StatusArg::from_str(s.as_str(), false).expect("every status is a flag value");
+            assert_eq!(TaskStatus::from(arg), s);
+        }
+        assert_eq!(StatusArg::value_variants().len(), TaskStatus::ALL.len());
+    }
+
+    #[test]
+    fn cancel_with_reason() {
+        let cli = parse(&["tasks", "cancel", "9", "--reason", "no longer needed"]).expect("parses");
+        let Command::Tasks(TasksCommand::Cancel { id, reason }) = cli.command else { panic!("not cancel") };
+        assert_eq!(id, 9);
+        assert_eq!(reason.as_deref(), Some("no longer needed"));
+    }
+
+    #[test]
+    fn queue_set_needs_a_setting() {
+        let err = parse(&["queue", "set", "demo"]).expect_err("must fail");
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        let cli = parse(&["queue", "set", "demo", "--concurrency", "4", "--lease-ms", "60000"]).expect("parses");
+        let Command::Queue(QueueCommand::Set(s)) = cli.command else { panic!("not set") };
+        assert_eq!(s.queue, "demo");
+        assert_eq!(s.concurrency, Some(4));
+        assert_eq!(s.lease_ms, Some(60_000));
+        assert_eq!(s.max_attempts, None);
+    }
+
+    #[test]
+    fn cluster_commands() {
+        assert!(matches!(parse(&["cluster", "drain", "3"]).expect("parses").command, Command::Cluster(ClusterCommand::Drain { id: 3 })));
+        assert!(matches!(
+            parse(&["cluster", "remove", "4"]).expect("parses").command,
+            Command::Cluster(ClusterCommand::Remove { id: 4 })
+        ));
+        assert!(parse(&["cluster", "drain"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_address_is_a_usage_error() {
+        let err = parse(&["--addr", "https://h:1", "cluster", "status"]).expect_err("must fail");
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,339 @@
+//! The HTTP client: tries the nodes of `--addr` in order, follows a
+//! `not_leader` answer to the leader once, and maps every failure to one
+//! [`ClientError`] that says what happened in words a user can act on.
+//!
+//! Answers are returned as JSON values: `-o json` prints them as the server
+//! sent them, and the table renderers deserialize the typed bodies of
+//! `skein_raft::api` from them.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Method, Url};
+use serde_json::Value;
+use skein_raft::api::ErrorBody;
+
+use crate::addr::{AddrList, NodeAddr};
+
+/// How long to wait for a TCP connection before trying the next node.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one request may take once connected (a large batch is slow).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything that can go wrong talking to the cluster.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A node answered with an error status and (usually) an `ErrorBody`.
+    Api {
+        status: u16,
+        /// `not_found`, `invalid`, `unavailable`, ...; `unknown` when the body
+        /// was not an `ErrorBody`.
+        code: String,
+        message: String,
+        /// The leader's HTTP address, when the node knows it.
+        leader: Option<String>,
+    },
+    /// No node could be reached; one reason per node tried.
+    NoNodeAnswered { tried: Vec<(String, String)> },
+    /// The request was sent but no answer came in time. Not retried on
+    /// another node: a write may have been applied.
+    Timeout { node: String },
+    /// The connection broke after the request was (maybe) sent.
+    Transport { node: String, detail: String },
+    /// A success status with a body that is not JSON.
+    BadAnswer { node: String, detail: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Api { code, message, .. } if code == "unknown" => f.write_str(message),
+            ClientError::Api { status, code, message, .. } => write!(f, "{message} ({code}, HTTP {status})"),
+            ClientError::NoNodeAnswered { tried } => {
+                let list: Vec<String> = tried.iter().map(|(node, why)| format!("{node} ({why})")).collect();
+                write!(
+                    f,
+                    "no skein node answered at {} — is the cluster running? set --addr or SKEIN_ADDR",
+                    list.join(", ")
+                )
+            }
+            ClientError::Timeout { node } => write!(
+                f,
+                "{node} did not answer within {} s (the request may still take effect; check before retrying a write)",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            ClientError::Transport { node, detail } => write!(f, "lost the connection to {node}: {detail}"),
+            ClientError::BadAnswer { node, detail } => write!(f, "{node} sent an answer that is not JSON: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// A line of advice to print under the error, if there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ClientError::Api { leader: Some(leader), .. } => Some(format!("the leader is at {leader}")),
+            ClientError::Api { code, .. } if code == "unavailable" || code == "not_leader" => {
+                Some("the cluster may be electing a leader or has lost its quorum; try again shortly".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A client for the nodes of `--addr`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    nodes: Vec<NodeAddr>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(addrs: AddrList) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .user_agent(concat!("skein-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        Ok(Client { nodes: addrs.0, http })
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.send(Method::GET, path, query, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+        self.send(Method::POST, path, &[], body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.send(Method::PATCH, path, &[], Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(Method::DELETE, path, &[], None).await
+    }
+
+    /// Sends one request, trying the nodes in order until one answers.
+    ///
+    /// A node that cannot be connected to is skipped (the request never
+    /// left, so this is safe for writes too); a GET is also retried on the
+    /// next node after any transport error. An answer with an error status
+    /// is final, except `not_leader` naming the leader, which is retried
+    /// there once (the write was not applied).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let mut targets = self.nodes.clone();
+        let mut tried = Vec::new();
+        let mut redirected = false;
+        let mut i = 0;
+        while i < targets.len() {
+            let node = &targets[i];
+            match self.send_to(node, method.clone(), path, query, body.as_ref()).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Unreachable(why)) => tried.push((node.shown.clone(), why)),
+                Err(Failure::Broken(detail)) if method == Method::GET => tried.push((node.shown.clone(), detail)),
+                Err(Failure::Broken(detail)) => {
+                    return Err(ClientError::Transport { node: node.shown.clone(), detail });
+                }
+                Err(Failure::Error(err)) => {
+                    let leader = match &err {
+                        ClientError::Api { code, leader: Some(leader), .. } if code == "not_leader" && !redirected => {
+                            NodeAddr::parse(leader).ok().filter(|l| l.base != node.base)
+                        }
+                        _ => None,
+                    };
+                    match leader {
+                        Some(leader) => {
+                            redirected = true;
+                            targets.insert(i + 1, leader);
+                        }
+                        None => return Err(err),
+                    }
+                }
+            }
+            i += 1;
+        }
+        Err(ClientError::NoNodeAnswered { tried })
+    }
+
+    async fn send_to(
+        &self,
+        node: &NodeAddr,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let shown = || node.shown.clone();
+        let mut url = Url::parse(&format!("{}{}", node.base, path)).map_err(|e| {
+            Failure::Error(ClientError::BadAnswer { node: shown(), detail: format!("bad request URL for {path}: {e}") })
+        })?;
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in query {
+                pairs.append_pair(k, v);
+            }
+        }
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| classify(&e, node))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| classify(&e, node))?;
+        if status.is_success() {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Object(Default::default()));
+            }
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Error(ClientError::BadAnswer { node: shown(), detail: e.to_string() }));
+        }
+        Err(Failure::Error(api_error(status, &bytes)))
+    }
+}
+
+/// Why one node did not give an answer.
+enum Failure {
+    /// Never connected: try the next node.
+    Unreachable(String),
+    /// Connected, then broke: retry only what is safe to repeat.
+    Broken(String),
+    /// A final answer.
+    Error(ClientError),
+}
+
+fn classify(e: &reqwest::Error, node: &NodeAddr) -> Failure {
+    if e.is_connect() {
+        return Failure::Unreachable(connect_reason(e));
+    }
+    if e.is_timeout() {
+        return Failure::Error(ClientError::Timeout { node: node.shown.clone() });
+    }
+    Failure::Broken(innermost(e))
+}
+
+/// "connection refused", "timed out after 3 s", "failed to lookup address ...".
+fn connect_reason(e: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+                std::io::ErrorKind::TimedOut => return format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()),
+                _ => {}
+            }
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        return format!("no connection within {} s", CONNECT_TIMEOUT.as_secs());
+    }
+    innermost(e)
+}
+
+/// The deepest cause's message, without the `(os error N)` tail.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let text = last.to_string();
+    let text = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "unknown error".into(),
+    }
+}
+
+/// Percent-encodes one path segment (a queue name may hold any character).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The error a node answered: its `ErrorBody`, or the status and text when
+/// the body is something else (a proxy's page, an older node).
+pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+        return ClientError::Api { status: status.as_u16(), code: error.code, message: error.message, leader: error.leader };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let reason = status.canonical_reason().unwrap_or("");
+    let message = if text.is_empty() {
+        format!("the node answered HTTP {} {reason}", status.as_u16())
+    } else {
+        let short: String = text.chars().take(200).collect();
+        format!("the node answered HTTP {} {reason}: {short}", status.as_u16())
+    };
+    ClientError::Api { status: status.as_u16(), code: "unknown".into(), message, leader: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn error_body_becomes_the_message() {
+        let body = br#"{"error":{"code":"unavailable","message":"no leader elected yet"}}"#;
+        let err = api_error(StatusCode::SERVICE_UNAVAILABLE, body);
+        assert_eq!(err.to_string(), "no leader elected yet (unavailable, HTTP 503)");
+        assert!(err.hint().is_some_and(|h| h.contains("try again")));
+    }
+
+    #[test]
+    fn leader_is_hinted() {
+        let body = br#"{"error":{"code":"not_leader","message":"not the leader","leader":"10.0.0.2:7701"}}"#;
+        let err = api_error(StatusCode::MISDIRECTED_REQUEST, body);
+        assert_eq!(err.hint().as_deref(), Some("the leader is at 10.0.0.2:7701"));
+    }
+
+    #[test]
+    fn other_bodies_keep_status_and_text() {
+        let err = api_error(StatusCode::BAD_GATEWAY, b"upstream down\n");
+        assert_eq!(err.to_string(), "the node answered HTTP 502 Bad Gateway: upstream down");
+        let err = api_error(StatusCode::NOT_FOUND, b"");
+        assert!(err.to_string().starts_with("the node answered HTTP 404 Not Found"), "{err}");
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(path_segment("migrations-v2_x.y~"), "migrations-v2_x.y~");
+        assert_eq!(path_segment("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn no_node_message_names_every_node_and_the_fix() {
+        let err = ClientError::NoNodeAnswered {
+            tried: vec![("127.0.0.1:7701".into(), "connection refused".into())],
+        };
+        assert_eq!(
+            err.to_string(),
+            "no skein node answered at 127.0.0.1:7701 (connection refused) — is the cluster running? set --addr or SKEIN_ADDR"
+        );
+    }
+}

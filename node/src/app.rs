@@ -1,0 +1,271 @@
+//! The node's shared context, and the one place that decides where a call
+//! goes: to this node's proposer when it leads, to the leader over RPC when
+//! it does not.
+//!
+//! Retries: a call that provably did not reach the state machine (no
+//! leader yet, "not the leader", connection refused) is retried against the
+//! new leader until [`ROUTE_DEADLINE`]. A call whose outcome is unknown (a
+//! timeout after it was sent) is never retried here for writes; the caller
+//! hears `unavailable` and an idempotency key makes its own retry safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skein_raft::config::{Raft, SkeinNode};
+use skein_raft::fsm::{Command, Response, TaskStatus};
+use skein_raft::store::StoreHandle;
+use skein_transport::{
+    CallError, CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, Peers,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::proposer::{now_ms, Proposer};
+
+/// How long a call keeps looking for a leader before answering `unavailable`.
+pub const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest a lease long-poll waits on the leader.
+pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(5);
+
+pub struct App {
+    pub id: u64,
+    pub me: SkeinNode,
+    pub config: Config,
+    pub raft: Raft,
+    /// Read access to the applied state and the cold store (payloads...).
+    pub store: StoreHandle,
+    pub peers: Peers,
+    pub proposer: Proposer,
+    /// Cancelled when the node begins to shut down.
+    pub shutdown: CancellationToken,
+}
+
+/// Where a leader-only call goes now.
+enum Route {
+    Local,
+    Remote(SkeinNode),
+    NoLeader,
+}
+
+impl App {
+    /// The leader this node knows of, with its addresses.
+    pub fn leader(&self) -> Option<(u64, SkeinNode)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    fn route(&self) -> Route {
+        match self.leader() {
+            Some((id, _)) if id == self.id => Route::Local,
+            Some((_, node)) => Route::Remote(node),
+            None => Route::NoLeader,
+        }
+    }
+
+    /// Proposes a client write on the leader and answers its response.
+    pub async fn write(&self, command: Command) -> Result<Response, NodeError> {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        loop {
+            let result = match self.route() {
+                Route::Local => self.proposer.propose(command.clone()).await,
+                Route::Remote(node) => {
+                    self.peers.write(&node.rpc_addr, command.clone()).await.map_err(ambiguous_is_unavailable)
+                }
+                Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+            };
+            match result {
+                Err(e) if retry_before(&e, deadline) => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Leases tasks for this node's worker, from the leader, long-polling.
+    pub async fn lease(&self, req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError> {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        loop {
+            let result = match self.route() {
+                Route::Local => self.lease_on_leader(req.clone()).await,
+                Route::Remote(node) => {
+                    self.peers.lease(&node.rpc_addr, req.clone()).await.map_err(ambiguous_is_unavailable)
+                }
+                Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+            };
+            match result {
+                Err(e) if retry_before(&e, deadline) => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<skein_raft::fsm::HeartbeatAck, NodeError> {
+        let command = Command::Heartbeat { node: req.node, slots: req.slots, held: req.held.clone() };
+        match self.route() {
+            Route::Local => match self.proposer.propose(command).await? {
+                Response::HeartbeatAck(ack) => Ok(ack),
+                other => Err(unexpected("heartbeat", &other)),
+            },
+            Route::Remote(node) => self.peers.heartbeat(&node.rpc_addr, req).await.map_err(ambiguous_is_unavailable),
+            Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+        }
+    }
+
+    pub async fn complete(
+        &self,
+        req: CompleteRequest,
+    ) -> Result<Vec<Result<TaskStatus, skein_raft::fsm::Rejection>>, NodeError> {
+        match self.route() {
+            Route::Local => self.complete_on_leader(req).await,
+            Route::Remote(node) => self.peers.complete(&node.rpc_addr, req).await.map_err(ambiguous_is_unavailable),
+            Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+        }
+    }
+
+    pub async fn complete_on_leader(
+        &self,
+        req: CompleteRequest,
+    ) -> Result<Vec<Result<TaskStatus, skein_raft::fsm::Rejection>>, NodeError> {
+        match self.proposer.propose(Command::Complete { node: req.node, completions: req.completions }).await? {
+            Response::Completed(results) => Ok(results),
+            other => Err(unexpected("complete", &other)),
+        }
+    }
+
+    /// Asks the leader to add a node (as a learner).
+    pub async fn join(&self, req: JoinRequest) -> Result<(), NodeError> {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        loop {
+            let result = match self.route() {
+                Route::Local => self.join_on_leader(req.clone()).await,
+                Route::Remote(node) => self.peers.join(&node.rpc_addr, req.clone()).await.map_err(ambiguous_is_unavailable),
+                Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+            };
+            match result {
+                Err(e) if retry_before(&e, deadline) => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Asks the leader to remove a node from the membership.
+    pub async fn leave(&self, id: u64) -> Result<(), NodeError> {
+        let deadline = Instant::now() + ROUTE_DEADLINE;
+        loop {
+            let result = match self.route() {
+                Route::Local => self.leave_on_leader(id).await,
+                Route::Remote(node) => self.peers.leave(&node.rpc_addr, id).await.map_err(ambiguous_is_unavailable),
+                Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+            };
+            match result {
+                Err(e) if retry_before(&e, deadline) => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => return other,
+            }
+        }
+    }
+
+    /// The leader's side of a lease: propose one as soon as the state says
+    /// it would grant something, waiting up to `wait_ms` for that.
+    pub async fn lease_on_leader(&self, req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError> {
+        let wait = Duration::from_millis(req.wait_ms).min(MAX_LEASE_WAIT);
+        let deadline = Instant::now() + wait;
+        let mut applied = self.raft.metrics();
+        loop {
+            let leasable = self.store.state().can_lease(&req.queues, now_ms());
+            if leasable && req.max > 0 {
+                let command = Command::Lease { node: req.node, queues: req.queues.clone(), max: req.max };
+                match self.proposer.propose(command).await? {
+                    Response::Leased(grants) if !grants.is_empty() => {
+                        return Ok(grants
+                            .into_iter()
+                            .map(|grant| {
+                                // Enqueue wrote the payload in the same batch as the task.
+                                let payload = self.store.payload(grant.task).ok().flatten().unwrap_or_else(|| "null".to_string());
+                                LeasedTask { grant, payload }
+                            })
+                            .collect());
+                    }
+                    Response::Leased(_) => {}
+                    other => return Err(unexpected("lease", &other)),
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || self.shutdown.is_cancelled() {
+                return Ok(Vec::new());
+            }
+            // Something applied (an enqueue, a completion freeing a queue's
+            // cap) or a backoff may have ended: look again.
+            let tick = (deadline - now).min(Duration::from_millis(100));
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+            if !self.is_leader() {
+                let (leader_id, leader) = self.leader().unzip();
+                return Err(NodeError::NotLeader { leader_id, leader });
+            }
+        }
+    }
+
+    pub async fn join_on_leader(&self, req: JoinRequest) -> Result<(), NodeError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if membership.membership().get_node(&req.id) == Some(&req.node) {
+            return Ok(());
+        }
+        tracing::info!(node_id = req.id, rpc = %req.node.rpc_addr, "adding learner");
+        self.raft.add_learner(req.id, req.node, false).await?;
+        Ok(())
+    }
+
+    pub async fn leave_on_leader(&self, id: u64) -> Result<(), NodeError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let m = membership.membership();
+        if m.get_node(&id).is_none() {
+            return Err(NodeError::Invalid(format!("node {id} is not a member")));
+        }
+        let voters: std::collections::BTreeSet<u64> = m.voter_ids().collect();
+        if voters.len() == 1 && voters.contains(&id) {
+            return Err(NodeError::Invalid(format!("node {id} is the last voter; a cluster cannot remove it")));
+        }
+        tracing::info!(node_id = id, "removing node from membership");
+        let ids: std::collections::BTreeSet<u64> = [id].into();
+        if voters.contains(&id) {
+            self.raft.change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false).await?;
+        }
+        self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false).await?;
+        // Its leases go back to the queue now rather than at expiry.
+        self.proposer.propose(Command::ReleaseNode { node: id, forget: true }).await?;
+        Ok(())
+    }
+}
+
+/// Whether an error means the call did not take effect and may go to a
+/// new leader, with time left to do so.
+fn retry_before(e: &NodeError, deadline: Instant) -> bool {
+    matches!(e, NodeError::NotLeader { .. }) && Instant::now() < deadline
+}
+
+/// A transport failure as the node reports it: "not the leader" when the
+/// peer could not be reached at all (nothing was sent, so a retry elsewhere
+/// is safe); `unavailable` when the outcome is unknown.
+fn ambiguous_is_unavailable(e: CallError) -> NodeError {
+    match e {
+        CallError::Remote { error, .. } => error,
+        CallError::Unreachable { .. } => NodeError::NotLeader { leader_id: None, leader: None },
+        other => NodeError::Unavailable(format!("outcome unknown: {other}")),
+    }
+}
+
+fn unexpected(what: &str, r: &Response) -> NodeError {
+    NodeError::Internal(format!("{what} answered with {r:?}"))
+}
+
+pub type SharedApp = Arc<App>;

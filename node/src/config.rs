@@ -1,0 +1,200 @@
+//! `skein-node`'s settings: flags, each with a `SKEIN_*` environment
+//! variable, and an optional TOML file whose keys are the flag names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+/// One member of a skein cluster: it stores the replicated task queue (Raft
+/// over RocksDB), serves the HTTP API and runs tasks.
+///
+/// Start the first node with --bootstrap; start every other with --join
+/// pointing at the HTTP address of any member. A node restarted on its data
+/// directory rejoins with its old identity (no --bootstrap/--join needed).
+/// SIGTERM drains the node: it stops leasing, lets running tasks finish
+/// (or hands them back after --drain-timeout) and exits 0.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "skein-node", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// A TOML file with any of these settings (keys as the long flag names,
+    /// with underscores: data_dir = "..."). Flags and env override it.
+    #[arg(long, env = "SKEIN_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// This node's Raft id: a number unique in the cluster, kept for life.
+    #[arg(long, env = "SKEIN_ID")]
+    pub id: Option<u64>,
+
+    /// Address for Raft and node-to-node RPCs (tarpc over TCP).
+    #[arg(long, env = "SKEIN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address for the HTTP API.
+    #[arg(long, env = "SKEIN_HTTP")]
+    pub http: Option<SocketAddr>,
+
+    /// Where this node keeps its RocksDB and snapshots.
+    #[arg(long, env = "SKEIN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Start a new cluster with this node as its first voter. Harmless on a
+    /// node that is already initialized.
+    #[arg(long, env = "SKEIN_BOOTSTRAP", conflicts_with = "join")]
+    pub bootstrap: bool,
+
+    /// Join the cluster that a member at this HTTP address belongs to (as a
+    /// learner; the leader promotes it to voter while voters < --voters).
+    #[arg(long, env = "SKEIN_JOIN")]
+    pub join: Option<String>,
+
+    /// How many voters the cluster aims for (3 or 5); other nodes stay
+    /// learners and still run tasks.
+    #[arg(long, env = "SKEIN_VOTERS")]
+    pub voters: Option<usize>,
+
+    /// Concurrent transforms this node runs (default: the CPU count).
+    #[arg(long, env = "SKEIN_SLOTS")]
+    pub slots: Option<u32>,
+
+    /// Queues this node takes tasks from, comma-separated (default: all).
+    #[arg(long, env = "SKEIN_QUEUES", value_delimiter = ',')]
+    pub queues: Option<Vec<String>>,
+
+    /// Seconds a draining node waits for running tasks before handing them back.
+    #[arg(long, env = "SKEIN_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
+
+    /// Log format: text or json.
+    #[arg(long, env = "SKEIN_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  # a first node, then two more joining it
+  skein-node --id 1 --listen 127.0.0.1:7801 --http 127.0.0.1:7701 --data-dir /var/lib/skein/1 --bootstrap
+  skein-node --id 2 --listen 127.0.0.1:7802 --http 127.0.0.1:7702 --data-dir /var/lib/skein/2 --join 127.0.0.1:7701
+  skein-node --id 3 --listen 127.0.0.1:7803 --http 127.0.0.1:7703 --data-dir /var/lib/skein/3 --join 127.0.0.1:7701
+Logs go to stderr; RUST_LOG=debug (or skein_node=debug) shows more.";
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    listen: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    bootstrap: Option<bool>,
+    join: Option<String>,
+    voters: Option<usize>,
+    slots: Option<u32>,
+    queues: Option<Vec<String>>,
+    drain_timeout: Option<u64>,
+    log_format: Option<String>,
+}
+
+/// Settings resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub bootstrap: bool,
+    pub join: Option<String>,
+    pub voters: usize,
+    pub slots: u32,
+    pub queues: Vec<String>,
+    pub drain_timeout: Duration,
+    pub log_json: bool,
+    /// How often a worker renews its leases.
+    pub heartbeat_interval: Duration,
+}
+
+impl Config {
+    /// Merges flags/env over the TOML file over the defaults.
+    pub fn resolve(args: Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let Some(id) = args.id.or(file.id) else { bail!("--id is required (a number unique in the cluster)") };
+        let Some(listen) = args.listen.or(file.listen) else { bail!("--listen is required (the RPC address)") };
+        let Some(http) = args.http.or(file.http) else { bail!("--http is required (the HTTP API address)") };
+        let Some(data_dir) = args.data_dir.or(file.data_dir) else { bail!("--data-dir is required") };
+        let bootstrap = args.bootstrap || file.bootstrap.unwrap_or(false);
+        let join = args.join.or(file.join);
+        if bootstrap && join.is_some() {
+            bail!("--bootstrap and --join exclude each other: bootstrap the first node, join the others");
+        }
+        let voters = args.voters.or(file.voters).unwrap_or(3);
+        if voters == 0 {
+            bail!("--voters must be at least 1");
+        }
+        let default_slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        let slots = args.slots.or(file.slots).unwrap_or(default_slots);
+        let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("--log-format must be text or json, not {other:?}"),
+        };
+        Ok(Config {
+            id,
+            listen,
+            http,
+            data_dir,
+            bootstrap,
+            join,
+            voters,
+            slots,
+            queues: args.queues.or(file.queues).unwrap_or_default(),
+            drain_timeout: Duration::from_secs(args.drain_timeout.or(file.drain_timeout).unwrap_or(30)),
+            log_json,
+            heartbeat_interval: Duration::from_millis(1_000),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        Config::resolve(Args::try_parse_from(std::iter::once("skein-node").chain(args.iter().copied()))?)
+    }
+
+    #[test]
+    fn flags_resolve_with_defaults() {
+        let c = parse(&["--id", "2", "--listen", "127.0.0.1:1", "--http", "127.0.0.1:2", "--data-dir", "/tmp/x", "--join", "127.0.0.1:3"]).unwrap();
+        assert_eq!((c.id, c.voters, c.bootstrap, c.join.as_deref()), (2, 3, false, Some("127.0.0.1:3")));
+        assert!(c.slots >= 1);
+    }
+
+    #[test]
+    fn missing_id_is_a_clear_error() {
+        let e = parse(&["--listen", "127.0.0.1:1", "--http", "127.0.0.1:2", "--data-dir", "/tmp/x"]).unwrap_err();
+        assert!(e.to_string().contains("--id is required"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_fills_what_flags_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "id = 7\nlisten = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\ndata_dir = \"/d\"\nslots = 3\n").unwrap();
+        let c = parse(&["--config", path.to_str().unwrap(), "--slots", "5", "--bootstrap"]).unwrap();
+        assert_eq!((c.id, c.slots, c.bootstrap), (7, 5, true));
+        std::fs::write(&path, "id = 7\nbogus = 1\n").unwrap();
+        assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
+    }
+}

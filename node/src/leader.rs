@@ -1,0 +1,86 @@
+//! What only the leader does, on a timer: take back expired leases, forget
+//! ended tasks past their retention, and promote caught-up learners to
+//! voters while the cluster has fewer voters than it aims for.
+//!
+//! Each duty is a command through the log, so a new leader picks up where
+//! the old one stopped; none of them needs state of its own.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use skein_raft::fsm::{Command, Response};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::SharedApp;
+use crate::proposer::now_ms;
+
+const TICK: Duration = Duration::from_millis(200);
+const GC_EVERY: Duration = Duration::from_secs(60);
+/// A learner this close to the leader's last log index counts as caught up.
+const CAUGHT_UP_ENTRIES: u64 = 100;
+
+pub async fn run(app: SharedApp, shutdown: CancellationToken) {
+    let mut last_gc = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if !app.is_leader() {
+            continue;
+        }
+        let due = app.store.state().next_expiry_ms().is_some_and(|at| at <= now_ms());
+        if due {
+            match app.proposer.propose(Command::ExpireLeases).await {
+                Ok(Response::Expired(tasks)) if !tasks.is_empty() => {
+                    for (id, status) in &tasks {
+                        warn!(task_id = id.0, %status, "lease expired");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "expiring leases failed"),
+            }
+        }
+        if last_gc.elapsed() >= GC_EVERY {
+            last_gc = Instant::now();
+            if let Ok(Response::Collected { tasks }) = app.proposer.propose(Command::CollectGarbage).await {
+                if tasks > 0 {
+                    info!(tasks, "forgot ended tasks past retention");
+                }
+            }
+        }
+        promote_learners(&app).await;
+    }
+}
+
+/// Promotes caught-up learners, one at a time, while voters < the target.
+async fn promote_learners(app: &SharedApp) {
+    let (voters, learners, matched, last_log) = {
+        let m = app.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        (voters, learners, matched, m.last_log_index.unwrap_or(0))
+    };
+    if voters.len() >= app.config.voters || learners.is_empty() {
+        return;
+    }
+    let caught_up = learners.into_iter().find(|id| {
+        matched
+            .get(id)
+            .and_then(|l| l.as_ref())
+            .is_some_and(|l| l.index + CAUGHT_UP_ENTRIES >= last_log)
+    });
+    if let Some(id) = caught_up {
+        info!(node_id = id, voters = voters.len() + 1, target = app.config.voters, "promoting learner to voter");
+        let ids: BTreeSet<u64> = [id].into();
+        if let Err(e) = app.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await {
+            warn!(node_id = id, error = %e, "promotion failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! skein-node: one member of a skein cluster.
+//!
+//! The flow of a request: HTTP API ([`http`]) → the leader, over RPC when
+//! this node is a follower ([`app`], [`rpc`]) → the leader's batching
+//! proposer ([`proposer`]) → Raft → the state machine on every node. Around
+//! that:
+//! - [`config`]: flags, `SKEIN_*` variables and the TOML file;
+//! - [`leader`]: the leader's timed duties (lease expiry, garbage, promotions);
+//! - [`worker`]: leasing, heartbeats, running tasks and reporting them;
+//! - [`transform`]: what running a task of each kind means.
+//!
+//! [`run`] is what `main` calls, and what tests call in-process.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod proposer;
+pub mod rpc;
+pub mod transform;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use skein_raft::config::{Raft, SkeinNode};
+use skein_raft::fsm::Command;
+use skein_transport::{Network, Peers, PeersConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::proposer::Proposer;
+use crate::rpc::RpcHandler;
+use crate::worker::Worker;
+
+/// openraft's settings: quick failure detection (a leader silent for
+/// 300-600 ms is replaced), snapshots every 10k entries so restart and
+/// catch-up stay short, and bounded replication frames.
+fn raft_config() -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "skein".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 64,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    config.validate().context("raft config")
+}
+
+/// Runs a node until `shutdown` is cancelled (SIGTERM, or a test), then
+/// drains it: stop leasing, let running tasks finish for up to the drain
+/// timeout, hand back the rest, shut Raft down, close the database.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let (log_store, sm_store) = skein_raft::store::open(&config.data_dir)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let store = sm_store.handle();
+    let rpc_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening for RPCs on {}", config.listen))?;
+    let http_listener = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("listening for HTTP on {}", config.http))?;
+
+    let peers = Peers::new(PeersConfig::default());
+    let network = Network::new(config.id, peers.clone());
+    let raft = Raft::new(config.id, Arc::new(raft_config()?), network, log_store, sm_store)
+        .await
+        .context("starting raft")?;
+
+    // Servers and the proposer live until the very end of the shutdown.
+    let node_stop = CancellationToken::new();
+    let me = SkeinNode { rpc_addr: config.listen.to_string(), http_addr: config.http.to_string() };
+    let proposer = Proposer::spawn(raft.clone(), node_stop.clone());
+    let app = Arc::new(App {
+        id: config.id,
+        me: me.clone(),
+        config: config.clone(),
+        raft: raft.clone(),
+        store,
+        peers,
+        proposer,
+        shutdown: shutdown.clone(),
+    });
+    let rpc_task = tokio::spawn(skein_transport::serve(
+        rpc_listener,
+        Arc::new(RpcHandler(app.clone())),
+        node_stop.clone().cancelled_owned(),
+    ));
+    let http_task = tokio::spawn(http::serve(http_listener, app.clone(), node_stop.clone()));
+    info!(node_id = config.id, rpc = %config.listen, http = %config.http, "node started");
+
+    let already_member = raft.metrics().borrow().membership_config.membership().get_node(&config.id).is_some();
+    if config.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
+        info!(node_id = config.id, "bootstrapping a new cluster");
+        raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
+    } else if let (Some(addr), false) = (&config.join, already_member) {
+        if let Err(e) = join_cluster(addr, config.id, &me, &shutdown).await {
+            node_stop.cancel();
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
+    } else if !already_member && !raft.is_initialized().await.unwrap_or(false) {
+        warn!(node_id = config.id, "not a member of any cluster: start with --bootstrap or --join, or add it with POST /api/v1/cluster/join");
+    }
+
+    tokio::spawn(leader::run(app.clone(), node_stop.clone()));
+    let stop_leasing = shutdown.child_token();
+    let stop_worker = CancellationToken::new();
+    let worker = Worker::spawn(app.clone(), stop_leasing.clone(), stop_worker.clone());
+    tokio::spawn(exit_when_removed(app.clone(), shutdown.clone()));
+
+    shutdown.cancelled().await;
+    info!(node_id = config.id, running = worker.running_count(), "draining");
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    while worker.running_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if worker.running_count() > 0 {
+        worker.abandon_all();
+        match tokio::time::timeout(Duration::from_secs(3), app.write(Command::ReleaseNode { node: config.id, forget: false })).await {
+            Ok(Ok(_)) => info!("handed back unfinished tasks"),
+            _ => warn!("could not hand back unfinished tasks; their leases will expire"),
+        }
+    }
+    stop_worker.cancel();
+    if let Err(e) = raft.shutdown().await {
+        warn!(error = %e, "raft shutdown");
+    }
+    node_stop.cancel();
+    let _ = rpc_task.await;
+    let _ = http_task.await;
+    info!(node_id = config.id, "stopped");
+    Ok(())
+}
+
+/// Asks a member at `addr` (HTTP) to add this node, retrying for a while:
+/// the member may itself be starting.
+async fn join_cluster(addr: &str, id: u64, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let base = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
+    let url = format!("{}/api/v1/cluster/join", base.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(70))
+        .build()
+        .context("building HTTP client")?;
+    let body = skein_raft::api::JoinBody { id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
+    let mut last_error = String::new();
+    for attempt in 1..=10 {
+        if shutdown.is_cancelled() {
+            bail!("shut down while joining");
+        }
+        match client.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {
+                info!(node_id = id, via = %addr, "joined the cluster as a learner");
+                return Ok(());
+            }
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                last_error = format!("{status}: {text}");
+                if status.is_client_error() {
+                    break;
+                }
+            }
+            Err(e) => last_error = if e.is_connect() { "nothing answers there (connection refused or unreachable)".into() } else { e.to_string() },
+        }
+        warn!(node_id = id, attempt, error = %last_error, "join failed; retrying");
+        tokio::time::sleep(Duration::from_millis(500 * attempt.min(4))).await;
+    }
+    bail!("could not join the cluster through {addr}: {last_error}")
+}
+
+/// A node removed from the membership has nothing left to do: it stops.
+async fn exit_when_removed(app: Arc<App>, shutdown: CancellationToken) {
+    let mut metrics = app.raft.metrics();
+    let mut was_member = false;
+    loop {
+        let is_member = metrics.borrow().membership_config.membership().get_node(&app.id).is_some();
+        if is_member {
+            was_member = true;
+        } else if was_member {
+            info!(node_id = app.id, "removed from the cluster; shutting down");
+            shutdown.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = metrics.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The worker every node runs: it asks the leader for as many tasks as it
+//! has free slots, runs each task's transform, renews all its leases with
+//! one heartbeat per interval, and reports outcomes under their tokens.
+//!
+//! Fencing on the worker's side: a task the leader says is no longer ours
+//! (revoked in a heartbeat ack) is stopped at once, and a task whose lease
+//! we could not renew before it ran out is stopped on our own, without
+//! reporting: by then the leader may have given it to another node.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skein_raft::fsm::{Command, Completion, FencingToken, HeldLease, Outcome, Rejection, TaskId};
+use skein_transport::{CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::app::SharedApp;
+use crate::proposer::now_ms;
+use crate::transform::{self, TaskContext};
+
+/// How long a lease long-poll may wait on the leader.
+const LEASE_WAIT_MS: u64 = 1_000;
+
+/// A task this node runs.
+struct Running {
+    token: FencingToken,
+    attempt: u32,
+    ctx: TaskContext,
+    /// When our lease runs out unless renewed (by our own clock).
+    deadline: Instant,
+    /// The outcome, once the transform finished, until the leader has it.
+    outcome: Option<Outcome>,
+}
+
+pub struct Worker {
+    app: SharedApp,
+    running: Mutex<BTreeMap<TaskId, Running>>,
+    /// Signalled when a slot frees up.
+    freed: Notify,
+    /// The leader told us we are draining.
+    draining: std::sync::atomic::AtomicBool,
+    done_tx: mpsc::UnboundedSender<TaskId>,
+}
+
+impl Worker {
+    /// Starts the worker's loops. `stop_leasing` ends leasing (drain);
+    /// `stop` cancels every running task and ends the loops.
+    pub fn spawn(app: SharedApp, stop_leasing: CancellationToken, stop: CancellationToken) -> Arc<Worker> {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let worker = Arc::new(Worker {
+            app,
+            running: Mutex::new(BTreeMap::new()),
+            freed: Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            done_tx,
+        });
+        tokio::spawn(worker.clone().lease_loop(stop_leasing, stop.clone()));
+        tokio::spawn(worker.clone().heartbeat_loop(stop.clone()));
+        tokio::spawn(worker.clone().complete_loop(done_rx, stop));
+        worker
+    }
+
+    /// Tasks running or waiting for their outcome to be recorded.
+    pub fn running_count(&self) -> usize {
+        self.running.lock().map_or(0, |r| r.len())
+    }
+
+    /// Stops every running task without reporting (shutdown after the drain
+    /// deadline). The leader hands their leases back when told.
+    pub fn abandon_all(&self) {
+        if let Ok(mut r) = self.running.lock() {
+            for (id, t) in std::mem::take(&mut *r) {
+                info!(task_id = id.0, token = t.token.0, "handing back task at shutdown");
+                t.ctx.cancel.cancel();
+            }
+        }
+    }
+
+    async fn lease_loop(self: Arc<Self>, stop_leasing: CancellationToken, stop: CancellationToken) {
+        let node = self.app.id;
+        // Leases held by a previous run of this node are orphans: hand them
+        // back before taking new ones, so they need not wait for expiry.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if stop_leasing.is_cancelled() {
+                return;
+            }
+            match self.app.write(Command::ReleaseNode { node, forget: false }).await {
+                Ok(_) => break,
+                Err(e) => {
+                    debug!(error = %e, "waiting for a leader to hand back old leases");
+                    tokio::select! {
+                        _ = stop_leasing.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        info!(node_id = node, slots = self.app.config.slots, "worker leasing");
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if stop_leasing.is_cancelled() {
+                return;
+            }
+            let free = (self.app.config.slots as usize).saturating_sub(self.running_count());
+            if free == 0 || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::select! {
+                    _ = stop_leasing.cancelled() => return,
+                    _ = self.freed.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+            let req = LeaseRequest {
+                node,
+                queues: self.app.config.queues.clone(),
+                max: free as u32,
+                wait_ms: LEASE_WAIT_MS,
+            };
+            let asked_at = Instant::now();
+            let asked_ms = now_ms();
+            let result = tokio::select! {
+                _ = stop_leasing.cancelled() => return,
+                r = self.app.lease(req) => r,
+            };
+            match result {
+                Ok(tasks) => {
+                    backoff = Duration::from_millis(50);
+                    for task in tasks {
+                        self.start(task, asked_at, asked_ms, &stop);
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "lease failed");
+                    tokio::select! {
+                        _ = stop_leasing.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Starts running a leased task.
+    fn start(self: &Arc<Self>, task: LeasedTask, asked_at: Instant, asked_ms: u64, stop: &CancellationToken) {
+        let g = &task.grant;
+        // The lease runs from the leader's clock; count it from when we
+        // asked, which is no later than when it was granted.
+        let deadline = asked_at + Duration::from_millis(g.expires_ms.saturating_sub(asked_ms));
+        let ctx = TaskContext { cancel: stop.child_token(), progress: Arc::new(Mutex::new(None)) };
+        info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, kind = %g.kind, "task started");
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(g.task, Running { token: g.token, attempt: g.attempt, ctx: ctx.clone(), deadline, outcome: None });
+        }
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let id = task.grant.task;
+            let outcome = transform::run(&task, &ctx).await;
+            match outcome {
+                Some(outcome) => {
+                    if let Ok(mut r) = worker.running.lock() {
+                        if let Some(t) = r.get_mut(&id) {
+                            t.outcome = Some(outcome);
+                        }
+                    }
+                    let _ = worker.done_tx.send(id);
+                }
+                None => {
+                    // Cancelled: whoever cancelled it has already removed it.
+                    worker.freed.notify_one();
+                }
+            }
+        });
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.app.config.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.fence_expired();
+            let held: Vec<HeldLease> = match self.running.lock() {
+                Ok(r) => r
+                    .iter()
+                    .map(|(id, t)| HeldLease {
+                        task: *id,
+                        token: t.token,
+                        progress: t.ctx.progress.lock().ok().and_then(|p| p.clone()),
+                    })
+                    .collect(),
+                Err(_) => continue,
+            };
+            let req = HeartbeatRequest { node: self.app.id, slots: self.app.config.slots, held };
+            let sent_at = Instant::now();
+            let sent_ms = now_ms();
+            match self.app.heartbeat(req).await {
+                Ok(ack) => {
+                    self.draining.store(ack.draining, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(mut r) = self.running.lock() {
+                        for (id, expires_ms) in ack.renewed {
+                            if let Some(t) = r.get_mut(&id) {
+                                t.deadline = sent_at + Duration::from_millis(expires_ms.saturating_sub(sent_ms));
+                            }
+                        }
+                        for (id, token) in ack.revoked {
+                            if r.get(&id).is_some_and(|t| t.token == token) {
+                                warn!(task_id = id.0, token = token.0, "lease revoked by the leader; stopping task");
+                                if let Some(t) = r.remove(&id) {
+                                    t.ctx.cancel.cancel();
+                                }
+                                self.freed.notify_one();
+                            }
+                        }
+                    }
+                }
+                Err(e) => debug!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Stops tasks whose lease ran out before we could renew it.
+    fn fence_expired(&self) {
+        let now = Instant::now();
+        if let Ok(mut r) = self.running.lock() {
+            let expired: Vec<TaskId> = r.iter().filter(|(_, t)| t.deadline <= now).map(|(id, _)| *id).collect();
+            for id in expired {
+                if let Some(t) = r.remove(&id) {
+                    warn!(task_id = id.0, token = t.token.0, attempt = t.attempt, "lease ran out unrenewed; stopping task");
+                    t.ctx.cancel.cancel();
+                }
+                self.freed.notify_one();
+            }
+        }
+    }
+
+    /// Sends finished tasks' outcomes to the leader, many per call, retrying
+    /// while their leases last.
+    async fn complete_loop(self: Arc<Self>, mut done: mpsc::UnboundedReceiver<TaskId>, stop: CancellationToken) {
+        let mut pending: Vec<TaskId> = Vec::new();
+        loop {
+            if pending.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    id = done.recv() => match id { Some(id) => pending.push(id), None => return },
+                }
+            }
+            while let Ok(id) = done.try_recv() {
+                pending.push(id);
+            }
+            let completions: Vec<Completion> = match self.running.lock() {
+                Ok(r) => pending
+                    .iter()
+                    .filter_map(|id| {
+                        let t = r.get(id)?;
+                        Some(Completion { task: *id, token: t.token, outcome: t.outcome.clone()? })
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            pending.clear();
+            if completions.is_empty() {
+                continue;
+            }
+            let req = CompleteRequest { node: self.app.id, completions: completions.clone() };
+            match self.app.complete(req).await {
+                Ok(results) => {
+                    for (c, result) in completions.iter().zip(results) {
+                        self.finished(c, result);
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, tasks = completions.len(), "reporting outcomes failed; will retry");
+                    pending.extend(completions.iter().map(|c| c.task));
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                    // Tasks whose lease ran out meanwhile are dropped by the fence.
+                    self.fence_expired();
+                }
+            }
+        }
+    }
+
+    fn finished(&self, c: &Completion, result: Result<skein_raft::fsm::TaskStatus, Rejection>) {
+        let id = c.task;
+        match &result {
+            Ok(status) => match &c.outcome {
+                Outcome::Succeeded { .. } => info!(task_id = id.0, token = c.token.0, %status, "task succeeded"),
+                Outcome::Retryable { error } | Outcome::Permanent { error } => {
+                    warn!(task_id = id.0, token = c.token.0, %status, error = %error, "task failed")
+                }
+            },
+            Err(Rejection::StaleToken { .. }) => warn!(task_id = id.0, token = c.token.0, "stale completion rejected"),
+            Err(e) => warn!(task_id = id.0, token = c.token.0, error = %e, "completion rejected"),
+        }
+        if let Ok(mut r) = self.running.lock() {
+            if r.get(&id).is_some_and(|t| t.token == c.token) {
+                r.remove(&id);
+            }
+        }
+        self.freed.notify_one();
+    }
+}

@@ -1,0 +1,103 @@
+//! Read access for the node layer: the state, cold data and a digest.
+
+use std::ops::Deref;
+use std::sync::{Arc, RwLockReadGuard};
+
+use super::codec::{self, Fnv64};
+use super::{cold, Hot, Shared, StoreError, CF_PAYLOAD, CF_RESULT};
+use crate::config::{LogId, SnapshotMeta, StoredMembership};
+use crate::fsm::{Event, StateMachine, TaskId};
+
+/// A cheap, clonable read handle on a node's state machine and its cold data.
+/// Keep one (from [`StateMachineStore::handle`](super::StateMachineStore::handle))
+/// before handing the stores to openraft.
+#[derive(Clone)]
+pub struct StoreHandle {
+    shared: Arc<Shared>,
+}
+
+/// Read access to the state machine, with the log id it reflects. It holds a
+/// read lock that blocks `apply`: keep it for a moment, never across an
+/// `.await` (it is not `Send`, so the compiler will refuse that in a task).
+pub struct StateRead<'a> {
+    guard: RwLockReadGuard<'a, Hot>,
+}
+
+impl Deref for StateRead<'_> {
+    type Target = StateMachine;
+    fn deref(&self) -> &StateMachine {
+        &self.guard.sm
+    }
+}
+
+impl StateRead<'_> {
+    /// The last log entry this state includes.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.guard.last_applied
+    }
+
+    /// The last membership config this state includes.
+    pub fn membership(&self) -> &StoredMembership {
+        &self.guard.membership
+    }
+}
+
+impl StoreHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StoreHandle { shared }
+    }
+
+    /// Read access to the hot state (see [`StateRead`]).
+    pub fn state(&self) -> StateRead<'_> {
+        StateRead { guard: self.shared.read_hot() }
+    }
+
+    /// The last log entry applied to the state.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.shared.read_hot().last_applied
+    }
+
+    /// A task's payload. `None` for an unknown or forgotten task.
+    pub fn payload(&self, task: TaskId) -> Result<Option<String>, StoreError> {
+        cold::read_text(&self.shared.db, CF_PAYLOAD, task)
+    }
+
+    /// A succeeded task's result.
+    pub fn result(&self, task: TaskId) -> Result<Option<String>, StoreError> {
+        cold::read_text(&self.shared.db, CF_RESULT, task)
+    }
+
+    /// A task's history, oldest first (the newest `max_history_per_task`
+    /// events; older ones are dropped as new ones come).
+    pub fn history(&self, task: TaskId) -> Result<Vec<Event>, StoreError> {
+        cold::read_history(&self.shared.db, task)
+    }
+
+    /// The meta of the current snapshot, if any (for status pages).
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.shared.snapshots.current_meta()
+    }
+
+    /// A 64-bit FNV-1a of the hot state's bincode bytes and the last applied
+    /// index. Two replicas that applied the same log have the same digest;
+    /// comparing digests at the same applied index checks replication.
+    /// Costs one serialization of the state: not for a hot path.
+    pub fn digest(&self) -> Result<u64, StoreError> {
+        let hot = self.shared.read_hot();
+        Ok(digest_of(&hot.sm, hot.last_applied)?)
+    }
+}
+
+/// See [`StoreHandle::digest`].
+pub fn digest_of(sm: &StateMachine, last_applied: Option<LogId>) -> Result<u64, StoreError> {
+    let mut h = Fnv64::new();
+    h.update(&codec::encode(sm)?);
+    match last_applied {
+        Some(id) => {
+            h.update(&[1]);
+            h.update(&id.index.to_be_bytes());
+        }
+        None => h.update(&[0]),
+    }
+    Ok(h.finish())
+}

@@ -1,0 +1,238 @@
+//! What nodes say to each other: the tarpc service, its request and
+//! response types, and the error a node answers with.
+//!
+//! Two kinds of call share one service (and one connection per peer):
+//!
+//! - the Raft RPCs, which carry openraft's own messages and errors
+//!   unchanged;
+//! - the node-to-node calls: a follower forwards a client write to the
+//!   leader, a worker leases tasks, heartbeats and reports completions to the
+//!   leader, a node asks the leader for a read index, joins or leaves.
+//!
+//! Everything here goes over the wire in bincode 2 (see [`crate::codec`]),
+//! so these types follow the log's rule: enums are append-only, and a field
+//! never changes shape.
+
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, InstallSnapshotError,
+    RaftError,
+};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use skein_raft::config::{SkeinNode, TypeConfig};
+use skein_raft::fsm::{Command, Completion, Granted, HeartbeatAck, HeldLease, NodeId, Rejection, Response, TaskStatus};
+
+/// The service every node serves on its `rpc_addr`.
+///
+/// The node implements [`crate::Handler`], not this trait: tarpc's server
+/// trait gives no `Send` bound on its futures, so a generic server could not
+/// spawn them; the handler's methods promise `Send`, and a private adapter
+/// implements this trait over it.
+#[tarpc::service]
+pub trait SkeinRpc {
+    /// Raft: replicate log entries (and heartbeat).
+    async fn append_entries(
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>>;
+    /// Raft: ask for a vote.
+    async fn vote(req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>>;
+    /// Raft: one chunk of a snapshot (openraft 0.9's chunked transfer).
+    async fn install_snapshot(
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>;
+    /// A follower forwards a client write to the leader, which stamps,
+    /// commits and applies it and answers with the state machine's response.
+    async fn write(command: Command) -> Result<Response, NodeError>;
+    /// A worker asks the leader for up to `max` tasks, waiting up to
+    /// `wait_ms` when none is eligible (long poll).
+    async fn lease(req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError>;
+    /// A worker renews every lease it holds, once per interval.
+    async fn heartbeat(req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError>;
+    /// A worker reports outcomes, each under its fencing token; one result per
+    /// completion, in order.
+    async fn complete(req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError>;
+    /// The leader confirms it still leads (a round to a quorum) and answers
+    /// with the log index a linearizable read must see applied first.
+    async fn read_index() -> Result<u64, NodeError>;
+    /// Add a node to the cluster (as a learner; the leader promotes it).
+    async fn join(req: JoinRequest) -> Result<(), NodeError>;
+    /// Remove a node from the cluster.
+    async fn leave(id: u64) -> Result<(), NodeError>;
+}
+
+/// A worker's request for tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// The node that will run the tasks (the lease holder).
+    pub node: NodeId,
+    /// Queues to lease from; empty means all.
+    pub queues: Vec<String>,
+    /// At most this many tasks (the worker's free slots).
+    pub max: u32,
+    /// How long the leader may hold the request when nothing is eligible,
+    /// in milliseconds; 0 answers at once. The client's deadline is this
+    /// plus a margin.
+    pub wait_ms: u64,
+}
+
+/// A granted lease and what the worker needs to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasedTask {
+    /// The lease as the state machine granted it (task, token, expiry).
+    pub grant: Granted,
+    /// The task's payload (JSON text), read from the leader's cold store:
+    /// payloads are not in the replicated in-memory state.
+    pub payload: String,
+}
+
+/// One heartbeat of one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// The worker's node id.
+    pub node: NodeId,
+    /// Concurrent transforms it runs (its capacity, for the scheduler).
+    pub slots: u32,
+    /// Every lease it still runs, with its token and progress.
+    pub held: Vec<HeldLease>,
+}
+
+/// Outcomes of leased tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    /// The worker's node id.
+    pub node: NodeId,
+    /// One per finished task, each under the token it was leased with.
+    pub completions: Vec<Completion>,
+}
+
+/// A node asking to become a cluster member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Its Raft node id.
+    pub id: NodeId,
+    /// Its addresses, stored in the membership.
+    pub node: SkeinNode,
+}
+
+/// Why a node could not do what a node-to-node call asked. Raft RPCs answer
+/// with openraft's own `RaftError` instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum NodeError {
+    /// The call needs the leader and this node is not it. `leader_id` and
+    /// `leader` name the leader this node knows of, if any: retry there.
+    #[error("not the leader{}", leader_hint(.leader_id, .leader))]
+    NotLeader {
+        /// The current leader's id, when known.
+        leader_id: Option<u64>,
+        /// The current leader's addresses, when known.
+        leader: Option<SkeinNode>,
+    },
+    /// The cluster cannot serve the call now (no quorum, a timeout, a
+    /// membership change in progress, shutting down). Retrying later may
+    /// succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (a malformed argument, an unknown node);
+    /// retrying it unchanged will fail again.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The remote node failed (storage error, bug). Its log has the details.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn leader_hint(leader_id: &Option<u64>, leader: &Option<SkeinNode>) -> String {
+    match (leader_id, leader) {
+        (Some(id), Some(node)) => format!(" (leader is node {id} at {})", node.rpc_addr),
+        (Some(id), None) => format!(" (leader is node {id})"),
+        (None, _) => " (no leader known)".to_string(),
+    }
+}
+
+impl NodeError {
+    /// Whether the same call may succeed if retried later or elsewhere
+    /// (another leader, after an election).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, NodeError::NotLeader { .. } | NodeError::Unavailable(_))
+    }
+}
+
+impl From<ForwardToLeader<u64, SkeinNode>> for NodeError {
+    fn from(f: ForwardToLeader<u64, SkeinNode>) -> Self {
+        NodeError::NotLeader { leader_id: f.leader_id, leader: f.leader_node }
+    }
+}
+
+impl From<Fatal<u64>> for NodeError {
+    fn from(f: Fatal<u64>) -> Self {
+        match f {
+            Fatal::Stopped => NodeError::Unavailable("raft is shutting down".to_string()),
+            other => NodeError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ChangeMembershipError<u64>> for NodeError {
+    fn from(e: ChangeMembershipError<u64>) -> Self {
+        match e {
+            ChangeMembershipError::InProgress(_) => NodeError::Unavailable(e.to_string()),
+            ChangeMembershipError::EmptyMembership(_) | ChangeMembershipError::LearnerNotFound(_) => {
+                NodeError::Invalid(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<RaftError<u64, ClientWriteError<u64, SkeinNode>>> for NodeError {
+    fn from(e: RaftError<u64, ClientWriteError<u64, SkeinNode>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => c.into(),
+            RaftError::Fatal(f) => f.into(),
+        }
+    }
+}
+
+impl From<RaftError<u64, CheckIsLeaderError<u64, SkeinNode>>> for NodeError {
+    fn from(e: RaftError<u64, CheckIsLeaderError<u64, SkeinNode>>) -> Self {
+        match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => f.into(),
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => NodeError::Unavailable(q.to_string()),
+            RaftError::Fatal(f) => f.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_well() {
+        let e = NodeError::NotLeader {
+            leader_id: Some(2),
+            leader: Some(SkeinNode { rpc_addr: "h:1".into(), http_addr: "h:2".into() }),
+        };
+        assert_eq!(e.to_string(), "not the leader (leader is node 2 at h:1)");
+        assert_eq!(
+            NodeError::NotLeader { leader_id: None, leader: None }.to_string(),
+            "not the leader (no leader known)"
+        );
+        assert!(e.is_retryable());
+        assert!(!NodeError::Invalid("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn raft_errors_map_to_node_errors() {
+        let stopped: NodeError = RaftError::<u64, ClientWriteError<u64, SkeinNode>>::Fatal(Fatal::Stopped).into();
+        assert!(matches!(stopped, NodeError::Unavailable(_)));
+        let forward: NodeError = RaftError::<u64, CheckIsLeaderError<u64, SkeinNode>>::APIError(
+            CheckIsLeaderError::ForwardToLeader(ForwardToLeader { leader_id: Some(3), leader_node: None }),
+        )
+        .into();
+        assert_eq!(forward, NodeError::NotLeader { leader_id: Some(3), leader: None });
+    }
+}

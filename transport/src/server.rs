@@ -1,0 +1,244 @@
+//! The server side: what a node implements ([`Handler`]) and the accept loop
+//! that serves it ([`serve`]).
+//!
+//! Every connection is one task and every request one more, so a long-poll
+//! lease never holds up the Raft RPCs that share its connection. Errors are
+//! logged where the task that met them was spawned.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use skein_raft::config::TypeConfig;
+use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::codec;
+use crate::rpc::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, SkeinRpc};
+
+/// At most this many requests of one connection run at once; more are
+/// refused with a server error until some finish (the client sees
+/// [`crate::CallError::Remote`] with [`NodeError::Unavailable`]).
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 1024;
+
+/// What a node answers to the calls of [`SkeinRpc`]. Implemented by the
+/// node over its `Raft` handle and state machine; a fake in tests.
+///
+/// Every method may run concurrently with any other (each request is its
+/// own task), and its future is dropped if the caller's deadline passes or
+/// the server shuts down, so a method must leave nothing half done when
+/// cancelled at an `.await`.
+pub trait Handler: Send + Sync + 'static {
+    /// Raft: pass to `Raft::append_entries`.
+    fn append_entries(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> impl Future<Output = Result<AppendEntriesResponse<u64>, RaftError<u64>>> + Send;
+
+    /// Raft: pass to `Raft::vote`.
+    fn vote(&self, req: VoteRequest<u64>) -> impl Future<Output = Result<VoteResponse<u64>, RaftError<u64>>> + Send;
+
+    /// Raft: pass to `Raft::install_snapshot` (one chunk).
+    fn install_snapshot(
+        &self,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> impl Future<Output = Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> + Send;
+
+    /// Propose a forwarded client write; [`NodeError::NotLeader`] when this
+    /// node does not lead.
+    fn write(&self, command: Command) -> impl Future<Output = Result<Response, NodeError>> + Send;
+
+    /// Lease tasks to a worker, waiting up to `req.wait_ms` for some.
+    fn lease(&self, req: LeaseRequest) -> impl Future<Output = Result<Vec<LeasedTask>, NodeError>> + Send;
+
+    /// Renew a worker's leases.
+    fn heartbeat(&self, req: HeartbeatRequest) -> impl Future<Output = Result<HeartbeatAck, NodeError>> + Send;
+
+    /// Record a worker's outcomes.
+    fn complete(
+        &self,
+        req: CompleteRequest,
+    ) -> impl Future<Output = Result<Vec<Result<TaskStatus, Rejection>>, NodeError>> + Send;
+
+    /// Confirm leadership and answer the read index.
+    fn read_index(&self) -> impl Future<Output = Result<u64, NodeError>> + Send;
+
+    /// Add a node to the membership.
+    fn join(&self, req: JoinRequest) -> impl Future<Output = Result<(), NodeError>> + Send;
+
+    /// Remove a node from the membership.
+    fn leave(&self, id: u64) -> impl Future<Output = Result<(), NodeError>> + Send;
+}
+
+/// Serves `handler` on `listener` until `shutdown` completes, then closes
+/// every connection (requests in flight are dropped: their callers see a lost
+/// connection) and returns once every connection task has ended.
+///
+/// Accept errors (out of file descriptors, a connection reset before it was
+/// accepted) are logged and retried after a pause; they never end the loop,
+/// because a node that stops serving Raft stops being a member.
+pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+    let local = listener.local_addr().ok();
+    info!(addr = ?local, "rpc server listening");
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let service = Dispatch(handler);
+
+    tokio::select! {
+        () = accept_loop(&listener, &service, &stop, &connections) => {}
+        () = shutdown => {}
+    }
+
+    // Stop accepting before closing what was accepted.
+    drop(listener);
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+    info!(addr = ?local, "rpc server stopped");
+}
+
+/// Accepts connections for ever, spawning one task each on `connections`.
+async fn accept_loop<H: Handler>(
+    listener: &TcpListener,
+    service: &Dispatch<H>,
+    stop: &CancellationToken,
+    connections: &TaskTracker,
+) {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                pause = Duration::from_millis(10);
+                accepted
+            }
+            Err(e) => {
+                warn!(error = %e, pause_ms = pause.as_millis() as u64, "accepting a connection failed");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let service = service.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            debug!(peer = %peer, "connection accepted");
+            run_connection(stream, peer, service, stop).await;
+            debug!(peer = %peer, "connection closed");
+        });
+    }
+}
+
+/// Serves one connection until the client closes it, it fails, or `stop` is
+/// cancelled. Each request is spawned on a `JoinSet` owned here, so that when
+/// the connection ends its unfinished requests are aborted with it.
+async fn run_connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: Dispatch<H>,
+    stop: CancellationToken,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        // Only latency suffers (Nagle's algorithm delays small frames).
+        debug!(peer = %peer, error = %e, "setting TCP_NODELAY failed");
+    }
+    let transport = codec::transport(stream);
+    let channel = BaseChannel::with_defaults(transport).max_concurrent_requests(MAX_REQUESTS_PER_CONNECTION);
+    // A stream of request futures; polling it also reads requests and
+    // writes responses. It ends once the client has closed its side and
+    // every response is written (tarpc logs a transport error at `warn`).
+    let requests = channel.execute(service.serve());
+    futures::pin_mut!(requests);
+    let mut running = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            next = requests.next() => match next {
+                Some(request) => {
+                    request.await;
+                }
+                None => break,
+            },
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        error!(peer = %peer, error = %e, "rpc handler panicked");
+                    }
+                }
+            }
+        }
+    }
+    // Dropping `running` aborts whatever is still in flight.
+}
+
+/// The tarpc service over a [`Handler`]. Holds the handler behind an `Arc`:
+/// tarpc takes the service by value for every request.
+struct Dispatch<H>(Arc<H>);
+
+impl<H> Clone for Dispatch<H> {
+    fn clone(&self) -> Self {
+        Dispatch(Arc::clone(&self.0))
+    }
+}
+
+impl<H: Handler> SkeinRpc for Dispatch<H> {
+    async fn append_entries(
+        self,
+        _: Context,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.0.append_entries(req).await
+    }
+
+    async fn vote(self, _: Context, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
+        self.0.vote(req).await
+    }
+
+    async fn install_snapshot(
+        self,
+        _: Context,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.0.install_snapshot(req).await
+    }
+
+    async fn write(self, _: Context, command: Command) -> Result<Response, NodeError> {
+        self.0.write(command).await
+    }
+
+    async fn lease(self, _: Context, req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError> {
+        self.0.lease(req).await
+    }
+
+    async fn heartbeat(self, _: Context, req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError> {
+        self.0.heartbeat(req).await
+    }
+
+    async fn complete(self, _: Context, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
+        self.0.complete(req).await
+    }
+
+    async fn read_index(self, _: Context) -> Result<u64, NodeError> {
+        self.0.read_index().await
+    }
+
+    async fn join(self, _: Context, req: JoinRequest) -> Result<(), NodeError> {
+        self.0.join(req).await
+    }
+
+    async fn leave(self, _: Context, id: u64) -> Result<(), NodeError> {
+        self.0.leave(id).await
+    }
+}
