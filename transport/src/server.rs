@@ -167,7 +167,7 @@ async fn run_connection<H: Handler>(
             () = stop.cancelled() => break,
             next = requests.next() => match next {
                 Some(request) => {
-                    request.await;
+                    running.spawn(request);
                 }
                 None => break,
             },
