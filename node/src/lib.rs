@@ -39,14 +39,15 @@ use crate::rpc::RpcHandler;
 use crate::worker::Worker;
 
 /// openraft's settings: quick failure detection (a leader silent for
-/// 300-600 ms is replaced), snapshots every 10k entries so restart and
-/// catch-up stay short, and bounded replication frames.
+/// 400-800 ms is replaced), snapshots every 10k entries so restart and
+/// catch-up stay short, and bounded replication frames. openraft also uses
+/// the heartbeat interval as the deadline of each append, fsync included.
 fn raft_config() -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "skein".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 64,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
