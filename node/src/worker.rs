@@ -69,6 +69,13 @@ impl Worker {
         self.running.lock().map_or(0, |r| r.len())
     }
 
+    /// Tasks whose transform still runs: what occupies a slot. A finished
+    /// task whose outcome is on its way to the leader frees its slot, so
+    /// the next lease overlaps the report.
+    fn busy_count(&self) -> usize {
+        self.running.lock().map_or(0, |r| r.values().filter(|t| t.outcome.is_none()).count())
+    }
+
     /// Stops every running task without reporting (shutdown after the drain
     /// deadline). The leader hands their leases back when told.
     pub fn abandon_all(&self) {
@@ -107,7 +114,7 @@ impl Worker {
             if stop_leasing.is_cancelled() {
                 return;
             }
-            let free = (self.app.config.slots as usize).saturating_sub(self.running_count());
+            let free = (self.app.config.slots as usize).saturating_sub(self.busy_count());
             if free == 0 || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 tokio::select! {
                     _ = stop_leasing.cancelled() => return,
@@ -170,6 +177,7 @@ impl Worker {
                         }
                     }
                     let _ = worker.done_tx.send(id);
+                    worker.freed.notify_one();
                 }
                 None => {
                     // Cancelled: whoever cancelled it has already removed it.
