@@ -79,8 +79,9 @@ async fn sleep(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
     }
 }
 
+/// The fields `exec` reads; the payload may hold anything else the program
+/// wants (it receives the whole task on stdin).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ExecPayload {
     /// The program and its arguments.
     command: Vec<String>,
@@ -89,10 +90,6 @@ struct ExecPayload {
     timeout_ms: Option<u64>,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
-    /// Anything else the program should see; it gets the whole task anyway.
-    #[serde(default)]
-    #[allow(dead_code)]
-    input: Option<serde_json::Value>,
 }
 
 /// Exit code meaning "try again later" (sysexits' EX_TEMPFAIL).

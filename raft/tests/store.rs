@@ -29,8 +29,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStor
 
 /// openraft's storage conformance suite, every case.
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(TempStores)
+fn openraft_storage_suite() -> Result<(), Box<StorageError>> {
+    Suite::test_all(TempStores).map_err(Box::new)
 }
 
 // ------------------------------------------------------------ a workload

@@ -13,7 +13,7 @@ use crate::fsm::{Event, StateMachine, TaskId};
 /// before handing the stores to openraft.
 #[derive(Clone)]
 pub struct StoreHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Read access to the state machine, with the log id it reflects. It holds a
@@ -84,7 +84,7 @@ impl StoreHandle {
     /// Costs one serialization of the state: not for a hot path.
     pub fn digest(&self) -> Result<u64, StoreError> {
         let hot = self.shared.read_hot();
-        Ok(digest_of(&hot.sm, hot.last_applied)?)
+        digest_of(&hot.sm, hot.last_applied)
     }
 }
 

@@ -336,7 +336,8 @@ fn write_cold(db: &DB, snap: &SnapshotWithThreadMode<'_, DB>, rw: &mut RecordWri
 // ---------------------------------------------------------------- building
 
 /// Builds one snapshot of the state as it was when openraft asked for the
-/// builder (see [`SnapshotBuilder::capture`]), while `apply` goes on.
+/// builder (`get_snapshot_builder` fixes it: the hot state as bytes, the cold
+/// CFs as a RocksDB snapshot), while `apply` goes on.
 pub struct SnapshotBuilder {
     pending: Option<Result<Pending, StoreError>>,
 }
