@@ -85,13 +85,10 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>, shutdown: Can
 }
 
 async fn propose_batch(raft: &Raft, batch: Vec<(Command, Reply)>) {
-    let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+    let (mut commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
     let n = commands.len();
-    let command = if n == 1 {
-        commands.into_iter().next().unwrap_or(Command::Batch(Vec::new()))
-    } else {
-        Command::Batch(commands)
-    };
+    // `run` never makes an empty batch, so a batch of one has an element 0.
+    let command = if n == 1 { commands.swap_remove(0) } else { Command::Batch(commands) };
     debug!(commands = n, "proposing");
     let stamped = Stamped { now_ms: now_ms(), command };
     match raft.client_write(stamped).await {
