@@ -58,7 +58,9 @@ pub fn normalize(s: &str) -> Result<String, String> {
         None => s,
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) => {
-            return Err(format!("{s:?}: scheme {scheme:?} is not supported, skein nodes serve plain http://"));
+            return Err(format!(
+                "{s:?}: scheme {scheme:?} is not supported, skein nodes serve plain http://"
+            ));
         }
     };
     let (authority, path) = match rest.find('/') {
@@ -161,7 +163,14 @@ mod tests {
     fn lists_keep_order_and_what_the_user_wrote() {
         let list = parse_addr_list("a:1, http://b:2 ,,c").expect("parses");
         let got: Vec<(&str, &str)> = list.0.iter().map(|n| (n.shown.as_str(), n.base.as_str())).collect();
-        assert_eq!(got, vec![("a:1", "http://a:1"), ("http://b:2", "http://b:2"), ("c", "http://c:7701")]);
+        assert_eq!(
+            got,
+            vec![
+                ("a:1", "http://a:1"),
+                ("http://b:2", "http://b:2"),
+                ("c", "http://c:7701")
+            ]
+        );
         assert!(parse_addr_list(" , ").is_err());
         assert!(parse_addr_list("a:1,b:x").is_err());
     }

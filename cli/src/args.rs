@@ -44,6 +44,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SKEIN_ADDR",
         default_value = DEFAULT_ADDR,
         value_parser = parse_addr_list,
@@ -52,7 +53,7 @@ pub struct Cli {
     pub addr: AddrList,
 
     /// Output format: a table for people, or the server's JSON (pretty) for scripts.
-    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
     #[command(subcommand)]
@@ -93,7 +94,15 @@ Examples:
     Enqueue(EnqueueArgs),
 
     /// List, inspect, cancel and retry tasks.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  skein tasks list --queue migrations --status leased
+  skein tasks show 42
+  skein tasks cancel 42 --reason \"superseded\"
+  skein tasks retry 42"
+    )]
     Tasks(TasksCommand),
 
     /// One row per dataset (task): status, node, attempts, started, completed.
@@ -113,11 +122,25 @@ Examples:
     Status(StatusArgs),
 
     /// List queues with their counts; pause, resume or change a queue.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  skein queue list
+  skein queue pause migrations
+  skein queue set migrations --concurrency 4"
+    )]
     Queue(QueueCommand),
 
     /// Show the cluster's members; drain or remove a node.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  skein cluster status
+  skein cluster drain 3
+  skein cluster remove 3"
+    )]
     Cluster(ClusterCommand),
 }
 
@@ -250,10 +273,13 @@ pub enum QueueCommand {
     },
 
     /// Change some of a queue's settings; the others stay as they are.
-    #[command(after_help = "\
+    #[command(
+        override_usage = "skein queue set <QUEUE> --<SETTING> <VALUE>...   (one or more of the settings below)",
+        after_help = "\
 Examples:
   skein queue set migrations --concurrency 4
-  skein queue set demo --lease-ms 60000 --max-attempts 10 --backoff-base-ms 500")]
+  skein queue set demo --lease-ms 60000 --max-attempts 10 --backoff-base-ms 500"
+    )]
     Set(QueueSetArgs),
 }
 
@@ -294,12 +320,18 @@ pub struct QueueSetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// The members (role, addresses, replication, slots, leases, heartbeat) and
-    /// the leader, term, commit and applied indexes.
+    /// Show the members, the leader, the term and the log indexes.
+    ///
+    /// One row per member: its role (leader, voter, learner), RPC and HTTP
+    /// addresses, the log index the leader knows it has (MATCHED), its task
+    /// slots, the leases it holds, whether it drains, and its last heartbeat.
     Status,
 
-    /// Stop leasing to a node, let its tasks finish or hand them back, move
-    /// leadership away if it leads; then it can be stopped or removed.
+    /// Move a node's work away before it stops or is removed.
+    ///
+    /// The node is leased no new tasks; its running tasks finish or are handed
+    /// back, and leadership moves away if it leads. Then stop it, or remove it
+    /// from the membership with `skein cluster remove`.
     #[command(after_help = "Example:\n  skein cluster drain 3")]
     Drain {
         /// The node's id.
@@ -419,7 +451,9 @@ mod tests {
             "orders-v2",
         ])
         .expect("parses");
-        let Command::Enqueue(e) = cli.command else { panic!("not enqueue") };
+        let Command::Enqueue(e) = cli.command else {
+            panic!("not enqueue")
+        };
         assert_eq!(e.queue, "q");
         assert_eq!(e.kind.as_deref(), Some("sleep"));
         assert_eq!(e.payload, Some(serde_json::json!({"ms": 5})));
@@ -428,21 +462,36 @@ mod tests {
         assert_eq!(e.max_attempts, Some(2));
         assert_eq!(e.delay_ms, 100);
         assert_eq!(e.count, 1);
-        assert_eq!(e.depends_on, vec![DependencySpec::Id(12), DependencySpec::Key("orders-v2".into())]);
+        assert_eq!(
+            e.depends_on,
+            vec![DependencySpec::Id(12), DependencySpec::Key("orders-v2".into())]
+        );
     }
 
     #[test]
     fn enqueue_usage_errors() {
         let kind = |args: &[&str]| parse(args).expect_err("must fail").kind();
         assert_eq!(kind(&["enqueue"]), ErrorKind::MissingRequiredArgument);
-        assert_eq!(kind(&["enqueue", "-q", "q", "--payload", "{nope"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["enqueue", "-q", "q", "--payload", "{nope"]),
+            ErrorKind::ValueValidation
+        );
         assert_eq!(
             kind(&["enqueue", "-q", "q", "--payload", "{}", "--payload-file", "f.json"]),
             ErrorKind::ArgumentConflict
         );
-        assert_eq!(kind(&["enqueue", "-q", "q", "--count", "0"]), ErrorKind::ValueValidation);
-        assert_eq!(kind(&["enqueue", "-q", "q", "--count", "5", "--key", "k"]), ErrorKind::ArgumentConflict);
-        assert_eq!(kind(&["enqueue", "-q", "q", "--depends-on", ""]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["enqueue", "-q", "q", "--count", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["enqueue", "-q", "q", "--count", "5", "--key", "k"]),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            kind(&["enqueue", "-q", "q", "--depends-on", ""]),
+            ErrorKind::ValueValidation
+        );
     }
 
     #[test]
@@ -453,8 +502,13 @@ mod tests {
 
     #[test]
     fn tasks_list_flags() {
-        let cli = parse(&["tasks", "list", "-q", "demo", "--status", "dead", "--limit", "10", "--all"]).expect("parses");
-        let Command::Tasks(TasksCommand::List(l)) = cli.command else { panic!("not list") };
+        let cli = parse(&[
+            "tasks", "list", "-q", "demo", "--status", "dead", "--limit", "10", "--all",
+        ])
+        .expect("parses");
+        let Command::Tasks(TasksCommand::List(l)) = cli.command else {
+            panic!("not list")
+        };
         assert_eq!(l.queue.as_deref(), Some("demo"));
         assert_eq!(l.status.map(TaskStatus::from), Some(TaskStatus::Dead));
         assert_eq!(l.limit, Some(10));
@@ -474,7 +528,9 @@ mod tests {
     #[test]
     fn cancel_with_reason() {
         let cli = parse(&["tasks", "cancel", "9", "--reason", "no longer needed"]).expect("parses");
-        let Command::Tasks(TasksCommand::Cancel { id, reason }) = cli.command else { panic!("not cancel") };
+        let Command::Tasks(TasksCommand::Cancel { id, reason }) = cli.command else {
+            panic!("not cancel")
+        };
         assert_eq!(id, 9);
         assert_eq!(reason.as_deref(), Some("no longer needed"));
     }
@@ -484,7 +540,9 @@ mod tests {
         let err = parse(&["queue", "set", "demo"]).expect_err("must fail");
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
         let cli = parse(&["queue", "set", "demo", "--concurrency", "4", "--lease-ms", "60000"]).expect("parses");
-        let Command::Queue(QueueCommand::Set(s)) = cli.command else { panic!("not set") };
+        let Command::Queue(QueueCommand::Set(s)) = cli.command else {
+            panic!("not set")
+        };
         assert_eq!(s.queue, "demo");
         assert_eq!(s.concurrency, Some(4));
         assert_eq!(s.lease_ms, Some(60_000));
@@ -493,7 +551,10 @@ mod tests {
 
     #[test]
     fn cluster_commands() {
-        assert!(matches!(parse(&["cluster", "drain", "3"]).expect("parses").command, Command::Cluster(ClusterCommand::Drain { id: 3 })));
+        assert!(matches!(
+            parse(&["cluster", "drain", "3"]).expect("parses").command,
+            Command::Cluster(ClusterCommand::Drain { id: 3 })
+        ));
         assert!(matches!(
             parse(&["cluster", "remove", "4"]).expect("parses").command,
             Command::Cluster(ClusterCommand::Remove { id: 4 })

@@ -48,7 +48,9 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Api { code, message, .. } if code == "unknown" => f.write_str(message),
-            ClientError::Api { status, code, message, .. } => write!(f, "{message} ({code}, HTTP {status})"),
+            ClientError::Api {
+                status, code, message, ..
+            } => write!(f, "{message} ({code}, HTTP {status})"),
             ClientError::NoNodeAnswered { tried } => {
                 let list: Vec<String> = tried.iter().map(|(node, why)| format!("{node} ({why})")).collect();
                 write!(
@@ -74,7 +76,9 @@ impl ClientError {
     /// A line of advice to print under the error, if there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
-            ClientError::Api { leader: Some(leader), .. } => Some(format!("the leader is at {leader}")),
+            ClientError::Api {
+                leader: Some(leader), ..
+            } => Some(format!("the leader is at {leader}")),
             ClientError::Api { code, .. } if code == "unavailable" || code == "not_leader" => {
                 Some("the cluster may be electing a leader or has lost its quorum; try again shortly".into())
             }
@@ -143,11 +147,18 @@ impl Client {
                 Err(Failure::Unreachable(why)) => tried.push((node.shown.clone(), why)),
                 Err(Failure::Broken(detail)) if method == Method::GET => tried.push((node.shown.clone(), detail)),
                 Err(Failure::Broken(detail)) => {
-                    return Err(ClientError::Transport { node: node.shown.clone(), detail });
+                    return Err(ClientError::Transport {
+                        node: node.shown.clone(),
+                        detail,
+                    });
                 }
                 Err(Failure::Error(err)) => {
                     let leader = match &err {
-                        ClientError::Api { code, leader: Some(leader), .. } if code == "not_leader" && !redirected => {
+                        ClientError::Api {
+                            code,
+                            leader: Some(leader),
+                            ..
+                        } if code == "not_leader" && !redirected => {
                             NodeAddr::parse(leader).ok().filter(|l| l.base != node.base)
                         }
                         _ => None,
@@ -176,7 +187,10 @@ impl Client {
     ) -> Result<Value, Failure> {
         let shown = || node.shown.clone();
         let mut url = Url::parse(&format!("{}{}", node.base, path)).map_err(|e| {
-            Failure::Error(ClientError::BadAnswer { node: shown(), detail: format!("bad request URL for {path}: {e}") })
+            Failure::Error(ClientError::BadAnswer {
+                node: shown(),
+                detail: format!("bad request URL for {path}: {e}"),
+            })
         })?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -195,8 +209,12 @@ impl Client {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Object(Default::default()));
             }
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| Failure::Error(ClientError::BadAnswer { node: shown(), detail: e.to_string() }));
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Failure::Error(ClientError::BadAnswer {
+                    node: shown(),
+                    detail: e.to_string(),
+                })
+            });
         }
         Err(Failure::Error(api_error(status, &bytes)))
     }
@@ -217,7 +235,9 @@ fn classify(e: &reqwest::Error, node: &NodeAddr) -> Failure {
         return Failure::Unreachable(connect_reason(e));
     }
     if e.is_timeout() {
-        return Failure::Error(ClientError::Timeout { node: node.shown.clone() });
+        return Failure::Error(ClientError::Timeout {
+            node: node.shown.clone(),
+        });
     }
     Failure::Broken(innermost(e))
 }
@@ -276,7 +296,12 @@ pub fn path_segment(s: &str) -> String {
 /// the body is something else (a proxy's page, an older node).
 pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
     if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
-        return ClientError::Api { status: status.as_u16(), code: error.code, message: error.message, leader: error.leader };
+        return ClientError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+            leader: error.leader,
+        };
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -287,7 +312,12 @@ pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
         let short: String = text.chars().take(200).collect();
         format!("the node answered HTTP {} {reason}: {short}", status.as_u16())
     };
-    ClientError::Api { status: status.as_u16(), code: "unknown".into(), message, leader: None }
+    ClientError::Api {
+        status: status.as_u16(),
+        code: "unknown".into(),
+        message,
+        leader: None,
+    }
 }
 
 #[cfg(test)]
@@ -316,7 +346,10 @@ mod tests {
         let err = api_error(StatusCode::BAD_GATEWAY, b"upstream down\n");
         assert_eq!(err.to_string(), "the node answered HTTP 502 Bad Gateway: upstream down");
         let err = api_error(StatusCode::NOT_FOUND, b"");
-        assert!(err.to_string().starts_with("the node answered HTTP 404 Not Found"), "{err}");
+        assert!(
+            err.to_string().starts_with("the node answered HTTP 404 Not Found"),
+            "{err}"
+        );
     }
 
     #[test]

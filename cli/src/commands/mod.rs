@@ -40,7 +40,12 @@ impl Ctx<'_> {
 
     /// Prints the server's answer as JSON, or as the table `table` makes of
     /// its typed form.
-    pub fn show<T: DeserializeOwned>(&mut self, value: Value, what: &str, table: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    pub fn show<T: DeserializeOwned>(
+        &mut self,
+        value: Value,
+        what: &str,
+        table: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
         match self.output {
             Output::Json => self.json(&value),
             Output::Table => {
@@ -53,13 +58,18 @@ impl Ctx<'_> {
 
 /// Reads the typed body out of a JSON answer.
 pub fn typed<T: DeserializeOwned>(value: Value, what: &str) -> anyhow::Result<T> {
-    serde_json::from_value(value)
-        .with_context(|| format!("the node's answer to {what} is not what this skein expects (are the CLI and the node the same version?)"))
+    serde_json::from_value(value).with_context(|| {
+        format!(
+            "the node's answer to {what} is not what this skein expects (are the CLI and the node the same version?)"
+        )
+    })
 }
 
 /// The local wall clock, for "3s ago" in tables.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
