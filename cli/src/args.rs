@@ -329,9 +329,9 @@ pub enum ClusterCommand {
 
     /// Move a node's work away before it stops or is removed.
     ///
-    /// The node is leased no new tasks; its running tasks finish or are handed
-    /// back, and leadership moves away if it leads. Then stop it, or remove it
-    /// from the membership with `skein cluster remove`.
+    /// The node is leased no new tasks; its running tasks finish. Then stop it
+    /// (SIGTERM), or remove it from the membership with `skein cluster remove`
+    /// (its remaining leases are handed back at once).
     #[command(after_help = "Example:\n  skein cluster drain 3")]
     Drain {
         /// The node's id.

@@ -225,6 +225,7 @@ impl StateMachine {
                 idempotency_key: key,
                 depends_on: deps,
                 lease: None,
+                last_node: None,
                 progress: None,
                 last_error: None,
                 expiry_streak: 0,
@@ -315,6 +316,7 @@ impl StateMachine {
             t.status = TaskStatus::Leased;
             t.attempt += 1;
             t.lease = Some(Lease { node, token, expires_ms: now.saturating_add(lease_ms) });
+            t.last_node = Some(node);
             t.first_started_ms.get_or_insert(now);
             t.last_started_ms = Some(now);
             t.progress = None;

@@ -136,6 +136,9 @@ pub struct Task {
     pub idempotency_key: Option<Arc<str>>,
     pub depends_on: Vec<TaskId>,
     pub lease: Option<Lease>,
+    /// The node that last leased the task (still set once it ended), so a
+    /// status table can say where each dataset ran.
+    pub last_node: Option<NodeId>,
     pub progress: Option<Progress>,
     /// The last error, shortened to [`Limits::max_error_bytes`]; the whole
     /// message is in the history.
