@@ -71,6 +71,11 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "SKEIN_LOG_FORMAT")]
     pub log_format: Option<String>,
+
+    /// For fault-injection tests: dial VIA whenever a peer advertises ADDR
+    /// (ADDR=VIA, repeatable), e.g. through a proxy that can cut the link.
+    #[arg(long = "route", value_name = "ADDR=VIA", hide = true)]
+    pub routes: Vec<String>,
 }
 
 const EXAMPLES: &str = "\
@@ -114,6 +119,8 @@ pub struct Config {
     pub log_json: bool,
     /// How often a worker renews its leases.
     pub heartbeat_interval: Duration,
+    /// Advertised peer RPC address -> address to dial (tests only).
+    pub routes: std::collections::HashMap<String, String>,
 }
 
 impl Config {
@@ -149,7 +156,13 @@ impl Config {
             "json" => true,
             other => bail!("--log-format must be text or json, not {other:?}"),
         };
+        let mut routes = std::collections::HashMap::new();
+        for r in &args.routes {
+            let Some((addr, via)) = r.split_once('=') else { bail!("--route takes ADDR=VIA, not {r:?}") };
+            routes.insert(addr.to_string(), via.to_string());
+        }
         Ok(Config {
+            routes,
             id,
             listen,
             http,

@@ -73,7 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("listening for HTTP on {}", config.http))?;
 
-    let peers = Peers::new(PeersConfig::default());
+    let peers = Peers::new(PeersConfig { routes: config.routes.clone(), ..PeersConfig::default() });
     let network = Network::new(config.id, peers.clone());
     let raft = Raft::new(config.id, Arc::new(raft_config()?), network, log_store, sm_store)
         .await

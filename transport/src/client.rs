@@ -55,6 +55,10 @@ pub struct PeersConfig {
     pub backoff_min: Duration,
     /// The longest pause between dials of an unreachable peer.
     pub backoff_max: Duration,
+    /// Dial these addresses instead of the advertised ones (advertised ->
+    /// actual). Empty in production; fault-injection tests put a proxy on
+    /// every link this way, to cut or delay one direction of one link.
+    pub routes: HashMap<String, String>,
 }
 
 impl Default for PeersConfig {
@@ -66,6 +70,7 @@ impl Default for PeersConfig {
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(25),
             backoff_max: Duration::from_secs(1),
+            routes: HashMap::new(),
         }
     }
 }
@@ -284,7 +289,8 @@ impl Peers {
 
     fn peer(&self, addr: &str) -> Arc<Peer> {
         let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(peers.entry(addr.to_string()).or_insert_with(|| Arc::new(Peer::new(addr))))
+        let dial = self.inner.config.routes.get(addr).map_or(addr, String::as_str);
+        Arc::clone(peers.entry(addr.to_string()).or_insert_with(|| Arc::new(Peer::new(addr, dial))))
     }
 
     /// One call: a connection (dialled if needed), then the RPC, all within
@@ -363,7 +369,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// One peer address: its connection, or why there is none.
 struct Peer {
+    /// The peer's advertised address (what errors and logs name).
     addr: String,
+    /// Where to connect: `addr`, unless a route overrides it.
+    dial: String,
     /// Held across a dial, so that concurrent callers wait for one dial
     /// instead of each making their own.
     state: tokio::sync::Mutex<PeerState>,
@@ -408,8 +417,8 @@ impl Connection {
 }
 
 impl Peer {
-    fn new(addr: &str) -> Self {
-        Peer { addr: addr.to_string(), state: tokio::sync::Mutex::new(PeerState::default()) }
+    fn new(addr: &str, dial: &str) -> Self {
+        Peer { addr: addr.to_string(), dial: dial.to_string(), state: tokio::sync::Mutex::new(PeerState::default()) }
     }
 
     /// The live connection, dialling one if there is none and the backoff
@@ -435,7 +444,7 @@ impl Peer {
         }
 
         let limit = config.connect_timeout.min(deadline.saturating_duration_since(now));
-        let dialled = match tokio::time::timeout(limit, TcpStream::connect(self.addr.as_str())).await {
+        let dialled = match tokio::time::timeout(limit, TcpStream::connect(self.dial.as_str())).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("connect timed out after {} ms", limit.as_millis())),
