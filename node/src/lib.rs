@@ -7,14 +7,21 @@
 //! - [`config`]: flags, `SKEIN_*` variables and the TOML file;
 //! - [`leader`]: the leader's timed duties (lease expiry, garbage, promotions);
 //! - [`worker`]: leasing, heartbeats, running tasks and reporting them;
-//! - [`transform`]: what running a task of each kind means.
+//! - [`transform`]: what running a task of each kind means;
+//! - [`dashboard`]: the web dashboard, its JSON, stuck tasks and `/metrics`
+//!   ([`metrics`]);
+//! - [`migration`]: the `migration` transform: a catalog plan run by `skein-migrate`;
+//! - [`http`] also serves the plan catalog (`/api/v1/plans...`).
 //!
 //! [`run`] is what `main` calls, and what tests call in-process.
 
 pub mod app;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod leader;
+pub mod metrics;
+pub mod migration;
 pub mod proposer;
 pub mod rpc;
 pub mod transform;
@@ -91,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store,
         peers,
         proposer,
+        metrics: Arc::new(metrics::Metrics::new()),
         shutdown: shutdown.clone(),
     });
     let rpc_task = tokio::spawn(skein_transport::serve(

@@ -9,6 +9,9 @@
 //!   (EX_TEMPFAIL) is a retryable failure, anything else a permanent one.
 //!   Its stderr goes to the node's log under the task's id.
 //!
+//! - `migration`: payload `{"entity_ref": "component:default/name"}` runs
+//!   that plan from the replicated catalog (see [`crate::migration`]).
+//!
 //! Every transform stops when its `cancel` token fires (the lease was
 //! revoked or ran out, or the node is shutting down) and then reports
 //! nothing: an outcome is only ever sent under a lease the worker still holds.
@@ -30,6 +33,9 @@ pub struct TaskContext {
     pub cancel: CancellationToken,
     /// The latest progress, sent with the next heartbeat.
     pub progress: Arc<Mutex<Option<Progress>>>,
+    /// The node, for transforms that read the replicated state (the plan
+    /// catalog) or confirm their lease (`migration`); `None` in unit tests.
+    pub app: Option<crate::app::SharedApp>,
 }
 
 impl TaskContext {
@@ -46,8 +52,9 @@ pub async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         "noop" => Some(Outcome::Succeeded { result: "null".into() }),
         "sleep" => sleep(task, ctx).await,
         "exec" => exec(task, ctx).await,
+        "migration" => crate::migration::run(task, ctx).await,
         other => Some(Outcome::Permanent {
-            error: format!("no transform named {other:?} on this node (known: noop, sleep, exec)"),
+            error: format!("no transform named {other:?} on this node (known: noop, sleep, exec, migration)"),
         }),
     }
 }
@@ -137,12 +144,13 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
     let stderr_tail = Arc::new(Mutex::new(String::new()));
     if let Some(stderr) = child.stderr.take() {
         let tail = stderr_tail.clone();
-        let task_id = g.task.0;
-        let attempt = g.attempt;
-        tokio::spawn(async move {
+        // The worker's span carries the task's id, attempt and token; a
+        // spawned task does not inherit it, so hand it over.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                info!(task_id, attempt, line = %line, "exec stderr");
+                info!(line = %line, "exec stderr");
                 if let Ok(mut t) = tail.lock() {
                     t.push_str(&line);
                     t.push('\n');
@@ -153,7 +161,7 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
                     }
                 }
             }
-        });
+        }, span));
     }
     let mut stdout = child.stdout.take();
     let read_stdout = async {
@@ -235,7 +243,7 @@ mod tests {
     }
 
     fn ctx() -> TaskContext {
-        TaskContext { cancel: CancellationToken::new(), progress: Arc::new(Mutex::new(None)) }
+        TaskContext { cancel: CancellationToken::new(), progress: Arc::new(Mutex::new(None)), app: None }
     }
 
     fn sh(script: &str) -> String {

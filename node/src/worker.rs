@@ -11,14 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skein_raft::fsm::{Command, Completion, FencingToken, HeldLease, Outcome, Rejection, TaskId};
+use skein_raft::fsm::{Command, Completion, FencingToken, HeldLease, Outcome, Rejection, TaskId, TaskStatus};
 use skein_transport::{CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::app::SharedApp;
+use crate::metrics::{outcome_label, Metrics};
 use crate::proposer::now_ms;
 use crate::transform::{self, TaskContext};
 
@@ -34,6 +35,10 @@ struct Running {
     deadline: Instant,
     /// The outcome, once the transform finished, until the leader has it.
     outcome: Option<Outcome>,
+    /// For metrics: the task's queue, and how long its transform ran.
+    queue: String,
+    started: Instant,
+    ran: Option<Duration>,
 }
 
 pub struct Worker {
@@ -81,7 +86,7 @@ impl Worker {
     pub fn abandon_all(&self) {
         if let Ok(mut r) = self.running.lock() {
             for (id, t) in std::mem::take(&mut *r) {
-                info!(task_id = id.0, token = t.token.0, "handing back task at shutdown");
+                info!(task_id = id.0, attempt = t.attempt, token = t.token.0, "handing back task at shutdown");
                 t.ctx.cancel.cancel();
             }
         }
@@ -160,11 +165,28 @@ impl Worker {
         // The lease runs from the leader's clock; count it from when we
         // asked, which is no later than when it was granted.
         let deadline = asked_at + Duration::from_millis(g.expires_ms.saturating_sub(asked_ms));
-        let ctx = TaskContext { cancel: stop.child_token(), progress: Arc::new(Mutex::new(None)) };
+        let ctx = TaskContext { cancel: stop.child_token(), progress: Arc::new(Mutex::new(None)), app: Some(self.app.clone()) };
         info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, kind = %g.kind, "task started");
         if let Ok(mut r) = self.running.lock() {
-            r.insert(g.task, Running { token: g.token, attempt: g.attempt, ctx: ctx.clone(), deadline, outcome: None });
+            r.insert(
+                g.task,
+                Running {
+                    token: g.token,
+                    attempt: g.attempt,
+                    ctx: ctx.clone(),
+                    deadline,
+                    outcome: None,
+                    queue: g.queue.clone(),
+                    started: Instant::now(),
+                    ran: None,
+                },
+            );
         }
+        Metrics::count(&self.app.metrics.leased, vec![("queue", g.queue.clone())], 1);
+        self.app.metrics.running.set(self.busy_count() as i64);
+        // Every line logged while the task runs (the transform's, an exec's
+        // stderr) carries the task's id, attempt and token.
+        let span = info_span!("task", task_id = g.task.0, attempt = g.attempt, token = g.token.0);
         let worker = self.clone();
         tokio::spawn(async move {
             let id = task.grant.task;
@@ -174,6 +196,7 @@ impl Worker {
                     if let Ok(mut r) = worker.running.lock() {
                         if let Some(t) = r.get_mut(&id) {
                             t.outcome = Some(outcome);
+                            t.ran = Some(t.started.elapsed());
                         }
                     }
                     let _ = worker.done_tx.send(id);
@@ -184,7 +207,7 @@ impl Worker {
                     worker.freed.notify_one();
                 }
             }
-        });
+        }.instrument(span));
     }
 
     async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
@@ -196,6 +219,7 @@ impl Worker {
                 _ = tick.tick() => {}
             }
             self.fence_expired();
+            self.app.metrics.running.set(self.busy_count() as i64);
             let held: Vec<HeldLease> = match self.running.lock() {
                 Ok(r) => r
                     .iter()
@@ -221,8 +245,8 @@ impl Worker {
                         }
                         for (id, token) in ack.revoked {
                             if r.get(&id).is_some_and(|t| t.token == token) {
-                                warn!(task_id = id.0, token = token.0, "lease revoked by the leader; stopping task");
                                 if let Some(t) = r.remove(&id) {
+                                    warn!(task_id = id.0, attempt = t.attempt, token = token.0, "lease revoked by the leader; stopping task");
                                     t.ctx.cancel.cancel();
                                 }
                                 self.freed.notify_one();
@@ -301,21 +325,41 @@ impl Worker {
 
     fn finished(&self, c: &Completion, result: Result<skein_raft::fsm::TaskStatus, Rejection>) {
         let id = c.task;
+        let mine = match self.running.lock() {
+            Ok(mut r) if r.get(&id).is_some_and(|t| t.token == c.token) => r.remove(&id),
+            _ => None,
+        };
+        let attempt = mine.as_ref().map_or(0, |t| t.attempt);
         match &result {
             Ok(status) => match &c.outcome {
-                Outcome::Succeeded { .. } => info!(task_id = id.0, token = c.token.0, %status, "task succeeded"),
+                Outcome::Succeeded { .. } => info!(task_id = id.0, attempt, token = c.token.0, %status, "task succeeded"),
                 Outcome::Retryable { error } | Outcome::Permanent { error } => {
-                    warn!(task_id = id.0, token = c.token.0, %status, error = %error, "task failed")
+                    warn!(task_id = id.0, attempt, token = c.token.0, %status, error = %error, "task failed")
                 }
             },
-            Err(Rejection::StaleToken { .. }) => warn!(task_id = id.0, token = c.token.0, "stale completion rejected"),
-            Err(e) => warn!(task_id = id.0, token = c.token.0, error = %e, "completion rejected"),
+            Err(Rejection::StaleToken { .. }) => {
+                warn!(task_id = id.0, attempt, token = c.token.0, "stale completion rejected")
+            }
+            Err(e) => warn!(task_id = id.0, attempt, token = c.token.0, error = %e, "completion rejected"),
         }
-        if let Ok(mut r) = self.running.lock() {
-            if r.get(&id).is_some_and(|t| t.token == c.token) {
-                r.remove(&id);
+        if let (Some(t), Ok(status)) = (&mine, &result) {
+            let m = &self.app.metrics;
+            let outcome = outcome_label(*status);
+            Metrics::count(&m.completed, vec![("queue", t.queue.clone()), ("outcome", outcome.into())], 1);
+            match status {
+                TaskStatus::Pending | TaskStatus::Blocked => {
+                    Metrics::count(&m.retries, vec![("queue", t.queue.clone()), ("cause", "failure".into())], 1)
+                }
+                TaskStatus::Dead => Metrics::count(&m.dead, vec![("queue", t.queue.clone())], 1),
+                _ => {}
+            }
+            if let Some(ran) = t.ran {
+                m.task_duration
+                    .get_or_create(&vec![("queue", t.queue.clone()), ("outcome", outcome.into())])
+                    .observe(ran.as_secs_f64());
             }
         }
+        self.app.metrics.running.set(self.busy_count() as i64);
         self.freed.notify_one();
     }
 }

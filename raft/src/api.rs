@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsm::{Event, QueueStats, Task, TaskId, TaskStatus};
+use std::collections::BTreeMap;
+
+use crate::fsm::{AppliedEntity, Event, PlanRun, QueueStats, Task, TaskId, TaskStatus};
 
 /// `POST /api/v1/tasks`: one task, or `{"tasks": [...]}` for a batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,4 +144,239 @@ pub struct ErrorDetail {
     /// With `not_leader` or `unavailable`: the leader's HTTP address, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+}
+
+// ----- plans ----------------------------------------------------------------
+
+/// `POST /api/v1/plans`: catalog entities (Backstage documents, as JSON) to
+/// store, all or none. The node also takes `application/yaml` (one or more
+/// documents) as the body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyPlansBody {
+    pub entities: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyPlansReply {
+    pub entities: Vec<AppliedEntity>,
+}
+
+/// One catalog entity in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Canonical: `component:default/orders-v2`.
+    pub entity_ref: String,
+    /// A migration plan (else a plain entity plans may depend on).
+    pub is_plan: bool,
+    pub queue: Option<String>,
+    pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub depends_on: Vec<String>,
+    /// Bumped each time the stored document changes.
+    pub revision: u64,
+    /// The generation of the newest run (0: never run).
+    pub generation: u64,
+    pub updated_ms: u64,
+    /// The newest run's task, while it is known.
+    pub task: Option<Task>,
+}
+
+/// `GET /api/v1/plans?owner=&label=k=v&plans_only=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanList {
+    pub plans: Vec<PlanSummary>,
+}
+
+/// `GET /api/v1/plans/{kind}/{namespace}/{name}`: the summary and the
+/// stored document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanDetail {
+    #[serde(flatten)]
+    pub summary: PlanSummary,
+    pub entity: serde_json::Value,
+}
+
+/// `POST /api/v1/plans/run`: which plans to run. Give `refs`, or `all`, or
+/// a `selector` (every condition must hold).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunPlansBody {
+    /// Entity references (`[kind:][namespace/]name`; kind defaults to component).
+    #[serde(default)]
+    pub refs: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub selector: Option<PlanSelector>,
+    /// Run again even plans that are pending, running or done.
+    #[serde(default)]
+    pub force: bool,
+    /// The queue of plans without a `honk/queue` annotation (default `dataset-migrations`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// Plans by owner and labels.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSelector {
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunPlansReply {
+    pub runs: Vec<PlanRun>,
+}
+
+// ----- dashboard, progress and stuck tasks ----------------------------------
+
+/// One row of the status table: a dataset (or task) as a person knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub id: TaskId,
+    /// The payload's `entity_ref`, else its `dataset`, else `kind#id`.
+    pub name: String,
+    pub queue: String,
+    pub kind: String,
+    pub status: TaskStatus,
+    /// The node holding it, else the node that ran it last.
+    pub node: Option<u64>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// When it first started.
+    pub started_ms: Option<u64>,
+    /// When it ended (succeeded, dead or cancelled).
+    pub completed_ms: Option<u64>,
+    /// From first start to end; for a leased task, to now.
+    pub duration_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub progress: Option<crate::fsm::Progress>,
+    /// Leases that expired in a row.
+    pub expiry_streak: u32,
+    /// The catalog entity the task migrates, if any.
+    pub entity_ref: Option<String>,
+    /// Its plan's owner (or the payload's `owner`).
+    pub owner: Option<String>,
+}
+
+impl TaskRow {
+    /// The row of `task`, given its payload (when read) and the caller's clock.
+    pub fn new(task: &Task, payload: Option<&serde_json::Value>, now_ms: u64) -> TaskRow {
+        let text = |field: &str| payload.and_then(|p| p.get(field)).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+        let end = task.finished_ms.or((task.status == TaskStatus::Leased).then_some(now_ms));
+        TaskRow {
+            id: task.id,
+            name: task_name(task, payload),
+            queue: task.queue.to_string(),
+            kind: task.kind.to_string(),
+            status: task.status,
+            node: task.lease.as_ref().map(|l| l.node).or(task.last_node),
+            attempt: task.attempt,
+            max_attempts: task.max_attempts,
+            started_ms: task.first_started_ms,
+            completed_ms: task.finished_ms,
+            duration_ms: task.first_started_ms.zip(end).map(|(s, e)| e.saturating_sub(s)),
+            last_error: task.last_error.clone(),
+            progress: task.progress.clone(),
+            expiry_streak: task.expiry_streak,
+            entity_ref: text("entity_ref").map(str::to_string),
+            owner: text("owner").map(str::to_string),
+        }
+    }
+}
+
+/// The name a person knows a task by: the payload's `entity_ref` (a catalog
+/// entity), else its `dataset`, else `kind#id`.
+pub fn task_name(task: &Task, payload: Option<&serde_json::Value>) -> String {
+    for field in ["entity_ref", "dataset"] {
+        match payload.and_then(|p| p.get(field)) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => return s.clone(),
+            Some(serde_json::Value::String(_) | serde_json::Value::Null) | None => {}
+            Some(other) => return other.to_string(),
+        }
+    }
+    format!("{}#{}", task.kind, task.id)
+}
+
+/// A stuck task: its row, why it is stuck, and the reasons in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StuckRow {
+    #[serde(flatten)]
+    pub row: TaskRow,
+    pub reasons: Vec<crate::fsm::StuckReason>,
+    /// Each reason as a sentence.
+    pub why: Vec<String>,
+}
+
+/// `GET /api/v1/stuck?queue=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StuckList {
+    /// The clock the answer was computed at.
+    pub now_ms: u64,
+    pub tasks: Vec<StuckRow>,
+    pub silent_nodes: Vec<crate::fsm::SilentNode>,
+}
+
+/// A member as the dashboard shows it: [`ClusterNode`] and its health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(flatten)]
+    pub node: ClusterNode,
+    /// `ok` (heartbeat within 3 s), `late` (within 10 s), `silent`, or
+    /// `unknown` (never heard from).
+    pub health: String,
+    pub heartbeat_age_ms: Option<u64>,
+}
+
+/// A migration plan's progress: the task of its newest run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanProgress {
+    pub entity_ref: String,
+    pub owner: Option<String>,
+    pub queue: Option<String>,
+    pub depends_on: Vec<String>,
+    /// The newest run's task (absent: never run, or forgotten).
+    pub task: Option<TaskId>,
+    /// `never_run` when it has no task.
+    pub status: String,
+    /// 0.0 to 1.0: 1 once succeeded, the reported progress while leased.
+    pub fraction: f32,
+    pub message: Option<String>,
+    pub node: Option<u64>,
+}
+
+/// `GET /api/v1/overview`: everything the dashboard shows, in one answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Overview {
+    /// The node that answered, and its view of the cluster.
+    pub node_id: u64,
+    pub now_ms: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub nodes: Vec<NodeView>,
+    /// Every queue with its counts per status.
+    pub queues: Vec<QueueStats>,
+    /// Counts per status over every queue.
+    pub totals: BTreeMap<TaskStatus, u64>,
+    /// The status table, filtered by `queue`, `status`, `owner` and `plan`,
+    /// oldest first, at most `limit` rows.
+    pub tasks: Vec<TaskRow>,
+    /// Tasks matching `queue` and `status` (before `owner`/`plan`, which
+    /// need the payloads and so only look at the rows scanned).
+    pub tasks_total: u64,
+    /// More rows match than were returned.
+    pub truncated: bool,
+    /// Migration plans with their progress (empty without a catalog).
+    pub plans: Vec<PlanProgress>,
+    /// Every owner known (plans' and payloads'), for the owner filter.
+    pub owners: Vec<String>,
+    /// Absent when asked with `stuck=false`.
+    pub stuck: Option<StuckList>,
 }

@@ -2,10 +2,14 @@
 //! either the server's JSON (`-o json`) or a table made by [`crate::render`].
 
 mod cluster;
+mod demo;
+pub mod plan;
 mod enqueue;
 mod queue;
 mod status;
+mod stuck;
 mod tasks;
+mod watch;
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -79,5 +83,9 @@ pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run(ctx, args).await,
         Command::Queue(cmd) => queue::run(ctx, cmd).await,
         Command::Cluster(cmd) => cluster::run(ctx, cmd).await,
+        Command::Watch(args) => watch::run(ctx, args).await,
+        Command::Stuck(args) => stuck::run(ctx, args).await,
+        Command::Plan(cmd) => plan::run(ctx, cmd).await,
+        Command::Demo(args) => demo::run(ctx, args).await,
     }
 }

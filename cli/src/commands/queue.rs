@@ -63,6 +63,10 @@ pub fn patch_body(a: QueueSetArgs) -> Value {
         concurrency: a.concurrency,
         max_depth: a.max_depth,
         retention_ms: a.retention_ms,
+        stuck_expiries: a.stuck_expiries,
+        stuck_run_ms: a.stuck_run_ms,
+        stuck_factor: a.stuck_factor,
+        stuck_silence_ms: a.stuck_silence_ms,
     };
     let mut value = serde_json::to_value(patch).unwrap_or_default();
     if let Some(fields) = value.as_object_mut() {

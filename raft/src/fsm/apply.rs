@@ -64,12 +64,16 @@ impl StateMachine {
             Command::Batch(commands) => {
                 Response::Batch(commands.iter().map(|c| self.apply_command(c, cold)).collect())
             }
+            Command::ApplyPlans { entities } => self.apply_plans(entities),
+            Command::RunPlans { refs, force, default_queue, priority } => {
+                self.run_plans(refs, *force, default_queue, *priority, cold)
+            }
         }
     }
 
     // ----- enqueue -------------------------------------------------------
 
-    fn enqueue(&mut self, tasks: &[NewTask], cold: &mut dyn ColdSink) -> Response {
+    pub(super) fn enqueue(&mut self, tasks: &[NewTask], cold: &mut dyn ColdSink) -> Response {
         match self.check_enqueue(tasks) {
             Ok(plan) => Response::Enqueued(self.commit_enqueue(tasks, plan, cold)),
             Err(r) => Response::Rejected(r),
@@ -628,6 +632,10 @@ impl StateMachine {
         if let Some(v) = patch.concurrency { c.concurrency = v }
         if let Some(v) = patch.max_depth { c.max_depth = v }
         if let Some(v) = patch.retention_ms { c.retention_ms = v }
+        if let Some(v) = patch.stuck_expiries { c.stuck_expiries = v }
+        if let Some(v) = patch.stuck_run_ms { c.stuck_run_ms = v }
+        if let Some(v) = patch.stuck_factor { c.stuck_factor = v }
+        if let Some(v) = patch.stuck_silence_ms { c.stuck_silence_ms = v }
         if c.lease_ms < 100 {
             return Response::Rejected(Rejection::InvalidConfig("lease_ms must be at least 100".into()));
         }
@@ -762,7 +770,7 @@ enum FailKind {
 }
 
 /// Queue and kind names: 1 to `max` bytes of letters, digits and `._:/-`.
-fn check_name(index: usize, field: &str, value: &str, max: u32) -> Result<(), Rejection> {
+pub(super) fn check_name(index: usize, field: &str, value: &str, max: u32) -> Result<(), Rejection> {
     let reason = if value.is_empty() {
         Some("must not be empty".to_string())
     } else if value.len() > max as usize {

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{AppliedEntity, NewEntity, PlanRun};
 use super::types::{FencingToken, NodeId, Progress, QueuePatch, TaskId, TaskStatus};
 
 /// One log entry's payload: a command and the leader's clock when it was
@@ -43,6 +44,13 @@ pub enum Command {
     CollectGarbage,
     /// Several commands in one log entry, applied in order.
     Batch(Vec<Command>),
+    /// Store catalog entities (plans and what they depend on), all or none,
+    /// checked against the catalog: see [`super::catalog`].
+    ApplyPlans { entities: Vec<NewEntity> },
+    /// Enqueue one `migration` task per plan (and per plan they depend on
+    /// that has not run), idempotently unless `force`. Plans without a queue
+    /// annotation go to `default_queue`.
+    RunPlans { refs: Vec<String>, force: bool, default_queue: String, priority: i32 },
 }
 
 /// A task to enqueue.
@@ -127,6 +135,8 @@ pub enum Response {
     Released(Vec<(TaskId, TaskStatus)>),
     Collected { tasks: u64 },
     Batch(Vec<Response>),
+    PlansApplied(Vec<AppliedEntity>),
+    PlansRun(Vec<PlanRun>),
 }
 
 /// One enqueued task: its id, and whether this command made it (`false`: an
@@ -179,6 +189,11 @@ pub enum Rejection {
     DependencyFailed { index: usize, dependency: TaskId, status: TaskStatus },
     TooManyDependencies { index: usize, count: u64, limit: u64 },
     InvalidConfig(String),
+    /// A catalog entity is malformed or would break the catalog (missing
+    /// dependency, cycle, not a plan).
+    InvalidEntity { index: usize, entity: String, field: String, reason: String },
+    /// No entity with this reference in the catalog.
+    UnknownEntity(String),
 }
 
 impl std::fmt::Display for Rejection {
@@ -218,6 +233,8 @@ impl std::fmt::Display for Rejection {
                 write!(f, "task #{index}: {count} dependencies, the limit is {limit}")
             }
             Rejection::InvalidConfig(msg) => write!(f, "invalid queue config: {msg}"),
+            Rejection::InvalidEntity { entity, field, reason, .. } => write!(f, "{entity}: {field}: {reason}"),
+            Rejection::UnknownEntity(r) => write!(f, "no entity {r} in the catalog"),
         }
     }
 }

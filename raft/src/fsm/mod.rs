@@ -10,24 +10,29 @@
 //! - [`state`]: the replicated core and the indexes derived from it;
 //! - [`apply`](self::apply): what each command does;
 //! - [`query`]: read-only views for the API and the scheduler;
-//! - [`cold`]: where payloads, results and history go (not memory).
+//! - [`cold`]: where payloads, results and history go (not memory);
+//! - [`catalog`]: the plan catalog (Backstage entities) and running plans;
+//! - `taskmap`: the tasks by id, in a dense chunked table.
 
 mod apply;
+pub mod catalog;
 pub mod cold;
 pub mod command;
 pub mod query;
 mod state;
+mod taskmap;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub use catalog::{AppliedEntity, CatalogEntry, NewEntity, PlanRun};
 pub use cold::{ColdSink, DiscardCold, MemCold};
 pub use command::{
     Command, Completion, Enqueued, Granted, HeartbeatAck, HeldLease, NewTask, Outcome, Rejection, Response, Stamped,
     TaskRef,
 };
-pub use query::{QueueStats, TaskPage};
+pub use query::{QueueStats, SilentNode, StuckReason, StuckReport, StuckTask, TaskPage};
 pub use state::StateMachine;
 pub use types::{
     Event, EventKind, FencingToken, Lease, Limits, NodeId, NodeInfo, Progress, Queue, QueueConfig, QueuePatch, Task,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::taskmap::TaskMap;
 use super::types::{Limits, NodeId, NodeInfo, Queue, Task, TaskId, TaskStatus};
 
 /// What every replica holds alike, byte for byte.
@@ -21,9 +22,13 @@ pub(crate) struct Core {
     pub limits: Limits,
     pub queues: BTreeMap<Arc<str>, Queue>,
     pub nodes: BTreeMap<NodeId, NodeInfo>,
-    pub tasks: BTreeMap<TaskId, Task>,
+    /// By id, in a dense chunked table (see [`super::taskmap`]); serialized
+    /// as a map of id to task.
+    pub tasks: TaskMap,
     /// Idempotency key to the task it made.
     pub keys: BTreeMap<Arc<str>, TaskId>,
+    /// The plan catalog: entities by canonical reference (see [`super::catalog`]).
+    pub catalog: BTreeMap<String, super::catalog::CatalogEntry>,
 }
 
 /// Per-queue indexes.

@@ -589,3 +589,301 @@ fn snapshot_round_trip_rebuilds_indexes() {
     restored.check_invariants().unwrap();
     assert_eq!(restored.lease_count(1), 2);
 }
+
+// ----- stuck tasks ------------------------------------------------------------
+
+/// The reasons `stuck` gives for each task it lists, at `now`.
+fn stuck_reasons(h: &Harness, now: u64) -> Vec<(u64, Vec<StuckReason>)> {
+    h.sm.stuck(now, None).tasks.into_iter().map(|s| (s.task.id.0, s.reasons)).collect()
+}
+
+#[test]
+fn stuck_after_k_lease_expiries_in_a_row() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { lease_ms: Some(1_000), backoff_base_ms: Some(0), stuck_expiries: Some(2), ..Default::default() });
+    let id = h.enqueue_one(task());
+    for round in 1..=2u32 {
+        assert_eq!(h.lease(1, 1).len(), 1);
+        h.now += 1_001;
+        assert!(matches!(h.run(Command::ExpireLeases), Response::Expired(v) if v.len() == 1));
+        let reasons = stuck_reasons(&h, h.now);
+        if round < 2 {
+            assert_eq!(reasons, vec![], "one expiry is not stuck yet");
+        } else {
+            assert_eq!(reasons, vec![(id.0, vec![StuckReason::LeaseExpiries { expiries: 2, limit: 2 }])]);
+        }
+    }
+    // A completion (even a retryable failure) ends the streak.
+    let g = h.lease(1, 1).remove(0);
+    assert_eq!(h.complete(1, id, g.token, Outcome::Retryable { error: "again".into() }), Ok(TaskStatus::Pending));
+    assert_eq!(stuck_reasons(&h, h.now), vec![]);
+    // Off when the limit is 0.
+    h.configure(QueuePatch { stuck_expiries: Some(0), ..Default::default() });
+    assert_eq!(h.sm.queue(Q).unwrap().config.stuck_expiries, 0);
+}
+
+#[test]
+fn stuck_when_running_past_the_limit_or_its_node_is_silent() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { stuck_run_ms: Some(5_000), stuck_silence_ms: Some(3_000), ..Default::default() });
+    let id = h.enqueue_one(task());
+    let g = h.lease(7, 1).remove(0);
+    assert_eq!(stuck_reasons(&h, h.now + 2_000), vec![]);
+    // The node keeps sending heartbeats: only the run time counts.
+    h.now += 5_500;
+    let held = vec![HeldLease { task: id, token: g.token, progress: None }];
+    assert!(matches!(h.run(Command::Heartbeat { node: 7, slots: 1, held }), Response::HeartbeatAck(_)));
+    assert_eq!(
+        stuck_reasons(&h, h.now + 500),
+        vec![(id.0, vec![StuckReason::RunningTooLong { running_ms: 6_000, limit_ms: 5_000 }])]
+    );
+    // Then it goes quiet.
+    let report = h.sm.stuck(h.now + 4_000, None);
+    assert_eq!(
+        report.tasks[0].reasons[1],
+        StuckReason::NodeSilent { node: 7, silent_ms: 4_000, limit_ms: 3_000 }
+    );
+    assert_eq!(report.silent_nodes, vec![SilentNode { node: 7, silent_ms: 4_000, leases: 1 }]);
+    assert_eq!(report.tasks[0].reasons[1].kind(), "node_silent");
+    assert_eq!(
+        report.tasks[0].reasons[1].to_string(),
+        "node 7 holds the lease but sent no heartbeat for 4.0s (limit 3.0s)"
+    );
+    // Another queue's filter sees nothing.
+    assert_eq!(h.sm.stuck(h.now + 4_000, Some("other")).tasks, vec![]);
+}
+
+#[test]
+fn stuck_when_far_beyond_the_queues_typical_duration() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { stuck_silence_ms: Some(0), lease_ms: Some(1_000_000), ..Default::default() });
+    for _ in 0..query::TYPICAL_MIN_SAMPLES {
+        let id = h.enqueue_one(task());
+        let g = h.lease(1, 1).remove(0);
+        h.now += 2_000;
+        assert_eq!(h.complete(1, id, g.token, ok()), Ok(TaskStatus::Succeeded));
+    }
+    assert_eq!(h.sm.typical_duration_ms(Q), Some(2_000));
+    let slow = h.enqueue_one(task());
+    h.lease(1, 1);
+    let start = h.now;
+    // 10x typical is 20 s, but nothing is flagged before the floor (60 s).
+    assert_eq!(stuck_reasons(&h, start + 30_000), vec![]);
+    assert_eq!(
+        stuck_reasons(&h, start + 61_000),
+        vec![(slow.0, vec![StuckReason::BeyondTypical { running_ms: 61_000, typical_ms: 2_000, factor: 10 }])]
+    );
+}
+
+#[test]
+fn tasks_blocked_behind_a_stuck_one_are_stuck_too() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { stuck_run_ms: Some(1_000), stuck_silence_ms: Some(0), ..Default::default() });
+    let a = h.enqueue_one(task());
+    let mut b = task();
+    b.depends_on = vec![TaskRef::Id(a)];
+    let b = h.enqueue_one(b);
+    let mut c = task();
+    c.depends_on = vec![TaskRef::Id(b)];
+    let c = h.enqueue_one(c);
+    h.lease(1, 1);
+    assert_eq!(
+        stuck_reasons(&h, h.now + 2_000),
+        vec![
+            (a.0, vec![StuckReason::RunningTooLong { running_ms: 2_000, limit_ms: 1_000 }]),
+            (b.0, vec![StuckReason::DependencyStuck { dependency: a }]),
+            (c.0, vec![StuckReason::DependencyStuck { dependency: b }]),
+        ]
+    );
+}
+
+// ----- the plan catalog ------------------------------------------------------
+
+mod catalog {
+    use super::*;
+    use crate::fsm::catalog::run_key;
+
+    fn entity(name: &str, is_plan: bool, deps: &[&str]) -> NewEntity {
+        NewEntity {
+            entity_ref: format!("component:default/{name}"),
+            is_plan,
+            queue: is_plan.then(|| "dataset-migrations".to_string()),
+            owner: Some("team-infra".into()),
+            labels: [("tier".to_string(), if name.ends_with('2') { "gold" } else { "silver" }.to_string())].into(),
+            depends_on: deps.iter().map(|d| format!("component:default/{d}")).collect(),
+            document: format!("{{\"metadata\":{{\"name\":\"{name}\"}}}}"),
+        }
+    }
+
+    fn r(name: &str) -> String {
+        format!("component:default/{name}")
+    }
+
+    fn apply(h: &mut Harness, entities: Vec<NewEntity>) -> Response {
+        h.run(Command::ApplyPlans { entities })
+    }
+
+    fn run(h: &mut Harness, names: &[&str], force: bool) -> Result<Vec<PlanRun>, Rejection> {
+        let refs = names.iter().map(|n| r(n)).collect();
+        match h.run(Command::RunPlans { refs, force, default_queue: "plans".into(), priority: 0 }) {
+            Response::PlansRun(runs) => Ok(runs),
+            Response::Rejected(rej) => Err(rej),
+            other => panic!("run plans: {other:?}"),
+        }
+    }
+
+    /// dataset (plain) <- a (plan) <- b (plan)
+    fn chain() -> Harness {
+        let mut h = Harness::new();
+        let out = apply(&mut h, vec![entity("b", true, &["a"]), entity("a", true, &["dataset"]), entity("dataset", false, &[])]);
+        assert!(matches!(out, Response::PlansApplied(ref v) if v.len() == 3 && v.iter().all(|a| a.created)), "{out:?}");
+        h
+    }
+
+    #[test]
+    fn apply_stores_and_reapply_is_a_no_op_until_the_document_changes() {
+        let mut h = chain();
+        assert_eq!(h.sm.catalog_len(), 3);
+        let again = apply(&mut h, vec![entity("a", true, &["dataset"])]);
+        assert_eq!(
+            again,
+            Response::PlansApplied(vec![AppliedEntity { entity_ref: r("a"), created: false, changed: false, revision: 1 }])
+        );
+        let mut changed = entity("a", true, &["dataset"]);
+        changed.document = "{\"v\":2}".into();
+        assert_eq!(
+            apply(&mut h, vec![changed]),
+            Response::PlansApplied(vec![AppliedEntity { entity_ref: r("a"), created: false, changed: true, revision: 2 }])
+        );
+        assert_eq!(h.sm.catalog_entry(&r("a")).unwrap().entity.document, "{\"v\":2}");
+    }
+
+    #[test]
+    fn bad_batches_are_refused_whole() {
+        let cases: Vec<(Vec<NewEntity>, &str)> = vec![
+            (vec![entity("x", true, &[]), entity("y", true, &["missing"])], "spec.dependsOn[0]: component:default/missing is neither"),
+            (vec![entity("x", true, &["y"]), entity("y", true, &["x"])], "dependency cycle"),
+            (vec![entity("x", true, &["x"])], "cannot depend on itself"),
+            (vec![entity("x", true, &[]), entity("x", true, &[])], "defined twice"),
+            (vec![NewEntity { entity_ref: "Component:default/X".into(), ..entity("x", true, &[]) }], "not a canonical entity reference"),
+            (vec![NewEntity { queue: Some("bad queue".into()), ..entity("x", true, &[]) }], "honk/queue"),
+        ];
+        for (batch, want) in cases {
+            let mut h = Harness::new();
+            match apply(&mut h, batch) {
+                Response::Rejected(rej) => assert!(rej.to_string().contains(want), "{rej} should say {want}"),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(h.sm.catalog_len(), 0, "nothing stored after a refusal");
+        }
+        assert_eq!(apply(&mut Harness::new(), vec![]), Response::Rejected(Rejection::EmptyBatch));
+    }
+
+    #[test]
+    fn a_cycle_through_the_existing_catalog_is_refused() {
+        let mut h = chain();
+        // dataset now depending on b closes dataset <- a <- b <- dataset.
+        match apply(&mut h, vec![entity("dataset", false, &["b"])]) {
+            Response::Rejected(Rejection::InvalidEntity { field, reason, .. }) => {
+                assert_eq!(field, "spec.dependsOn");
+                assert!(reason.contains("dependency cycle"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(h.sm.catalog_entry(&r("dataset")).unwrap().entity.depends_on.is_empty());
+    }
+
+    #[test]
+    fn running_a_plan_runs_its_dependencies_first_and_blocks_on_them() {
+        let mut h = chain();
+        let runs = run(&mut h, &["b"], false).unwrap();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        let (a, b) = (&runs[0], &runs[1]);
+        assert_eq!((a.entity_ref.as_str(), a.requested, a.created, a.status), (r("a").as_str(), false, true, TaskStatus::Pending));
+        assert_eq!((b.entity_ref.as_str(), b.requested, b.created, b.status), (r("b").as_str(), true, true, TaskStatus::Blocked));
+        assert_eq!((a.generation, b.generation), (1, 1));
+        let tb = h.sm.task(b.task).unwrap();
+        assert_eq!((&*tb.kind, &*tb.queue), ("migration", "dataset-migrations"));
+        assert_eq!(tb.depends_on, vec![a.task]);
+        assert_eq!(tb.idempotency_key.as_deref(), Some(run_key(&r("b"), 1).as_str()));
+        assert_eq!(h.cold.payloads[&b.task], format!("{{\"entity_ref\":\"{}\",\"generation\":1}}", r("b")));
+
+        // Running again changes nothing: the same tasks come back.
+        let again = run(&mut h, &["b", "a"], false).unwrap();
+        assert!(again.iter().all(|x| !x.created), "{again:?}");
+        assert_eq!(h.sm.task_count(), 2);
+
+        // a succeeds: b may run.
+        let g = h.lease(1, 1);
+        assert_eq!(g[0].task, a.task);
+        h.complete(1, a.task, g[0].token, ok()).unwrap();
+        assert_eq!(h.status(b.task), TaskStatus::Pending);
+    }
+
+    #[test]
+    fn force_starts_a_new_generation_of_the_requested_plans_only() {
+        let mut h = chain();
+        let first = run(&mut h, &["b"], false).unwrap();
+        let g = h.lease(1, 1);
+        h.complete(1, first[0].task, g[0].token, ok()).unwrap();
+        let forced = run(&mut h, &["b"], true).unwrap();
+        let a = forced.iter().find(|x| x.entity_ref == r("a")).unwrap();
+        let b = forced.iter().find(|x| x.entity_ref == r("b")).unwrap();
+        assert_eq!((a.created, a.generation, a.status), (false, 1, TaskStatus::Succeeded));
+        assert_eq!((b.created, b.generation), (true, 2));
+        // b's first generation is still blocked; the new one depends on a's done run and may go.
+        assert_eq!(b.status, TaskStatus::Pending);
+        assert_eq!(h.sm.catalog_entry(&r("b")).unwrap().generation, 2);
+        assert_eq!(h.sm.plan_task(h.sm.catalog_entry(&r("b")).unwrap()).unwrap().id, b.task);
+    }
+
+    #[test]
+    fn a_dead_run_is_run_again_without_force() {
+        let mut h = chain();
+        let first = run(&mut h, &["a"], false).unwrap();
+        let g = h.lease(1, 1);
+        h.complete(1, first[0].task, g[0].token, Outcome::Permanent { error: "validation failed".into() }).unwrap();
+        assert_eq!(h.status(first[0].task), TaskStatus::Dead);
+        // b needs a: a runs again (generation 2) and b waits for that run.
+        let runs = run(&mut h, &["b"], false).unwrap();
+        let a = runs.iter().find(|x| x.entity_ref == r("a")).unwrap();
+        assert_eq!((a.created, a.generation, a.status), (true, 2, TaskStatus::Pending));
+        let b = runs.iter().find(|x| x.entity_ref == r("b")).unwrap();
+        assert_eq!(h.sm.task(b.task).unwrap().depends_on, vec![a.task]);
+    }
+
+    #[test]
+    fn only_plans_in_the_catalog_can_run() {
+        let mut h = chain();
+        assert_eq!(run(&mut h, &["nope"], false), Err(Rejection::UnknownEntity(r("nope"))));
+        assert!(matches!(run(&mut h, &["dataset"], false), Err(Rejection::InvalidEntity { .. })));
+        assert_eq!(h.sm.task_count(), 0);
+    }
+
+    #[test]
+    fn plans_without_a_queue_use_the_default_and_selection_filters() {
+        let mut h = Harness::new();
+        let mut p = entity("p2", true, &[]);
+        p.queue = None;
+        p.owner = Some("group:default/team-data".into());
+        apply(&mut h, vec![p, entity("p1", true, &[]), entity("d", false, &[])]);
+        let runs = run(&mut h, &["p2"], false).unwrap();
+        assert_eq!(&*h.sm.task(runs[0].task).unwrap().queue, "plans");
+        let refs = |v: Vec<&CatalogEntry>| v.into_iter().map(|c| c.entity.entity_ref.clone()).collect::<Vec<_>>();
+        assert_eq!(refs(h.sm.select_plans(None, &[])), vec![r("p1"), r("p2")]);
+        assert_eq!(refs(h.sm.select_plans(Some("team-data"), &[])), vec![r("p2")]);
+        assert_eq!(refs(h.sm.select_plans(Some("team-infra"), &[("tier".into(), "silver".into())])), vec![r("p1")]);
+        assert!(h.sm.select_plans(Some("team-infra"), &[("tier".into(), "gold".into())]).is_empty());
+    }
+
+    #[test]
+    fn the_catalog_survives_a_snapshot() {
+        let mut h = chain();
+        run(&mut h, &["b"], false).unwrap();
+        let bytes = serde_json::to_vec(&h.sm).unwrap();
+        let restored: StateMachine = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(restored, h.sm);
+        assert_eq!(restored.catalog_len(), 3);
+        assert_eq!(restored.catalog_entry(&r("b")).unwrap().generation, 1);
+    }
+}

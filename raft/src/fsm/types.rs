@@ -170,6 +170,17 @@ pub struct QueueConfig {
     pub max_depth: u64,
     /// Ended tasks are forgotten this long after they ended (0: kept).
     pub retention_ms: u64,
+    /// Stuck: a task whose lease expired this many times in a row (0: never).
+    pub stuck_expiries: u32,
+    /// Stuck: a task whose current attempt has run longer than this (0: no
+    /// fixed limit).
+    pub stuck_run_ms: u64,
+    /// Stuck: a task whose current attempt has run more than this many times
+    /// the queue's typical (median) duration (0: off). See `StateMachine::stuck`.
+    pub stuck_factor: u32,
+    /// Stuck: a task leased to a node that has sent no heartbeat for this
+    /// long (0: off).
+    pub stuck_silence_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -182,6 +193,10 @@ impl Default for QueueConfig {
             concurrency: 0,
             max_depth: 5_000_000,
             retention_ms: 7 * 24 * 3600 * 1000,
+            stuck_expiries: 3,
+            stuck_run_ms: 0,
+            stuck_factor: 10,
+            stuck_silence_ms: 10_000,
         }
     }
 }
@@ -196,6 +211,10 @@ pub struct QueuePatch {
     pub concurrency: Option<u32>,
     pub max_depth: Option<u64>,
     pub retention_ms: Option<u64>,
+    pub stuck_expiries: Option<u32>,
+    pub stuck_run_ms: Option<u64>,
+    pub stuck_factor: Option<u32>,
+    pub stuck_silence_ms: Option<u64>,
 }
 
 /// A queue: its settings and whether it is paused.

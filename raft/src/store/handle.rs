@@ -73,6 +73,14 @@ impl StoreHandle {
         cold::read_history(&self.shared.db, task)
     }
 
+    /// Estimated bytes of the Raft log in RocksDB (the `log` column
+    /// family's SST files and memtables), for metrics; 0 if unknown.
+    pub fn log_bytes(&self) -> u64 {
+        let Ok(cf) = super::cf(&self.shared.db, super::CF_LOG) else { return 0 };
+        let prop = |name: &str| self.shared.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+        prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
+    }
+
     /// The meta of the current snapshot, if any (for status pages).
     pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
         self.shared.snapshots.current_meta()

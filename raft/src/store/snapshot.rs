@@ -40,7 +40,8 @@ use crate::config::{LogId, SnapshotMeta, StorageError, TypeConfig};
 use crate::fsm::StateMachine;
 
 const MAGIC: &[u8; 8] = b"SKEINSNP";
-const VERSION: u32 = 1;
+// 2: the core gained the plan catalog.
+const VERSION: u32 = 2;
 const TAG_END: u8 = 0xFF;
 const CURRENT: &str = "current.snap";
 /// Cold records are written back into RocksDB in batches of about this size.

@@ -1,0 +1,118 @@
+//! `exec` steps: an external program for what SQL cannot do. It reads the
+//! dataset so far from `SKEIN_INPUT` and may write a new one into
+//! `SKEIN_OUTPUT_DIR` (see [`skein_plan::ExecStep`]).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use skein_plan::{ExecStep, Format, MigrationSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::MigrateError;
+use crate::io::{register, write_local};
+use crate::location::Location;
+use crate::publish::Attempt;
+
+/// Exit code meaning "try again later" (sysexits' EX_TEMPFAIL).
+pub const EXIT_RETRY: i32 = 75;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs step `index`; returns the dataset it wrote, if it wrote one.
+pub async fn run_exec(
+    ctx: &SessionContext,
+    step: &ExecStep,
+    index: usize,
+    current: &DataFrame,
+    spec: &MigrationSpec,
+    attempt: &Attempt,
+    dir: &Path,
+) -> Result<Option<DataFrame>, MigrateError> {
+    let in_format = step.input_format.unwrap_or(Format::Jsonl);
+    let out_format = step.output_format.unwrap_or(in_format);
+    let input = dir.join(format!("input.{}", in_format.extension()));
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir)?;
+    write_local(current.clone(), in_format, &input, |_| {}).await?;
+
+    let Some((program, args)) = step.command.split_first() else {
+        return Err(MigrateError::Plan(format!("step {index}: exec command is empty")));
+    };
+    let fmt = |f: Option<Format>| f.map(|f| f.extension().to_string()).unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(&step.env)
+        .env("SKEIN_SOURCE_URL", &spec.source.url)
+        .env("SKEIN_SOURCE_FORMAT", fmt(spec.source.format()))
+        .env("SKEIN_TARGET_URL", &spec.target.url)
+        .env("SKEIN_TARGET_FORMAT", fmt(spec.target.format()))
+        .env("SKEIN_INPUT", &input)
+        .env("SKEIN_INPUT_FORMAT", in_format.extension())
+        .env("SKEIN_OUTPUT_DIR", &out_dir)
+        .env("SKEIN_OUTPUT_FORMAT", out_format.extension())
+        .env("SKEIN_TASK_ID", attempt.task.to_string())
+        .env("SKEIN_ATTEMPT", attempt.attempt.to_string())
+        .env("SKEIN_TOKEN", attempt.token.to_string())
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| MigrateError::Exec { message: format!("step {index}: cannot run {program:?}: {e}"), retryable: false })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let bytes = serde_json::to_vec(step).unwrap_or_default();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&bytes).await;
+        });
+    }
+    let mut stderr = child.stderr.take();
+    let read_err = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let timeout = step.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+    let (err, status) = match tokio::time::timeout(timeout, async { (read_err.await, child.wait().await) }).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Err(MigrateError::Exec {
+                message: format!("step {index}: {program:?} timed out after {} ms", timeout.as_millis()),
+                retryable: true,
+            })
+        }
+    };
+    let status = status.map_err(|e| MigrateError::Exec { message: format!("step {index}: waiting for {program:?}: {e}"), retryable: true })?;
+    let text = String::from_utf8_lossy(&err);
+    let tail: String = {
+        let t = text.trim();
+        let start = t.len().saturating_sub(1024);
+        let start = (start..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+        t[start..].to_string()
+    };
+    if !status.success() {
+        let code = status.code();
+        return Err(MigrateError::Exec {
+            message: match code {
+                Some(c) => format!("step {index}: {program:?} exited with {c}: {tail}"),
+                None => format!("step {index}: {program:?} was killed by a signal: {tail}"),
+            },
+            retryable: code == Some(EXIT_RETRY),
+        });
+    }
+    let wrote = std::fs::read_dir(&out_dir)?.flatten().any(|e| e.path().is_file());
+    if !wrote {
+        return Ok(None);
+    }
+    let name = format!("exec_{index}");
+    let loc = Location::Local { path: out_dir.clone(), folder: true };
+    register(ctx, &name, &loc, out_format, None).await.map_err(|e| {
+        MigrateError::Plan(format!("step {index}: reading what {program:?} wrote to SKEIN_OUTPUT_DIR as {out_format}: {e}"))
+    })?;
+    Ok(Some(ctx.table(name.as_str()).await?))
+}

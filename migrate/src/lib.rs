@@ -1,0 +1,336 @@
+//! skein-migrate: the migration engine. It runs one plan's steps for one
+//! attempt of a `migration` task and publishes the target under the
+//! attempt's fencing token.
+//!
+//! - [`location`]: local paths and `file://` / `s3://` URLs, files and folders;
+//! - [`io`]: registering datasets with DataFusion, writing Parquet, CSV and
+//!   JSON lines;
+//! - [`checks`]: `validate` steps (row counts, schema, checksums, assertions);
+//! - [`exec`]: `exec` steps (an external program);
+//! - [`publish`]: the fenced output protocol (stage privately, publish
+//!   atomically, never over a newer result);
+//! - [`run`]: the whole migration.
+//!
+//! Only this crate and `skein-node` depend on DataFusion.
+
+pub mod checks;
+pub mod error;
+pub mod exec;
+pub mod io;
+pub mod location;
+pub mod publish;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use serde::Serialize;
+use skein_plan::{Format, MigrationSpec, Step};
+
+pub use error::MigrateError;
+pub use publish::{Attempt, PublishedRecord};
+
+use crate::io::{register, register_frame, register_store, session, write_local, Written};
+use crate::location::{format_of, Location};
+use crate::publish::{LocalTarget, RemoteTarget};
+
+/// How far a migration is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// 1-based; `steps + 1` while publishing.
+    pub step: usize,
+    pub steps: usize,
+    /// `sql`, `copy`, `exec`, `validate`, `write`, `publish`.
+    pub what: &'static str,
+    pub rows_done: u64,
+    /// The source's row count when cheap to know (Parquet metadata).
+    pub rows_total: Option<u64>,
+}
+
+impl Progress {
+    /// A fraction for the heartbeat, 0.0 to 1.0.
+    pub fn fraction(&self) -> f32 {
+        match self.rows_total {
+            Some(t) if t > 0 && self.what == "write" => (self.rows_done as f32 / t as f32).min(0.99),
+            _ => ((self.step.saturating_sub(1)) as f32 / (self.steps + 1) as f32).min(0.99),
+        }
+    }
+
+    /// A line for people: `step 2/3 (write): 120000 of 1000000 rows`.
+    pub fn message(&self) -> String {
+        let rows = match (self.rows_done, self.rows_total) {
+            (0, _) => String::new(),
+            (d, Some(t)) => format!(": {d} of {t} rows"),
+            (d, None) => format!(": {d} rows"),
+        };
+        if self.step > self.steps {
+            format!("{}{rows}", self.what)
+        } else {
+            format!("step {}/{} ({}){rows}", self.step, self.steps, self.what)
+        }
+    }
+}
+
+/// Called with progress as the migration goes.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+/// Called right before publishing: `Ok` if the attempt still holds a
+/// current lease (the node renews it through the state machine), `Err`
+/// with why not.
+pub type FenceFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// How to run a migration.
+#[derive(Clone)]
+pub struct Options {
+    /// A local folder for temporary files (exec inputs, object-store staging).
+    pub scratch_dir: PathBuf,
+    pub progress: Option<ProgressFn>,
+    pub fence: Option<FenceFn>,
+}
+
+impl Options {
+    pub fn new(scratch_dir: impl Into<PathBuf>) -> Options {
+        Options { scratch_dir: scratch_dir.into(), progress: None, fence: None }
+    }
+}
+
+/// What a migration did: the task's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The dataset readers see.
+    pub target: String,
+    pub format: String,
+    pub rows_written: u64,
+    pub bytes: u64,
+    /// The fencing token the output was published under.
+    pub token: u64,
+    /// One line per step.
+    pub steps: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// The output as staged, before publication.
+struct Staged {
+    /// A local copy of the output (for local targets: the staged file itself).
+    local: PathBuf,
+    written: Written,
+}
+
+/// Runs `spec` for `attempt`: every step in order, the output staged under
+/// the attempt's token, validated, and published only if the fence allows.
+pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Result<Report, MigrateError> {
+    let started = Instant::now();
+    let src = Location::parse(&spec.source.url)?;
+    let src_format = format_of(&spec.source, "source")?;
+    let dst = Location::parse(&spec.target.url)?;
+    let dst_format = format_of(&spec.target, "target")?;
+    let scratch = Scratch::create(&opts.scratch_dir, &attempt)?;
+
+    let ctx = session();
+    register_store(&ctx, &src);
+    register_store(&ctx, &dst);
+    register(&ctx, "source", &src, src_format, Some(&spec.source)).await?;
+    let mut rows_total = None;
+    if src_format == Format::Parquet {
+        rows_total = ctx.table("source").await?.count().await.ok().map(|n| n as u64);
+    }
+    let steps = spec.steps.len();
+    let report = |step: usize, what: &'static str, rows_done: u64| {
+        if let Some(p) = &opts.progress {
+            p(&Progress { step, steps, what, rows_done, rows_total });
+        }
+    };
+
+    let target = match &dst {
+        Location::Local { path, folder } => Target::Local(LocalTarget::new(path, *folder, dst_format.extension())),
+        Location::Remote { store, key, folder, .. } => {
+            Target::Remote(RemoteTarget::new(store.clone(), key, *folder, dst_format.extension()))
+        }
+    };
+    let last_transform = spec.steps.iter().rposition(Step::transforms);
+    let mut current: DataFrame = ctx.table("source").await?;
+    let mut staged: Option<Staged> = None;
+    let mut source_rows: Option<u64> = None;
+    let mut lines = Vec::with_capacity(steps);
+    for (i, step) in spec.steps.iter().enumerate() {
+        let n = i + 1;
+        report(n, step.type_name(), 0);
+        match step {
+            Step::Sql { query } => {
+                register_frame(&ctx, "input", &current)?;
+                current = ctx
+                    .sql(query)
+                    .await
+                    .map_err(|e| MigrateError::Plan(format!("step {n} (sql): {}", MigrateError::from(e))))?;
+                lines.push(format!("step {n} sql: {} columns", current.schema().fields().len()));
+            }
+            Step::Copy { schema } => {
+                if !schema.is_empty() {
+                    register_frame(&ctx, "input", &current)?;
+                    let sql = cast_query(&current, schema)?;
+                    current = ctx.sql(&sql).await.map_err(|e| MigrateError::Plan(format!("step {n} (copy): {e}")))?;
+                    lines.push(format!("step {n} copy: cast {} columns", schema.len()));
+                } else {
+                    lines.push(format!("step {n} copy"));
+                }
+            }
+            Step::Exec(x) => {
+                let dir = scratch.path.join(format!("exec-{n}"));
+                match exec::run_exec(&ctx, x, n, &current, spec, &attempt, &dir).await? {
+                    Some(df) => {
+                        current = df;
+                        lines.push(format!("step {n} exec: {:?} wrote a new dataset", x.command[0]));
+                    }
+                    None => lines.push(format!("step {n} exec: {:?} succeeded", x.command[0])),
+                }
+            }
+            Step::Validate(v) => {
+                // After the last transforming step, validate the output as staged.
+                let target_df = if last_transform.is_none_or(|l| i > l) {
+                    if staged.is_none() {
+                        staged = Some(stage(&ctx, &current, &target, dst_format, &attempt, &scratch, &|r| report(n, "write", r)).await?);
+                    }
+                    let s = staged.as_ref().map(|s| s.local.clone()).unwrap_or_default();
+                    let loc = Location::Local { path: s, folder: false };
+                    register(&ctx, "staged_target", &loc, dst_format, None).await?;
+                    ctx.table("staged_target").await?
+                } else {
+                    current.clone()
+                };
+                for line in checks::validate(&ctx, v, &target_df, &mut source_rows).await? {
+                    lines.push(format!("step {n} validate: {line}"));
+                }
+            }
+        }
+    }
+    let staged = match staged {
+        Some(s) => s,
+        None => stage(&ctx, &current, &target, dst_format, &attempt, &scratch, &|r| report(steps + 1, "write", r)).await?,
+    };
+    report(steps + 1, "publish", staged.written.rows);
+    let published = publish(&target, &staged, &attempt, opts.fence.as_ref()).await;
+    if let Err(e) = &published {
+        tracing::warn!(task_id = attempt.task, token = attempt.token, error = %e, "output not published");
+        target.discard(attempt.token).await;
+    }
+    published?;
+    Ok(Report {
+        target: target.display(),
+        format: dst_format.to_string(),
+        rows_written: staged.written.rows,
+        bytes: staged.written.bytes,
+        token: attempt.token,
+        steps: lines,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+enum Target {
+    Local(LocalTarget),
+    Remote(RemoteTarget),
+}
+
+impl Target {
+    fn display(&self) -> String {
+        match self {
+            Target::Local(t) => format!("file://{}", t.final_path.display()),
+            Target::Remote(t) => format!("{}", t.final_key),
+        }
+    }
+
+    async fn discard(&self, token: u64) {
+        match self {
+            Target::Local(t) => publish::discard_local(t, token),
+            Target::Remote(t) => publish::discard_remote(t, token).await,
+        }
+    }
+}
+
+/// Writes the output where the attempt stages it: for a local target
+/// straight into its private attempt folder; for an object store into the
+/// scratch folder, then uploaded to the attempt's private key.
+async fn stage(
+    _ctx: &SessionContext,
+    current: &DataFrame,
+    target: &Target,
+    format: Format,
+    attempt: &Attempt,
+    scratch: &Scratch,
+    on_rows: &(dyn Fn(u64) + Sync),
+) -> Result<Staged, MigrateError> {
+    match target {
+        Target::Local(t) => {
+            let local = t.staged(attempt.token);
+            let written = write_local(current.clone(), format, &local, on_rows).await?;
+            Ok(Staged { local, written })
+        }
+        Target::Remote(t) => {
+            let local = scratch.path.join(format!("output.{}", format.extension()));
+            let written = write_local(current.clone(), format, &local, on_rows).await?;
+            publish::upload(&t.store, &local, &t.staged(attempt.token)).await?;
+            Ok(Staged { local, written })
+        }
+    }
+}
+
+async fn publish(target: &Target, staged: &Staged, attempt: &Attempt, fence: Option<&FenceFn>) -> Result<(), MigrateError> {
+    if let Some(f) = fence {
+        f().await.map_err(MigrateError::Fenced)?;
+    }
+    match target {
+        Target::Local(t) => {
+            let (t, a, rows) = (t.clone(), *attempt, staged.written.rows);
+            tokio::task::spawn_blocking(move || publish::publish_local(&t, &a, rows))
+                .await
+                .map_err(|e| MigrateError::Storage(format!("publishing: {e}")))?
+        }
+        Target::Remote(t) => publish::publish_remote(t, attempt, staged.written.rows).await,
+    }
+}
+
+/// `SELECT CAST("a" AS type) AS "a", "b", ... FROM input` for a copy step.
+fn cast_query(current: &DataFrame, schema: &[skein_plan::Column]) -> Result<String, MigrateError> {
+    let fields = current.schema().fields();
+    for c in schema {
+        if !fields.iter().any(|f| f.name() == &c.name) {
+            let have: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+            return Err(MigrateError::Plan(format!("copy: no column {:?} to cast (columns: {})", c.name, have.join(", "))));
+        }
+    }
+    let cols: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            let q = quote(f.name());
+            match schema.iter().find(|c| &c.name == f.name()) {
+                Some(c) => format!("CAST({q} AS {}) AS {q}", checks::sql_type(&c.data_type)),
+                None => q,
+            }
+        })
+        .collect();
+    Ok(format!("SELECT {} FROM input", cols.join(", ")))
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A scratch folder private to the attempt, removed when the run ends.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn create(base: &Path, a: &Attempt) -> Result<Scratch, MigrateError> {
+        let path = base.join(format!("task-{}-token-{}", a.task, a.token));
+        std::fs::create_dir_all(&path)?;
+        Ok(Scratch { path })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

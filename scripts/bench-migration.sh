@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The migration bench: rows/s of one `sql` migration of ROWS rows (default
+# 1,000,000; Parquet -> Parquet) run through skein (a local 3-node cluster:
+# plan apply, plan run, until the task succeeded) next to the same query run
+# by DataFusion alone in one process on the same data. Prints both and the
+# ratio; asserts nothing.
+#
+#   scripts/bench-migration.sh              ROWS=1000000, debug build (the dev profile, opt-level 1)
+#   ROWS=5000000 PROFILE=release scripts/bench-migration.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/skein-target}
+rows=${ROWS:-1000000}
+profile=${PROFILE:-debug}
+flag=""; [[ $profile == release ]] && flag="--release"
+work=$(mktemp -d /tmp/skein-bench-migration.XXXXXX)
+export SKEIN_CLUSTER_DIR=$work/cluster SKEIN_BASE_PORT=${SKEIN_BASE_PORT:-7750} SKEIN_NO_BUILD=1
+export SKEIN_BIN_DIR=$CARGO_TARGET_DIR/$profile
+trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+scripts/deps.sh
+cargo build -q $flag -p skein-node -p skein-cli -p skein-migrate --bins
+bin=$CARGO_TARGET_DIR/$profile
+query="SELECT id, upper(name) AS name, CAST(amount AS DOUBLE) * 100 AS amount_cents, country, created FROM source WHERE amount >= 0"
+
+echo "generating $rows rows of Parquet..."
+"$bin/migrate_bench" gen --rows "$rows" --out "$work/source.parquet" >/dev/null
+
+echo "DataFusion alone, in one process..."
+direct=$("$bin/migrate_bench" direct --source "$work/source.parquet" --target "$work/direct.parquet" --query "$query")
+echo "  $direct"
+
+echo "through skein (3 nodes, plan apply + plan run, until succeeded)..."
+scripts/cluster.sh up 3 >/dev/null
+addr=127.0.0.1:$((SKEIN_BASE_PORT + 1))
+skein() { "$bin/skein" --addr "$addr" "$@"; }
+cat > "$work/plan.yaml" <<YAML
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata: {name: bench-migration, annotations: {honk/queue: bench}}
+spec:
+  type: migration-plan
+  owner: bench
+  lifecycle: experimental
+  source: {url: "file://$work/source.parquet", format: parquet}
+  target: {url: "file://$work/skein.parquet", format: parquet}
+  steps:
+    - type: sql
+      query: "$query"
+YAML
+skein plan apply "$work/plan.yaml" >/dev/null
+start=$(date +%s.%N)
+skein plan run bench-migration --force --wait --timeout 1800 >/dev/null
+end=$(date +%s.%N)
+result=$(skein -o json plan show bench-migration)
+python3 - "$direct" "$result" "$start" "$end" "$rows" <<'PY'
+import json, sys
+direct = json.loads(sys.argv[1])
+plan = json.loads(sys.argv[2])
+start, end, rows = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+task = plan.get("task") or {}
+if task.get("status") != "succeeded":
+    sys.exit(f"the skein migration did not succeed: {task.get('status')} {task.get('last_error')}")
+wall = end - start
+skein_rate = rows / wall
+print()
+print(f"rows                        {rows:>14,}")
+print(f"DataFusion alone            {direct['rows_per_s']:>14,.0f} rows/s  ({direct['seconds']:.2f} s)")
+print(f"skein (run -> succeeded)    {skein_rate:>14,.0f} rows/s  ({wall:.2f} s, enqueue to success as the CLI saw it)")
+print(f"ratio skein / DataFusion    {skein_rate / direct['rows_per_s']:>14.2f}")
+PY

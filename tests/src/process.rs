@@ -1,0 +1,201 @@
+//! One child process that cannot outlive the test, where the binaries are,
+//! free ports and log tails.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+
+use crate::wait::wait_for;
+
+/// The built `skein-node` and `skein` binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub node: PathBuf,
+    pub cli: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the binaries next to the test executable
+    /// (`target/<profile>/deps/<test>` → `target/<profile>/`), or in
+    /// `$SKEIN_BIN_DIR`. Warns when `skein-node` is older than its sources:
+    /// the tests would run yesterday's code.
+    pub fn locate() -> anyhow::Result<Binaries> {
+        let dir = match std::env::var_os("SKEIN_BIN_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let exe = std::env::current_exe().context("locating the test executable")?;
+                exe.parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .with_context(|| format!("no target directory above {}", exe.display()))?
+            }
+        };
+        let bins = Binaries { node: dir.join("skein-node"), cli: dir.join("skein") };
+        for bin in [&bins.node, &bins.cli] {
+            if !bin.is_file() {
+                bail!(
+                    "no {} : build the binaries first: cargo build --workspace --bins \
+                     (with the same CARGO_TARGET_DIR as the tests), or set SKEIN_BIN_DIR",
+                    bin.display()
+                );
+            }
+        }
+        warn_if_stale(&bins.node);
+        Ok(bins)
+    }
+}
+
+/// Prints a warning when a source file of the node is newer than its binary.
+fn warn_if_stale(bin: &Path) {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = ["node/src", "raft/src", "transport/src", "migrate/src", "plan/src"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
+    if newest.is_some_and(|n| n > built) {
+        eprintln!(
+            "warning: {} is older than its sources; run `cargo build --workspace --bins` to test the current code",
+            bin.display()
+        );
+    }
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().and_then(|m| m.modified()).ok() };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, read, dropped).
+/// Another process may take it before we use it; [`crate::Cluster`] retries
+/// a node whose bind failed.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    Ok(listener.local_addr().context("reading a bound port")?.port())
+}
+
+/// The last `lines` lines of a file (a node's log).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// A child process, its stdout and stderr appended to a log file, killed
+/// (SIGKILL) and reaped when dropped unless it already exited.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    /// What [`Process::wait_exit`] or [`Process::kill9`] saw, once reaped.
+    exited: Option<ExitStatus>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `bin args...`, appending its output to `log` after a header line.
+    pub fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Process> {
+        Process::spawn_with_env(bin, args, log, &[])
+    }
+
+    /// [`Process::spawn`] with extra environment variables (e.g. the AWS
+    /// settings of an S3 endpoint).
+    pub fn spawn_with_env(bin: &Path, args: &[String], log: &Path, env: &[(String, String)]) -> anyhow::Result<Process> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening log file {}", log.display()))?;
+        writeln!(file, "==== harness: {} {}", bin.display(), args.join(" ")).context("writing the log header")?;
+        let err = file.try_clone().context("cloning the log file handle")?;
+        let mut cmd = Command::new(bin);
+        // The test runner's own SKEIN_* settings must not leak into the node.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SKEIN_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Process { child, exited: None, log: log.to_path_buf() })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...) with kill(1):
+    /// the workspace forbids `unsafe`, which `libc::kill` needs.
+    pub fn signal(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.exit_status()?.is_some() {
+            bail!("process {} already exited; cannot send SIG{name}", self.pid());
+        }
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .with_context(|| format!("running kill -{name} {}", self.pid()))?;
+        if !status.success() {
+            bail!("kill -{name} {} failed: {status}", self.pid());
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill9(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.exit_status()? {
+            return Ok(status);
+        }
+        self.child.kill().with_context(|| format!("killing process {}", self.pid()))?;
+        let status = self.child.wait().with_context(|| format!("reaping process {}", self.pid()))?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+
+    /// Its exit status if it has exited (reaping it), `None` while it runs.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().with_context(|| format!("checking process {}", self.pid()))?;
+        }
+        Ok(self.exited)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.exit_status(), Ok(None))
+    }
+
+    /// Waits for the process to exit by itself, for at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let pid = self.pid();
+        wait_for(timeout, &format!("process {pid} to exit"), async || self.exit_status()).await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
