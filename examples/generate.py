@@ -88,7 +88,7 @@ spec:
       query: "SELECT event_id, kind, CAST(value AS BIGINT) AS value, at FROM source WHERE tenant = 't{t:03d}'"
     - type: validate
       row_count: "target = {per_tenant}"
-      schema: [{{name: event_id, type: bigint}}, {{name: kind, type: string}}, {{name: value, type: bigint}}, {{name: at, type: string}}]
+      schema: [{{name: event_id, type: bigint}}, {{name: kind, type: string}}, {{name: value, type: bigint}}, {{name: at, type: date}}]
 """)
     with open(path, "w") as f:
         f.write("---\n".join(docs))

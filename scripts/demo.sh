@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The main job, end to end on one machine: build skein, start a local
-# 3-node cluster, migrate the bundled sample datasets (CSV -> JSON lines,
-# with typed columns and a row-count check) as skein tasks spread over the
-# nodes, show every dataset's status, and stop the cluster.
+# The main job, end to end on one machine: build skein, then
+#  1. (samples) start a local 3-node cluster, migrate the bundled sample
+#     datasets (CSV -> JSON lines, with typed columns and a row-count check)
+#     as `exec` tasks spread over the nodes, show their status, stop it;
+#  2. (plans) `skein demo`: a fresh local 3-node cluster stores the
+#     migration plans of examples/plans/ (Backstage entities), runs them all
+#     (dependencies first), waits for every migration, prints the status
+#     table and stops.
 #
 #   scripts/demo.sh            run it
-#   KEEP=1 scripts/demo.sh     leave the cluster running afterwards
+#   SAMPLES=0 scripts/demo.sh  only the plans
+#   KEEP=1 scripts/demo.sh     leave the plans' cluster running afterwards
 #
-# Output goes to .skein-demo/out/; the cluster's logs to .skein-demo/node*.log.
+# Output goes to .skein-demo/out/ (samples) and .skein-demo/plans/examples/out/
+# (plans); the clusters' logs to .skein-demo/node*.log and .skein-demo/plans/node*.log.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -21,8 +27,12 @@ queue=dataset-migrations
 scripts/deps.sh
 scripts/cluster.sh down >/dev/null 2>&1 || true
 rm -rf "$SKEIN_CLUSTER_DIR"
+if [[ ${SAMPLES:-1} == 0 ]]; then
+  cargo build -q -p skein-node -p skein-cli
+  exec "$skein" demo --dir "$SKEIN_CLUSTER_DIR/plans" --base-port "$SKEIN_BASE_PORT" ${KEEP:+--keep}
+fi
 scripts/cluster.sh up 3
-trap '[[ -n ${KEEP:-} ]] || scripts/cluster.sh down' EXIT
+trap 'scripts/cluster.sh down' EXIT
 
 out=$SKEIN_CLUSTER_DIR/out
 typed() {
@@ -58,3 +68,9 @@ echo
 echo "migrated files:"
 wc -l "$out"/*.jsonl
 head -n 2 "$out/invoices.jsonl"
+
+echo
+echo "==== part 2: migration plans (skein demo)"
+scripts/cluster.sh down >/dev/null
+trap - EXIT
+"$skein" demo --dir "$SKEIN_CLUSTER_DIR/plans" --base-port "$SKEIN_BASE_PORT" ${KEEP:+--keep}

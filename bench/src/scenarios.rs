@@ -51,6 +51,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
     let root = crate::work_root(&base).with_context(|| format!("creating a work directory in {}", base.display()))?;
     crate::set_root(root.clone());
     crate::set_keep_dirs(args.keep);
+    crate::skein::set_node_args(args.node_args.clone());
     let nats_bin = nats::locate(args.nats_server.as_deref());
     let mut report = Report {
         command,
@@ -71,8 +72,8 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
     }
     report.fsync_policies.push(Policy { system: "skein".into(), policy: SKEIN_POLICY.into() });
     report.settings = vec![
-        ("skein-node".into(), node_bin.display().to_string()),
-        ("lifecycle".into(), format!("{} noop tasks, {} clients spread over the nodes, batches of 1 and 100; {} worker slots per node", args.tasks(), args.clients(), args.slots)),
+        ("skein-node".into(), format!("{} {}", node_bin.display(), args.node_args.join(" "))),
+        ("lifecycle".into(), format!("{} noop tasks, {} clients spread over the nodes, batches of {:?}; {} worker slots per node", args.tasks(), args.clients(), args.batches, args.slots)),
         ("latency".into(), format!("{} tasks one at a time, sent to the leader", args.samples())),
         ("depth".into(), format!("{} tasks of 1 KiB queued (paused queue) before any worker runs", args.depth_tasks())),
         ("scale-out".into(), format!("nodes {:?}, {} slots each, sleep 10 ms tasks", args.scale_nodes(), args.scale_slots)),
@@ -260,7 +261,7 @@ async fn skein_latency(c: &SkeinCluster, samples: usize, warmup: usize) -> anyho
 impl Bench {
     async fn lifecycle(&mut self) -> anyhow::Result<()> {
         let c = SkeinCluster::start(&self.node_bin, &self.root, "lifecycle", 3, self.args.slots).await?;
-        for batch in [1, 100] {
+        for batch in self.args.batches.clone() {
             let r = skein_lifecycle(&c, &format!("life-b{batch}"), self.args.tasks(), self.args.clients(), batch).await?;
             self.life_rows("lifecycle", "skein", &r);
             self.life.push(r);
@@ -385,7 +386,7 @@ impl Bench {
         for sync in [nats::Sync::Default, nats::Sync::Always] {
             self.report.fsync_policies.push(Policy { system: sync.label().into(), policy: sync.policy().into() });
             let js = NatsCluster::start(&nats_bin, &self.root, sync).await?;
-            for batch in [1, 100] {
+            for batch in self.args.batches.clone() {
                 js.reset().await?;
                 let r = js.lifecycle(n, clients, batch, self.args.consumers, NOOP_PAYLOAD.as_bytes()).await?;
                 self.life_rows("lifecycle", sync.label(), &r);
@@ -538,8 +539,20 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
     let acked: Vec<u64> = std::mem::take(&mut *acked.lock().unwrap_or_else(PoisonError::into_inner));
     let leader_addr = c.addr(c.wait_leader(Duration::from_secs(30)).await?);
     wait_succeeded(&c.probe, &leader_addr, queue, acked.len(), Duration::from_secs(90)).await?;
-    let succeeded: BTreeSet<u64> = c.api.task_ids(&leader_addr, queue, TaskStatus::Succeeded).await?.into_iter().collect();
-    let lost = acked.iter().filter(|id| !succeeded.contains(id)).count();
+    // The count can be reached by tasks whose enqueue answered an error but
+    // committed anyway (the outcome was unknown to the client), while some
+    // acknowledged ones are still running: wait for the acknowledged ids
+    // themselves, and count as lost only those that never succeed.
+    let waited = Instant::now();
+    let lost = loop {
+        let succeeded: BTreeSet<u64> =
+            c.api.task_ids(&leader_addr, queue, TaskStatus::Succeeded).await?.into_iter().collect();
+        let missing = acked.iter().filter(|id| !succeeded.contains(id)).count();
+        if missing == 0 || waited.elapsed() > Duration::from_secs(60) {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     // The first completion the workers saw after the kill, checked against
     // the history: its success must have been stamped by a leader after the
     // kill (not one the old leader committed just before dying).

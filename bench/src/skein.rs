@@ -19,6 +19,13 @@ use crate::procs::{self, Child, Memory};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Flags added to every node's command line (`--node-arg`).
+static NODE_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+pub fn set_node_args(args: Vec<String>) {
+    let _ = NODE_ARGS.set(args);
+}
+
 /// One node: its addresses, its directory and its process.
 #[derive(Debug)]
 pub struct Node {
@@ -136,6 +143,7 @@ impl SkeinCluster {
             "json".into(),
         ];
         args.extend(extra.iter().cloned());
+        args.extend(NODE_ARGS.get().into_iter().flatten().cloned());
         node.process = Some(Child::spawn(&self.bin, &args, &node.log_path())?);
         Ok(())
     }

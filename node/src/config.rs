@@ -72,6 +72,11 @@ pub struct Args {
     #[arg(long, env = "SKEIN_LOG_FORMAT")]
     pub log_format: Option<String>,
 
+    /// Lease requests a worker keeps in flight at once (1: wait for each
+    /// answer before asking again). For benchmarks.
+    #[arg(long, env = "SKEIN_LEASES_IN_FLIGHT", hide = true)]
+    pub leases_in_flight: Option<usize>,
+
     /// For fault-injection tests: dial VIA whenever a peer advertises ADDR
     /// (ADDR=VIA, repeatable), e.g. through a proxy that can cut the link.
     #[arg(long = "route", value_name = "ADDR=VIA", hide = true)]
@@ -119,6 +124,8 @@ pub struct Config {
     pub log_json: bool,
     /// How often a worker renews its leases.
     pub heartbeat_interval: Duration,
+    /// Lease requests a worker keeps in flight at most (see `worker.rs`).
+    pub leases_in_flight: usize,
     /// Advertised peer RPC address -> address to dial (tests only).
     pub routes: std::collections::HashMap<String, String>,
 }
@@ -175,6 +182,7 @@ impl Config {
             drain_timeout: Duration::from_secs(args.drain_timeout.or(file.drain_timeout).unwrap_or(30)),
             log_json,
             heartbeat_interval: Duration::from_millis(1_000),
+            leases_in_flight: args.leases_in_flight.unwrap_or(4).max(1),
         })
     }
 }

@@ -142,12 +142,13 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         });
     }
     let stderr_tail = Arc::new(Mutex::new(String::new()));
+    let mut stderr_reader = None;
     if let Some(stderr) = child.stderr.take() {
         let tail = stderr_tail.clone();
         // The worker's span carries the task's id, attempt and token; a
         // spawned task does not inherit it, so hand it over.
         let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(async move {
+        stderr_reader = Some(tokio::spawn(tracing::Instrument::instrument(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 info!(line = %line, "exec stderr");
@@ -161,7 +162,7 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
                     }
                 }
             }
-        }, span));
+        }, span)));
     }
     let mut stdout = child.stdout.take();
     let read_stdout = async {
@@ -197,6 +198,11 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
             return Some(Outcome::Retryable { error: format!("timed out after {} ms", timeout.as_millis()) });
         }
     };
+    // The error message quotes the end of stderr: let the reader finish
+    // (briefly: a child's own children may still hold the pipe open).
+    if let Some(reader) = stderr_reader {
+        let _ = tokio::time::timeout(Duration::from_secs(1), reader).await;
+    }
     let tail = stderr_tail.lock().map(|t| t.trim().to_string()).unwrap_or_default();
     match status {
         Err(e) => Some(Outcome::Retryable { error: format!("waiting for {program:?}: {e}") }),

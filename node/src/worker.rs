@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use skein_raft::fsm::{Command, Completion, FencingToken, HeldLease, Outcome, Rejection, TaskId, TaskStatus};
 use skein_transport::{CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask};
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -114,47 +115,59 @@ impl Worker {
             }
         }
         info!(node_id = node, slots = self.app.config.slots, "worker leasing");
+        // Lease requests in flight, each with the slots it asked for. Slots
+        // that free up while one request is on its way go into another, so a
+        // busy worker does not wait a whole round trip per batch of tasks
+        // (every lease is a Raft commit: a round to a majority's disks).
+        let mut in_flight = FuturesUnordered::new();
+        let mut requested = 0usize;
+        let slots = self.app.config.slots as usize;
         let mut backoff = Duration::from_millis(50);
         loop {
             if stop_leasing.is_cancelled() {
                 return;
             }
-            let free = (self.app.config.slots as usize).saturating_sub(self.busy_count());
-            if free == 0 || self.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::select! {
-                    _ = stop_leasing.cancelled() => return,
-                    _ = self.freed.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
+            let free = slots.saturating_sub(self.busy_count() + requested);
+            let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
+            // One request takes every free slot; another goes out only for a
+            // worthwhile share of them (so an idle worker long-polls once).
+            let worth = if in_flight.is_empty() { 1 } else { (slots / 4).max(1) };
+            if !draining && free >= worth && in_flight.len() < self.app.config.leases_in_flight {
+                let req = LeaseRequest {
+                    node,
+                    queues: self.app.config.queues.clone(),
+                    max: free as u32,
+                    wait_ms: LEASE_WAIT_MS,
+                };
+                requested += free;
+                let app = self.app.clone();
+                let (asked_at, asked_ms) = (Instant::now(), now_ms());
+                in_flight.push(async move { (free, asked_at, asked_ms, app.lease(req).await) });
                 continue;
             }
-            let req = LeaseRequest {
-                node,
-                queues: self.app.config.queues.clone(),
-                max: free as u32,
-                wait_ms: LEASE_WAIT_MS,
-            };
-            let asked_at = Instant::now();
-            let asked_ms = now_ms();
-            let result = tokio::select! {
+            tokio::select! {
                 _ = stop_leasing.cancelled() => return,
-                r = self.app.lease(req) => r,
-            };
-            match result {
-                Ok(tasks) => {
-                    backoff = Duration::from_millis(50);
-                    for task in tasks {
-                        self.start(task, asked_at, asked_ms, &stop);
+                Some((asked, asked_at, asked_ms, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    requested -= asked;
+                    match result {
+                        Ok(tasks) => {
+                            backoff = Duration::from_millis(50);
+                            for task in tasks {
+                                self.start(task, asked_at, asked_ms, &stop);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "lease failed");
+                            tokio::select! {
+                                _ = stop_leasing.cancelled() => return,
+                                _ = self.pause_after_failure(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
                     }
                 }
-                Err(e) => {
-                    debug!(error = %e, "lease failed");
-                    tokio::select! {
-                        _ = stop_leasing.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
+                _ = self.freed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
     }
@@ -259,6 +272,30 @@ impl Worker {
         }
     }
 
+    /// Waits `backoff` after a failed call to the leader, or less: until
+    /// this node learns of a new leader (an election ended), so that work
+    /// resumes as soon as a leader can take it, not a backoff later.
+    async fn pause_after_failure(&self, backoff: Duration) {
+        let mut metrics = self.app.raft.metrics();
+        let before = metrics.borrow().current_leader;
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return,
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return (&mut sleep).await;
+                    }
+                    let now = metrics.borrow().current_leader;
+                    if now.is_some() && now != before {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Stops tasks whose lease ran out before we could renew it.
     fn fence_expired(&self) {
         let now = Instant::now();
@@ -314,7 +351,7 @@ impl Worker {
                     pending.extend(completions.iter().map(|c| c.task));
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = self.pause_after_failure(Duration::from_millis(200)) => {}
                     }
                     // Tasks whose lease ran out meanwhile are dropped by the fence.
                     self.fence_expired();

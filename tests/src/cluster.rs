@@ -4,8 +4,8 @@
 //! has free ports, `--slots 4`, and a temporary directory holding its data
 //! (`data/`) and its log (`node.log`, appended to across restarts). Dropping
 //! the `Cluster` kills every node; when the thread is panicking (a failed
-//! assertion) it first prints the tail of each log and keeps the
-//! directories for a look.
+//! assertion) it then prints the tail of each log, and keeps the
+//! directories if `SKEIN_TEST_KEEP` is set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -227,7 +227,7 @@ impl Cluster {
                 seen.push(format!("node {id}: no leader"));
                 continue;
             };
-            if !self.nodes.get(&leader).is_some_and(|n| n.process.is_some()) {
+            if self.nodes.get(&leader).is_none_or(|n| n.process.is_none()) {
                 seen.push(format!("node {id}: leader {leader}, which is not running"));
                 continue;
             }
@@ -374,10 +374,13 @@ impl Drop for Cluster {
             }
         }
         if std::thread::panicking() {
-            eprintln!("==== the test failed; node logs (directories kept):");
+            // A node's directory is some 70 MB (RocksDB): kept only on request.
+            let keep = std::env::var_os("SKEIN_TEST_KEEP").is_some();
             for node in self.nodes.values_mut() {
-                node.dir.disable_cleanup(true);
+                node.dir.disable_cleanup(keep);
             }
+            let kept = if keep { "directories kept" } else { "set SKEIN_TEST_KEEP=1 to keep the directories" };
+            eprintln!("==== the test failed; the end of each node's log ({kept}):");
             eprintln!("{}", self.log_tails(TAIL_LINES));
         }
     }

@@ -5,7 +5,8 @@
 //!   own temporary data directory and log file; start, join, kill -9,
 //!   SIGSTOP/SIGCONT, SIGTERM, restart on the same data, add a node. Every
 //!   process dies with the `Cluster` (also when a test panics), and a failing
-//!   test prints the tail of each node's log and keeps the directories;
+//!   test prints the tail of each node's log (and keeps the directories
+//!   with `SKEIN_TEST_KEEP=1`);
 //! - [`process`]: one child process that is killed on drop, the binaries'
 //!   location, free ports, log tails;
 //! - [`checks`]: assertions over tasks and histories (settled queues,

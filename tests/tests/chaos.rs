@@ -195,7 +195,7 @@ async fn frozen_worker(c: &mut Cluster) -> anyhow::Result<()> {
     ensure!(c.api.healthy(&frozen_addr).await?, "the thawed node is not healthy");
     let more = c.api.enqueue(&leader_addr, &vec![json!({"queue": Q, "kind": "noop"}); 60]).await?;
     wait_settled(&c.api, &leader_addr, Q, true, Duration::from_secs(30)).await?;
-    let again = details(&c.api, &[leader_addr.clone()], &more).await?;
+    let again = details(&c.api, std::slice::from_ref(&leader_addr), &more).await?;
     let spread = leases_by_node(&again);
     say(format!("after the thaw, leases per node: {spread:?}"));
     ensure!(spread.contains_key(&frozen), "the thawed node {frozen} leased none of 60 new tasks: {spread:?}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::taskmap::TaskMap;
-use super::types::{Limits, NodeId, NodeInfo, Queue, Task, TaskId, TaskStatus};
+use super::types::{Limits, NodeId, NodeInfo, Queue, TaskId, TaskStatus};
 
 /// What every replica holds alike, byte for byte.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

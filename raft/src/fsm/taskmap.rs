@@ -59,6 +59,7 @@ impl TaskMap {
         self.len
     }
 
+    #[allow(dead_code)] // BTreeMap's API; the tests use it
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -71,10 +72,6 @@ impl TaskMap {
     pub fn get_mut(&mut self, id: &TaskId) -> Option<&mut Task> {
         let (c, s) = split(*id);
         self.chunks.get_mut(&c)?.slots[s].as_mut()
-    }
-
-    pub fn contains_key(&self, id: &TaskId) -> bool {
-        self.get(id).is_some()
     }
 
     /// Inserts `task` under `id` (which must be `task.id`); returns the task
