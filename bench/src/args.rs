@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_parser = ["lifecycle", "latency", "failover", "depth", "scale", "compare"])]
     pub scenarios: Vec<String>,
 
-    /// Tasks per lifecycle run [default: 100000; quick 2000].
+    /// Tasks per lifecycle run with batches [default: 100000; quick 2000];
+    /// runs with batches of 1 send a fifth of them.
     #[arg(long)]
     pub tasks: Option<usize>,
 
@@ -111,6 +112,13 @@ impl Args {
 
     pub fn tasks(&self) -> usize {
         self.pick(self.tasks, 100_000, 2_000)
+    }
+
+    /// Tasks of a lifecycle run with batches of `batch`: a fifth of
+    /// `tasks()` for single-task requests (one request, one Raft or stream
+    /// commit per task at most: a rate, measured in a shorter run).
+    pub fn tasks_for(&self, batch: usize) -> usize {
+        if batch == 1 { (self.tasks() / 5).max(1) } else { self.tasks() }
     }
 
     pub fn clients(&self) -> usize {

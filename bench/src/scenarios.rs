@@ -73,7 +73,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
     report.fsync_policies.push(Policy { system: "skein".into(), policy: SKEIN_POLICY.into() });
     report.settings = vec![
         ("skein-node".into(), format!("{} {}", node_bin.display(), args.node_args.join(" "))),
-        ("lifecycle".into(), format!("{} noop tasks, {} clients spread over the nodes, batches of {:?}; {} worker slots per node", args.tasks(), args.clients(), args.batches, args.slots)),
+        ("lifecycle".into(), format!("{} noop tasks ({} with batches of 1), {} clients spread over the nodes, batches of {:?}; {} worker slots per node", args.tasks(), args.tasks_for(1), args.clients(), args.batches, args.slots)),
         ("latency".into(), format!("{} tasks one at a time, sent to the leader", args.samples())),
         ("depth".into(), format!("{} tasks of 1 KiB queued (paused queue) before any worker runs", args.depth_tasks())),
         ("scale-out".into(), format!("nodes {:?}, {} slots each, sleep 10 ms tasks", args.scale_nodes(), args.scale_slots)),
@@ -262,7 +262,8 @@ impl Bench {
     async fn lifecycle(&mut self) -> anyhow::Result<()> {
         let c = SkeinCluster::start(&self.node_bin, &self.root, "lifecycle", 3, self.args.slots).await?;
         for batch in self.args.batches.clone() {
-            let r = skein_lifecycle(&c, &format!("life-b{batch}"), self.args.tasks(), self.args.clients(), batch).await?;
+            let n = self.args.tasks_for(batch);
+            let r = skein_lifecycle(&c, &format!("life-b{batch}"), n, self.args.clients(), batch).await?;
             self.life_rows("lifecycle", "skein", &r);
             self.life.push(r);
         }
@@ -382,12 +383,13 @@ impl Bench {
         if self.latency.is_none() {
             self.latency().await?;
         }
-        let (n, clients) = (self.args.tasks(), self.args.clients());
+        let clients = self.args.clients();
         for sync in [nats::Sync::Default, nats::Sync::Always] {
             self.report.fsync_policies.push(Policy { system: sync.label().into(), policy: sync.policy().into() });
             let js = NatsCluster::start(&nats_bin, &self.root, sync).await?;
             for batch in self.args.batches.clone() {
                 js.reset().await?;
+                let n = self.args.tasks_for(batch);
                 let r = js.lifecycle(n, clients, batch, self.args.consumers, NOOP_PAYLOAD.as_bytes()).await?;
                 self.life_rows("lifecycle", sync.label(), &r);
                 self.js_life.push((sync, r));
@@ -654,7 +656,7 @@ async fn depth_run(c: &mut SkeinCluster, tasks: usize, clients: usize) -> anyhow
     // A new node joins and catches up with everything.
     let target = c.status().await?.applied_index.unwrap_or(0);
     let t0 = Instant::now();
-    let new = c.add_node().await?;
+    let new = c.add_node(Duration::from_secs(300)).await?;
     c.wait_applied(new, target, Duration::from_secs(300)).await?;
     let join = t0.elapsed();
     if let Some(m) = c.memory(new) {

@@ -71,10 +71,10 @@ impl SkeinCluster {
             nodes: BTreeMap::new(),
         };
         let started = async {
-            c.launch_new(1, vec!["--bootstrap".into()]).await?;
+            c.launch_new(1, vec!["--bootstrap".into()], READY_TIMEOUT).await?;
             let first = c.addr(1);
             for id in 2..=n as u64 {
-                c.launch_new(id, vec!["--join".into(), first.clone()]).await?;
+                c.launch_new(id, vec!["--join".into(), first.clone()], READY_TIMEOUT).await?;
             }
             c.wait_members(n, n.min(3), Duration::from_secs(60)).await
         }
@@ -97,7 +97,7 @@ impl SkeinCluster {
         self.live_ids().into_iter().map(|id| self.addr(id)).collect()
     }
 
-    async fn launch_new(&mut self, id: u64, extra: Vec<String>) -> anyhow::Result<()> {
+    async fn launch_new(&mut self, id: u64, extra: Vec<String>, ready_timeout: Duration) -> anyhow::Result<()> {
         for attempt in 1..=3 {
             let dir = self.root.join(format!("node{id}"));
             let _ = std::fs::remove_dir_all(&dir);
@@ -111,7 +111,7 @@ impl SkeinCluster {
             };
             self.nodes.insert(id, node);
             self.spawn(id, &extra)?;
-            match self.wait_ready(id, READY_TIMEOUT).await {
+            match self.wait_ready(id, ready_timeout).await {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < 3 && procs::log_tail(&self.nodes[&id].log_path(), 20).contains("in use") => {
                     eprintln!("bench: node {id} could not bind its ports ({e:#}); trying others");
@@ -253,11 +253,11 @@ impl SkeinCluster {
     }
 
     /// Starts a new node that joins through the leader; returns its id once
-    /// it answers `/readyz`.
-    pub async fn add_node(&mut self) -> anyhow::Result<u64> {
+    /// it answers `/readyz` (it has applied something), within `timeout`.
+    pub async fn add_node(&mut self, timeout: Duration) -> anyhow::Result<u64> {
         let id = self.nodes.keys().max().map_or(1, |m| m + 1);
         let via = self.addr(self.leader().await?);
-        self.launch_new(id, vec!["--join".into(), via]).await?;
+        self.launch_new(id, vec!["--join".into(), via], timeout).await?;
         Ok(id)
     }
 

@@ -3,6 +3,8 @@
 //! by-name, bearer tokens), and a fake skein node that records what it is
 //! sent. Also `skein plan apply`'s checks, which run before anything is sent.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 

@@ -2,6 +2,8 @@
 //! formats, validations that fail with a readable reason, and the fenced
 //! publication (a stale token never replaces a newer result).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 

@@ -25,6 +25,8 @@ use crate::proposer::{now_ms, Proposer};
 
 /// How long a call keeps looking for a leader before answering `unavailable`.
 pub const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest a write proposed on this node (as leader) may wait for its commit.
+pub const LOCAL_WRITE_DEADLINE: Duration = Duration::from_secs(8);
 /// The longest a lease long-poll waits on the leader.
 pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(5);
 
@@ -77,7 +79,15 @@ impl App {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         loop {
             let result = match self.route() {
-                Route::Local => self.proposer.propose(command.clone()).await,
+                // A leader cut off from its majority would wait for ever:
+                // answer `unavailable` (outcome unknown) after a bound.
+                Route::Local => tokio::time::timeout(LOCAL_WRITE_DEADLINE, self.proposer.propose(command.clone()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(NodeError::Unavailable(
+                            "no majority answered in time; the write may or may not be committed".into(),
+                        ))
+                    }),
                 Route::Remote(node) => {
                     self.peers.write(&node.rpc_addr, command.clone()).await.map_err(ambiguous_is_unavailable)
                 }

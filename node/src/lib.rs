@@ -56,7 +56,12 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
         election_timeout_min: 400,
         election_timeout_max: 800,
         install_snapshot_timeout: 10_000,
-        max_payload_entries: 64,
+        // With entries of up to ~1 MiB (the proposer's bound), an append
+        // carries at most ~8 MiB: it must finish, fsync included, within the
+        // heartbeat interval even while a lagging node catches up, or the
+        // append times out, is sent again, and followers call elections
+        // (seen in the depth benchmark with 64 entries of 2 MiB).
+        max_payload_entries: 8,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
         ..Default::default()

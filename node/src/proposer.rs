@@ -22,7 +22,7 @@ use tracing::debug;
 const IN_FLIGHT: usize = 4;
 /// A batch stops growing past this many estimated bytes (keeps entries,
 /// and so replication frames, bounded).
-const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// ...or this many commands.
 const MAX_BATCH_COMMANDS: usize = 2_048;
 

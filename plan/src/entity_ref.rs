@@ -133,6 +133,7 @@ fn check_part(text: &str, part: &'static str, value: &str, is_kind: bool) -> Res
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 

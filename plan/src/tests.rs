@@ -1,6 +1,8 @@
 //! Parsing and validating plans: the issue's example as written, every
 //! kind of error with its file, entity and field, cycles and missing refs.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use super::*;
 
 /// The plan format as the issue gives it, verbatim.

@@ -228,6 +228,20 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     let a = &addrs[0];
     say(format!("cluster up, leader {leader}"));
 
+    // A migration plan in the catalog, not run: the dashboard shows it with
+    // its owner.
+    let plan = json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "orders-v2", "annotations": {"honk/queue": "dataset-migrations"}},
+        "spec": {
+            "type": "migration-plan", "lifecycle": "production", "owner": "team-infra",
+            "source": "/nonexistent/orders.csv", "target": {"url": "/nonexistent/out/", "format": "parquet"},
+            "steps": [{"type": "copy"}],
+        },
+    });
+    let _: Value = c.api.call(Method::POST, a, "/api/v1/plans", Some(&json!({"entities": [plan]}))).await?;
+
     // The workload: a queue that runs to its end (some tasks fail for good),
     // long tasks that keep running, and a paused queue that waits.
     post(c, a, "/api/v1/queues/later/pause").await?;
@@ -317,6 +331,12 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     ensure!(nodes == want_nodes, "the page's nodes {nodes:?} differ from the API's {want_nodes:?}");
     ensure!(nodes.contains(&(leader, "leader".to_string())), "the page does not show node {leader} leading");
     ensure!(table_rows(&dom, "stuck")?.is_empty(), "nothing should be stuck");
+    let plans = between(&dom, "<div id=\"plans\"", "</section>")?;
+    ensure!(
+        plans.contains("data-plan=\"component:default/orders-v2\" data-status=\"never_run\"") && plans.contains("team-infra"),
+        "the plan is not shown: {plans}"
+    );
+    ensure!(between(&dom, "<select id=\"f-owner\"", "</select>")?.contains("team-infra"), "no plan owner to filter by");
     say("the rendered page matches the API: 52 rows, counts per status, 3 nodes");
 
     // A filtered view, as a link would open it.

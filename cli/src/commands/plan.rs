@@ -430,6 +430,6 @@ pub async fn wait_for_tasks(client: &Client, ids: &[u64], timeout: Duration) -> 
         if Instant::now() >= deadline {
             bail!("{left} of {} migrations still running after {} s (see `skein status`)", ids.len(), timeout.as_secs());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -99,6 +99,9 @@ pub struct PlanRun {
     pub requested: bool,
 }
 
+/// One plan of a `RunPlans` answer in the making.
+type Answer = (String, Option<(TaskId, TaskStatus)>, bool);
+
 /// Where a plan's current run stands.
 enum RunState {
     /// Never run.
@@ -264,7 +267,8 @@ impl StateMachine {
         let mut generations: BTreeMap<String, u64> = BTreeMap::new();
         let mut new_runs: BTreeSet<String> = BTreeSet::new();
         let mut tasks: Vec<NewTask> = Vec::new();
-        let mut answer: Vec<(String, Option<(TaskId, TaskStatus)>, bool)> = Vec::new();
+        // (plan, its existing run if not enqueued now, asked for by name)
+        let mut answer: Vec<Answer> = Vec::new();
         for r in &order {
             let Some(entry) = self.core.catalog.get(r) else { continue };
             let state = self.run_state(entry);
