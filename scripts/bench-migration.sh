@@ -31,6 +31,10 @@ echo "DataFusion alone, in one process..."
 direct=$("$bin/migrate_bench" direct --source "$work/source.parquet" --target "$work/direct.parquet" --query "$query")
 echo "  $direct"
 
+echo "skein's engine alone, in one process (no cluster)..."
+engine=$("$bin/migrate_bench" engine --source "$work/source.parquet" --target "$work/engine.parquet" --query "$query")
+echo "  $engine"
+
 echo "through skein (3 nodes, plan apply + plan run, until succeeded)..."
 scripts/cluster.sh up 3 >/dev/null
 addr=127.0.0.1:$((SKEIN_BASE_PORT + 1))
@@ -56,11 +60,12 @@ end=$(date +%s.%N)
 result=$(skein -o json plan show bench-migration)
 task_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["task"]["id"])' <<<"$result")
 detail=$(skein -o json tasks show "$task_id")
-python3 - "$direct" "$detail" "$start" "$end" "$rows" <<'PY'
+python3 - "$direct" "$detail" "$start" "$end" "$rows" "$engine" <<'PY'
 import json, sys
 direct = json.loads(sys.argv[1])
 task = json.loads(sys.argv[2])
 start, end, rows = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+engine = json.loads(sys.argv[6])
 if task.get("status") != "succeeded":
     sys.exit(f"the skein migration did not succeed: {task.get('status')} {task.get('last_error')}")
 # The cluster's own record: enqueued (created_ms) to succeeded (finished_ms),
@@ -69,10 +74,15 @@ cluster_s = (task["finished_ms"] - task["created_ms"]) / 1000
 engine_s = task["result"]["migration"]["elapsed_ms"] / 1000
 cli_s = end - start
 rate = rows / cluster_s
+lines = [
+    ("rows", f"{rows:>12,}"),
+    ("DataFusion alone (one process)", f"{direct['rows_per_s']:>12,.0f} rows/s  ({direct['seconds']:.2f} s, median of {direct['runs']})"),
+    ("skein's engine alone (one process)", f"{engine['rows_per_s']:>12,.0f} rows/s  ({engine['seconds']:.2f} s, median of {engine['runs']})"),
+    ("skein: enqueue -> succeeded", f"{rate:>12,.0f} rows/s  ({cluster_s:.2f} s; the worker's migration itself {engine_s:.2f} s)"),
+    ("skein: CLI run -> --wait saw it", f"{rows / cli_s:>12,.0f} rows/s  ({cli_s:.2f} s, polling every 200 ms)"),
+    ("ratio skein / DataFusion", f"{rate / direct['rows_per_s']:>12.2f}"),
+]
 print()
-print(f"rows                                  {rows:>12,}")
-print(f"DataFusion alone (one process)        {direct['rows_per_s']:>12,.0f} rows/s  ({direct['seconds']:.2f} s)")
-print(f"skein: enqueue -> succeeded           {rate:>12,.0f} rows/s  ({cluster_s:.2f} s; the worker's migration itself {engine_s:.2f} s)")
-print(f"skein: CLI run -> --wait saw it       {rows / cli_s:>12,.0f} rows/s  ({cli_s:.2f} s, polling every 200 ms)")
-print(f"ratio skein / DataFusion              {rate / direct['rows_per_s']:>12.2f}")
+for label, value in lines:
+    print(f"{label:<38}{value}")
 PY

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use skein_plan::{Format, MigrationSpec, Step};
@@ -190,7 +189,7 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
                 // After the last transforming step, validate the output as staged.
                 let target_df = if last_transform.is_none_or(|l| i > l) {
                     if staged.is_none() {
-                        staged = Some(stage(&ctx, &current, &target, dst_format, &attempt, &scratch, &|r| report(n, "write", r)).await?);
+                        staged = Some(stage(&current, &target, dst_format, &attempt, &scratch, &|r| report(n, "write", r)).await?);
                     }
                     let s = staged.as_ref().map(|s| s.local.clone()).unwrap_or_default();
                     let loc = Location::Local { path: s, folder: false };
@@ -207,7 +206,7 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
     }
     let staged = match staged {
         Some(s) => s,
-        None => stage(&ctx, &current, &target, dst_format, &attempt, &scratch, &|r| report(steps + 1, "write", r)).await?,
+        None => stage(&current, &target, dst_format, &attempt, &scratch, &|r| report(steps + 1, "write", r)).await?,
     };
     report(steps + 1, "publish", staged.written.rows);
     let published = publish(&target, &staged, &attempt, opts.fence.as_ref()).await;
@@ -252,7 +251,6 @@ impl Target {
 /// straight into its private attempt folder; for an object store into the
 /// scratch folder, then uploaded to the attempt's private key.
 async fn stage(
-    _ctx: &SessionContext,
     current: &DataFrame,
     target: &Target,
     format: Format,

@@ -205,7 +205,6 @@ async fn frozen_worker(c: &mut Cluster) -> anyhow::Result<()> {
 /// A leader whose two followers are killed cannot commit: a write to it
 /// must answer 503 within seconds, not hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: a leader that lost its majority answers a write only after the node's 8 s write deadline, later than this test's client timeout; not yet fixed"]
 async fn leader_without_majority_answers_503() {
     let mut c = Cluster::start(3).await.expect("starting 3 nodes");
     let result = lost_majority(&mut c).await;

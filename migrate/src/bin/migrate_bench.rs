@@ -6,7 +6,9 @@
 //! - `migrate_bench direct --source FILE --target FILE --query SQL`: the
 //!   query run by DataFusion alone, in this process, its result written as
 //!   Parquet with DataFusion's own writer; prints rows, seconds and rows/s
-//!   (one line of JSON).
+//!   (one line of JSON);
+//! - `migrate_bench engine ...`: the same through skein's migration engine
+//!   in this process (no cluster), the median of 3 runs.
 //!
 //! No timing assertions: it prints figures.
 
@@ -28,7 +30,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: migrate_bench gen --rows N --out FILE.parquet | direct --source FILE --target FILE --query SQL [--repeat N]";
+    let usage = "usage: migrate_bench gen --rows N --out FILE.parquet | direct --source FILE --target FILE --query SQL [--repeat N] | engine --source FILE --target FILE --query SQL";
     match args.get(1).map(String::as_str) {
         Some("gen") => {
             let rows: usize = arg(&args, "--rows").ok_or(usage)?.parse()?;
@@ -49,6 +51,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rows = direct(&source, &target, &query).await?;
                 runs.push(started.elapsed().as_secs_f64());
             }
+            runs.sort_by(f64::total_cmp);
+            let secs = runs[runs.len() / 2];
+            println!("{{\"rows\": {rows}, \"seconds\": {secs:.3}, \"rows_per_s\": {:.0}, \"runs\": {}}}", rows as f64 / secs, runs.len());
+        }
+        Some("engine") => {
+            // The same migration through skein's engine, in this process
+            // (no cluster): what skein adds besides Raft and leasing.
+            let source = arg(&args, "--source").ok_or(usage)?;
+            let target = arg(&args, "--target").ok_or(usage)?;
+            let query = arg(&args, "--query").ok_or(usage)?;
+            let spec = skein_plan::MigrationSpec {
+                source: skein_plan::Dataset { url: source, format: Some(skein_plan::Format::Parquet), delimiter: None, has_header: None },
+                target: skein_plan::Dataset { url: target.clone(), format: Some(skein_plan::Format::Parquet), delimiter: None, has_header: None },
+                steps: vec![skein_plan::Step::Sql { query }],
+            };
+            let scratch = std::env::temp_dir().join(format!("migrate-bench-{}", std::process::id()));
+            let mut runs = Vec::new();
+            let mut rows = 0;
+            for token in 1..=3 {
+                let started = Instant::now();
+                let attempt = skein_migrate::Attempt { task: 0, attempt: 1, token };
+                rows = skein_migrate::run(&spec, attempt, &skein_migrate::Options::new(&scratch)).await?.rows_written;
+                runs.push(started.elapsed().as_secs_f64());
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
             runs.sort_by(f64::total_cmp);
             let secs = runs[runs.len() / 2];
             println!("{{\"rows\": {rows}, \"seconds\": {secs:.3}, \"rows_per_s\": {:.0}, \"runs\": {}}}", rows as f64 / secs, runs.len());
