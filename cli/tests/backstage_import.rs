@@ -187,6 +187,32 @@ async fn apply_reports_every_problem_with_file_entity_and_field_and_sends_nothin
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test]
+async fn apply_names_the_file_entity_and_field_of_a_missing_field_and_of_a_cycle() {
+    let (seen, _bs, node) = fakes().await;
+    let dir = tempfile_dir().join("cycle");
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = |name: &str, dep: &str| {
+        format!("apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: migration-plan\n  owner: me\n  dependsOn: [{dep}]\n  source: a.csv\n  target: b.parquet\n  steps:\n    - type: copy\n")
+    };
+    // A folder: a.yaml has a -> b, b.yaml has b -> a.
+    std::fs::write(dir.join("a.yaml"), doc("a", "b")).unwrap();
+    std::fs::write(dir.join("b.yaml"), doc("b", "component:default/a")).unwrap();
+    let (r, _) = skein(&["--addr", &node.to_string(), "plan", "apply", dir.to_str().unwrap()]).await;
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(e.contains("nothing was stored"), "{e}");
+    assert!(e.contains("component:default/") && e.contains("spec.dependsOn: dependency cycle: component:default/"), "{e}");
+    assert!(e.contains(&dir.join("a.yaml").display().to_string()) || e.contains(&dir.join("b.yaml").display().to_string()), "no file named: {e}");
+    // A missing field, in the second file of the folder.
+    std::fs::write(dir.join("b.yaml"), doc("b", "source-dataset").replace("  target: b.parquet\n", "")).unwrap();
+    std::fs::write(dir.join("a.yaml"), doc("a", "b")).unwrap();
+    let (r, _) = skein(&["--addr", &node.to_string(), "plan", "apply", dir.to_str().unwrap()]).await;
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(e.contains(&format!("{}: component:default/b: spec.target: missing", dir.join("b.yaml").display())), "{e}");
+    assert!(seen.lock().unwrap().applied.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("skein-cli-plan-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&d).unwrap();

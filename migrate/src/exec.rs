@@ -9,7 +9,7 @@ use std::time::Duration;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use skein_plan::{ExecStep, Format, MigrationSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::error::MigrateError;
 use crate::io::{register, write_local};
@@ -19,6 +19,8 @@ use crate::publish::Attempt;
 /// Exit code meaning "try again later" (sysexits' EX_TEMPFAIL).
 pub const EXIT_RETRY: i32 = 75;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bytes of an exec's stderr kept for its error message (the newest).
+const STDERR_KEPT: usize = 8 * 1024;
 
 /// Runs step `index`; returns the dataset it wrote, if it wrote one.
 pub async fn run_exec(
@@ -70,10 +72,25 @@ pub async fn run_exec(
         });
     }
     let mut stderr = child.stderr.take();
+    // Each stderr line goes to the node's log as it comes (in the caller's
+    // span: the worker's `task` span with its id, attempt and token); the
+    // newest few KiB are kept for the error message.
     let read_err = async {
         let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut buf).await;
+        if let Some(s) = stderr.take() {
+            let mut lines = BufReader::new(s);
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).await.unwrap_or(0) > 0 {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\n', '\r']);
+                tracing::info!(step = index, line = %text, "exec step stderr");
+                buf.extend_from_slice(&line);
+                let excess = buf.len().saturating_sub(STDERR_KEPT);
+                if excess > 0 {
+                    buf.drain(..excess);
+                }
+                line.clear();
+            }
         }
         buf
     };

@@ -338,6 +338,92 @@ async fn a_paused_worker_never_replaces_the_newer_result() {
     .await;
 }
 
+/// `skein plan run --selector` runs exactly the plans whose owner and
+/// labels match; `skein watch --plan` follows the chosen one to its end; its
+/// progress reaches the API through the heartbeat while it runs; and with
+/// `--log-format json` (here `SKEIN_LOG_FORMAT=json`) its log lines, an
+/// exec step's stderr included, carry its task id, attempt and token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn selector_watch_progress_and_json_logs() {
+    let env = vec![("SKEIN_LOG_FORMAT".to_string(), "json".to_string())];
+    with_cluster(env, async |c, dir| {
+        let d = dir.display();
+        std::fs::write(dir.join("customers.csv"), customers_csv(20))?;
+        let labelled = |name: &str, owner: &str, tier: &str, steps: &str| {
+            format!(
+                "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  labels: {{tier: {tier}}}\n  annotations:\n    honk/queue: {QUEUE}\nspec:\n  type: migration-plan\n  lifecycle: production\n  owner: {owner}\n  source: {d}/customers.csv\n  target: {d}/out/{name}.jsonl\n  steps:\n{steps}"
+            )
+        };
+        let slow = "    - type: exec\n      command: \"echo preparing the gold export >&2; sleep 4\"\n    - type: sql\n      query: \"SELECT id, name FROM source\"\n    - type: validate\n      row_count: equal\n";
+        let quick = "    - type: copy\n";
+        let docs = vec![
+            labelled("gold-infra", "group:default/team-infra", "gold", slow),
+            labelled("bronze-infra", "team-infra", "bronze", quick),
+            labelled("gold-data", "team-data", "gold", quick),
+        ];
+        apply(c, dir, "plans.yaml", &docs).await?;
+        let addr = c.addr(c.live_ids()[0]);
+        let out = c.cli(&["--addr", &addr, "-o", "json", "plan", "run", "--selector", "owner=team-infra,tier=gold"]).await?;
+        ensure!(out.status.success(), "skein plan run --selector: {}", String::from_utf8_lossy(&out.stderr));
+        let runs: RunPlansReply = serde_json::from_slice(&out.stdout)?;
+        let names: Vec<&str> = runs.runs.iter().map(|r| r.entity_ref.as_str()).collect();
+        ensure!(names == ["component:default/gold-infra"], "the selector chose {names:?}");
+        let id = runs.runs[0].task.0;
+
+        // While it runs: the watch, and the progress the API reports.
+        let watch_args = ["--addr", addr.as_str(), "watch", "--plan", "gold-infra", "--interval-ms", "200"];
+        let watch = c.cli(&watch_args);
+        let progress = wait_for(Duration::from_secs(30), "the migration's progress to reach the API", async || {
+            let t = c.api.task(&addr, id).await?.task;
+            Ok(t.progress.filter(|p| t.status == TaskStatus::Leased && p.message.contains("step 1/3 (exec)")).map(|p| p.message))
+        });
+        let (watched, progress) = tokio::join!(watch, progress);
+        say(format!("progress through the heartbeat: {:?}", progress?));
+        let watched = watched?;
+        let text = String::from_utf8_lossy(&watched.stdout);
+        ensure!(watched.status.success(), "skein watch --plan failed: {text}{}", String::from_utf8_lossy(&watched.stderr));
+        ensure!(
+            text.contains("component:default/gold-infra: 100/100 done (succeeded)") && text.contains("done in"),
+            "skein watch --plan did not follow the plan to its end:\n{text}"
+        );
+        ensure!(text.contains("step 1/3 (exec)"), "skein watch --plan never showed the step running:\n{text}");
+        let t = wait_succeeded(c, id, Duration::from_secs(30)).await?;
+        ensure!(jsonl(&dir.join("out/gold-infra.jsonl"))?.len() == 20, "gold-infra.jsonl");
+
+        // Only the selected plan ran.
+        let list: skein_raft::api::PlanList = c.api.call(Method::GET, &addr, "/api/v1/plans", None).await?;
+        for p in &list.plans {
+            let want = u64::from(p.entity_ref.ends_with("/gold-infra"));
+            ensure!(p.generation == want, "{} ran {} times", p.entity_ref, p.generation);
+        }
+
+        // The JSON log of the node that ran it tells the task's story.
+        let detail = c.api.task(&addr, id).await?;
+        let token = succeeded_once(&detail)?.token.context("no token")?.0;
+        let node = t.last_node.context("no last node")?;
+        let log = std::fs::read_to_string(c.node(node).log_path())?;
+        let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        ensure!(lines.len() > 10, "node {node}'s log is not JSON lines:\n{}", log.lines().take(5).collect::<Vec<_>>().join("\n"));
+        let stderr = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "exec step stderr" && l["fields"]["line"] == "preparing the gold export")
+            .context("no exec step stderr line in the JSON log")?;
+        let span = &stderr["span"];
+        ensure!(
+            span["task_id"] == id && span["attempt"] == t.attempt && span["token"] == token,
+            "the exec step's stderr line does not carry task {id}, attempt {}, token {token}: {stderr}",
+            t.attempt
+        );
+        let done = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "task succeeded" && l["fields"]["task_id"] == id)
+            .context("no `task succeeded` line for the task")?;
+        ensure!(done["fields"]["attempt"] == t.attempt && done["fields"]["token"] == token, "task succeeded line: {done}");
+        Ok(())
+    })
+    .await;
+}
+
 // ----- S3 ---------------------------------------------------------------------
 
 /// moto's S3 server on a free loopback port, killed on drop.
