@@ -81,6 +81,12 @@ pub struct Args {
     /// (ADDR=VIA, repeatable), e.g. through a proxy that can cut the link.
     #[arg(long = "route", value_name = "ADDR=VIA", hide = true)]
     pub routes: Vec<String>,
+
+    /// Append one JSON line per task start and per outcome report (sent,
+    /// accepted or refused, with its fencing token) to this file: an audit
+    /// trail of what this node's worker did, which the chaos checker reads.
+    #[arg(long, env = "SKEIN_JOURNAL", value_name = "FILE")]
+    pub journal: Option<PathBuf>,
 }
 
 const EXAMPLES: &str = "\
@@ -106,6 +112,7 @@ struct FileConfig {
     queues: Option<Vec<String>>,
     drain_timeout: Option<u64>,
     log_format: Option<String>,
+    journal: Option<PathBuf>,
 }
 
 /// Settings resolved and checked.
@@ -128,6 +135,8 @@ pub struct Config {
     pub leases_in_flight: usize,
     /// Advertised peer RPC address -> address to dial (tests only).
     pub routes: std::collections::HashMap<String, String>,
+    /// The worker's journal file, if any (see [`crate::journal`]).
+    pub journal: Option<PathBuf>,
 }
 
 impl Config {
@@ -170,6 +179,7 @@ impl Config {
         }
         Ok(Config {
             routes,
+            journal: args.journal.or(file.journal),
             id,
             listen,
             http,

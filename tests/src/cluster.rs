@@ -66,6 +66,35 @@ pub struct Cluster {
     nodes: BTreeMap<u64, Node>,
     /// Extra environment of every node process (see [`Cluster::start_with_env`]).
     env: Vec<(String, String)>,
+    /// Flags a node gets on every start, restarts included (see [`Layout`]).
+    node_args: BTreeMap<u64, Vec<String>>,
+    /// Addresses chosen before the nodes start (see [`Layout`]).
+    addrs: BTreeMap<u64, (String, String)>,
+}
+
+/// A cluster whose addresses are fixed before any node starts, so that
+/// each node's flags can name the others' (the chaos harness routes every
+/// link through a proxy: [`crate::proxy::Net`]).
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Node id → (HTTP address, RPC address).
+    pub addrs: BTreeMap<u64, (String, String)>,
+    /// Node id → flags added on every start of that node.
+    pub node_args: BTreeMap<u64, Vec<String>>,
+    pub env: Vec<(String, String)>,
+    /// Voters the cluster aims for (`--voters`; default 3).
+    pub voters: usize,
+}
+
+impl Layout {
+    /// Free loopback ports for nodes `1..=n`.
+    pub fn free(n: usize) -> anyhow::Result<Layout> {
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n as u64 {
+            addrs.insert(id, (format!("127.0.0.1:{}", free_port()?), format!("127.0.0.1:{}", free_port()?)));
+        }
+        Ok(Layout { addrs, voters: 3, ..Layout::default() })
+    }
 }
 
 impl Cluster {
@@ -89,21 +118,50 @@ impl Cluster {
             bins: Binaries::locate()?,
             nodes: BTreeMap::new(),
             env,
+            node_args: BTreeMap::new(),
+            addrs: BTreeMap::new(),
         };
-        match c.start_nodes(n).await {
+        match c.start_nodes(n, 3).await {
             Ok(()) => Ok(c),
             Err(e) => Err(e.context(format!("starting a cluster of {n} nodes; their logs end with:\n{}", c.log_tails(30)))),
         }
     }
 
-    async fn start_nodes(&mut self, n: usize) -> anyhow::Result<()> {
+    /// Starts the nodes of `layout` (ids `1..=n`) like [`Cluster::start`],
+    /// on its addresses, each with its own flags, aiming for
+    /// `layout.voters` voters.
+    pub async fn start_layout(layout: Layout) -> anyhow::Result<Cluster> {
+        let n = layout.addrs.len();
+        ensure!(n >= 1, "a cluster needs at least one node");
+        ensure!(layout.addrs.keys().copied().eq(1..=n as u64), "a layout's node ids are 1..=n");
+        crate::checks::say(format!("starting a cluster of {n} nodes ({} voters) on fixed addresses", layout.voters));
+        let mut node_args = layout.node_args;
+        for id in 1..=n as u64 {
+            node_args.entry(id).or_default().extend(["--voters".to_string(), layout.voters.to_string()]);
+        }
+        let mut c = Cluster {
+            api: Api::new(),
+            probe: Api::with_timeout(Duration::from_secs(2)),
+            bins: Binaries::locate()?,
+            nodes: BTreeMap::new(),
+            env: layout.env,
+            node_args,
+            addrs: layout.addrs,
+        };
+        match c.start_nodes(n, layout.voters).await {
+            Ok(()) => Ok(c),
+            Err(e) => Err(e.context(format!("starting a cluster of {n} nodes; their logs end with:\n{}", c.log_tails(30)))),
+        }
+    }
+
+    async fn start_nodes(&mut self, n: usize, voters: usize) -> anyhow::Result<()> {
         self.launch_new(1, vec!["--bootstrap".into()]).await?;
         let first = self.addr(1);
         for id in 2..=n as u64 {
             self.launch_new(id, vec!["--join".into(), first.clone()]).await?;
         }
         let ids: Vec<u64> = (1..=n as u64).collect();
-        self.wait_members(&ids, n.min(3), MEMBERSHIP_TIMEOUT).await
+        self.wait_members(&ids, n.min(voters), MEMBERSHIP_TIMEOUT).await
     }
 
     /// The binaries in use (to start a process of one's own).
@@ -148,18 +206,17 @@ impl Cluster {
                 .prefix(&format!("skein-node{id}-"))
                 .tempdir()
                 .context("creating a node directory")?;
-            let node = Node {
-                id,
-                http: format!("127.0.0.1:{}", free_port()?),
-                rpc: format!("127.0.0.1:{}", free_port()?),
-                dir,
-                process: None,
+            let fixed = self.addrs.get(&id).cloned();
+            let (http, rpc) = match &fixed {
+                Some(a) => a.clone(),
+                None => (format!("127.0.0.1:{}", free_port()?), format!("127.0.0.1:{}", free_port()?)),
             };
+            let node = Node { id, http, rpc, dir, process: None };
             self.nodes.insert(id, node);
             self.spawn(id, &extra)?;
             match self.wait_ready(id, READY_TIMEOUT).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < 3 && log_tail(&self.node(id).log_path(), 20).contains("in use") => {
+                Err(e) if fixed.is_none() && attempt < 3 && log_tail(&self.node(id).log_path(), 20).contains("in use") => {
                     eprintln!("harness: node {id} could not bind its ports ({e:#}); trying others");
                     self.nodes.remove(&id);
                     attempt += 1;
@@ -185,6 +242,7 @@ impl Cluster {
             "--slots".into(),
             SLOTS.to_string(),
         ];
+        args.extend(self.node_args.get(&id).into_iter().flatten().cloned());
         args.extend(extra.iter().cloned());
         node.process = Some(Process::spawn_with_env(&self.bins.node, &args, &node.log_path(), &self.env)?);
         Ok(())

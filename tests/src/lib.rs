@@ -22,10 +22,12 @@
 //! `cargo build --workspace --bins` first (see [`process::Binaries`]).
 
 pub mod api;
+pub mod chaos;
 pub mod checks;
 pub mod cluster;
 pub mod load;
 pub mod process;
+pub mod proxy;
 pub mod wait;
 
 pub use api::Api;

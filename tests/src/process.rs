@@ -20,19 +20,21 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds the binaries next to the test executable
-    /// (`target/<profile>/deps/<test>` → `target/<profile>/`), or in
-    /// `$SKEIN_BIN_DIR`. Warns when `skein-node` is older than its sources:
+    /// Finds the binaries next to this executable (`skein-chaos` in
+    /// `target/<profile>/`) or one folder above it (a test in
+    /// `target/<profile>/deps/`), or in `$SKEIN_BIN_DIR`. Warns when `skein-node` is older than its sources:
     /// the tests would run yesterday's code.
     pub fn locate() -> anyhow::Result<Binaries> {
         let dir = match std::env::var_os("SKEIN_BIN_DIR") {
             Some(dir) => PathBuf::from(dir),
             None => {
                 let exe = std::env::current_exe().context("locating the test executable")?;
-                exe.parent()
-                    .and_then(Path::parent)
-                    .map(Path::to_path_buf)
-                    .with_context(|| format!("no target directory above {}", exe.display()))?
+                let here = exe.parent().with_context(|| format!("no folder above {}", exe.display()))?;
+                if here.join("skein-node").is_file() {
+                    here.to_path_buf()
+                } else {
+                    here.parent().map(Path::to_path_buf).with_context(|| format!("no target directory above {}", exe.display()))?
+                }
             }
         };
         let bins = Binaries { node: dir.join("skein-node"), cli: dir.join("skein") };

@@ -91,8 +91,15 @@ impl StoreHandle {
     /// comparing digests at the same applied index checks replication.
     /// Costs one serialization of the state: not for a hot path.
     pub fn digest(&self) -> Result<u64, StoreError> {
+        Ok(self.digest_at()?.1)
+    }
+
+    /// [`StoreHandle::digest`] with the applied index it was taken at, read
+    /// together (under one lock), so that two nodes' answers at the same
+    /// index compare.
+    pub fn digest_at(&self) -> Result<(Option<u64>, u64), StoreError> {
         let hot = self.shared.read_hot();
-        digest_of(&hot.sm, hot.last_applied)
+        Ok((hot.last_applied.map(|l| l.index), digest_of(&hot.sm, hot.last_applied)?))
     }
 }
 
