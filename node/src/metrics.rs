@@ -89,7 +89,7 @@ impl Metrics {
         };
         if let Ok(mut r) = m.registry.lock() {
             let local = " (node-local: sum over nodes)";
-            r.register("skein_enqueued_tasks", format!("Tasks created through this node's task API{local}"), m.enqueued.clone());
+            r.register("skein_enqueued_tasks", format!("Tasks created through this node's API (task enqueues and plan runs){local}"), m.enqueued.clone());
             r.register("skein_leased_tasks", format!("Leases granted to this node's worker{local}"), m.leased.clone());
             r.register(
                 "skein_completed_tasks",

@@ -342,7 +342,8 @@ async fn a_paused_worker_never_replaces_the_newer_result() {
 /// labels match; `skein watch --plan` follows the chosen one to its end; its
 /// progress reaches the API through the heartbeat while it runs; and with
 /// `--log-format json` (here `SKEIN_LOG_FORMAT=json`) its log lines, an
-/// exec step's stderr included, carry its task id, attempt and token.
+/// exec step's stderr included, carry its task id, attempt and token; the
+/// run counts in `skein_enqueued_tasks_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn selector_watch_progress_and_json_logs() {
     let env = vec![("SKEIN_LOG_FORMAT".to_string(), "json".to_string())];
@@ -396,6 +397,15 @@ async fn selector_watch_progress_and_json_logs() {
             let want = u64::from(p.entity_ref.ends_with("/gold-infra"));
             ensure!(p.generation == want, "{} ran {} times", p.entity_ref, p.generation);
         }
+
+        // The run counts as one enqueue in the node-local metrics, summed over the nodes.
+        let mut enqueued = 0.0;
+        for a in c.live_addrs() {
+            let text = c.api.raw(Method::GET, &a, "/metrics", None).await?.body.as_str().context("/metrics is not text")?.to_string();
+            let series = format!("skein_enqueued_tasks_total{{queue=\"{QUEUE}\"}} ");
+            enqueued += text.lines().filter_map(|l| l.strip_prefix(series.as_str())).map(|v| v.trim().parse::<f64>()).sum::<Result<f64, _>>()?;
+        }
+        ensure!(enqueued == 1.0, "skein_enqueued_tasks_total{{queue={QUEUE}}} summed over the nodes is {enqueued}, expected 1 (the plan run)");
 
         // The JSON log of the node that ran it tells the task's story.
         let detail = c.api.task(&addr, id).await?;

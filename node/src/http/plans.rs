@@ -123,9 +123,18 @@ pub async fn run(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(Status
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no plan in the catalog matches"));
     }
     let queue = body.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
-    let command = Command::RunPlans { refs, force: body.force, default_queue: queue, priority: body.priority };
+    let command = Command::RunPlans { refs, force: body.force, default_queue: queue.clone(), priority: body.priority };
     match app.write(command).await? {
         Response::PlansRun(runs) => {
+            // The tasks a run enqueued count like any other (node-local):
+            // each in its plan's queue, else the run's default.
+            {
+                let state = app.store.state();
+                for r in runs.iter().filter(|r| r.created) {
+                    let q = state.catalog_entry(&r.entity_ref).and_then(|c| c.entity.queue.clone()).unwrap_or_else(|| queue.clone());
+                    crate::metrics::Metrics::count(&app.metrics.enqueued, vec![("queue", q)], 1);
+                }
+            }
             let created = runs.iter().any(|r| r.created);
             Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(RunPlansReply { runs })))
         }
