@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skein_raft::config::{Raft, SkeinNode};
-use skein_raft::fsm::{Command, Response, TaskStatus};
+use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_raft::store::StoreHandle;
 use skein_transport::{
     CallError, CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, Peers,
@@ -43,6 +43,9 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cancelled when the node begins to shut down.
     pub shutdown: CancellationToken,
+    /// Set once this node learns it was removed from the cluster (see
+    /// [`App::note_removed`]): it then stops at once instead of draining.
+    pub removed: std::sync::atomic::AtomicBool,
 }
 
 /// Where a leader-only call goes now.
@@ -64,6 +67,32 @@ impl App {
 
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// This node was removed from the cluster (the leader refused its
+    /// worker's call with `Removed`, or its membership no longer lists it):
+    /// say so once, and shut the node down. `run` then stops the worker at
+    /// once (its leases were handed back by the removal) and exits with 0.
+    pub fn note_removed(&self, how: &str) {
+        if !self.removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!(node_id = self.id, how, "removed from the cluster: stopping the worker and Raft, then exiting");
+        }
+        self.shutdown.cancel();
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Passes a worker call's result through, noticing when the leader
+    /// answered that this node was removed.
+    fn watch_removed<T>(&self, result: Result<T, NodeError>) -> Result<T, NodeError> {
+        if let Err(NodeError::Removed(node)) = &result {
+            if *node == self.id {
+                self.note_removed("the leader refused its call");
+            }
+        }
+        result
     }
 
     fn route(&self) -> Route {
@@ -113,41 +142,40 @@ impl App {
             };
             match result {
                 Err(e) if retry_before(&e, deadline) => tokio::time::sleep(Duration::from_millis(50)).await,
-                other => return other,
+                other => return self.watch_removed(other),
             }
         }
     }
 
-    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<skein_raft::fsm::HeartbeatAck, NodeError> {
-        let command = Command::Heartbeat { node: req.node, slots: req.slots, held: req.held.clone() };
-        match self.route() {
-            Route::Local => match self.proposer.propose(command).await? {
-                Response::HeartbeatAck(ack) => Ok(ack),
-                other => Err(unexpected("heartbeat", &other)),
-            },
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError> {
+        let result = match self.route() {
+            Route::Local => self.heartbeat_on_leader(req).await,
             Route::Remote(node) => self.peers.heartbeat(&node.rpc_addr, req).await.map_err(ambiguous_is_unavailable),
             Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
+        };
+        self.watch_removed(result)
+    }
+
+    pub async fn heartbeat_on_leader(&self, req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError> {
+        match self.proposer.propose(Command::Heartbeat { node: req.node, slots: req.slots, held: req.held }).await? {
+            Response::HeartbeatAck(ack) => Ok(ack),
+            other => Err(refused_or_unexpected("heartbeat", other)),
         }
     }
 
-    pub async fn complete(
-        &self,
-        req: CompleteRequest,
-    ) -> Result<Vec<Result<TaskStatus, skein_raft::fsm::Rejection>>, NodeError> {
-        match self.route() {
+    pub async fn complete(&self, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
+        let result = match self.route() {
             Route::Local => self.complete_on_leader(req).await,
             Route::Remote(node) => self.peers.complete(&node.rpc_addr, req).await.map_err(ambiguous_is_unavailable),
             Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
-        }
+        };
+        self.watch_removed(result)
     }
 
-    pub async fn complete_on_leader(
-        &self,
-        req: CompleteRequest,
-    ) -> Result<Vec<Result<TaskStatus, skein_raft::fsm::Rejection>>, NodeError> {
+    pub async fn complete_on_leader(&self, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
         match self.proposer.propose(Command::Complete { node: req.node, completions: req.completions }).await? {
             Response::Completed(results) => Ok(results),
-            other => Err(unexpected("complete", &other)),
+            other => Err(refused_or_unexpected("complete", other)),
         }
     }
 
@@ -186,6 +214,11 @@ impl App {
     /// The leader's side of a lease: propose one as soon as the state says
     /// it would grant something, waiting up to `wait_ms` for that.
     pub async fn lease_on_leader(&self, req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError> {
+        // Said at once, not only when there is something to lease: a removed
+        // node's lease call (or its probe, `max` 0) is how it learns.
+        if self.store.state().is_removed(req.node) {
+            return Err(NodeError::Removed(req.node));
+        }
         let wait = Duration::from_millis(req.wait_ms).min(MAX_LEASE_WAIT);
         let deadline = Instant::now() + wait;
         let mut applied = self.raft.metrics();
@@ -206,7 +239,7 @@ impl App {
                             .collect());
                     }
                     Response::Leased(_) => {}
-                    other => return Err(unexpected("lease", &other)),
+                    other => return Err(refused_or_unexpected("lease", other)),
                 }
             }
             let now = Instant::now();
@@ -247,10 +280,16 @@ impl App {
     pub async fn join_on_leader(&self, req: JoinRequest) -> Result<(), NodeError> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         if membership.membership().get_node(&req.id) == Some(&req.node) {
+            // Already a member; the leader's duties admit it if need be.
             return Ok(());
         }
         tracing::info!(node_id = req.id, rpc = %req.node.rpc_addr, "adding learner");
         self.raft.add_learner(req.id, req.node, false).await?;
+        // A node id removed before and joining again is accepted again
+        // before it is told it joined (and so before its worker starts).
+        if self.store.state().is_removed(req.id) {
+            self.proposer.propose(Command::AdmitNode { node: req.id }).await?;
+        }
         Ok(())
     }
 
@@ -270,8 +309,16 @@ impl App {
             self.raft.change_membership(openraft::ChangeMembers::RemoveVoters(ids.clone()), false).await?;
         }
         self.raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false).await?;
-        // Its leases go back to the queue now rather than at expiry.
-        self.proposer.propose(Command::ReleaseNode { node: id, forget: true }).await?;
+        // Its leases go back to the queue now rather than at expiry, and the
+        // state machine refuses it from now on: it is never sent the log
+        // again, so it may not know, and must not be given work meanwhile.
+        // Only after the membership change: a node refused work while still
+        // a voter would stop and leave the cluster a voter short. Should
+        // this fail (we just removed ourselves, or lost leadership), the
+        // next leader's duties propose it (`leader::reconcile_removed`).
+        if let Err(e) = self.proposer.propose(Command::RemoveNode { node: id }).await {
+            tracing::warn!(node_id = id, error = %e, "removed from the membership; the leader's duties will hand back its leases");
+        }
         Ok(())
     }
 }
@@ -295,6 +342,15 @@ fn ambiguous_is_unavailable(e: CallError) -> NodeError {
 
 fn unexpected(what: &str, r: &Response) -> NodeError {
     NodeError::Internal(format!("{what} answered with {r:?}"))
+}
+
+/// A worker command's answer that is not its own: `Removed` when the state
+/// machine refused the node as removed from the cluster.
+fn refused_or_unexpected(what: &str, r: Response) -> NodeError {
+    match r {
+        Response::Rejected(Rejection::NodeRemoved(node)) => NodeError::Removed(node),
+        other => unexpected(what, &other),
+    }
 }
 
 pub type SharedApp = Arc<App>;

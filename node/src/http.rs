@@ -110,6 +110,7 @@ impl From<NodeError> for ApiError {
             NodeError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             NodeError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", m),
             NodeError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+            e @ NodeError::Removed(_) => ApiError::new(StatusCode::GONE, "removed", e.to_string()),
         }
     }
 }
@@ -117,7 +118,7 @@ impl From<NodeError> for ApiError {
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
         let (status, code) = match &r {
-            Rejection::UnknownTask(_) | Rejection::UnknownQueue(_) | Rejection::UnknownNode(_) => {
+            Rejection::UnknownTask(_) | Rejection::UnknownQueue(_) | Rejection::UnknownNode(_) | Rejection::NodeRemoved(_) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             Rejection::StaleToken { .. } => (StatusCode::CONFLICT, "stale_token"),

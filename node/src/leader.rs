@@ -1,6 +1,7 @@
 //! What only the leader does, on a timer: take back expired leases, forget
-//! ended tasks past their retention, and promote caught-up learners to
-//! voters while the cluster has fewer voters than it aims for.
+//! ended tasks past their retention, promote caught-up learners to voters
+//! while the cluster has fewer voters than it aims for, and keep the state
+//! machine's removed nodes in line with the membership.
 //!
 //! Each duty is a command through the log, so a new leader picks up where
 //! the old one stopped; none of them needs state of its own.
@@ -68,6 +69,39 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
             }
         }
         promote_learners(&app).await;
+        reconcile_removed(&app).await;
+    }
+}
+
+/// The state machine refuses nodes removed from the membership
+/// (`RemoveNode`, proposed by the removal itself) and accepts them again
+/// when they rejoin (`AdmitNode`, proposed by the join). Should the leader
+/// that changed the membership have stopped before proposing those (or
+/// removed itself), this catches up: a node the state machine knows
+/// (it leased or heartbeated) that the membership no longer lists is
+/// removed; a removed node the membership lists again is admitted.
+///
+/// The applied state is read before the membership: the membership read
+/// after is at least as new, and a removal changes the membership before
+/// its `RemoveNode` and a join before its node can heartbeat, so what this
+/// sees in that order is never a change on its way, only one left undone.
+async fn reconcile_removed(app: &SharedApp) {
+    let (known, removed): (Vec<u64>, Vec<u64>) = {
+        let state = app.store.state();
+        (state.nodes().keys().copied().collect(), state.removed_nodes().iter().copied().collect())
+    };
+    let members: BTreeSet<u64> = app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    for node in known.into_iter().filter(|id| !members.contains(id)) {
+        info!(node_id = node, "node left the membership but still had its record: handing back its leases and refusing it");
+        if let Err(e) = app.proposer.propose(Command::RemoveNode { node }).await {
+            warn!(node_id = node, error = %e, "removing node from the state machine failed; will retry");
+        }
+    }
+    for node in removed.into_iter().filter(|id| members.contains(id)) {
+        info!(node_id = node, "removed node is a member again: accepting it");
+        if let Err(e) = app.proposer.propose(Command::AdmitNode { node }).await {
+            warn!(node_id = node, error = %e, "admitting node failed; will retry");
+        }
     }
 }
 

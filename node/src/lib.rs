@@ -34,7 +34,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use skein_raft::config::{Raft, SkeinNode};
 use skein_raft::fsm::Command;
-use skein_transport::{Network, Peers, PeersConfig};
+use skein_transport::{CallError, LeaseRequest, Network, NodeError, Peers, PeersConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -105,6 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         proposer,
         metrics: Arc::new(metrics::Metrics::new()),
         shutdown: shutdown.clone(),
+        removed: std::sync::atomic::AtomicBool::new(false),
     });
     let rpc_task = tokio::spawn(skein_transport::serve(
         rpc_listener,
@@ -133,9 +134,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let stop_worker = CancellationToken::new();
     let worker = Worker::spawn(app.clone(), stop_leasing.clone(), stop_worker.clone());
     tokio::spawn(exit_when_removed(app.clone(), shutdown.clone()));
+    tokio::spawn(probe_when_leaderless(app.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;
-    info!(node_id = config.id, running = worker.running_count(), "draining");
+    if app.is_removed() {
+        // The removal handed our leases back and the leader refuses our
+        // reports: what still runs is someone else's now. Stop it.
+        info!(node_id = config.id, running = worker.running_count(), "removed: stopping running tasks without reporting them");
+        worker.abandon_all();
+    } else {
+        info!(node_id = config.id, running = worker.running_count(), "draining");
+    }
     let deadline = tokio::time::Instant::now() + config.drain_timeout;
     while worker.running_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,7 +163,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     node_stop.cancel();
     let _ = rpc_task.await;
     let _ = http_task.await;
-    info!(node_id = config.id, "stopped");
+    if app.is_removed() {
+        info!(node_id = config.id, "stopped: this node was removed from the cluster");
+    } else {
+        info!(node_id = config.id, "stopped");
+    }
     Ok(())
 }
 
@@ -204,13 +217,65 @@ async fn exit_when_removed(app: Arc<App>, shutdown: CancellationToken) {
         if is_member {
             was_member = true;
         } else if was_member {
-            info!(node_id = app.id, "removed from the cluster; shutting down");
-            shutdown.cancel();
+            app.note_removed("its membership no longer lists it");
             return;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = metrics.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// How long a node goes without a leader before it asks its peers whether
+/// it is still a member: several elections' worth (400-800 ms each).
+const LEADERLESS_PROBE_AFTER: Duration = Duration::from_secs(3);
+
+/// A node removed from the membership is no longer sent the log, so it may
+/// never see its removal there: it sees the leader fall silent, campaigns
+/// in vain and knows no leader to send its worker's calls to. So a node
+/// without a leader for a while asks the members it knows of with a lease
+/// probe (`max` 0, no wait: nothing is written). A follower answers with
+/// its leader, which is asked in turn; the leader answers `Removed` if the
+/// state machine has removed this node (committed state, so never a false
+/// alarm), and anything else leaves the node running as it was.
+async fn probe_when_leaderless(app: Arc<App>, shutdown: CancellationToken) {
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if app.leader().is_some() {
+            leaderless_since = None;
+            continue;
+        }
+        let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < LEADERLESS_PROBE_AFTER {
+            continue;
+        }
+        let members: Vec<SkeinNode> = {
+            let m = app.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().nodes().filter(|(id, _)| **id != app.id).map(|(_, n)| n.clone()).collect()
+        };
+        let probe = LeaseRequest { node: app.id, queues: Vec::new(), max: 0, wait_ms: 0 };
+        for member in members {
+            let answer = app.peers.lease(&member.rpc_addr, probe.clone()).await;
+            let answer = match answer {
+                Err(CallError::Remote { error: NodeError::NotLeader { leader_id: Some(leader), leader: Some(node) }, .. })
+                    if leader != app.id =>
+                {
+                    app.peers.lease(&node.rpc_addr, probe.clone()).await
+                }
+                other => other,
+            };
+            if let Err(CallError::Remote { error: NodeError::Removed(node), .. }) = answer {
+                if node == app.id {
+                    app.note_removed("the leader answered its probe: no leader had been heard of for a while");
+                    return;
+                }
+            }
         }
     }
 }

@@ -58,10 +58,7 @@ impl Handler for RpcHandler {
     }
 
     async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError> {
-        match self.0.proposer.propose(Command::Heartbeat { node: req.node, slots: req.slots, held: req.held }).await? {
-            Response::HeartbeatAck(ack) => Ok(ack),
-            other => Err(NodeError::Internal(format!("heartbeat answered with {other:?}"))),
-        }
+        self.0.heartbeat_on_leader(req).await
     }
 
     async fn complete(&self, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {

@@ -28,6 +28,9 @@ enum Op {
     Retry { pick: usize },
     Pause { queue: u8, paused: bool },
     Release { node: u64 },
+    /// The node leaves the cluster (`RemoveNode`), or joins it again.
+    Remove { node: u64 },
+    Admit { node: u64 },
     Snapshot,
 }
 
@@ -44,6 +47,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..40).prop_map(|pick| Op::Retry { pick }),
         1 => (0u8..2, any::<bool>()).prop_map(|(queue, paused)| Op::Pause { queue, paused }),
         1 => (1..=NODES).prop_map(|node| Op::Release { node }),
+        1 => (1..=NODES).prop_map(|node| Op::Remove { node }),
+        1 => (1..=NODES).prop_map(|node| Op::Admit { node }),
         1 => Just(Op::Snapshot),
     ]
 }
@@ -62,6 +67,8 @@ struct Model {
     tasks: BTreeMap<TaskId, ModelTask>,
     keys: BTreeMap<String, TaskId>,
     max_token: Option<FencingToken>,
+    /// Nodes removed and not admitted again: refused every worker command.
+    removed: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -168,7 +175,10 @@ impl Run {
             }
             Op::Lease { node, max, queue } => {
                 let queues = queue.map(|q| vec![format!("q{q}")]).unwrap_or_default();
+                let removed = self.model.removed.contains(node);
                 match self.apply(Command::Lease { node: *node, queues, max: *max }) {
+                    Response::Rejected(Rejection::NodeRemoved(n)) => prop_assert!(removed && n == *node, "lease refused to node {}", n),
+                    Response::Leased(_) if removed => prop_assert!(false, "removed node {} leased", node),
                     Response::Leased(granted) => {
                         prop_assert!(granted.len() <= *max as usize);
                         for g in granted {
@@ -228,7 +238,10 @@ impl Run {
                     .map(|(id, t)| HeldLease { task: id, token: t.token.unwrap(), progress: None })
                     .collect();
                 let n = held.len();
+                let removed = self.model.removed.contains(node);
                 match self.apply(Command::Heartbeat { node: *node, slots: 2, held }) {
+                    Response::Rejected(Rejection::NodeRemoved(n)) => prop_assert!(removed && n == *node, "heartbeat refused to node {}", n),
+                    Response::HeartbeatAck(_) if removed => prop_assert!(false, "removed node {} heartbeat accepted", node),
                     Response::HeartbeatAck(ack) => {
                         prop_assert_eq!(ack.renewed.len(), n);
                         prop_assert!(ack.revoked.is_empty());
@@ -281,6 +294,21 @@ impl Run {
                 }
                 other => prop_assert!(false, "release gave {:?}", other),
             },
+            Op::Remove { node } => match self.apply(Command::RemoveNode { node: *node }) {
+                Response::Released(v) => {
+                    for (id, status) in v {
+                        prop_assert_eq!(self.model.tasks[&id].node, Some(*node));
+                        self.set_status(id, status);
+                    }
+                    prop_assert!(self.leased().iter().all(|(_, t)| t.node != Some(*node)), "removed node kept a lease");
+                    self.model.removed.insert(*node);
+                }
+                other => prop_assert!(false, "remove gave {:?}", other),
+            },
+            Op::Admit { node } => {
+                prop_assert_eq!(self.apply(Command::AdmitNode { node: *node }), Response::Done);
+                self.model.removed.remove(node);
+            }
             Op::Snapshot => {
                 if self.snapshot.is_none() {
                     let bytes = bincode::serde::encode_to_vec(&self.sm, bincode::config::standard()).unwrap();

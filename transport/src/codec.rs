@@ -235,6 +235,8 @@ mod tests {
             Command::ReleaseNode { node: 3, forget: false },
             Command::CollectGarbage,
             Command::Batch(vec![Command::ExpireLeases, Command::Retry { task: TaskId(5) }]),
+            Command::RemoveNode { node: 3 },
+            Command::AdmitNode { node: 3 },
         ]
     }
 
@@ -399,6 +401,7 @@ mod tests {
             NodeError::NotLeader { leader_id: None, leader: None },
             NodeError::Unavailable("no quorum".into()),
             NodeError::Invalid("bad".into()),
+            NodeError::Removed(4),
             NodeError::Internal("bug".into()),
         ];
         for e in &errors {

@@ -142,6 +142,10 @@ pub enum NodeError {
     /// The remote node failed (storage error, bug). Its log has the details.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The calling node was removed from the cluster: the leader will lease,
+    /// renew and record nothing more for it. It should stop.
+    #[error("node {0} was removed from the cluster")]
+    Removed(NodeId),
 }
 
 fn leader_hint(leader_id: &Option<u64>, leader: &Option<SkeinNode>) -> String {

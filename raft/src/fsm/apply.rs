@@ -50,6 +50,9 @@ impl StateMachine {
             },
             Command::ConfigureQueue { queue, patch } => self.configure_queue(queue, patch),
             Command::DrainNode { node, draining } => {
+                if self.core.removed.contains(node) {
+                    return Response::Rejected(Rejection::NodeRemoved(*node));
+                }
                 self.touch_node(*node, None, false).draining = *draining;
                 Response::Done
             }
@@ -68,7 +71,26 @@ impl StateMachine {
             Command::RunPlans { refs, force, default_queue, priority } => {
                 self.run_plans(refs, *force, default_queue, *priority, cold)
             }
+            Command::RemoveNode { node } => {
+                let released = self.release_node(*node, cold);
+                self.core.nodes.remove(node);
+                self.core.removed.insert(*node);
+                Response::Released(released)
+            }
+            Command::AdmitNode { node } => {
+                self.core.removed.remove(node);
+                Response::Done
+            }
         }
+    }
+
+    /// Refuses a worker's command from a node removed from the cluster,
+    /// before it can lease anything or re-create its record.
+    fn check_not_removed(&self, node: NodeId) -> Result<(), Rejection> {
+        if self.core.removed.contains(&node) {
+            return Err(Rejection::NodeRemoved(node));
+        }
+        Ok(())
     }
 
     // ----- enqueue -------------------------------------------------------
@@ -253,6 +275,9 @@ impl StateMachine {
     // ----- lease ---------------------------------------------------------
 
     fn lease(&mut self, node: NodeId, queues: &[String], max: u32, cold: &mut dyn ColdSink) -> Response {
+        if let Err(r) = self.check_not_removed(node) {
+            return Response::Rejected(r);
+        }
         let now = self.core.clock_ms;
         if self.touch_node(node, None, true).draining || max == 0 {
             return Response::Leased(Vec::new());
@@ -344,6 +369,9 @@ impl StateMachine {
     /// Renews every lease `node` reports that is still its own; a lease past
     /// its expiry that the sweep has not yet taken back is still current.
     fn heartbeat(&mut self, node: NodeId, slots: u32, held: &[HeldLease]) -> Response {
+        if let Err(r) = self.check_not_removed(node) {
+            return Response::Rejected(r);
+        }
         let now = self.core.clock_ms;
         let draining = self.touch_node(node, Some(slots), true).draining;
         let mut ack = HeartbeatAck { renewed: Vec::new(), revoked: Vec::new(), draining };
@@ -372,6 +400,9 @@ impl StateMachine {
     }
 
     fn complete(&mut self, node: NodeId, completions: &[Completion], cold: &mut dyn ColdSink) -> Response {
+        if let Err(r) = self.check_not_removed(node) {
+            return Response::Rejected(r);
+        }
         self.touch_node(node, None, true);
         let results = completions.iter().map(|c| self.complete_one(node, c, cold)).collect();
         Response::Completed(results)

@@ -51,6 +51,14 @@ pub enum Command {
     /// that has not run), idempotently unless `force`. Plans without a queue
     /// annotation go to `default_queue`.
     RunPlans { refs: Vec<String>, force: bool, default_queue: String, priority: i32 },
+    /// The node left the Raft membership: hand back its leases, forget its
+    /// record, and refuse its leases, heartbeats and completions from now on
+    /// (`Rejection::NodeRemoved`), so that a removed process that has not
+    /// noticed is given no more work and is told to stop.
+    RemoveNode { node: NodeId },
+    /// The node (re)joined the membership: accept it again after a
+    /// `RemoveNode`. Does nothing for a node never removed.
+    AdmitNode { node: NodeId },
 }
 
 /// A task to enqueue.
@@ -194,6 +202,9 @@ pub enum Rejection {
     InvalidEntity { index: usize, entity: String, field: String, reason: String },
     /// No entity with this reference in the catalog.
     UnknownEntity(String),
+    /// The node was removed from the cluster (`RemoveNode`): it may lease,
+    /// renew and report nothing, and should stop.
+    NodeRemoved(NodeId),
 }
 
 impl std::fmt::Display for Rejection {
@@ -235,6 +246,7 @@ impl std::fmt::Display for Rejection {
             Rejection::InvalidConfig(msg) => write!(f, "invalid queue config: {msg}"),
             Rejection::InvalidEntity { entity, field, reason, .. } => write!(f, "{entity}: {field}: {reason}"),
             Rejection::UnknownEntity(r) => write!(f, "no entity {r} in the catalog"),
+            Rejection::NodeRemoved(n) => write!(f, "node {n} was removed from the cluster"),
         }
     }
 }

@@ -105,6 +105,17 @@ impl StateMachine {
         &self.core.nodes
     }
 
+    /// Whether `node` was removed from the cluster (`RemoveNode`) and not
+    /// admitted again: its leases, heartbeats and completions are refused.
+    pub fn is_removed(&self, node: NodeId) -> bool {
+        self.core.removed.contains(&node)
+    }
+
+    /// Every node removed and not admitted again.
+    pub fn removed_nodes(&self) -> &std::collections::BTreeSet<NodeId> {
+        &self.core.removed
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.core.limits
     }

@@ -29,6 +29,9 @@ pub(crate) struct Core {
     pub keys: BTreeMap<Arc<str>, TaskId>,
     /// The plan catalog: entities by canonical reference (see [`super::catalog`]).
     pub catalog: BTreeMap<String, super::catalog::CatalogEntry>,
+    /// Nodes removed from the cluster (`RemoveNode`) and not admitted again:
+    /// their leases, heartbeats and completions are refused.
+    pub removed: BTreeSet<NodeId>,
 }
 
 /// Per-queue indexes.

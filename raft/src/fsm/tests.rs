@@ -476,6 +476,65 @@ fn release_node_returns_its_leases() {
     assert_eq!(h.lease(3, 5).len(), 1);
 }
 
+/// A removed node is refused every worker command, whatever it carries,
+/// and none of them re-creates its record; admitting it again lifts that.
+#[test]
+fn removed_node_is_refused_leases_heartbeats_and_completions() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { backoff_base_ms: Some(0), ..Default::default() });
+    h.enqueue(vec![task(), task(), task()]);
+    let held = h.lease(1, 1);
+    assert_eq!(h.run(Command::DrainNode { node: 1, draining: true }), Response::Done);
+    match h.run(Command::RemoveNode { node: 1 }) {
+        Response::Released(r) => assert_eq!(r, vec![(held[0].task, TaskStatus::Pending)]),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.sm.is_removed(1));
+    assert!(!h.sm.nodes().contains_key(&1));
+    let (task, token) = (held[0].task, held[0].token);
+    let refused = Response::Rejected(Rejection::NodeRemoved(1));
+    let table: Vec<(&str, Command)> = vec![
+        ("lease", Command::Lease { node: 1, queues: vec![], max: 5 }),
+        ("lease of a named queue", Command::Lease { node: 1, queues: vec![Q.into()], max: 1 }),
+        ("empty heartbeat", Command::Heartbeat { node: 1, slots: 4, held: vec![] }),
+        ("heartbeat of its old lease", Command::Heartbeat { node: 1, slots: 4, held: vec![HeldLease { task, token, progress: None }] }),
+        ("completion under its old token", Command::Complete { node: 1, completions: vec![Completion { task, token, outcome: ok() }] }),
+        ("empty completion", Command::Complete { node: 1, completions: vec![] }),
+        ("drain", Command::DrainNode { node: 1, draining: false }),
+    ];
+    for (what, command) in table {
+        let before = h.sm.clone();
+        h.now += 10;
+        assert_eq!(h.run(command), refused, "{what}");
+        // Nothing changed but the clock: no lease, no record, no drain flag lost.
+        assert!(!h.sm.nodes().contains_key(&1), "{what} re-created the node's record");
+        assert_eq!(h.sm.lease_count(1), 0, "{what}");
+        let mut expected = before;
+        expected.core.clock_ms = h.now;
+        assert!(h.sm == expected, "{what} changed the state");
+    }
+    // Inside a batch the other commands still apply.
+    match h.run(Command::Batch(vec![Command::Lease { node: 1, queues: vec![], max: 1 }, Command::Lease { node: 2, queues: vec![], max: 1 }])) {
+        Response::Batch(r) => {
+            assert_eq!(r[0], refused);
+            assert!(matches!(&r[1], Response::Leased(g) if g.len() == 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Removing twice is harmless; other nodes are untouched.
+    assert_eq!(h.run(Command::RemoveNode { node: 1 }), Response::Released(vec![]));
+    assert_eq!(h.sm.lease_count(2), 1);
+    // Admitted again (it rejoined), it works like any node, and survives a snapshot.
+    assert_eq!(h.run(Command::AdmitNode { node: 1 }), Response::Done);
+    assert!(!h.sm.is_removed(1));
+    assert_eq!(h.lease(1, 1).len(), 1);
+    assert_eq!(h.run(Command::AdmitNode { node: 7 }), Response::Done);
+    assert_eq!(h.run(Command::RemoveNode { node: 3 }), Response::Released(vec![]));
+    let restored: StateMachine = serde_json::from_slice(&serde_json::to_vec(&h.sm).unwrap()).unwrap();
+    assert_eq!(restored, h.sm);
+    assert!(restored.is_removed(3) && !restored.is_removed(1));
+}
+
 #[test]
 fn configure_queue_validates() {
     let mut h = Harness::new();

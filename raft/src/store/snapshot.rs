@@ -41,7 +41,8 @@ use crate::fsm::StateMachine;
 
 const MAGIC: &[u8; 8] = b"SKEINSNP";
 // 2: the core gained the plan catalog.
-const VERSION: u32 = 2;
+// 3: the core gained the set of removed nodes.
+const VERSION: u32 = 3;
 const TAG_END: u8 = 0xFF;
 const CURRENT: &str = "current.snap";
 /// Cold records are written back into RocksDB in batches of about this size.
