@@ -25,8 +25,21 @@ use crate::proposer::{now_ms, Proposer};
 
 /// How long a call keeps looking for a leader before answering `unavailable`.
 pub const ROUTE_DEADLINE: Duration = Duration::from_secs(5);
-/// The longest a write proposed on this node (as leader) may wait for its commit.
-pub const LOCAL_WRITE_DEADLINE: Duration = Duration::from_secs(8);
+/// The longest a write proposed on this node (as leader) may wait for its
+/// commit before the client hears `503 unavailable` (outcome unknown).
+///
+/// The trade-off: a leader cut off from its majority should say so soon,
+/// but a healthy leader that is merely slow must not turn good writes into
+/// 503s. A healthy commit is a round to a majority's disks, milliseconds;
+/// what can take seconds is the wait behind other batches (4 in flight) on
+/// a saturated node, or one huge request (a 32 MiB body, up to 10,000 tasks,
+/// is one entry of that size to send and fsync). 4 s covers those with a
+/// wide margin, and is no tighter than what a write forwarded by a follower
+/// already gets (the node-to-node call's 3 s deadline). If it is hit anyway
+/// the write still goes on and commits; the client retries with its
+/// idempotency key and gets the same task. Raise it rather than the
+/// clients' patience if big batches on slow disks meet it.
+pub const LOCAL_WRITE_DEADLINE: Duration = Duration::from_secs(4);
 /// The longest a lease long-poll waits on the leader.
 pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(5);
 
