@@ -257,7 +257,12 @@ impl Worker {
                             }
                         }
                         for (id, token) in ack.revoked {
-                            if r.get(&id).is_some_and(|t| t.token == token) {
+                            // A task whose transform already finished is left to
+                            // its report, which ends it whatever the leader
+                            // answers: this heartbeat may have been applied just
+                            // after that report, and taking the task away here
+                            // would make `finished` miss the outcome it counts.
+                            if r.get(&id).is_some_and(|t| t.token == token && t.outcome.is_none()) {
                                 if let Some(t) = r.remove(&id) {
                                     warn!(task_id = id.0, attempt = t.attempt, token = token.0, "lease revoked by the leader; stopping task");
                                     t.ctx.cancel.cancel();
