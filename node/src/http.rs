@@ -418,10 +418,9 @@ async fn readyz(State(app): State<SharedApp>) -> HttpResponse {
 /// A hash of the applied state, for comparing replicas: equal digests at
 /// equal applied indexes mean identical state machines.
 async fn digest(State(app): State<SharedApp>) -> ApiResult<Json<serde_json::Value>> {
-    let applied = app.store.last_applied().map(|l| l.index);
-    let digest = app
+    let (applied, digest) = app
         .store
-        .digest()
+        .digest_at()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(Json(json!({"node_id": app.id, "applied_index": applied, "digest": format!("{digest:016x}")})))
 }

@@ -19,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod dashboard;
 pub mod http;
+pub mod journal;
 pub mod leader;
 pub mod metrics;
 pub mod migration;
@@ -132,7 +133,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tokio::spawn(leader::run(app.clone(), node_stop.clone()));
     let stop_leasing = shutdown.child_token();
     let stop_worker = CancellationToken::new();
-    let worker = Worker::spawn(app.clone(), stop_leasing.clone(), stop_worker.clone());
+    let journal = match &config.journal {
+        Some(path) => Some(journal::Journal::open(path, config.id)?),
+        None => None,
+    };
+    let worker = Worker::spawn(app.clone(), journal, stop_leasing.clone(), stop_worker.clone());
     tokio::spawn(exit_when_removed(app.clone(), shutdown.clone()));
     tokio::spawn(probe_when_leaderless(app.clone(), shutdown.clone()));
 

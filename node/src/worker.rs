@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::app::SharedApp;
+use crate::journal::Journal;
 use crate::metrics::{outcome_label, Metrics};
 use crate::proposer::now_ms;
 use crate::transform::{self, TaskContext};
@@ -50,12 +51,14 @@ pub struct Worker {
     /// The leader told us we are draining.
     draining: std::sync::atomic::AtomicBool,
     done_tx: mpsc::UnboundedSender<TaskId>,
+    /// `--journal`: every start and outcome report, for audits.
+    journal: Option<Journal>,
 }
 
 impl Worker {
     /// Starts the worker's loops. `stop_leasing` ends leasing (drain);
     /// `stop` cancels every running task and ends the loops.
-    pub fn spawn(app: SharedApp, stop_leasing: CancellationToken, stop: CancellationToken) -> Arc<Worker> {
+    pub fn spawn(app: SharedApp, journal: Option<Journal>, stop_leasing: CancellationToken, stop: CancellationToken) -> Arc<Worker> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let worker = Arc::new(Worker {
             app,
@@ -63,6 +66,7 @@ impl Worker {
             freed: Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             done_tx,
+            journal,
         });
         tokio::spawn(worker.clone().lease_loop(stop_leasing, stop.clone()));
         tokio::spawn(worker.clone().heartbeat_loop(stop.clone()));
@@ -180,6 +184,9 @@ impl Worker {
         let deadline = asked_at + Duration::from_millis(g.expires_ms.saturating_sub(asked_ms));
         let ctx = TaskContext { cancel: stop.child_token(), progress: Arc::new(Mutex::new(None)), app: Some(self.app.clone()) };
         info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, kind = %g.kind, "task started");
+        if let Some(j) = &self.journal {
+            j.start(g.task, g.attempt, g.token);
+        }
         if let Ok(mut r) = self.running.lock() {
             r.insert(
                 g.task,
@@ -344,6 +351,11 @@ impl Worker {
             if completions.is_empty() {
                 continue;
             }
+            if let Some(j) = &self.journal {
+                for c in &completions {
+                    j.report(c.task, c.token, &c.outcome);
+                }
+            }
             let req = CompleteRequest { node: self.app.id, completions: completions.clone() };
             match self.app.complete(req).await {
                 Ok(results) => {
@@ -372,6 +384,12 @@ impl Worker {
             _ => None,
         };
         let attempt = mine.as_ref().map_or(0, |t| t.attempt);
+        if let Some(j) = &self.journal {
+            match &result {
+                Ok(status) => j.accepted(id, c.token, &c.outcome, status),
+                Err(e) => j.refused(id, c.token, &c.outcome, e),
+            }
+        }
         match &result {
             Ok(status) => match &c.outcome {
                 Outcome::Succeeded { .. } => info!(task_id = id.0, attempt, token = c.token.0, %status, "task succeeded"),
