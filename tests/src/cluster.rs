@@ -112,19 +112,7 @@ impl Cluster {
     pub async fn start_with_env(n: usize, env: Vec<(String, String)>) -> anyhow::Result<Cluster> {
         ensure!(n >= 1, "a cluster needs at least one node");
         crate::checks::say(format!("starting a cluster of {n} nodes"));
-        let mut c = Cluster {
-            api: Api::new(),
-            probe: Api::with_timeout(Duration::from_secs(2)),
-            bins: Binaries::locate()?,
-            nodes: BTreeMap::new(),
-            env,
-            node_args: BTreeMap::new(),
-            addrs: BTreeMap::new(),
-        };
-        match c.start_nodes(n, 3).await {
-            Ok(()) => Ok(c),
-            Err(e) => Err(e.context(format!("starting a cluster of {n} nodes; their logs end with:\n{}", c.log_tails(30)))),
-        }
+        Cluster::boot(n, 3, env, BTreeMap::new(), BTreeMap::new()).await
     }
 
     /// Starts the nodes of `layout` (ids `1..=n`) like [`Cluster::start`],
@@ -139,16 +127,28 @@ impl Cluster {
         for id in 1..=n as u64 {
             node_args.entry(id).or_default().extend(["--voters".to_string(), layout.voters.to_string()]);
         }
+        Cluster::boot(n, layout.voters, layout.env, node_args, layout.addrs).await
+    }
+
+    /// Starts nodes `1..=n` aiming for `voters` voters; on failure every
+    /// started node is killed and the error carries their log tails.
+    async fn boot(
+        n: usize,
+        voters: usize,
+        env: Vec<(String, String)>,
+        node_args: BTreeMap<u64, Vec<String>>,
+        addrs: BTreeMap<u64, (String, String)>,
+    ) -> anyhow::Result<Cluster> {
         let mut c = Cluster {
             api: Api::new(),
             probe: Api::with_timeout(Duration::from_secs(2)),
             bins: Binaries::locate()?,
             nodes: BTreeMap::new(),
-            env: layout.env,
+            env,
             node_args,
-            addrs: layout.addrs,
+            addrs,
         };
-        match c.start_nodes(n, layout.voters).await {
+        match c.start_nodes(n, voters).await {
             Ok(()) => Ok(c),
             Err(e) => Err(e.context(format!("starting a cluster of {n} nodes; their logs end with:\n{}", c.log_tails(30)))),
         }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::history::{Fault, FaultKind};
 use super::rng::Rng;
-use super::say;
+use crate::checks::say;
 use crate::cluster::Cluster;
 use crate::now_ms;
 use crate::proxy::Net;

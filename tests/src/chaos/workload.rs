@@ -172,14 +172,13 @@ impl Client {
         let (node, addr) = self.nodes[self.rng.range(0, self.nodes.len() as u64 - 1) as usize].clone();
         let count = specs.len();
         let invoke_ms = now_ms();
-        let a = self.send(reqwest::Method::POST, &addr, "/api/v1/tasks", Some(json!({"tasks": specs}))).await;
+        let mut a = self.send(reqwest::Method::POST, &addr, "/api/v1/tasks", Some(json!({"tasks": specs}))).await;
         let ids: Vec<u64> = a
             .body
             .get("tasks")
             .and_then(Value::as_array)
             .map(|ts| ts.iter().filter_map(|t| t.get("id").and_then(Value::as_u64)).collect())
             .unwrap_or_default();
-        let mut a = a;
         if a.outcome == Outcome::Ok && ids.len() != count {
             // A 2xx that does not list every task is a broken answer.
             a.outcome = Outcome::Unknown;
