@@ -24,6 +24,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::json;
 use skein_raft::fsm::TaskStatus;
 
+use crate::checks::say;
 use crate::cluster::{Cluster, Layout};
 use crate::proxy::Net;
 use crate::{now_ms, wait_for};
@@ -78,16 +79,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     say(format!("seed {} · {} nodes · {} s of load and faults · evidence in {}", cfg.seed, cfg.nodes, cfg.duration.as_secs(), cfg.out.display()));
     say(format!("replay with: {}", cfg.replay()));
-    let mut layout = Layout::free(cfg.nodes)?;
-    layout.voters = if cfg.nodes >= 5 { 5 } else { cfg.nodes.min(3) };
-    let rpc: BTreeMap<u64, String> = layout.addrs.iter().map(|(&id, (_, rpc))| (id, rpc.clone())).collect();
-    let net = Net::start(&rpc).await?;
-    for &id in rpc.keys() {
-        let mut args = net.route_args(id);
-        args.extend(["--journal".to_string(), journal_path(&cfg.out, id).display().to_string()]);
-        layout.node_args.insert(id, args);
-    }
-    let mut c = Cluster::start_layout(layout).await?;
+    let (mut c, net) = start(cfg).await?;
     let result = drive(cfg, &mut c, &net).await;
     if result.is_err() {
         eprintln!("==== the chaos run failed; the end of each node's log:\n{}", c.log_tails(40));
@@ -96,6 +88,33 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
     write_json(&cfg.out.join("report.json"), &report)?;
     say(summary(cfg, &report));
     Ok((evidence, report))
+}
+
+/// Starts the proxies and the cluster on free ports. Ports are fixed
+/// before any node starts (each node's routes name the others'), so a port
+/// taken by another process meanwhile fails the start: then again on new
+/// ports, at most three times.
+async fn start(cfg: &RunConfig) -> anyhow::Result<(Cluster, Net)> {
+    let mut attempt = 1;
+    loop {
+        let mut layout = Layout::free(cfg.nodes)?;
+        layout.voters = if cfg.nodes >= 5 { 5 } else { cfg.nodes.min(3) };
+        let rpc: BTreeMap<u64, String> = layout.addrs.iter().map(|(&id, (_, rpc))| (id, rpc.clone())).collect();
+        let net = Net::start(&rpc).await?;
+        for &id in rpc.keys() {
+            let mut args = net.route_args(id);
+            args.extend(["--journal".to_string(), journal_path(&cfg.out, id).display().to_string()]);
+            layout.node_args.insert(id, args);
+        }
+        match Cluster::start_layout(layout).await {
+            Ok(c) => return Ok((c, net)),
+            Err(e) if attempt < 3 && format!("{e:#}").contains("in use") => {
+                say(format!("a port was taken before a node could bind it; starting again on new ports ({e:#})"));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn drive(cfg: &RunConfig, c: &mut Cluster, net: &Net) -> anyhow::Result<(Evidence, Report)> {
@@ -248,8 +267,4 @@ pub fn summary(cfg: &RunConfig, r: &Report) -> String {
         out.push_str(&format!("    ... and {} more (report.json)\n", r.violations.len() - 20));
     }
     format!("chaos summary\n{out}")
-}
-
-pub(crate) fn say(msg: impl AsRef<str>) {
-    eprintln!("chaos: {}", msg.as_ref());
 }
