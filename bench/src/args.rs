@@ -118,7 +118,11 @@ impl Args {
     /// `tasks()` for single-task requests (one request, one Raft or stream
     /// commit per task at most: a rate, measured in a shorter run).
     pub fn tasks_for(&self, batch: usize) -> usize {
-        if batch == 1 { (self.tasks() / 5).max(1) } else { self.tasks() }
+        if batch == 1 {
+            (self.tasks() / 5).max(1)
+        } else {
+            self.tasks()
+        }
     }
 
     pub fn clients(&self) -> usize {
@@ -137,7 +141,11 @@ impl Args {
         if !self.scale_nodes.is_empty() {
             return self.scale_nodes.clone();
         }
-        if self.quick { vec![1, 3] } else { vec![1, 3, 5, 7] }
+        if self.quick {
+            vec![1, 3]
+        } else {
+            vec![1, 3, 5, 7]
+        }
     }
 
     pub fn scale_secs(&self) -> f64 {

@@ -71,10 +71,7 @@ impl Api {
     }
 
     pub async fn ready(&self, addr: &str) -> bool {
-        matches!(
-            self.client.get(format!("http://{addr}/readyz")).send().await.map(|r| r.status()),
-            Ok(StatusCode::OK)
-        )
+        matches!(self.client.get(format!("http://{addr}/readyz")).send().await.map(|r| r.status()), Ok(StatusCode::OK))
     }
 
     pub async fn cluster(&self, addr: &str) -> anyhow::Result<ClusterStatus> {

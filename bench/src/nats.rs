@@ -166,7 +166,14 @@ impl NatsCluster {
     /// publishes awaiting their acks at once (the analogue of a batch of
     /// `batch` tasks in one skein request), consumed by `consumers` pull
     /// consumers that ack each message. Ends when the stream is empty.
-    pub async fn lifecycle(&self, n: usize, clients: usize, batch: usize, consumers: usize, payload: &[u8]) -> anyhow::Result<Lifecycle> {
+    pub async fn lifecycle(
+        &self,
+        n: usize,
+        clients: usize,
+        batch: usize,
+        consumers: usize,
+        payload: &[u8],
+    ) -> anyhow::Result<Lifecycle> {
         let processed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -196,7 +203,11 @@ impl NatsCluster {
                                 }
                             }
                         }
-                        let ok = futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await.into_iter().filter(|a| a.is_ok()).count();
+                        let ok = futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                            .await
+                            .into_iter()
+                            .filter(|a| a.is_ok())
+                            .count();
                         errors.fetch_add(left - ok, Ordering::Relaxed);
                         left -= ok;
                     }
@@ -237,12 +248,14 @@ impl NatsCluster {
         let js_sub = self.context(1).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, i64, i64)>();
         let consumer_task = tokio::spawn(async move {
-            let consumer: consumer::PullConsumer = js_sub.get_stream(STREAM).await?.get_consumer(CONSUMER).await.map_err(|e| anyhow::anyhow!(e))?;
+            let consumer: consumer::PullConsumer =
+                js_sub.get_stream(STREAM).await?.get_consumer(CONSUMER).await.map_err(|e| anyhow::anyhow!(e))?;
             let mut messages = consumer.messages().await?;
             while let Some(msg) = messages.next().await {
                 let msg = msg.map_err(|e| anyhow::anyhow!(e))?;
                 let got = crate::logs::now_us();
-                let i: usize = std::str::from_utf8(&msg.payload).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+                let i: usize =
+                    std::str::from_utf8(&msg.payload).ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
                 msg.double_ack().await.map_err(|e| anyhow::anyhow!(e))?;
                 let done = crate::logs::now_us();
                 if tx.send((i, got, done)).is_err() {
@@ -284,7 +297,8 @@ impl Drop for NatsCluster {
 }
 
 async fn consume(js: jetstream::Context, processed: Arc<AtomicUsize>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let consumer: consumer::PullConsumer = js.get_stream(STREAM).await?.get_consumer(CONSUMER).await.map_err(|e| anyhow::anyhow!(e))?;
+    let consumer: consumer::PullConsumer =
+        js.get_stream(STREAM).await?.get_consumer(CONSUMER).await.map_err(|e| anyhow::anyhow!(e))?;
     let mut messages = consumer.stream().max_messages_per_batch(200).messages().await?;
     while let Some(msg) = messages.next().await {
         if stop.load(Ordering::Relaxed) {
@@ -301,6 +315,7 @@ async fn consume(js: jetstream::Context, processed: Arc<AtomicUsize>, stop: Arc<
 
 /// Takes up to `batch` from a shared count of tasks left to send.
 pub fn take_batch(remaining: &AtomicUsize, batch: usize) -> Option<usize> {
-    let prev = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| (r > 0).then(|| r - r.min(batch))).ok()?;
+    let prev =
+        remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| (r > 0).then(|| r - r.min(batch))).ok()?;
     Some(prev.min(batch))
 }

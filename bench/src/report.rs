@@ -91,17 +91,22 @@ impl Report {
         self.push_target(target, goal_text, measured, goal, unit, false);
     }
 
-    fn push_target(&mut self, target: &str, goal_text: &str, measured: Option<f64>, goal: f64, unit: &str, more_is_better: bool) {
+    fn push_target(
+        &mut self,
+        target: &str,
+        goal_text: &str,
+        measured: Option<f64>,
+        goal: f64,
+        unit: &str,
+        more_is_better: bool,
+    ) {
         let (met, margin, text) = match measured {
             None => (None, String::new(), "not measured".to_string()),
             Some(m) => {
                 let met = if more_is_better { m >= goal } else { m <= goal };
                 let pct = if goal.abs() > f64::EPSILON { (m - goal) / goal * 100.0 } else { 0.0 };
-                let margin = if met {
-                    format!("met, {:+.0}% vs goal", pct)
-                } else {
-                    format!("missed by {:.0}%", pct.abs())
-                };
+                let margin =
+                    if met { format!("met, {:+.0}% vs goal", pct) } else { format!("missed by {:.0}%", pct.abs()) };
                 (Some(met), margin, format!("{} {unit}", fmt_num(m)))
             }
         };

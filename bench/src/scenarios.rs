@@ -68,7 +68,10 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
         ..Report::default()
     };
     if procs::on_tmpfs(&root) {
-        report.note(format!("{} is on a tmpfs: fsync costs nothing there, so durable figures mean little", root.display()));
+        report.note(format!(
+            "{} is on a tmpfs: fsync costs nothing there, so durable figures mean little",
+            root.display()
+        ));
     }
     report.fsync_policies.push(Policy { system: "skein".into(), policy: SKEIN_POLICY.into() });
     report.settings = vec![
@@ -169,7 +172,8 @@ async fn enqueue_all(
         let (queue, kind, payload) = (queue.to_string(), kind.to_string(), payload.to_string());
         handles.push(tokio::spawn(async move {
             while let Some(take) = take_batch(&remaining, batch) {
-                let body = if take == batch { full.as_ref().clone() } else { enqueue_body(&queue, &kind, &payload, take) };
+                let body =
+                    if take == batch { full.as_ref().clone() } else { enqueue_body(&queue, &kind, &payload, take) };
                 let mut tries = 0;
                 while let Err(e) = api.enqueue_raw(&addr, body.clone(), false).await {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -208,10 +212,17 @@ async fn wait_succeeded(api: &Api, addr: &str, queue: &str, n: usize, timeout: D
 }
 
 /// The lifecycle workload on a skein cluster.
-async fn skein_lifecycle(c: &SkeinCluster, queue: &str, n: usize, clients: usize, batch: usize) -> anyhow::Result<Lifecycle> {
+async fn skein_lifecycle(
+    c: &SkeinCluster,
+    queue: &str,
+    n: usize,
+    clients: usize,
+    batch: usize,
+) -> anyhow::Result<Lifecycle> {
     let leader = c.addr(c.leader().await?);
     let start = Instant::now();
-    let (enqueue, errors) = enqueue_all(&c.api, &c.live_addrs(), queue, "noop", NOOP_PAYLOAD, n, clients, batch).await?;
+    let (enqueue, errors) =
+        enqueue_all(&c.api, &c.live_addrs(), queue, "noop", NOOP_PAYLOAD, n, clients, batch).await?;
     let timeout = Duration::from_secs(120.max(n as u64 / 200));
     wait_succeeded(&c.probe, &leader, queue, n, timeout).await?;
     Ok(Lifecycle::new(n, clients, batch, enqueue, start.elapsed(), errors))
@@ -342,7 +353,13 @@ impl Bench {
         for (id, m) in &d.memory {
             r.row(s, "skein", &format!("node {id} peak RSS"), m.peak_rss_bytes as f64 / MIB, "MiB");
         }
-        r.row(s, "skein", "on-disk size per node (max)", d.disk_bytes.iter().map(|x| x.1).max().unwrap_or(0) as f64 / MIB, "MiB");
+        r.row(
+            s,
+            "skein",
+            "on-disk size per node (max)",
+            d.disk_bytes.iter().map(|x| x.1).max().unwrap_or(0) as f64 / MIB,
+            "MiB",
+        );
         r.row(s, "skein", "restart (kill -9) to ready", d.restart_ready_ms, "ms");
         r.row(s, "skein", "restart to caught up", d.restart_caught_up_ms, "ms");
         r.row(s, "skein", "new node join to caught up", d.join_caught_up_ms, "ms");
@@ -404,13 +421,25 @@ impl Bench {
         for (sync, r) in self.js_life.clone() {
             if let Some(mine) = self.life.iter().find(|l| l.batch == r.batch) {
                 let ratio = mine.lifecycle_per_sec / r.lifecycle_per_sec;
-                self.report.row("compare", &format!("skein / {}", sync.label()), &format!("full lifecycle, batch {}", r.batch), ratio, "×");
+                self.report.row(
+                    "compare",
+                    &format!("skein / {}", sync.label()),
+                    &format!("full lifecycle, batch {}", r.batch),
+                    ratio,
+                    "×",
+                );
             }
         }
         if let Some(mine) = self.latency.clone() {
             for (sync, s) in self.js_latency.clone() {
                 let ratio = mine.enqueue_to_completed.p50_ms / s.enqueue_to_completed.p50_ms;
-                self.report.row("compare", &format!("skein / {}", sync.label()), "enqueue to completed p50", ratio, "×");
+                self.report.row(
+                    "compare",
+                    &format!("skein / {}", sync.label()),
+                    "enqueue to completed p50",
+                    ratio,
+                    "×",
+                );
             }
         }
         let js: Vec<serde_json::Value> = self
@@ -434,27 +463,80 @@ impl Bench {
         let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
         let (a100, d100) = (js(nats::Sync::Always, 100), js(nats::Sync::Default, 100));
         let (a1, d1) = (js(nats::Sync::Always, 1), js(nats::Sync::Default, 1));
-        let js_lat_always = self
-            .js_latency
-            .iter()
-            .find(|(s, _)| *s == nats::Sync::Always)
-            .map(|(_, l)| l.enqueue_to_completed.p50_ms);
+        let js_lat_always =
+            self.js_latency.iter().find(|(s, _)| *s == nats::Sync::Always).map(|(_, l)| l.enqueue_to_completed.p50_ms);
         let mine_lat = self.latency.as_ref().map(|l| l.enqueue_to_completed.p50_ms);
         let r = &mut self.report;
-        r.at_least("lifecycle throughput, batch 100, vs JetStream sync always", "≥ 2× JetStream sync always", ratio(life100, a100), 2.0, "×");
-        r.at_least("lifecycle throughput, batch 100, vs JetStream default", "≥ 1× JetStream default", ratio(life100, d100), 1.0, "×");
-        r.at_least("lifecycle throughput, batch 1, vs JetStream sync always", "≥ 2× JetStream sync always", ratio(life1, a1), 2.0, "×");
-        r.at_least("lifecycle throughput, batch 1, vs JetStream default", "≥ 1× JetStream default", ratio(life1, d1), 1.0, "×");
-        r.at_most("single-task lifecycle p50 vs JetStream sync always", "≤ 1× JetStream sync always p50", ratio(mine_lat, js_lat_always), 1.0, "×");
+        r.at_least(
+            "lifecycle throughput, batch 100, vs JetStream sync always",
+            "≥ 2× JetStream sync always",
+            ratio(life100, a100),
+            2.0,
+            "×",
+        );
+        r.at_least(
+            "lifecycle throughput, batch 100, vs JetStream default",
+            "≥ 1× JetStream default",
+            ratio(life100, d100),
+            1.0,
+            "×",
+        );
+        r.at_least(
+            "lifecycle throughput, batch 1, vs JetStream sync always",
+            "≥ 2× JetStream sync always",
+            ratio(life1, a1),
+            2.0,
+            "×",
+        );
+        r.at_least(
+            "lifecycle throughput, batch 1, vs JetStream default",
+            "≥ 1× JetStream default",
+            ratio(life1, d1),
+            1.0,
+            "×",
+        );
+        r.at_most(
+            "single-task lifecycle p50 vs JetStream sync always",
+            "≤ 1× JetStream sync always p50",
+            ratio(mine_lat, js_lat_always),
+            1.0,
+            "×",
+        );
         let f = self.failover.as_ref();
-        r.at_most("kill -9 of the leader → next completed task", "≤ 1500 ms", f.and_then(|f| f.next_completed_ms), 1500.0, "ms");
+        r.at_most(
+            "kill -9 of the leader → next completed task",
+            "≤ 1500 ms",
+            f.and_then(|f| f.next_completed_ms),
+            1500.0,
+            "ms",
+        );
         r.at_most("tasks lost in failover", "0", f.map(|f| f.lost as f64), 0.0, "tasks");
         let d = self.depth.as_ref();
         let full_depth = d.is_some_and(|d| d.tasks >= 1_000_000);
-        let peak = d.and_then(|d| d.memory.iter().filter(|(id, _)| *id <= 3).map(|(_, m)| m.peak_rss_bytes).max()).map(|b| b as f64 / MIB);
-        r.at_most("peak RSS per node with 1M queued 1 KiB tasks", "≤ 512 MiB", peak.filter(|_| full_depth), 512.0, "MiB");
-        r.at_least("enqueue rate at 1M depth vs empty queue", "≥ 0.8×", d.map(|d| d.rate_deep / d.rate_empty).filter(|_| full_depth), 0.8, "×");
-        r.at_most("new node joins and catches up (1M tasks)", "≤ 30 s", d.map(|d| d.join_caught_up_ms / 1000.0).filter(|_| full_depth), 30.0, "s");
+        let peak = d
+            .and_then(|d| d.memory.iter().filter(|(id, _)| *id <= 3).map(|(_, m)| m.peak_rss_bytes).max())
+            .map(|b| b as f64 / MIB);
+        r.at_most(
+            "peak RSS per node with 1M queued 1 KiB tasks",
+            "≤ 512 MiB",
+            peak.filter(|_| full_depth),
+            512.0,
+            "MiB",
+        );
+        r.at_least(
+            "enqueue rate at 1M depth vs empty queue",
+            "≥ 0.8×",
+            d.map(|d| d.rate_deep / d.rate_empty).filter(|_| full_depth),
+            0.8,
+            "×",
+        );
+        r.at_most(
+            "new node joins and catches up (1M tasks)",
+            "≤ 30 s",
+            d.map(|d| d.join_caught_up_ms / 1000.0).filter(|_| full_depth),
+            30.0,
+            "s",
+        );
         let s1 = self.scale.iter().find(|s| s.nodes == 1).map(|s| s.per_sec);
         let s7 = self.scale.iter().find(|s| s.nodes == 7).map(|s| s.per_sec);
         r.at_least("scale-out: 7 nodes vs 1, 10 ms tasks", "≥ 5×", ratio(s7, s1), 5.0, "×");
@@ -487,7 +569,8 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
     let errors = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let (targets, acked, errors, stop, api) = (targets.clone(), acked.clone(), errors.clone(), stop.clone(), c.api.clone());
+        let (targets, acked, errors, stop, api) =
+            (targets.clone(), acked.clone(), errors.clone(), stop.clone(), c.api.clone());
         let body = enqueue_body(queue, "noop", NOOP_PAYLOAD, 20);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));

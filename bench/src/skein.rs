@@ -163,7 +163,10 @@ impl SkeinCluster {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > timeout {
-                bail!("node {id} not ready after {timeout:?}; its log ends with:\n{}", procs::log_tail(&node.log_path(), 20));
+                bail!(
+                    "node {id} not ready after {timeout:?}; its log ends with:\n{}",
+                    procs::log_tail(&node.log_path(), 20)
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -174,7 +177,9 @@ impl SkeinCluster {
         let mut seen = Vec::new();
         for id in self.live_ids() {
             match self.probe.cluster(&self.addr(id)).await {
-                Ok(ClusterStatus { leader: Some(l), .. }) if self.nodes.get(&l).is_some_and(|n| n.process.is_some()) => {
+                Ok(ClusterStatus { leader: Some(l), .. })
+                    if self.nodes.get(&l).is_some_and(|n| n.process.is_some()) =>
+                {
                     match self.probe.cluster(&self.addr(l)).await {
                         Ok(s) if s.leader == Some(l) => return Ok(l),
                         Ok(s) => seen.push(format!("node {id} names {l}, which names {:?}", s.leader)),
@@ -276,7 +281,9 @@ impl SkeinCluster {
     pub fn log_tails(&self, lines: usize) -> String {
         self.nodes
             .values()
-            .map(|n| format!("---- node {} ({}):\n{}\n", n.id, n.log_path().display(), procs::log_tail(&n.log_path(), lines)))
+            .map(|n| {
+                format!("---- node {} ({}):\n{}\n", n.id, n.log_path().display(), procs::log_tail(&n.log_path(), lines))
+            })
             .collect()
     }
 

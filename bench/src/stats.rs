@@ -22,7 +22,14 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(tasks: usize, clients: usize, batch: usize, enqueue: Duration, lifecycle: Duration, errors: usize) -> Self {
+    pub fn new(
+        tasks: usize,
+        clients: usize,
+        batch: usize,
+        enqueue: Duration,
+        lifecycle: Duration,
+        errors: usize,
+    ) -> Self {
         let (e, l) = (enqueue.as_secs_f64(), lifecycle.as_secs_f64());
         Lifecycle {
             tasks,

@@ -39,7 +39,10 @@ fn quick_run_measures_every_scenario() {
     assert_eq!(lost, Some(0.0), "the failover lost acknowledged tasks:\n{stdout}");
     let nats = report["machine"]["nats_server"].is_string();
     if nats {
-        assert!(rows.iter().any(|r| r["scenario"] == "compare"), "nats-server is installed but nothing was compared:\n{stdout}");
+        assert!(
+            rows.iter().any(|r| r["scenario"] == "compare"),
+            "nats-server is installed but nothing was compared:\n{stdout}"
+        );
     } else {
         eprintln!("nats-server not installed: the JetStream comparison was skipped");
     }

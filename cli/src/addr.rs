@@ -58,9 +58,7 @@ pub fn normalize(s: &str) -> Result<String, String> {
         None => s,
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) => {
-            return Err(format!(
-                "{s:?}: scheme {scheme:?} is not supported, skein nodes serve plain http://"
-            ));
+            return Err(format!("{s:?}: scheme {scheme:?} is not supported, skein nodes serve plain http://"));
         }
     };
     let (authority, path) = match rest.find('/') {
@@ -78,9 +76,7 @@ pub fn normalize(s: &str) -> Result<String, String> {
     }
     // Split off the port; an IPv6 literal keeps its colons inside brackets.
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (inside, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{s:?}: unclosed '[' in an IPv6 address"))?;
+        let (inside, after) = v6.split_once(']').ok_or_else(|| format!("{s:?}: unclosed '[' in an IPv6 address"))?;
         if inside.is_empty() {
             return Err(format!("{s:?}: empty IPv6 address"));
         }
@@ -105,11 +101,9 @@ pub fn normalize(s: &str) -> Result<String, String> {
     }
     let port = match port {
         None => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{s:?}: {p:?} is not a port number"))?,
+        Some(p) => {
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?}: {p:?} is not a port number"))?
+        }
     };
     Ok(format!("http://{host}:{port}"))
 }
@@ -163,14 +157,7 @@ mod tests {
     fn lists_keep_order_and_what_the_user_wrote() {
         let list = parse_addr_list("a:1, http://b:2 ,,c").expect("parses");
         let got: Vec<(&str, &str)> = list.0.iter().map(|n| (n.shown.as_str(), n.base.as_str())).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("a:1", "http://a:1"),
-                ("http://b:2", "http://b:2"),
-                ("c", "http://c:7701")
-            ]
-        );
+        assert_eq!(got, vec![("a:1", "http://a:1"), ("http://b:2", "http://b:2"), ("c", "http://c:7701")]);
         assert!(parse_addr_list(" , ").is_err());
         assert!(parse_addr_list("a:1,b:x").is_err());
     }

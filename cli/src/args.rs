@@ -533,9 +533,7 @@ mod tests {
             "orders-v2",
         ])
         .expect("parses");
-        let Command::Enqueue(e) = cli.command else {
-            panic!("not enqueue")
-        };
+        let Command::Enqueue(e) = cli.command else { panic!("not enqueue") };
         assert_eq!(e.queue, "q");
         assert_eq!(e.kind.as_deref(), Some("sleep"));
         assert_eq!(e.payload, Some(serde_json::json!({"ms": 5})));
@@ -544,36 +542,21 @@ mod tests {
         assert_eq!(e.max_attempts, Some(2));
         assert_eq!(e.delay_ms, 100);
         assert_eq!(e.count, 1);
-        assert_eq!(
-            e.depends_on,
-            vec![DependencySpec::Id(12), DependencySpec::Key("orders-v2".into())]
-        );
+        assert_eq!(e.depends_on, vec![DependencySpec::Id(12), DependencySpec::Key("orders-v2".into())]);
     }
 
     #[test]
     fn enqueue_usage_errors() {
         let kind = |args: &[&str]| parse(args).expect_err("must fail").kind();
         assert_eq!(kind(&["enqueue"]), ErrorKind::MissingRequiredArgument);
-        assert_eq!(
-            kind(&["enqueue", "-q", "q", "--payload", "{nope"]),
-            ErrorKind::ValueValidation
-        );
+        assert_eq!(kind(&["enqueue", "-q", "q", "--payload", "{nope"]), ErrorKind::ValueValidation);
         assert_eq!(
             kind(&["enqueue", "-q", "q", "--payload", "{}", "--payload-file", "f.json"]),
             ErrorKind::ArgumentConflict
         );
-        assert_eq!(
-            kind(&["enqueue", "-q", "q", "--count", "0"]),
-            ErrorKind::ValueValidation
-        );
-        assert_eq!(
-            kind(&["enqueue", "-q", "q", "--count", "5", "--key", "k"]),
-            ErrorKind::ArgumentConflict
-        );
-        assert_eq!(
-            kind(&["enqueue", "-q", "q", "--depends-on", ""]),
-            ErrorKind::ValueValidation
-        );
+        assert_eq!(kind(&["enqueue", "-q", "q", "--count", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["enqueue", "-q", "q", "--count", "5", "--key", "k"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["enqueue", "-q", "q", "--depends-on", ""]), ErrorKind::ValueValidation);
     }
 
     #[test]
@@ -584,13 +567,9 @@ mod tests {
 
     #[test]
     fn tasks_list_flags() {
-        let cli = parse(&[
-            "tasks", "list", "-q", "demo", "--status", "dead", "--limit", "10", "--all",
-        ])
-        .expect("parses");
-        let Command::Tasks(TasksCommand::List(l)) = cli.command else {
-            panic!("not list")
-        };
+        let cli =
+            parse(&["tasks", "list", "-q", "demo", "--status", "dead", "--limit", "10", "--all"]).expect("parses");
+        let Command::Tasks(TasksCommand::List(l)) = cli.command else { panic!("not list") };
         assert_eq!(l.queue.as_deref(), Some("demo"));
         assert_eq!(l.status.map(TaskStatus::from), Some(TaskStatus::Dead));
         assert_eq!(l.limit, Some(10));
@@ -610,9 +589,7 @@ mod tests {
     #[test]
     fn cancel_with_reason() {
         let cli = parse(&["tasks", "cancel", "9", "--reason", "no longer needed"]).expect("parses");
-        let Command::Tasks(TasksCommand::Cancel { id, reason }) = cli.command else {
-            panic!("not cancel")
-        };
+        let Command::Tasks(TasksCommand::Cancel { id, reason }) = cli.command else { panic!("not cancel") };
         assert_eq!(id, 9);
         assert_eq!(reason.as_deref(), Some("no longer needed"));
     }
@@ -622,9 +599,7 @@ mod tests {
         let err = parse(&["queue", "set", "demo"]).expect_err("must fail");
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
         let cli = parse(&["queue", "set", "demo", "--concurrency", "4", "--lease-ms", "60000"]).expect("parses");
-        let Command::Queue(QueueCommand::Set(s)) = cli.command else {
-            panic!("not set")
-        };
+        let Command::Queue(QueueCommand::Set(s)) = cli.command else { panic!("not set") };
         assert_eq!(s.queue, "demo");
         assert_eq!(s.concurrency, Some(4));
         assert_eq!(s.lease_ms, Some(60_000));

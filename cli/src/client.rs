@@ -48,9 +48,7 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Api { code, message, .. } if code == "unknown" => f.write_str(message),
-            ClientError::Api {
-                status, code, message, ..
-            } => write!(f, "{message} ({code}, HTTP {status})"),
+            ClientError::Api { status, code, message, .. } => write!(f, "{message} ({code}, HTTP {status})"),
             ClientError::NoNodeAnswered { tried } => {
                 let list: Vec<String> = tried.iter().map(|(node, why)| format!("{node} ({why})")).collect();
                 write!(
@@ -76,9 +74,7 @@ impl ClientError {
     /// A line of advice to print under the error, if there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
-            ClientError::Api {
-                leader: Some(leader), ..
-            } => Some(format!("the leader is at {leader}")),
+            ClientError::Api { leader: Some(leader), .. } => Some(format!("the leader is at {leader}")),
             ClientError::Api { code, .. } if code == "unavailable" || code == "not_leader" => {
                 Some("the cluster may be electing a leader or has lost its quorum; try again shortly".into())
             }
@@ -147,18 +143,11 @@ impl Client {
                 Err(Failure::Unreachable(why)) => tried.push((node.shown.clone(), why)),
                 Err(Failure::Broken(detail)) if method == Method::GET => tried.push((node.shown.clone(), detail)),
                 Err(Failure::Broken(detail)) => {
-                    return Err(ClientError::Transport {
-                        node: node.shown.clone(),
-                        detail,
-                    });
+                    return Err(ClientError::Transport { node: node.shown.clone(), detail });
                 }
                 Err(Failure::Error(err)) => {
                     let leader = match &err {
-                        ClientError::Api {
-                            code,
-                            leader: Some(leader),
-                            ..
-                        } if code == "not_leader" && !redirected => {
+                        ClientError::Api { code, leader: Some(leader), .. } if code == "not_leader" && !redirected => {
                             NodeAddr::parse(leader).ok().filter(|l| l.base != node.base)
                         }
                         _ => None,
@@ -187,10 +176,7 @@ impl Client {
     ) -> Result<Value, Failure> {
         let shown = || node.shown.clone();
         let mut url = Url::parse(&format!("{}{}", node.base, path)).map_err(|e| {
-            Failure::Error(ClientError::BadAnswer {
-                node: shown(),
-                detail: format!("bad request URL for {path}: {e}"),
-            })
+            Failure::Error(ClientError::BadAnswer { node: shown(), detail: format!("bad request URL for {path}: {e}") })
         })?;
         if !query.is_empty() {
             let mut pairs = url.query_pairs_mut();
@@ -209,12 +195,8 @@ impl Client {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Object(Default::default()));
             }
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                Failure::Error(ClientError::BadAnswer {
-                    node: shown(),
-                    detail: e.to_string(),
-                })
-            });
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::Error(ClientError::BadAnswer { node: shown(), detail: e.to_string() }));
         }
         Err(Failure::Error(api_error(status, &bytes)))
     }
@@ -235,9 +217,7 @@ fn classify(e: &reqwest::Error, node: &NodeAddr) -> Failure {
         return Failure::Unreachable(connect_reason(e));
     }
     if e.is_timeout() {
-        return Failure::Error(ClientError::Timeout {
-            node: node.shown.clone(),
-        });
+        return Failure::Error(ClientError::Timeout { node: node.shown.clone() });
     }
     Failure::Broken(innermost(e))
 }
@@ -312,12 +292,7 @@ pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
         let short: String = text.chars().take(200).collect();
         format!("the node answered HTTP {} {reason}: {short}", status.as_u16())
     };
-    ClientError::Api {
-        status: status.as_u16(),
-        code: "unknown".into(),
-        message,
-        leader: None,
-    }
+    ClientError::Api { status: status.as_u16(), code: "unknown".into(), message, leader: None }
 }
 
 #[cfg(test)]
@@ -346,10 +321,7 @@ mod tests {
         let err = api_error(StatusCode::BAD_GATEWAY, b"upstream down\n");
         assert_eq!(err.to_string(), "the node answered HTTP 502 Bad Gateway: upstream down");
         let err = api_error(StatusCode::NOT_FOUND, b"");
-        assert!(
-            err.to_string().starts_with("the node answered HTTP 404 Not Found"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("the node answered HTTP 404 Not Found"), "{err}");
     }
 
     #[test]
@@ -361,9 +333,7 @@ mod tests {
 
     #[test]
     fn no_node_message_names_every_node_and_the_fix() {
-        let err = ClientError::NoNodeAnswered {
-            tried: vec![("127.0.0.1:7701".into(), "connection refused".into())],
-        };
+        let err = ClientError::NoNodeAnswered { tried: vec![("127.0.0.1:7701".into(), "connection refused".into())] };
         assert_eq!(
             err.to_string(),
             "no skein node answered at 127.0.0.1:7701 (connection refused) — is the cluster running? set --addr or SKEIN_ADDR"

@@ -27,11 +27,7 @@ use client::ClientError;
 /// Runs one parsed command line, printing its answer to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let client = client::Client::new(cli.addr)?;
-    let mut ctx = commands::Ctx {
-        client,
-        output: cli.output,
-        out,
-    };
+    let mut ctx = commands::Ctx { client, output: cli.output, out };
     commands::run(&mut ctx, cli.command).await?;
     ctx.out.flush()?;
     Ok(())
@@ -51,10 +47,8 @@ pub fn report(err: &anyhow::Error) -> String {
 /// Whether the command failed only because standard output was closed
 /// (`skein tasks list | head`): not worth an error message.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    err.chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 #[cfg(test)]
@@ -70,10 +64,7 @@ mod tests {
             leader: None,
         });
         let text = report(&err);
-        assert!(
-            text.starts_with("error: no leader elected yet (unavailable, HTTP 503)\nhint: "),
-            "{text}"
-        );
+        assert!(text.starts_with("error: no leader elected yet (unavailable, HTTP 503)\nhint: "), "{text}");
         let err = err.context("after enqueueing 1000 of 5000 tasks");
         assert!(report(&err).starts_with("error: after enqueueing 1000 of 5000 tasks: no leader elected yet"));
     }

@@ -33,7 +33,9 @@ pub enum PlanCommand {
     /// neither given nor in the catalog is reported with its file, entity and
     /// field. Relative dataset paths are made absolute against the file's
     /// folder. Applying an unchanged plan again changes nothing.
-    #[command(after_help = "Examples:\n  skein plan apply examples/plans/\n  skein plan apply --dry-run catalog-info.yaml")]
+    #[command(
+        after_help = "Examples:\n  skein plan apply examples/plans/\n  skein plan apply --dry-run catalog-info.yaml"
+    )]
     Apply(ApplyArgs),
 
     /// List the catalog: plans and the entities they depend on.
@@ -41,7 +43,9 @@ pub enum PlanCommand {
     List(PlanListArgs),
 
     /// Show one entity: its fields, its newest run and the stored document.
-    #[command(after_help = "Examples:\n  skein plan show customer-dataset-v2-migration\n  skein plan show component:default/orders-enriched")]
+    #[command(
+        after_help = "Examples:\n  skein plan show customer-dataset-v2-migration\n  skein plan show component:default/orders-enriched"
+    )]
     Show {
         /// An entity reference: `[kind:][namespace/]name` (kind defaults to component).
         entity_ref: String,
@@ -52,7 +56,9 @@ pub enum PlanCommand {
     /// Pages through `GET /api/catalog/entities/by-query?filter=...` and
     /// fetches each entity the plans depend on that is neither in the answer
     /// nor in skein's catalog with `GET /api/catalog/entities/by-name/...`.
-    #[command(after_help = "Examples:\n  skein plan import --backstage http://localhost:7007\n  skein plan import --backstage https://bs.example.com --token $T --filter spec.type=migration-plan,spec.owner=team-infra")]
+    #[command(
+        after_help = "Examples:\n  skein plan import --backstage http://localhost:7007\n  skein plan import --backstage https://bs.example.com --token $T --filter spec.type=migration-plan,spec.owner=team-infra"
+    )]
     Import(ImportArgs),
 
     /// Enqueue the migration of plans: one `migration` task per plan.
@@ -60,7 +66,9 @@ pub enum PlanCommand {
     /// Idempotent: a plan that is pending, running or done keeps its task
     /// unless --force starts a new run. Plans it depends on that never ran (or
     /// whose run died) run with it, and it waits (blocked) until they succeeded.
-    #[command(after_help = "Examples:\n  skein plan run customer-dataset-v2-migration\n  skein plan run --all --wait\n  skein plan run --selector owner=team-infra,tier=gold --force")]
+    #[command(
+        after_help = "Examples:\n  skein plan run customer-dataset-v2-migration\n  skein plan run --all --wait\n  skein plan run --selector owner=team-infra,tier=gold --force"
+    )]
     Run(RunArgs),
 }
 

@@ -33,12 +33,7 @@ pub fn fmt_time(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// [`fmt_time`], or `-` when there is no time.
@@ -120,11 +115,7 @@ fn indent(s: &str) -> String {
 pub fn enqueued(reply: &EnqueueReply) -> String {
     let mut t = table(&["ID", "CREATED", "STATUS"]);
     for task in &reply.tasks {
-        let created = if task.created {
-            "yes"
-        } else {
-            "no (existing task with this key)"
-        };
+        let created = if task.created { "yes" } else { "no (existing task with this key)" };
         t.add_row(vec![task.id.to_string(), created.to_string(), task.status.to_string()]);
     }
     finish(t, &[0])
@@ -135,17 +126,7 @@ pub fn task_list(tasks: &[Task]) -> String {
     if tasks.is_empty() {
         return "no tasks".to_string();
     }
-    let mut t = table(&[
-        "ID",
-        "QUEUE",
-        "KIND",
-        "STATUS",
-        "ATTEMPT",
-        "PRIORITY",
-        "NODE",
-        "CREATED",
-        "LAST ERROR",
-    ]);
+    let mut t = table(&["ID", "QUEUE", "KIND", "STATUS", "ATTEMPT", "PRIORITY", "NODE", "CREATED", "LAST ERROR"]);
     for task in tasks {
         t.add_row(vec![
             task.id.to_string(),
@@ -156,9 +137,7 @@ pub fn task_list(tasks: &[Task]) -> String {
             task.priority.to_string(),
             dash(task.lease.as_ref().map(|l| l.node)),
             fmt_time(task.created_ms),
-            task.last_error
-                .as_deref()
-                .map_or_else(|| "-".to_string(), |e| short(e, 60)),
+            task.last_error.as_deref().map_or_else(|| "-".to_string(), |e| short(e, 60)),
         ]);
     }
     finish(t, &[0, 4, 5])
@@ -180,11 +159,7 @@ pub fn task_detail(d: &TaskDetail, now_ms: u64) -> String {
             if task.depends_on.is_empty() {
                 "-".to_string()
             } else {
-                task.depends_on
-                    .iter()
-                    .map(|id| id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                task.depends_on.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
             },
         ),
     ];
@@ -201,12 +176,7 @@ pub fn task_detail(d: &TaskDetail, now_ms: u64) -> String {
         ));
     }
     if let Some(p) = &task.progress {
-        fields.push((
-            "progress",
-            format!("{:.0}% {}", p.fraction * 100.0, p.message)
-                .trim_end()
-                .to_string(),
-        ));
+        fields.push(("progress", format!("{:.0}% {}", p.fraction * 100.0, p.message).trim_end().to_string()));
     }
     if let Some(e) = &task.last_error {
         fields.push(("last error", e.clone()));
@@ -214,21 +184,14 @@ pub fn task_detail(d: &TaskDetail, now_ms: u64) -> String {
     if task.expiry_streak > 0 {
         fields.push((
             "expired leases",
-            format!(
-                "{} in a row (does the task crash or hang its worker?)",
-                task.expiry_streak
-            ),
+            format!("{} in a row (does the task crash or hang its worker?)", task.expiry_streak),
         ));
     }
     fields.push(("created", fmt_time(task.created_ms)));
     if task.not_before_ms > task.created_ms && !task.status.is_terminal() {
         fields.push((
             "not before",
-            format!(
-                "{} ({})",
-                fmt_time(task.not_before_ms),
-                fmt_relative(task.not_before_ms, now_ms)
-            ),
+            format!("{} ({})", fmt_time(task.not_before_ms), fmt_relative(task.not_before_ms, now_ms)),
         ));
     }
     fields.push(("first started", fmt_opt_time(task.first_started_ms)));
@@ -237,34 +200,21 @@ pub fn task_detail(d: &TaskDetail, now_ms: u64) -> String {
     fields.push(("payload size", format!("{} bytes", task.payload_bytes)));
 
     let mut t = Table::new();
-    t.load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .force_no_tty();
+    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).force_no_tty();
     for (k, v) in fields {
         t.add_row(vec![k.to_string(), v]);
     }
     let mut out = finish(t, &[]);
 
     out.push_str("\n\npayload:\n");
-    out.push_str(
-        &d.payload
-            .as_ref()
-            .map_or_else(|| "  -".to_string(), |p| indent(&pretty(p))),
-    );
+    out.push_str(&d.payload.as_ref().map_or_else(|| "  -".to_string(), |p| indent(&pretty(p))));
     out.push_str("\n\nresult:\n");
-    out.push_str(
-        &d.result
-            .as_ref()
-            .map_or_else(|| "  -".to_string(), |r| indent(&pretty(r))),
-    );
+    out.push_str(&d.result.as_ref().map_or_else(|| "  -".to_string(), |r| indent(&pretty(r))));
 
     let kept = d.history.len();
     out.push_str(&format!("\n\nhistory ({kept} events"));
     if (task.history_len as usize) > kept {
-        out.push_str(&format!(
-            ", the {} oldest no longer kept",
-            task.history_len as usize - kept
-        ));
+        out.push_str(&format!(", the {} oldest no longer kept", task.history_len as usize - kept));
     }
     out.push_str("):\n");
     out.push_str(&indent(&history(&d.history)));
@@ -276,13 +226,7 @@ pub fn history(events: &[Event]) -> String {
     let mut t = table(&["TIME", "EVENT", "NODE", "TOKEN", "DETAIL"]);
     for e in events {
         let (what, detail) = event_text(&e.what);
-        t.add_row(vec![
-            fmt_time(e.at_ms),
-            what.to_string(),
-            dash(e.node),
-            dash(e.token),
-            detail,
-        ]);
+        t.add_row(vec![fmt_time(e.at_ms), what.to_string(), dash(e.node), dash(e.token), detail]);
     }
     finish(t, &[])
 }
@@ -344,11 +288,7 @@ pub fn status_row(task: &Task, payload: Option<&Value>) -> StatusRow {
     let mut notes = Vec::new();
     if task.status == TaskStatus::Leased {
         if let Some(p) = &task.progress {
-            notes.push(
-                format!("{:.0}% {}", p.fraction * 100.0, p.message)
-                    .trim_end()
-                    .to_string(),
-            );
+            notes.push(format!("{:.0}% {}", p.fraction * 100.0, p.message).trim_end().to_string());
         }
     }
     if task.status == TaskStatus::Blocked && !task.depends_on.is_empty() {
@@ -390,11 +330,7 @@ pub fn status_counts(rows: &[StatusRow]) -> BTreeMap<TaskStatus, u64> {
 /// `16 tasks: 3 pending, 2 leased, 10 succeeded, 1 dead`.
 pub fn counts_line(counts: &BTreeMap<TaskStatus, u64>) -> String {
     let total: u64 = counts.values().sum();
-    let parts: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect();
+    let parts: Vec<String> = counts.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
     let noun = if total == 1 { "task" } else { "tasks" };
     if parts.is_empty() {
         format!("{total} {noun}")
@@ -409,15 +345,7 @@ pub fn status(rows: &[StatusRow]) -> String {
     if rows.is_empty() {
         return counts;
     }
-    let mut t = table(&[
-        "DATASET/TASK",
-        "STATUS",
-        "NODE",
-        "ATTEMPTS",
-        "STARTED",
-        "COMPLETED",
-        "NOTE",
-    ]);
+    let mut t = table(&["DATASET/TASK", "STATUS", "NODE", "ATTEMPTS", "STARTED", "COMPLETED", "NOTE"]);
     for r in rows {
         t.add_row(vec![
             r.name.clone(),
@@ -426,11 +354,7 @@ pub fn status(rows: &[StatusRow]) -> String {
             format!("{}/{}", r.attempt, r.max_attempts),
             fmt_opt_time(r.started_ms),
             fmt_opt_time(r.finished_ms),
-            if r.note.is_empty() {
-                "-".to_string()
-            } else {
-                r.note.clone()
-            },
+            if r.note.is_empty() { "-".to_string() } else { r.note.clone() },
         ]);
     }
     format!("{}\n\n{counts}", finish(t, &[3]))
@@ -471,11 +395,7 @@ pub fn queues(queues: &[QueueStats]) -> String {
             q.oldest_pending_age_ms.map_or_else(|| "-".to_string(), fmt_duration),
             fmt_duration(q.config.lease_ms),
             q.config.max_attempts.to_string(),
-            if q.config.concurrency == 0 {
-                "unlimited".to_string()
-            } else {
-                q.config.concurrency.to_string()
-            },
+            if q.config.concurrency == 0 { "unlimited".to_string() } else { q.config.concurrency.to_string() },
         ]);
     }
     finish(t, &[2, 3, 4, 5, 6, 7, 10])
@@ -485,17 +405,7 @@ pub fn queues(queues: &[QueueStats]) -> String {
 
 /// `skein cluster status`: the members, then leader, term and indexes.
 pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
-    let mut t = table(&[
-        "ID",
-        "ROLE",
-        "RPC",
-        "HTTP",
-        "MATCHED",
-        "SLOTS",
-        "LEASES",
-        "DRAINING",
-        "LAST HEARTBEAT",
-    ]);
+    let mut t = table(&["ID", "ROLE", "RPC", "HTTP", "MATCHED", "SLOTS", "LEASES", "DRAINING", "LAST HEARTBEAT"]);
     for n in &c.nodes {
         t.add_row(vec![
             n.id.to_string(),
@@ -506,16 +416,11 @@ pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
             dash(n.slots),
             n.leases_held.to_string(),
             if n.draining { "yes" } else { "no" }.to_string(),
-            n.last_heartbeat_ms.map_or_else(
-                || "-".to_string(),
-                |at| format!("{} ({})", fmt_time(at), fmt_relative(at, now_ms)),
-            ),
+            n.last_heartbeat_ms
+                .map_or_else(|| "-".to_string(), |at| format!("{} ({})", fmt_time(at), fmt_relative(at, now_ms))),
         ]);
     }
-    let leader = c.leader.map_or_else(
-        || "none (an election may be under way)".to_string(),
-        |l| format!("node {l}"),
-    );
+    let leader = c.leader.map_or_else(|| "none (an election may be under way)".to_string(), |l| format!("node {l}"));
     let summary = format!(
         "leader: {leader}   term: {}   commit: {}   applied: {}   (answered by node {})",
         c.term,
@@ -648,16 +553,8 @@ mod tests {
     fn enqueued_table() {
         let reply = EnqueueReply {
             tasks: vec![
-                EnqueuedTask {
-                    id: TaskId(7),
-                    created: true,
-                    status: TaskStatus::Pending,
-                },
-                EnqueuedTask {
-                    id: TaskId(12),
-                    created: false,
-                    status: TaskStatus::Blocked,
-                },
+                EnqueuedTask { id: TaskId(7), created: true, status: TaskStatus::Pending },
+                EnqueuedTask { id: TaskId(12), created: false, status: TaskStatus::Blocked },
             ],
         };
         assert_eq!(
@@ -671,19 +568,12 @@ mod tests {
     #[test]
     fn list_table() {
         let mut t = task(3, TaskStatus::Leased);
-        t.lease = Some(Lease {
-            node: 2,
-            token: FencingToken(99),
-            expires_ms: T0 + 30_000,
-        });
+        t.lease = Some(Lease { node: 2, token: FencingToken(99), expires_ms: T0 + 30_000 });
         t.last_error = Some("disk\nfull".into());
         let out = task_list(&[t]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(
-            lines[0].starts_with("ID  QUEUE       KIND       STATUS  ATTEMPT  PRIORITY  NODE  CREATED"),
-            "{out}"
-        );
+        assert!(lines[0].starts_with("ID  QUEUE       KIND       STATUS  ATTEMPT  PRIORITY  NODE  CREATED"), "{out}");
         assert!(lines[1].contains("migrations  migration  leased"), "{out}");
         assert!(lines[1].contains("1/5"), "{out}");
         assert!(lines[1].contains("2026-11-24 06:12:03  disk full"), "{out}");
@@ -694,17 +584,11 @@ mod tests {
     fn names_come_from_the_payload() {
         let t = task(9, TaskStatus::Pending);
         assert_eq!(
-            task_name(
-                &t,
-                Some(&json!({"entity_ref": "component:default/orders", "dataset": "x"}))
-            ),
+            task_name(&t, Some(&json!({"entity_ref": "component:default/orders", "dataset": "x"}))),
             "component:default/orders"
         );
         assert_eq!(task_name(&t, Some(&json!({"dataset": "orders"}))), "orders");
-        assert_eq!(
-            task_name(&t, Some(&json!({"entity_ref": "", "dataset": "orders"}))),
-            "orders"
-        );
+        assert_eq!(task_name(&t, Some(&json!({"entity_ref": "", "dataset": "orders"}))), "orders");
         assert_eq!(task_name(&t, Some(&json!({"other": 1}))), "migration#9");
         assert_eq!(task_name(&t, Some(&json!([1, 2]))), "migration#9");
         assert_eq!(task_name(&t, None), "migration#9");
@@ -717,15 +601,8 @@ mod tests {
         a.finished_ms = Some(T0 + 61_000);
         a.last_error = Some("old failure".into());
         let mut b = task(2, TaskStatus::Leased);
-        b.lease = Some(Lease {
-            node: 3,
-            token: FencingToken(5),
-            expires_ms: T0,
-        });
-        b.progress = Some(Progress {
-            fraction: 0.42,
-            message: "copying".into(),
-        });
+        b.lease = Some(Lease { node: 3, token: FencingToken(5), expires_ms: T0 });
+        b.progress = Some(Progress { fraction: 0.42, message: "copying".into() });
         b.expiry_streak = 2;
         b.attempt = 3;
         let rows = vec![
@@ -765,12 +642,7 @@ mod tests {
                     token: Some(FencingToken(17)),
                     what: EventKind::Leased { attempt: 1 },
                 },
-                Event {
-                    at_ms: T0 + 5_000,
-                    node: Some(2),
-                    token: Some(FencingToken(17)),
-                    what: EventKind::Succeeded,
-                },
+                Event { at_ms: T0 + 5_000, node: Some(2), token: Some(FencingToken(17)), what: EventKind::Succeeded },
             ],
         };
         let out = task_detail(&d, T0 + 10_000);
@@ -803,24 +675,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2, "{out}");
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(
-            cells,
-            [
-                "demo",
-                "paused",
-                "12",
-                "0",
-                "0",
-                "0",
-                "1",
-                "0",
-                "3m",
-                "12s",
-                "30s",
-                "5",
-                "unlimited"
-            ]
-        );
+        assert_eq!(cells, ["demo", "paused", "12", "0", "0", "0", "1", "0", "3m", "12s", "30s", "5", "unlimited"]);
         assert!(queues(&[]).starts_with("no queues"));
     }
 

@@ -64,7 +64,11 @@ fn auth(headers: &HeaderMap) -> Option<String> {
     headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-async fn by_query(State(s): State<Shared>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Json<Value>, StatusCode> {
+async fn by_query(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, StatusCode> {
     let q = q.unwrap_or_default();
     let mut seen = s.lock().unwrap();
     seen.auth.push(auth(&headers));
@@ -88,7 +92,11 @@ async fn by_query(State(s): State<Shared>, headers: HeaderMap, RawQuery(q): RawQ
     }
 }
 
-async fn by_name(State(s): State<Shared>, headers: HeaderMap, Path((kind, ns, name)): Path<(String, String, String)>) -> Result<Json<Value>, StatusCode> {
+async fn by_name(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((kind, ns, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, StatusCode> {
     let mut seen = s.lock().unwrap();
     seen.auth.push(auth(&headers));
     seen.by_name.push(format!("{kind}/{ns}/{name}"));
@@ -143,7 +151,17 @@ async fn skein(args: &[&str]) -> (anyhow::Result<()>, String) {
 #[tokio::test]
 async fn import_pages_through_by_query_and_fetches_dependencies_by_name() {
     let (seen, bs, node) = fakes().await;
-    let (r, out) = skein(&["--addr", &node.to_string(), "plan", "import", "--backstage", &format!("http://{bs}"), "--token", TOKEN]).await;
+    let (r, out) = skein(&[
+        "--addr",
+        &node.to_string(),
+        "plan",
+        "import",
+        "--backstage",
+        &format!("http://{bs}"),
+        "--token",
+        TOKEN,
+    ])
+    .await;
     r.unwrap();
     let seen = seen.lock().unwrap();
     // Two pages: the filter on the first, only the cursor on the second.
@@ -161,7 +179,17 @@ async fn import_pages_through_by_query_and_fetches_dependencies_by_name() {
 #[tokio::test]
 async fn import_without_a_valid_token_says_so() {
     let (seen, bs, node) = fakes().await;
-    let (r, _) = skein(&["--addr", &node.to_string(), "plan", "import", "--backstage", &format!("http://{bs}"), "--token", "wrong"]).await;
+    let (r, _) = skein(&[
+        "--addr",
+        &node.to_string(),
+        "plan",
+        "import",
+        "--backstage",
+        &format!("http://{bs}"),
+        "--token",
+        "wrong",
+    ])
+    .await;
     let e = format!("{:#}", r.unwrap_err());
     assert!(e.contains("Backstage refused") && e.contains("--token"), "{e}");
     assert!(seen.lock().unwrap().applied.is_empty());
@@ -177,7 +205,13 @@ async fn apply_reports_every_problem_with_file_entity_and_field_and_sends_nothin
     let (r, _) = skein(&["--addr", &node.to_string(), "plan", "apply", file.to_str().unwrap()]).await;
     let e = format!("{:#}", r.unwrap_err());
     assert!(e.contains("1 problem found; nothing was stored"), "{e}");
-    assert!(e.contains(&format!("{}: component:default/p1: spec.steps[0].type: unknown step type \"frobnicate\"", file.display())), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{}: component:default/p1: spec.steps[0].type: unknown step type \"frobnicate\"",
+            file.display()
+        )),
+        "{e}"
+    );
     // Once the step is fixed, the missing reference is what is left.
     std::fs::write(&file, bad.replace("frobnicate", "copy")).unwrap();
     let (r, _) = skein(&["--addr", &node.to_string(), "plan", "apply", file.to_str().unwrap()]).await;
@@ -201,8 +235,14 @@ async fn apply_names_the_file_entity_and_field_of_a_missing_field_and_of_a_cycle
     let (r, _) = skein(&["--addr", &node.to_string(), "plan", "apply", dir.to_str().unwrap()]).await;
     let e = format!("{:#}", r.unwrap_err());
     assert!(e.contains("nothing was stored"), "{e}");
-    assert!(e.contains("component:default/") && e.contains("spec.dependsOn: dependency cycle: component:default/"), "{e}");
-    assert!(e.contains(&dir.join("a.yaml").display().to_string()) || e.contains(&dir.join("b.yaml").display().to_string()), "no file named: {e}");
+    assert!(
+        e.contains("component:default/") && e.contains("spec.dependsOn: dependency cycle: component:default/"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&dir.join("a.yaml").display().to_string()) || e.contains(&dir.join("b.yaml").display().to_string()),
+        "no file named: {e}"
+    );
     // A missing field, in the second file of the folder.
     std::fs::write(dir.join("b.yaml"), doc("b", "source-dataset").replace("  target: b.parquet\n", "")).unwrap();
     std::fs::write(dir.join("a.yaml"), doc("a", "b")).unwrap();
@@ -214,7 +254,8 @@ async fn apply_names_the_file_entity_and_field_of_a_missing_field_and_of_a_cycle
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("skein-cli-plan-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d =
+        std::env::temp_dir().join(format!("skein-cli-plan-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -90,11 +90,7 @@ async fn list(
     let after: u64 = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
     let all = [1u64, 2, 3];
     let page: Vec<u64> = all.iter().copied().filter(|id| *id > after).take(2).collect();
-    let next = if page.last().is_some_and(|l| *l < 3) {
-        page.last().copied()
-    } else {
-        None
-    };
+    let next = if page.last().is_some_and(|l| *l < 3) { page.last().copied() } else { None };
     let tasks: Vec<Value> = page.iter().map(|id| task_json(*id, "pending")).collect();
     Json(json!({ "tasks": tasks, "next_cursor": next }))
 }
@@ -102,22 +98,12 @@ async fn list(
 async fn show(Path(id): Path<u64>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
     match id {
         1..=7 => Ok(Json(detail_json(id))),
-        _ => Err(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("task {id} not found"),
-            None,
-        )),
+        _ => Err(error(StatusCode::NOT_FOUND, "not_found", &format!("task {id} not found"), None)),
     }
 }
 
 async fn unavailable() -> (StatusCode, Json<Value>) {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "no leader elected yet",
-        None,
-    )
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no leader elected yet", None)
 }
 
 async fn serve(router: Router) -> SocketAddr {
@@ -211,22 +197,10 @@ async fn enqueue_sends_the_task_spec() {
 #[tokio::test]
 async fn enqueue_count_sends_batches_of_1000() {
     let (addr, state) = fake_node().await;
-    let out = skein(&[
-        "--addr",
-        &format!("http://{addr}/"),
-        "enqueue",
-        "-q",
-        "load",
-        "--count",
-        "2500",
-    ])
-    .await
-    .expect("load works");
-    let sizes: Vec<usize> = seen(&state)
-        .enqueues
-        .iter()
-        .map(|b| b["tasks"].as_array().map_or(0, Vec::len))
-        .collect();
+    let out = skein(&["--addr", &format!("http://{addr}/"), "enqueue", "-q", "load", "--count", "2500"])
+        .await
+        .expect("load works");
+    let sizes: Vec<usize> = seen(&state).enqueues.iter().map(|b| b["tasks"].as_array().map_or(0, Vec::len)).collect();
     assert_eq!(sizes, [1000, 1000, 500]);
     assert!(out.starts_with("enqueued 2500 tasks to queue \"load\" in "), "{out}");
     assert!(out.trim_end().ends_with("ids 1..=2500"), "{out}");
@@ -235,9 +209,7 @@ async fn enqueue_count_sends_batches_of_1000() {
 #[tokio::test]
 async fn tasks_show_renders_the_answer() {
     let (addr, _) = fake_node().await;
-    let out = skein(&["--addr", &addr.to_string(), "tasks", "show", "7"])
-        .await
-        .expect("show works");
+    let out = skein(&["--addr", &addr.to_string(), "tasks", "show", "7"]).await.expect("show works");
     for want in [
         "id             7\n",
         "status         succeeded\n",
@@ -258,9 +230,7 @@ async fn tasks_show_renders_the_answer() {
 #[tokio::test]
 async fn json_output_is_the_servers_json() {
     let (addr, _) = fake_node().await;
-    let out = skein(&["--addr", &addr.to_string(), "-o", "json", "tasks", "show", "7"])
-        .await
-        .expect("show works");
+    let out = skein(&["--addr", &addr.to_string(), "-o", "json", "tasks", "show", "7"]).await.expect("show works");
     let printed: Value = serde_json::from_str(&out).expect("stdout is JSON");
     assert_eq!(printed, detail_json(7));
     assert!(out.contains("\n  \"id\": 7"), "pretty-printed: {out}");
@@ -269,54 +239,24 @@ async fn json_output_is_the_servers_json() {
 #[tokio::test]
 async fn tasks_list_all_follows_cursors() {
     let (addr, state) = fake_node().await;
-    let out = skein(&[
-        "--addr",
-        &addr.to_string(),
-        "tasks",
-        "list",
-        "--queue",
-        "a b",
-        "--status",
-        "pending",
-        "--all",
-    ])
-    .await
-    .expect("list works");
-    let ids: Vec<&str> = out
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert_eq!(ids, ["1", "2", "3"], "{out}");
-    assert_eq!(
-        seen(&state).list_queries,
-        ["queue=a+b&status=pending", "queue=a+b&status=pending&cursor=2"]
-    );
-
-    let out = skein(&["--addr", &addr.to_string(), "tasks", "list"])
+    let out = skein(&["--addr", &addr.to_string(), "tasks", "list", "--queue", "a b", "--status", "pending", "--all"])
         .await
         .expect("list works");
-    assert!(
-        out.ends_with("more tasks: add --cursor 2 for the next page, or --all for every page\n"),
-        "{out}"
-    );
+    let ids: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(ids, ["1", "2", "3"], "{out}");
+    assert_eq!(seen(&state).list_queries, ["queue=a+b&status=pending", "queue=a+b&status=pending&cursor=2"]);
+
+    let out = skein(&["--addr", &addr.to_string(), "tasks", "list"]).await.expect("list works");
+    assert!(out.ends_with("more tasks: add --cursor 2 for the next page, or --all for every page\n"), "{out}");
 }
 
 #[tokio::test]
 async fn status_names_datasets_from_payloads() {
     let (addr, _) = fake_node().await;
-    let out = skein(&["--addr", &addr.to_string(), "status"])
-        .await
-        .expect("status works");
+    let out = skein(&["--addr", &addr.to_string(), "status"]).await.expect("status works");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(
-        lines[0].starts_with("DATASET/TASK  STATUS   NODE  ATTEMPTS  STARTED"),
-        "{out}"
-    );
-    assert!(
-        lines[1].starts_with("orders        pending  -          1/5  2026-11-24 06:12:04"),
-        "{out}"
-    );
+    assert!(lines[0].starts_with("DATASET/TASK  STATUS   NODE  ATTEMPTS  STARTED"), "{out}");
+    assert!(lines[1].starts_with("orders        pending  -          1/5  2026-11-24 06:12:04"), "{out}");
     assert_eq!(lines.last().copied(), Some("3 tasks: 3 pending"), "{out}");
 }
 
@@ -326,10 +266,7 @@ async fn error_body_is_the_message_and_exit_is_1() {
     let (code, stdout, stderr) = skein_bin(&["--addr", &addr.to_string(), "queue", "list"]).await;
     assert_eq!(code, 1, "stderr: {stderr}");
     assert_eq!(stdout, "");
-    assert!(
-        stderr.starts_with("error: no leader elected yet (unavailable, HTTP 503)\n"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: no leader elected yet (unavailable, HTTP 503)\n"), "{stderr}");
 
     let (code, _, stderr) = skein_bin(&["--addr", &addr.to_string(), "tasks", "show", "99"]).await;
     assert_eq!(code, 1);
@@ -369,23 +306,12 @@ async fn tries_the_next_node_and_follows_the_leader() {
         "/api/v1/queues/{name}/pause",
         post(move || {
             let leader = leader_addr.clone();
-            async move {
-                error(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "not_leader",
-                    "not the leader",
-                    Some(leader),
-                )
-            }
+            async move { error(StatusCode::MISDIRECTED_REQUEST, "not_leader", "not the leader", Some(leader)) }
         }),
     ))
     .await;
     let dead = dead_port().await;
-    let out = skein(&["--addr", &format!("127.0.0.1:{dead},{follower}"), "queue", "pause", "q"])
-        .await
-        .expect("pause works");
-    assert_eq!(
-        out,
-        "queue \"q\" paused: running tasks finish, no new ones start until `skein queue resume q`\n"
-    );
+    let out =
+        skein(&["--addr", &format!("127.0.0.1:{dead},{follower}"), "queue", "pause", "q"]).await.expect("pause works");
+    assert_eq!(out, "queue \"q\" paused: running tasks finish, no new ones start until `skein queue resume q`\n");
 }

@@ -44,15 +44,21 @@ pub async fn validate(
         let batches = ctx
             .sql(&sql)
             .await
-            .map_err(|e| MigrateError::Plan(format!("row_count {rule:?} is not an expression over source and target: {e}")))?
+            .map_err(|e| {
+                MigrateError::Plan(format!("row_count {rule:?} is not an expression over source and target: {e}"))
+            })?
             .collect()
             .await?;
         let ok = batches
             .first()
-            .and_then(|b| b.column(0).as_any().downcast_ref::<BooleanArray>().map(|a| a.len() == 1 && a.is_valid(0) && a.value(0)))
+            .and_then(|b| {
+                b.column(0).as_any().downcast_ref::<BooleanArray>().map(|a| a.len() == 1 && a.is_valid(0) && a.value(0))
+            })
             .unwrap_or(false);
         if !ok {
-            return Err(MigrateError::Validation(format!("row count: source has {s} rows, target {t}; `{expr}` does not hold")));
+            return Err(MigrateError::Validation(format!(
+                "row count: source has {s} rows, target {t}; `{expr}` does not hold"
+            )));
         }
         held.push(format!("row count: source {s}, target {t} ({expr})"));
     }
@@ -74,10 +80,7 @@ pub async fn validate(
         held.push(format!("checksum of [{}]: {s_sum:016x} over {s_rows} rows", c.columns.join(", ")));
     }
     if let Some(query) = &v.assert {
-        let df = ctx
-            .sql(query)
-            .await
-            .map_err(|e| MigrateError::Plan(format!("assert query {query:?}: {e}")))?;
+        let df = ctx.sql(query).await.map_err(|e| MigrateError::Plan(format!("assert query {query:?}: {e}")))?;
         let rows = df.clone().count().await?;
         if rows > 0 {
             let sample = df.limit(0, Some(5))?.collect().await?;
@@ -97,7 +100,13 @@ pub fn check_schema(actual: &[Field], expected: &[Column]) -> Result<(), Migrate
     let mut diffs = Vec::new();
     for (i, want) in expected.iter().enumerate() {
         match actual.get(i) {
-            None => diffs.push(format!("column {} should be {} {}, but the target has only {} columns", i + 1, want.name, want.data_type, actual.len())),
+            None => diffs.push(format!(
+                "column {} should be {} {}, but the target has only {} columns",
+                i + 1,
+                want.name,
+                want.data_type,
+                actual.len()
+            )),
             Some(f) => {
                 let (got, wanted) = (type_class(f.data_type()), type_class_of_name(&want.data_type));
                 if f.name() != &want.name || got != wanted {
@@ -191,9 +200,9 @@ pub fn sql_type(name: &str) -> String {
 /// hash of each row's values as text. Returns it with the row count.
 pub async fn checksum(df: DataFrame, columns: &[String], which: &str) -> Result<(u64, u64), MigrateError> {
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let df = df
-        .select_columns(&names)
-        .map_err(|e| MigrateError::Plan(format!("checksum: the {which} lacks a column of [{}]: {e}", columns.join(", "))))?;
+    let df = df.select_columns(&names).map_err(|e| {
+        MigrateError::Plan(format!("checksum: the {which} lacks a column of [{}]: {e}", columns.join(", ")))
+    })?;
     let mut stream = df.execute_stream().await?;
     let (mut sum, mut rows) = (0u64, 0u64);
     while let Some(batch) = stream.next().await {

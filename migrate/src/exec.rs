@@ -62,9 +62,10 @@ pub async fn run_exec(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| MigrateError::Exec { message: format!("step {index}: cannot run {program:?}: {e}"), retryable: false })?;
+    let mut child = cmd.spawn().map_err(|e| MigrateError::Exec {
+        message: format!("step {index}: cannot run {program:?}: {e}"),
+        retryable: false,
+    })?;
     if let Some(mut stdin) = child.stdin.take() {
         let bytes = serde_json::to_vec(step).unwrap_or_default();
         tokio::spawn(async move {
@@ -104,7 +105,10 @@ pub async fn run_exec(
             })
         }
     };
-    let status = status.map_err(|e| MigrateError::Exec { message: format!("step {index}: waiting for {program:?}: {e}"), retryable: true })?;
+    let status = status.map_err(|e| MigrateError::Exec {
+        message: format!("step {index}: waiting for {program:?}: {e}"),
+        retryable: true,
+    })?;
     let text = String::from_utf8_lossy(&err);
     let tail: String = {
         let t = text.trim();
@@ -129,7 +133,9 @@ pub async fn run_exec(
     let name = format!("exec_{index}");
     let loc = Location::Local { path: out_dir.clone(), folder: true };
     register(ctx, &name, &loc, out_format, None).await.map_err(|e| {
-        MigrateError::Plan(format!("step {index}: reading what {program:?} wrote to SKEIN_OUTPUT_DIR as {out_format}: {e}"))
+        MigrateError::Plan(format!(
+            "step {index}: reading what {program:?} wrote to SKEIN_OUTPUT_DIR as {out_format}: {e}"
+        ))
     })?;
     Ok(Some(ctx.table(name.as_str()).await?))
 }

@@ -127,11 +127,13 @@ impl FormatWriter {
                 FormatWriter::Parquet(ArrowWriter::try_new(file, schema, Some(props))?)
             }
             Format::Csv => FormatWriter::Csv(
-                datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::with_capacity(1 << 20, file)),
+                datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(BufWriter::with_capacity(1 << 20, file)),
             ),
-            Format::Jsonl => {
-                FormatWriter::Jsonl(datafusion::arrow::json::LineDelimitedWriter::new(BufWriter::with_capacity(1 << 20, file)))
-            }
+            Format::Jsonl => FormatWriter::Jsonl(datafusion::arrow::json::LineDelimitedWriter::new(
+                BufWriter::with_capacity(1 << 20, file),
+            )),
         })
     }
 

@@ -189,7 +189,10 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
                 // After the last transforming step, validate the output as staged.
                 let target_df = if last_transform.is_none_or(|l| i > l) {
                     if staged.is_none() {
-                        staged = Some(stage(&current, &target, dst_format, &attempt, &scratch, &|r| report(n, "write", r)).await?);
+                        staged = Some(
+                            stage(&current, &target, dst_format, &attempt, &scratch, &|r| report(n, "write", r))
+                                .await?,
+                        );
                     }
                     let s = staged.as_ref().map(|s| s.local.clone()).unwrap_or_default();
                     let loc = Location::Local { path: s, folder: false };
@@ -273,7 +276,12 @@ async fn stage(
     }
 }
 
-async fn publish(target: &Target, staged: &Staged, attempt: &Attempt, fence: Option<&FenceFn>) -> Result<(), MigrateError> {
+async fn publish(
+    target: &Target,
+    staged: &Staged,
+    attempt: &Attempt,
+    fence: Option<&FenceFn>,
+) -> Result<(), MigrateError> {
     if let Some(f) = fence {
         f().await.map_err(MigrateError::Fenced)?;
     }
@@ -294,7 +302,11 @@ fn cast_query(current: &DataFrame, schema: &[skein_plan::Column]) -> Result<Stri
     for c in schema {
         if !fields.iter().any(|f| f.name() == &c.name) {
             let have: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-            return Err(MigrateError::Plan(format!("copy: no column {:?} to cast (columns: {})", c.name, have.join(", "))));
+            return Err(MigrateError::Plan(format!(
+                "copy: no column {:?} to cast (columns: {})",
+                c.name,
+                have.join(", ")
+            )));
         }
     }
     let cols: Vec<String> = fields

@@ -126,7 +126,10 @@ pub fn publish_local(t: &LocalTarget, attempt: &Attempt, rows: u64) -> Result<()
         staged: staged.display().to_string(),
         published_ms: now_ms(),
     };
-    write_atomically(&record_path, &serde_json::to_vec_pretty(&rec).map_err(|e| MigrateError::Storage(e.to_string()))?)?;
+    write_atomically(
+        &record_path,
+        &serde_json::to_vec_pretty(&rec).map_err(|e| MigrateError::Storage(e.to_string()))?,
+    )?;
     drop(lock);
     // Garbage: this attempt's empty folder, and what older attempts left.
     remove_attempts_below(&t.control.join("attempts"), attempt.token + 1);
@@ -287,7 +290,9 @@ pub async fn publish_remote(t: &RemoteTarget, attempt: &Attempt, rows: u64) -> R
     Err(MigrateError::Storage("could not record the publication after 5 tries (contention)".into()))
 }
 
-async fn read_remote_record(t: &RemoteTarget) -> Result<(Option<PublishedRecord>, Option<UpdateVersion>), MigrateError> {
+async fn read_remote_record(
+    t: &RemoteTarget,
+) -> Result<(Option<PublishedRecord>, Option<UpdateVersion>), MigrateError> {
     match t.store.get(&t.record_key()).await {
         Ok(r) => {
             let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };

@@ -107,7 +107,9 @@ async fn failed_validations_say_what_differed_and_publish_nothing() {
         ("    - type: sql\n      query: \"SELECT id, upper(name) AS name FROM source\"\n    - type: validate\n      checksum: [id, name]\n", "checksum of [id, name]"),
     ];
     for (steps, want) in cases {
-        let spec = plan(&format!("  source: {d}/customers.csv\n  target: {{url: \"{d}/bad/\", format: parquet}}\n  steps:\n{steps}"));
+        let spec = plan(&format!(
+            "  source: {d}/customers.csv\n  target: {{url: \"{d}/bad/\", format: parquet}}\n  steps:\n{steps}"
+        ));
         let err = run(&spec, attempt(1), &opts(dir.path())).await.unwrap_err();
         assert!(matches!(err, MigrateError::Validation(_)), "{err}");
         assert!(!err.is_retryable());

@@ -88,7 +88,11 @@ impl App {
     /// once (its leases were handed back by the removal) and exits with 0.
     pub fn note_removed(&self, how: &str) {
         if !self.removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            tracing::info!(node_id = self.id, how, "removed from the cluster: stopping the worker and Raft, then exiting");
+            tracing::info!(
+                node_id = self.id,
+                how,
+                "removed from the cluster: stopping the worker and Raft, then exiting"
+            );
         }
         self.shutdown.cancel();
     }
@@ -185,7 +189,10 @@ impl App {
         self.watch_removed(result)
     }
 
-    pub async fn complete_on_leader(&self, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
+    pub async fn complete_on_leader(
+        &self,
+        req: CompleteRequest,
+    ) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
         match self.proposer.propose(Command::Complete { node: req.node, completions: req.completions }).await? {
             Response::Completed(results) => Ok(results),
             other => Err(refused_or_unexpected("complete", other)),
@@ -198,7 +205,9 @@ impl App {
         loop {
             let result = match self.route() {
                 Route::Local => self.join_on_leader(req.clone()).await,
-                Route::Remote(node) => self.peers.join(&node.rpc_addr, req.clone()).await.map_err(ambiguous_is_unavailable),
+                Route::Remote(node) => {
+                    self.peers.join(&node.rpc_addr, req.clone()).await.map_err(ambiguous_is_unavailable)
+                }
                 Route::NoLeader => Err(NodeError::NotLeader { leader_id: None, leader: None }),
             };
             match result {
@@ -246,7 +255,8 @@ impl App {
                             .into_iter()
                             .map(|grant| {
                                 // Enqueue wrote the payload in the same batch as the task.
-                                let payload = self.store.payload(grant.task).ok().flatten().unwrap_or_else(|| "null".to_string());
+                                let payload =
+                                    self.store.payload(grant.task).ok().flatten().unwrap_or_else(|| "null".to_string());
                                 LeasedTask { grant, payload }
                             })
                             .collect());

@@ -144,8 +144,8 @@ impl Config {
     pub fn resolve(args: Args) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
                 toml::from_str::<FileConfig>(&text)
                     .with_context(|| format!("parsing config file {}", path.display()))?
             }
@@ -207,7 +207,19 @@ mod tests {
 
     #[test]
     fn flags_resolve_with_defaults() {
-        let c = parse(&["--id", "2", "--listen", "127.0.0.1:1", "--http", "127.0.0.1:2", "--data-dir", "/tmp/x", "--join", "127.0.0.1:3"]).unwrap();
+        let c = parse(&[
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:1",
+            "--http",
+            "127.0.0.1:2",
+            "--data-dir",
+            "/tmp/x",
+            "--join",
+            "127.0.0.1:3",
+        ])
+        .unwrap();
         assert_eq!((c.id, c.voters, c.bootstrap, c.join.as_deref()), (2, 3, false, Some("127.0.0.1:3")));
         assert!(c.slots >= 1);
     }
@@ -222,7 +234,11 @@ mod tests {
     fn toml_file_fills_what_flags_leave() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, "id = 7\nlisten = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\ndata_dir = \"/d\"\nslots = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "id = 7\nlisten = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\ndata_dir = \"/d\"\nslots = 3\n",
+        )
+        .unwrap();
         let c = parse(&["--config", path.to_str().unwrap(), "--slots", "5", "--bootstrap"]).unwrap();
         assert_eq!((c.id, c.slots, c.bootstrap), (7, 5, true));
         std::fs::write(&path, "id = 7\nbogus = 1\n").unwrap();

@@ -132,7 +132,8 @@ fn build_overview(app: &App, p: &OverviewParams, status: Option<TaskStatus>) -> 
         if owner.as_deref().is_some_and(|o| !row.owner.as_deref().is_some_and(|x| owner_matches(x, o))) {
             continue;
         }
-        if plan.as_deref().is_some_and(|r| row.entity_ref.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(r)) {
+        if plan.as_deref().is_some_and(|r| row.entity_ref.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(r))
+        {
             continue;
         }
         tasks.push(row);
@@ -234,7 +235,12 @@ fn owner_matches(owner: &str, wanted: &str) -> bool {
     owner.eq_ignore_ascii_case(wanted) || short(owner) == short(wanted)
 }
 
-fn stuck_list(app: &App, report: skein_raft::fsm::StuckReport, plan_owners: &BTreeMap<String, String>, now: u64) -> StuckList {
+fn stuck_list(
+    app: &App,
+    report: skein_raft::fsm::StuckReport,
+    plan_owners: &BTreeMap<String, String>,
+    now: u64,
+) -> StuckList {
     StuckList {
         now_ms: now,
         tasks: report

@@ -68,7 +68,11 @@ pub fn router(app: SharedApp) -> Router {
 }
 
 /// Serves the API until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, app: SharedApp, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: SharedApp,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     info!(addr = ?addr, "http api listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
@@ -85,7 +89,10 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, body: ErrorBody { error: ErrorDetail { code: code.into(), message: message.into(), leader: None } } }
+        ApiError {
+            status,
+            body: ErrorBody { error: ErrorDetail { code: code.into(), message: message.into(), leader: None } },
+        }
     }
 }
 
@@ -118,15 +125,18 @@ impl From<NodeError> for ApiError {
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
         let (status, code) = match &r {
-            Rejection::UnknownTask(_) | Rejection::UnknownQueue(_) | Rejection::UnknownNode(_) | Rejection::NodeRemoved(_) => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
+            Rejection::UnknownTask(_)
+            | Rejection::UnknownQueue(_)
+            | Rejection::UnknownNode(_)
+            | Rejection::NodeRemoved(_) => (StatusCode::NOT_FOUND, "not_found"),
             Rejection::StaleToken { .. } => (StatusCode::CONFLICT, "stale_token"),
             Rejection::WrongStatus { .. } | Rejection::DependencyFailed { .. } => (StatusCode::CONFLICT, "conflict"),
             Rejection::PayloadTooLarge { .. } | Rejection::BatchTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
-            Rejection::QueueFull { .. } | Rejection::TooManyQueues { .. } => (StatusCode::TOO_MANY_REQUESTS, "queue_full"),
+            Rejection::QueueFull { .. } | Rejection::TooManyQueues { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "queue_full")
+            }
             _ => (StatusCode::BAD_REQUEST, "invalid"),
         };
         ApiError::new(status, code, r.to_string())
@@ -140,13 +150,14 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "the request needs a JSON body"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("invalid JSON body: {e}")))
 }
 
 fn parse_task_id(raw: &str) -> ApiResult<TaskId> {
-    raw.parse::<u64>()
-        .map(TaskId)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("task id must be a number, not {raw:?}")))
+    raw.parse::<u64>().map(TaskId).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("task id must be a number, not {raw:?}"))
+    })
 }
 
 // ----- tasks ----------------------------------------------------------------
@@ -154,7 +165,11 @@ fn parse_task_id(raw: &str) -> ApiResult<TaskId> {
 async fn honk_enqueue(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
     let honk: HonkBody = parse_json(&body)?;
     let kind = honk.kind.unwrap_or_else(|| {
-        if honk.payload.get("entity_ref").is_some() { "migration".into() } else { "noop".into() }
+        if honk.payload.get("entity_ref").is_some() {
+            "migration".into()
+        } else {
+            "noop".into()
+        }
     });
     let spec = TaskSpec { queue: honk.queue, kind: Some(kind), payload: Some(honk.payload), ..TaskSpec::default() };
     submit(&app, vec![spec]).await
@@ -203,7 +218,8 @@ async fn submit(app: &App, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<
                 }
             }
             let created = out.iter().any(|e| e.created);
-            let tasks = out.into_iter().map(|e| EnqueuedTask { id: e.id, created: e.created, status: e.status }).collect();
+            let tasks =
+                out.into_iter().map(|e| EnqueuedTask { id: e.id, created: e.created, status: e.status }).collect();
             Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(EnqueueReply { tasks })))
         }
         Response::Rejected(r) => Err(r.into()),
@@ -225,7 +241,8 @@ async fn list_tasks(State(app): State<SharedApp>, Query(p): Query<ListParams>) -
         Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e))?),
     };
     let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let page = app.store.state().tasks(p.queue.as_deref().filter(|q| !q.is_empty()), status, p.cursor.map(TaskId), limit);
+    let page =
+        app.store.state().tasks(p.queue.as_deref().filter(|q| !q.is_empty()), status, p.cursor.map(TaskId), limit);
     Ok(Json(TaskList { tasks: page.tasks, next_cursor: page.next }))
 }
 
@@ -237,7 +254,8 @@ async fn show_task(State(app): State<SharedApp>, Path(id): Path<String>) -> ApiR
     }
     let task = app.store.state().task(id).cloned().ok_or(Rejection::UnknownTask(id))?;
     let as_json = |s: Option<String>| s.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)));
-    let internal = |e: skein_raft::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+    let internal =
+        |e: skein_raft::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
     Ok(Json(TaskDetail {
         task,
         payload: as_json(app.store.payload(id).map_err(internal)?),
@@ -252,7 +270,11 @@ struct CancelBody {
     reason: String,
 }
 
-async fn cancel_task(State(app): State<SharedApp>, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
+async fn cancel_task(
+    State(app): State<SharedApp>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_task_id(&id)?;
     let reason = if body.is_empty() { String::new() } else { parse_json::<CancelBody>(&body)?.reason };
     task_change(&app, Command::Cancel { task: id, reason }).await
@@ -285,7 +307,11 @@ async fn resume_queue(State(app): State<SharedApp>, Path(name): Path<String>) ->
     done(app.write(Command::SetQueuePaused { queue: name, paused: false }).await?)
 }
 
-async fn configure_queue(State(app): State<SharedApp>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
+async fn configure_queue(
+    State(app): State<SharedApp>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Patch {
@@ -343,7 +369,13 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
     let commit_index = m.replication.as_ref().map(|r| {
         let mut idx: Vec<u64> = voters
             .iter()
-            .map(|v| if *v == app.id { m.last_log_index.unwrap_or(0) } else { r.get(v).cloned().flatten().map_or(0, |l| l.index) })
+            .map(|v| {
+                if *v == app.id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    r.get(v).cloned().flatten().map_or(0, |l| l.index)
+                }
+            })
             .collect();
         idx.sort_unstable_by(|a, b| b.cmp(a));
         idx.get(voters.len() / 2).copied().unwrap_or(0)
@@ -364,7 +396,11 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
                     "learner"
                 }
                 .into(),
-                matched_index: if *id == app.id { m.last_log_index } else { matched.get(id).cloned().flatten().map(|l| l.index) },
+                matched_index: if *id == app.id {
+                    m.last_log_index
+                } else {
+                    matched.get(id).cloned().flatten().map(|l| l.index)
+                },
                 slots: info.map(|i| i.slots),
                 leases_held: state.lease_count(*id) as u64,
                 draining: info.is_some_and(|i| i.draining),
@@ -389,8 +425,9 @@ async fn join(State(app): State<SharedApp>, body: Bytes) -> ApiResult<Json<serde
 }
 
 fn parse_node_id(raw: &str) -> ApiResult<u64> {
-    raw.parse::<u64>()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("node id must be a number, not {raw:?}")))
+    raw.parse::<u64>().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("node id must be a number, not {raw:?}"))
+    })
 }
 
 async fn drain_node(State(app): State<SharedApp>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
@@ -410,8 +447,11 @@ async fn remove_node(State(app): State<SharedApp>, Path(id): Path<String>) -> Ap
 async fn readyz(State(app): State<SharedApp>) -> HttpResponse {
     let m = app.raft.metrics().borrow().clone();
     match (m.current_leader, m.last_applied) {
-        (Some(leader), Some(applied)) => Json(json!({"status": "ready", "leader": leader, "applied_index": applied.index})).into_response(),
-        _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no leader known yet, or nothing applied").into_response(),
+        (Some(leader), Some(applied)) => {
+            Json(json!({"status": "ready", "leader": leader, "applied_index": applied.index})).into_response()
+        }
+        _ => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no leader known yet, or nothing applied")
+            .into_response(),
     }
 }
 
@@ -432,7 +472,9 @@ impl App {
     pub async fn catch_up(&self) -> Result<(), NodeError> {
         let index = match self.leader() {
             Some((id, _)) if id == self.id => return Ok(()),
-            Some((_, node)) => self.peers.read_index(&node.rpc_addr).await.map_err(|e| NodeError::Unavailable(e.to_string()))?,
+            Some((_, node)) => {
+                self.peers.read_index(&node.rpc_addr).await.map_err(|e| NodeError::Unavailable(e.to_string()))?
+            }
             None => return Err(NodeError::Unavailable("no leader known".into())),
         };
         self.raft

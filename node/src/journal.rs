@@ -105,11 +105,8 @@ mod tests {
         j.report(TaskId(7), FencingToken(40), &ok);
         j.accepted(TaskId(7), FencingToken(40), &ok, "succeeded");
         j.refused(TaskId(8), FencingToken(41), &ok, "stale token");
-        let lines: Vec<Value> = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let evs: Vec<&str> = lines.iter().map(|l| l["ev"].as_str().unwrap()).collect();
         assert_eq!(evs, ["start", "report", "accepted", "refused"]);
         assert!(lines.iter().all(|l| l["node"] == 3 && l["ms"].as_u64().unwrap() > 0));

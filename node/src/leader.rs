@@ -42,7 +42,9 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
                 .state()
                 .leases_due(now_ms())
                 .into_iter()
-                .filter_map(|t| Some((t.id, (t.queue.to_string(), t.attempt, t.lease.as_ref()?.token.0, t.lease.as_ref()?.node))))
+                .filter_map(|t| {
+                    Some((t.id, (t.queue.to_string(), t.attempt, t.lease.as_ref()?.token.0, t.lease.as_ref()?.node)))
+                })
                 .collect();
             match app.proposer.propose(Command::ExpireLeases).await {
                 Ok(Response::Expired(tasks)) if !tasks.is_empty() => {
@@ -90,9 +92,13 @@ async fn reconcile_removed(app: &SharedApp) {
         let state = app.store.state();
         (state.nodes().keys().copied().collect(), state.removed_nodes().iter().copied().collect())
     };
-    let members: BTreeSet<u64> = app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    let members: BTreeSet<u64> =
+        app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
     for node in known.into_iter().filter(|id| !members.contains(id)) {
-        info!(node_id = node, "node left the membership but still had its record: handing back its leases and refusing it");
+        info!(
+            node_id = node,
+            "node left the membership but still had its record: handing back its leases and refusing it"
+        );
         if let Err(e) = app.proposer.propose(Command::RemoveNode { node }).await {
             warn!(node_id = node, error = %e, "removing node from the state machine failed; will retry");
         }
@@ -119,12 +125,9 @@ async fn promote_learners(app: &SharedApp) {
     if voters.len() >= app.config.voters || learners.is_empty() {
         return;
     }
-    let caught_up = learners.into_iter().find(|id| {
-        matched
-            .get(id)
-            .and_then(|l| l.as_ref())
-            .is_some_and(|l| l.index + CAUGHT_UP_ENTRIES >= last_log)
-    });
+    let caught_up = learners
+        .into_iter()
+        .find(|id| matched.get(id).and_then(|l| l.as_ref()).is_some_and(|l| l.index + CAUGHT_UP_ENTRIES >= last_log));
     if let Some(id) = caught_up {
         info!(node_id = id, voters = voters.len() + 1, target = app.config.voters, "promoting learner to voter");
         let ids: BTreeSet<u64> = [id].into();

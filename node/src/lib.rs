@@ -79,18 +79,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (log_store, sm_store) = skein_raft::store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store = sm_store.handle();
-    let rpc_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening for RPCs on {}", config.listen))?;
-    let http_listener = TcpListener::bind(config.http)
-        .await
-        .with_context(|| format!("listening for HTTP on {}", config.http))?;
+    let rpc_listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("listening for RPCs on {}", config.listen))?;
+    let http_listener =
+        TcpListener::bind(config.http).await.with_context(|| format!("listening for HTTP on {}", config.http))?;
 
     let peers = Peers::new(PeersConfig { routes: config.routes.clone(), ..PeersConfig::default() });
     let network = Network::new(config.id, peers.clone());
-    let raft = Raft::new(config.id, Arc::new(raft_config()?), network, log_store, sm_store)
-        .await
-        .context("starting raft")?;
+    let raft =
+        Raft::new(config.id, Arc::new(raft_config()?), network, log_store, sm_store).await.context("starting raft")?;
 
     // Servers and the proposer live until the very end of the shutdown.
     let node_stop = CancellationToken::new();
@@ -127,7 +124,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             return Err(e);
         }
     } else if !already_member && !raft.is_initialized().await.unwrap_or(false) {
-        warn!(node_id = config.id, "not a member of any cluster: start with --bootstrap or --join, or add it with POST /api/v1/cluster/join");
+        warn!(
+            node_id = config.id,
+            "not a member of any cluster: start with --bootstrap or --join, or add it with POST /api/v1/cluster/join"
+        );
     }
 
     tokio::spawn(leader::run(app.clone(), node_stop.clone()));
@@ -145,7 +145,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if app.is_removed() {
         // The removal handed our leases back and the leader refuses our
         // reports: what still runs is someone else's now. Stop it.
-        info!(node_id = config.id, running = worker.running_count(), "removed: stopping running tasks without reporting them");
+        info!(
+            node_id = config.id,
+            running = worker.running_count(),
+            "removed: stopping running tasks without reporting them"
+        );
         worker.abandon_all();
     } else {
         info!(node_id = config.id, running = worker.running_count(), "draining");
@@ -156,7 +160,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     if worker.running_count() > 0 {
         worker.abandon_all();
-        match tokio::time::timeout(Duration::from_secs(3), app.write(Command::ReleaseNode { node: config.id, forget: false })).await {
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            app.write(Command::ReleaseNode { node: config.id, forget: false }),
+        )
+        .await
+        {
             Ok(Ok(_)) => info!("handed back unfinished tasks"),
             _ => warn!("could not hand back unfinished tasks; their leases will expire"),
         }
@@ -205,7 +214,13 @@ async fn join_cluster(addr: &str, id: u64, me: &SkeinNode, shutdown: &Cancellati
                     break;
                 }
             }
-            Err(e) => last_error = if e.is_connect() { "nothing answers there (connection refused or unreachable)".into() } else { e.to_string() },
+            Err(e) => {
+                last_error = if e.is_connect() {
+                    "nothing answers there (connection refused or unreachable)".into()
+                } else {
+                    e.to_string()
+                }
+            }
         }
         warn!(node_id = id, attempt, error = %last_error, "join failed; retrying");
         tokio::time::sleep(Duration::from_millis(500 * attempt.min(4))).await;
@@ -268,11 +283,10 @@ async fn probe_when_leaderless(app: Arc<App>, shutdown: CancellationToken) {
         for member in members {
             let answer = app.peers.lease(&member.rpc_addr, probe.clone()).await;
             let answer = match answer {
-                Err(CallError::Remote { error: NodeError::NotLeader { leader_id: Some(leader), leader: Some(node) }, .. })
-                    if leader != app.id =>
-                {
-                    app.peers.lease(&node.rpc_addr, probe.clone()).await
-                }
+                Err(CallError::Remote {
+                    error: NodeError::NotLeader { leader_id: Some(leader), leader: Some(node) },
+                    ..
+                }) if leader != app.id => app.peers.lease(&node.rpc_addr, probe.clone()).await,
                 other => other,
             };
             if let Err(CallError::Remote { error: NodeError::Removed(node), .. }) = answer {

@@ -89,7 +89,11 @@ impl Metrics {
         };
         if let Ok(mut r) = m.registry.lock() {
             let local = " (node-local: sum over nodes)";
-            r.register("skein_enqueued_tasks", format!("Tasks created through this node's API (task enqueues and plan runs){local}"), m.enqueued.clone());
+            r.register(
+                "skein_enqueued_tasks",
+                format!("Tasks created through this node's API (task enqueues and plan runs){local}"),
+                m.enqueued.clone(),
+            );
             r.register("skein_leased_tasks", format!("Leases granted to this node's worker{local}"), m.leased.clone());
             r.register(
                 "skein_completed_tasks",
@@ -173,13 +177,15 @@ fn snapshot_registry(app: &App) -> Registry {
         &format!("Stuck tasks by queue and reason (a task may have several){cw}"),
     );
     let node_leases = Gauges::register(&mut r, "skein_node_leases", &format!("Leases held, by node{cw}"));
-    let node_slots = Gauges::register(&mut r, "skein_node_slots", &format!("Worker slots, by node, as it last said{cw}"));
+    let node_slots =
+        Gauges::register(&mut r, "skein_node_slots", &format!("Worker slots, by node, as it last said{cw}"));
     let node_hb = Gauges::register(
         &mut r,
         "skein_node_heartbeat_age_seconds",
         &format!("Time since each node's last heartbeat, by this node's clock{cw}"),
     );
-    let plans = Gauges::register(&mut r, "skein_plans", &format!("Migration plans by the status of their newest run{cw}"));
+    let plans =
+        Gauges::register(&mut r, "skein_plans", &format!("Migration plans by the status of their newest run{cw}"));
 
     let now = now_ms();
     {
@@ -241,11 +247,13 @@ fn snapshot_registry(app: &App) -> Registry {
     }
     let applied = m.last_applied.map_or(0, |l| l.index);
     let lag = status.commit_index.unwrap_or(m.last_log_index.unwrap_or(0)).saturating_sub(applied);
-    let g = raft("skein_raft_apply_lag_entries", "Entries committed (leader) or appended (follower) but not yet applied");
+    let g =
+        raft("skein_raft_apply_lag_entries", "Entries committed (leader) or appended (follower) but not yet applied");
     g.set(vec![], lag as f64);
     let g = raft("skein_raft_snapshot_index", "The log index of the newest snapshot");
     g.set(vec![], m.snapshot.map_or(0, |l| l.index) as f64);
-    let snap_bytes = std::fs::metadata(app.config.data_dir.join("snapshots").join("current.snap")).map_or(0, |m| m.len());
+    let snap_bytes =
+        std::fs::metadata(app.config.data_dir.join("snapshots").join("current.snap")).map_or(0, |m| m.len());
     let g = raft("skein_raft_snapshot_bytes", "Size of the newest snapshot file");
     g.set(vec![], snap_bytes as f64);
     let first = m.purged.map_or(0, |l| l.index + 1);

@@ -39,7 +39,9 @@ pub async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
     let permanent = |error: String| Some(Outcome::Permanent { error });
     let p: Payload = match serde_json::from_str(&task.payload) {
         Ok(p) => p,
-        Err(e) => return permanent(format!("migration payload must be {{\"entity_ref\": \"component:default/name\"}}: {e}")),
+        Err(e) => {
+            return permanent(format!("migration payload must be {{\"entity_ref\": \"component:default/name\"}}: {e}"))
+        }
     };
     let entity_ref = match EntityRef::parse(&p.entity_ref, Some("component")) {
         Ok(r) => r.to_string(),

@@ -46,10 +46,7 @@ impl Proposer {
     /// Fails with `NotLeader` when this node does not lead.
     pub async fn propose(&self, command: Command) -> Result<Response, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((command, tx))
-            .await
-            .map_err(|_| NodeError::Unavailable("node is shutting down".into()))?;
+        self.tx.send((command, tx)).await.map_err(|_| NodeError::Unavailable("node is shutting down".into()))?;
         rx.await.map_err(|_| NodeError::Unavailable("node is shutting down".into()))?
     }
 }

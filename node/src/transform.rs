@@ -108,7 +108,9 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         Ok(p) => p,
         Err(e) => {
             return Some(Outcome::Permanent {
-                error: format!("exec payload must be {{\"command\": [\"prog\", \"arg\", ...], \"timeout_ms\": N}}: {e}"),
+                error: format!(
+                    "exec payload must be {{\"command\": [\"prog\", \"arg\", ...], \"timeout_ms\": N}}: {e}"
+                ),
             })
         }
     };
@@ -148,21 +150,24 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         // The worker's span carries the task's id, attempt and token; a
         // spawned task does not inherit it, so hand it over.
         let span = tracing::Span::current();
-        stderr_reader = Some(tokio::spawn(tracing::Instrument::instrument(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                info!(line = %line, "exec stderr");
-                if let Ok(mut t) = tail.lock() {
-                    t.push_str(&line);
-                    t.push('\n');
-                    let excess = t.len().saturating_sub(2048);
-                    if excess > 0 {
-                        let cut = (excess..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
-                        t.drain(..cut);
+        stderr_reader = Some(tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    info!(line = %line, "exec stderr");
+                    if let Ok(mut t) = tail.lock() {
+                        t.push_str(&line);
+                        t.push('\n');
+                        let excess = t.len().saturating_sub(2048);
+                        if excess > 0 {
+                            let cut = (excess..t.len()).find(|i| t.is_char_boundary(*i)).unwrap_or(t.len());
+                            t.drain(..cut);
+                        }
                     }
                 }
-            }
-        }, span)));
+            },
+            span,
+        )));
     }
     let mut stdout = child.stdout.take();
     let read_stdout = async {

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use skein_raft::fsm::{Command, Completion, FencingToken, HeldLease, Outcome, Rejection, TaskId, TaskStatus};
 use skein_transport::{CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask};
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,12 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker's loops. `stop_leasing` ends leasing (drain);
     /// `stop` cancels every running task and ends the loops.
-    pub fn spawn(app: SharedApp, journal: Option<Journal>, stop_leasing: CancellationToken, stop: CancellationToken) -> Arc<Worker> {
+    pub fn spawn(
+        app: SharedApp,
+        journal: Option<Journal>,
+        stop_leasing: CancellationToken,
+        stop: CancellationToken,
+    ) -> Arc<Worker> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let worker = Arc::new(Worker {
             app,
@@ -182,7 +187,11 @@ impl Worker {
         // The lease runs from the leader's clock; count it from when we
         // asked, which is no later than when it was granted.
         let deadline = asked_at + Duration::from_millis(g.expires_ms.saturating_sub(asked_ms));
-        let ctx = TaskContext { cancel: stop.child_token(), progress: Arc::new(Mutex::new(None)), app: Some(self.app.clone()) };
+        let ctx = TaskContext {
+            cancel: stop.child_token(),
+            progress: Arc::new(Mutex::new(None)),
+            app: Some(self.app.clone()),
+        };
         info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, kind = %g.kind, "task started");
         if let Some(j) = &self.journal {
             j.start(g.task, g.attempt, g.token);
@@ -208,26 +217,29 @@ impl Worker {
         // stderr) carries the task's id, attempt and token.
         let span = info_span!("task", task_id = g.task.0, attempt = g.attempt, token = g.token.0);
         let worker = self.clone();
-        tokio::spawn(async move {
-            let id = task.grant.task;
-            let outcome = transform::run(&task, &ctx).await;
-            match outcome {
-                Some(outcome) => {
-                    if let Ok(mut r) = worker.running.lock() {
-                        if let Some(t) = r.get_mut(&id) {
-                            t.outcome = Some(outcome);
-                            t.ran = Some(t.started.elapsed());
+        tokio::spawn(
+            async move {
+                let id = task.grant.task;
+                let outcome = transform::run(&task, &ctx).await;
+                match outcome {
+                    Some(outcome) => {
+                        if let Ok(mut r) = worker.running.lock() {
+                            if let Some(t) = r.get_mut(&id) {
+                                t.outcome = Some(outcome);
+                                t.ran = Some(t.started.elapsed());
+                            }
                         }
+                        let _ = worker.done_tx.send(id);
+                        worker.freed.notify_one();
                     }
-                    let _ = worker.done_tx.send(id);
-                    worker.freed.notify_one();
-                }
-                None => {
-                    // Cancelled: whoever cancelled it has already removed it.
-                    worker.freed.notify_one();
+                    None => {
+                        // Cancelled: whoever cancelled it has already removed it.
+                        worker.freed.notify_one();
+                    }
                 }
             }
-        }.instrument(span));
+            .instrument(span),
+        );
     }
 
     async fn heartbeat_loop(self: Arc<Self>, stop: CancellationToken) {
@@ -271,7 +283,12 @@ impl Worker {
                             // would make `finished` miss the outcome it counts.
                             if r.get(&id).is_some_and(|t| t.token == token && t.outcome.is_none()) {
                                 if let Some(t) = r.remove(&id) {
-                                    warn!(task_id = id.0, attempt = t.attempt, token = token.0, "lease revoked by the leader; stopping task");
+                                    warn!(
+                                        task_id = id.0,
+                                        attempt = t.attempt,
+                                        token = token.0,
+                                        "lease revoked by the leader; stopping task"
+                                    );
                                     t.ctx.cancel.cancel();
                                 }
                                 self.freed.notify_one();
@@ -315,7 +332,12 @@ impl Worker {
             let expired: Vec<TaskId> = r.iter().filter(|(_, t)| t.deadline <= now).map(|(id, _)| *id).collect();
             for id in expired {
                 if let Some(t) = r.remove(&id) {
-                    warn!(task_id = id.0, token = t.token.0, attempt = t.attempt, "lease ran out unrenewed; stopping task");
+                    warn!(
+                        task_id = id.0,
+                        token = t.token.0,
+                        attempt = t.attempt,
+                        "lease ran out unrenewed; stopping task"
+                    );
                     t.ctx.cancel.cancel();
                 }
                 self.freed.notify_one();
@@ -392,7 +414,9 @@ impl Worker {
         }
         match &result {
             Ok(status) => match &c.outcome {
-                Outcome::Succeeded { .. } => info!(task_id = id.0, attempt, token = c.token.0, %status, "task succeeded"),
+                Outcome::Succeeded { .. } => {
+                    info!(task_id = id.0, attempt, token = c.token.0, %status, "task succeeded")
+                }
                 Outcome::Retryable { error } | Outcome::Permanent { error } => {
                     warn!(task_id = id.0, attempt, token = c.token.0, %status, error = %error, "task failed")
                 }

@@ -50,7 +50,12 @@ impl Entity {
     pub fn from_value(mut document: Value, origin: &str) -> Result<Entity, PlanError> {
         let err = |entity: Option<String>, field: &str, msg: String| PlanError::new(origin, entity, Some(field), msg);
         let Some(obj) = document.as_object_mut() else {
-            return Err(PlanError::new(origin, None, None, "an entity must be a mapping (apiVersion, kind, metadata, spec)"));
+            return Err(PlanError::new(
+                origin,
+                None,
+                None,
+                "an entity must be a mapping (apiVersion, kind, metadata, spec)",
+            ));
         };
         let name = match obj.get("metadata").and_then(|m| m.get("name")) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
@@ -58,9 +63,14 @@ impl Entity {
             None => return Err(err(None, "metadata.name", "missing".into())),
         };
         let label = Some(name.clone());
-        let api_version = str_field(obj, "apiVersion").ok_or_else(|| err(label.clone(), "apiVersion", "missing".into()))?;
+        let api_version =
+            str_field(obj, "apiVersion").ok_or_else(|| err(label.clone(), "apiVersion", "missing".into()))?;
         if !api_version.contains('/') {
-            return Err(err(label, "apiVersion", format!("{api_version:?} is not of the form group/version (e.g. backstage.io/v1alpha1)")));
+            return Err(err(
+                label,
+                "apiVersion",
+                format!("{api_version:?} is not of the form group/version (e.g. backstage.io/v1alpha1)"),
+            ));
         }
         let kind = str_field(obj, "kind").ok_or_else(|| err(label.clone(), "kind", "missing".into()))?;
         if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -79,13 +89,16 @@ impl Entity {
                 return Err(err(
                     label,
                     &format!("metadata.{what}"),
-                    format!("{value:?} is not a valid entity {what}: 1-63 letters, digits and single - _ . between them"),
+                    format!(
+                        "{value:?} is not a valid entity {what}: 1-63 letters, digits and single - _ . between them"
+                    ),
                 ));
             }
         }
         meta.insert("namespace".into(), Value::String(namespace.clone()));
         let labels = string_map(meta.get("labels")).map_err(|m| err(label.clone(), "metadata.labels", m))?;
-        let annotations = string_map(meta.get("annotations")).map_err(|m| err(label.clone(), "metadata.annotations", m))?;
+        let annotations =
+            string_map(meta.get("annotations")).map_err(|m| err(label.clone(), "metadata.annotations", m))?;
         match obj.get("spec") {
             None | Some(Value::Object(_)) => {}
             Some(_) => return Err(err(label, "spec", "must be a mapping".into())),
@@ -151,7 +164,9 @@ impl Entity {
             let url = match ds {
                 Value::String(s) => s,
                 Value::Object(o) => {
-                    let Some(k) = ["url", "path", "location"].into_iter().find(|k| o.contains_key(*k)) else { continue };
+                    let Some(k) = ["url", "path", "location"].into_iter().find(|k| o.contains_key(*k)) else {
+                        continue;
+                    };
                     match o.get_mut(k) {
                         Some(Value::String(s)) => s,
                         _ => continue,
@@ -245,7 +260,9 @@ impl Entity {
         let target = self.dataset(spec, "target")?;
         let steps = match spec.get("steps") {
             None | Some(Value::Null) => return Err(self.error("spec.steps", "missing: a plan needs at least one step")),
-            Some(Value::Array(a)) if a.is_empty() => return Err(self.error("spec.steps", "a plan needs at least one step")),
+            Some(Value::Array(a)) if a.is_empty() => {
+                return Err(self.error("spec.steps", "a plan needs at least one step"))
+            }
             Some(Value::Array(a)) => a,
             Some(_) => return Err(self.error("spec.steps", "must be a list of steps")),
         };
@@ -326,7 +343,9 @@ impl Entity {
                 Some(query) => Ok(Step::Sql { query }),
                 None => Err(self.error(&format!("{field}.query"), "missing: the SQL to run over `source`")),
             },
-            "copy" => Ok(Step::Copy { schema: self.columns(&format!("{field}.schema"), get_any(obj, &["schema", "cast"]))? }),
+            "copy" => {
+                Ok(Step::Copy { schema: self.columns(&format!("{field}.schema"), get_any(obj, &["schema", "cast"]))? })
+            }
             "exec" => {
                 let command = match obj.get("command") {
                     Some(Value::String(s)) if !s.trim().is_empty() => vec!["sh".into(), "-c".into(), s.clone()],
@@ -334,21 +353,29 @@ impl Entity {
                         a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
                     }
                     Some(_) => {
-                        return Err(self.error(&format!("{field}.command"), "must be a list of strings (program and arguments) or a shell line"))
+                        return Err(self.error(
+                            &format!("{field}.command"),
+                            "must be a list of strings (program and arguments) or a shell line",
+                        ))
                     }
                     None => return Err(self.error(&format!("{field}.command"), "missing")),
                 };
                 let env = string_map(obj.get("env")).map_err(|m| self.error(&format!("{field}.env"), &m))?;
                 let timeout_ms = match get_any(obj, &["timeout_ms", "timeoutMs"]) {
                     None | Some(Value::Null) => None,
-                    Some(v) => Some(v.as_u64().ok_or_else(|| self.error(&format!("{field}.timeout_ms"), "must be a number of milliseconds"))?),
+                    Some(v) => Some(v.as_u64().ok_or_else(|| {
+                        self.error(&format!("{field}.timeout_ms"), "must be a number of milliseconds")
+                    })?),
                 };
                 let format = |keys: &[&str], name: &str| -> Result<Option<Format>, PlanError> {
                     match get_any(obj, keys) {
                         None | Some(Value::Null) => Ok(None),
-                        Some(Value::String(f)) => Format::parse(f)
-                            .map(Some)
-                            .ok_or_else(|| self.error(&format!("{field}.{name}"), &format!("unknown format {f:?} (parquet, csv or jsonl)"))),
+                        Some(Value::String(f)) => Format::parse(f).map(Some).ok_or_else(|| {
+                            self.error(
+                                &format!("{field}.{name}"),
+                                &format!("unknown format {f:?} (parquet, csv or jsonl)"),
+                            )
+                        }),
                         Some(_) => Err(self.error(&format!("{field}.{name}"), "must be a string")),
                     }
                 };
@@ -361,7 +388,10 @@ impl Entity {
                     None | Some(Value::Null) => None,
                     Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
                     Some(_) => {
-                        return Err(self.error(&format!("{field}.row_count"), "must be `equal` or an expression over source and target"))
+                        return Err(self.error(
+                            &format!("{field}.row_count"),
+                            "must be `equal` or an expression over source and target",
+                        ))
                     }
                 };
                 let schema = self.columns(&format!("{field}.schema"), obj.get("schema"))?;
@@ -373,7 +403,9 @@ impl Entity {
                             Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => {
                                 a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect()
                             }
-                            Value::String(s) => s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
+                            Value::String(s) => {
+                                s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+                            }
                             _ => return Err(self.error(&format!("{field}.checksum"), "must be {columns: [names]}")),
                         };
                         Some(Checksum { columns })
@@ -386,7 +418,10 @@ impl Entity {
                 }
                 Ok(Step::Validate(v))
             }
-            other => Err(self.error(&format!("{field}.type"), &format!("unknown step type {other:?} (sql, copy, exec or validate)"))),
+            other => Err(self.error(
+                &format!("{field}.type"),
+                &format!("unknown step type {other:?} (sql, copy, exec or validate)"),
+            )),
         }
     }
 

@@ -140,7 +140,11 @@ mod tests {
     #[test]
     fn parses_full_and_partial_refs() {
         let cases: &[(&str, Option<&str>, &str)] = &[
-            ("component:default/customer-dataset-v2-migration", None, "component:default/customer-dataset-v2-migration"),
+            (
+                "component:default/customer-dataset-v2-migration",
+                None,
+                "component:default/customer-dataset-v2-migration",
+            ),
             ("Component:Default/Orders", None, "component:default/orders"),
             ("resource:data/orders.v2", None, "resource:data/orders.v2"),
             ("orders", Some("component"), "component:default/orders"),
@@ -156,7 +160,9 @@ mod tests {
     fn rejects_bad_refs() {
         assert_eq!(EntityRef::parse("", Some("component")), Err(RefError::Empty));
         assert!(matches!(EntityRef::parse("orders", None), Err(RefError::MissingKind(_))));
-        for bad in ["component:", "component:ns/", ":x", "component:a b", "component:-x", "component:a--b", "comp-onent:x"] {
+        for bad in
+            ["component:", "component:ns/", ":x", "component:a b", "component:-x", "component:a--b", "comp-onent:x"]
+        {
             assert!(
                 matches!(EntityRef::parse(bad, Some("component")), Err(RefError::InvalidPart { .. })),
                 "{bad} should not parse"

@@ -112,7 +112,8 @@ pub fn plan_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// location's relative targets).
 pub fn read_file(path: &Path) -> Result<Vec<Entity>, PlanErrors> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError::new(&origin, None, None, format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| PlanError::new(&origin, None, None, format!("cannot read: {e}")))?;
     let mut entities = parse_text(&text, &origin)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = std::fs::canonicalize(&base).unwrap_or(base);

@@ -102,7 +102,9 @@ fn queue_from_either_annotation() {
 
 #[test]
 fn kinds_and_refs_are_case_insensitive() {
-    let e = one(&SEED.replace("kind: Component", "kind: COMPONENT").replace("component:default/source-dataset", "Source-Dataset"));
+    let e = one(&SEED
+        .replace("kind: Component", "kind: COMPONENT")
+        .replace("component:default/source-dataset", "Source-Dataset"));
     assert!(e.is_plan());
     assert_eq!(e.depends_on().unwrap()[0].to_string(), "component:default/source-dataset");
 }
@@ -158,9 +160,13 @@ fn missing_refs_duplicates_and_cycles_are_refused() {
 
     // a -> b in the batch, and the catalog already has b -> a.
     let a = one(&SEED.replace("customer-dataset-v2-migration", "a").replace("component:default/source-dataset", "b"));
-    let catalog: Catalog = [(EntityRef::new("component", "default", "b"), vec![EntityRef::new("component", "default", "a")])].into();
+    let catalog: Catalog =
+        [(EntityRef::new("component", "default", "b"), vec![EntityRef::new("component", "default", "a")])].into();
     let cyc = validate_set(std::slice::from_ref(&a), &catalog).unwrap_err();
-    assert!(cyc.to_string().contains("dependency cycle: component:default/a -> component:default/b -> component:default/a"), "{cyc}");
+    assert!(
+        cyc.to_string().contains("dependency cycle: component:default/a -> component:default/b -> component:default/a"),
+        "{cyc}"
+    );
 }
 
 #[test]
@@ -211,7 +217,10 @@ fn relative_paths_resolve_against_the_file() {
     let text = SEED
         .replace("file:///data/src/customers.csv", "../data/customers.csv")
         .replace("s3://bucket/customers-v2/", "../out/customers-v2/")
-        .replace("    - type: validate\n", "    - type: exec\n      command: [python3, ../bin/fix.py, \"--flag\"]\n    - type: validate\n");
+        .replace(
+            "    - type: validate\n",
+            "    - type: exec\n      command: [python3, ../bin/fix.py, \"--flag\"]\n    - type: validate\n",
+        );
     std::fs::write(dir.join("plans/p.yaml"), text).unwrap();
     let files = plan_files(&dir).unwrap();
     assert_eq!(files.len(), 1);
@@ -221,7 +230,10 @@ fn relative_paths_resolve_against_the_file() {
     assert_eq!(m.source.url, format!("file://{}/data/customers.csv", base.display()));
     assert_eq!(m.target.url, format!("file://{}/out/customers-v2/", base.display()));
     match &m.steps[1] {
-        Step::Exec(x) => assert_eq!(x.command, vec!["python3".to_string(), format!("{}/bin/fix.py", base.display()), "--flag".into()]),
+        Step::Exec(x) => assert_eq!(
+            x.command,
+            vec!["python3".to_string(), format!("{}/bin/fix.py", base.display()), "--flag".into()]
+        ),
         other => panic!("{other:?}"),
     }
     std::fs::remove_dir_all(&dir).unwrap();

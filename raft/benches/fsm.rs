@@ -8,9 +8,15 @@
 
 use std::time::Instant;
 
-use skein_raft::fsm::{Command, Completion, DiscardCold, MemCold, NewTask, Outcome, Response, StateMachine, Stamped};
+use skein_raft::fsm::{Command, Completion, DiscardCold, MemCold, NewTask, Outcome, Response, Stamped, StateMachine};
 
-fn cycle(sm: &mut StateMachine, cold: &mut dyn skein_raft::fsm::ColdSink, now: &mut u64, batch: usize, payload: &str) -> usize {
+fn cycle(
+    sm: &mut StateMachine,
+    cold: &mut dyn skein_raft::fsm::ColdSink,
+    now: &mut u64,
+    batch: usize,
+    payload: &str,
+) -> usize {
     let mut apply = |sm: &mut StateMachine, command: Command| {
         *now += 1;
         sm.apply(&Stamped { now_ms: *now, command }, cold)

@@ -16,21 +16,51 @@ const NODES: u64 = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { n: usize, key: Option<u8>, dep: Option<usize>, queue: u8 },
-    Lease { node: u64, max: u32, queue: Option<u8> },
+    Enqueue {
+        n: usize,
+        key: Option<u8>,
+        dep: Option<usize>,
+        queue: u8,
+    },
+    Lease {
+        node: u64,
+        max: u32,
+        queue: Option<u8>,
+    },
     /// Complete the `pick`-th leased task (by id order), with its current
     /// token or a stale one.
-    Complete { pick: usize, stale: bool, outcome: u8 },
-    Heartbeat { node: u64 },
-    Advance { ms: u64 },
+    Complete {
+        pick: usize,
+        stale: bool,
+        outcome: u8,
+    },
+    Heartbeat {
+        node: u64,
+    },
+    Advance {
+        ms: u64,
+    },
     Expire,
-    Cancel { pick: usize },
-    Retry { pick: usize },
-    Pause { queue: u8, paused: bool },
-    Release { node: u64 },
+    Cancel {
+        pick: usize,
+    },
+    Retry {
+        pick: usize,
+    },
+    Pause {
+        queue: u8,
+        paused: bool,
+    },
+    Release {
+        node: u64,
+    },
     /// The node leaves the cluster (`RemoveNode`), or joins it again.
-    Remove { node: u64 },
-    Admit { node: u64 },
+    Remove {
+        node: u64,
+    },
+    Admit {
+        node: u64,
+    },
     Snapshot,
 }
 
@@ -124,12 +154,7 @@ impl Run {
     }
 
     fn leased(&self) -> Vec<(TaskId, ModelTask)> {
-        self.model
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.status == TaskStatus::Leased)
-            .map(|(i, t)| (*i, t.clone()))
-            .collect()
+        self.model.tasks.iter().filter(|(_, t)| t.status == TaskStatus::Leased).map(|(i, t)| (*i, t.clone())).collect()
     }
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -144,17 +169,16 @@ impl Run {
                     t.depends_on = dep_id.map(TaskRef::Id).into_iter().collect();
                     tasks.push(t);
                 }
-                let dep_failed = dep_id.is_some_and(|d| {
-                    matches!(self.model.tasks[&d].status, TaskStatus::Dead | TaskStatus::Cancelled)
-                });
+                let dep_failed = dep_id
+                    .is_some_and(|d| matches!(self.model.tasks[&d].status, TaskStatus::Dead | TaskStatus::Cancelled));
                 let key_known = key.is_some_and(|k| self.model.keys.contains_key(&format!("k{k}")));
                 match self.apply(Command::Enqueue { tasks }) {
                     Response::Enqueued(out) => {
                         prop_assert!(!dep_failed || key_known);
                         for e in out {
                             if e.created {
-                                let blocked = dep_id
-                                    .is_some_and(|d| self.model.tasks[&d].status != TaskStatus::Succeeded);
+                                let blocked =
+                                    dep_id.is_some_and(|d| self.model.tasks[&d].status != TaskStatus::Succeeded);
                                 let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Pending };
                                 prop_assert_eq!(e.status, status);
                                 self.model.tasks.insert(
@@ -177,7 +201,9 @@ impl Run {
                 let queues = queue.map(|q| vec![format!("q{q}")]).unwrap_or_default();
                 let removed = self.model.removed.contains(node);
                 match self.apply(Command::Lease { node: *node, queues, max: *max }) {
-                    Response::Rejected(Rejection::NodeRemoved(n)) => prop_assert!(removed && n == *node, "lease refused to node {}", n),
+                    Response::Rejected(Rejection::NodeRemoved(n)) => {
+                        prop_assert!(removed && n == *node, "lease refused to node {}", n)
+                    }
                     Response::Leased(_) if removed => prop_assert!(false, "removed node {} leased", node),
                     Response::Leased(granted) => {
                         prop_assert!(granted.len() <= *max as usize);
@@ -223,7 +249,11 @@ impl Run {
                     Outcome::Succeeded { .. } => TaskStatus::Succeeded,
                     Outcome::Retryable { .. } => {
                         let attempt = self.sm.task(*id).unwrap().attempt;
-                        if attempt >= 2 { TaskStatus::Dead } else { TaskStatus::Pending }
+                        if attempt >= 2 {
+                            TaskStatus::Dead
+                        } else {
+                            TaskStatus::Pending
+                        }
                     }
                     Outcome::Permanent { .. } => TaskStatus::Dead,
                 };
@@ -240,8 +270,12 @@ impl Run {
                 let n = held.len();
                 let removed = self.model.removed.contains(node);
                 match self.apply(Command::Heartbeat { node: *node, slots: 2, held }) {
-                    Response::Rejected(Rejection::NodeRemoved(n)) => prop_assert!(removed && n == *node, "heartbeat refused to node {}", n),
-                    Response::HeartbeatAck(_) if removed => prop_assert!(false, "removed node {} heartbeat accepted", node),
+                    Response::Rejected(Rejection::NodeRemoved(n)) => {
+                        prop_assert!(removed && n == *node, "heartbeat refused to node {}", n)
+                    }
+                    Response::HeartbeatAck(_) if removed => {
+                        prop_assert!(false, "removed node {} heartbeat accepted", node)
+                    }
                     Response::HeartbeatAck(ack) => {
                         prop_assert_eq!(ack.renewed.len(), n);
                         prop_assert!(ack.revoked.is_empty());

@@ -67,7 +67,12 @@ impl Workload {
         Workload { next_index: 1, now_ms: 1_000, entries: Vec::new() }
     }
 
-    async fn push(&mut self, log: &mut LogStore, sm: &mut StateMachineStore, entry: Entry) -> Result<Response, StorageError> {
+    async fn push(
+        &mut self,
+        log: &mut LogStore,
+        sm: &mut StateMachineStore,
+        entry: Entry,
+    ) -> Result<Response, StorageError> {
         log.append_entries([entry.clone()]).await.map_err(|e| StorageIOError::write(&e))?;
         self.entries.push(entry.clone());
         self.next_index += 1;
@@ -76,13 +81,24 @@ impl Workload {
         Ok(responses.remove(0))
     }
 
-    async fn command(&mut self, log: &mut LogStore, sm: &mut StateMachineStore, command: Command) -> Result<Response, StorageError> {
+    async fn command(
+        &mut self,
+        log: &mut LogStore,
+        sm: &mut StateMachineStore,
+        command: Command,
+    ) -> Result<Response, StorageError> {
         self.now_ms += 100;
         let entry = normal(self.next_index, self.now_ms, command);
         self.push(log, sm, entry).await
     }
 
-    async fn enqueue(&mut self, log: &mut LogStore, sm: &mut StateMachineStore, from: usize, n: usize) -> Result<Vec<TaskId>, StorageError> {
+    async fn enqueue(
+        &mut self,
+        log: &mut LogStore,
+        sm: &mut StateMachineStore,
+        from: usize,
+        n: usize,
+    ) -> Result<Vec<TaskId>, StorageError> {
         let tasks = (from..from + n).map(|i| NewTask::new("migrate", "noop", &payload(i))).collect();
         match self.command(log, sm, Command::Enqueue { tasks }).await? {
             Response::Enqueued(e) => Ok(e.into_iter().map(|e| e.id).collect()),
@@ -92,7 +108,12 @@ impl Workload {
 
     /// Leases `max` tasks to node 1 and completes them: all but the last
     /// succeed (with a result), the last fails retryably.
-    async fn lease_and_complete(&mut self, log: &mut LogStore, sm: &mut StateMachineStore, max: u32) -> Result<(), StorageError> {
+    async fn lease_and_complete(
+        &mut self,
+        log: &mut LogStore,
+        sm: &mut StateMachineStore,
+        max: u32,
+    ) -> Result<(), StorageError> {
         let granted = match self.command(log, sm, Command::Lease { node: 1, queues: vec![], max }).await? {
             Response::Leased(g) => g,
             other => panic!("lease answered {other:?}"),
@@ -206,7 +227,9 @@ async fn restart_loads_the_snapshot_and_replays_the_log() -> TestResult {
 // ------------------------------------------------------------ transfer
 
 /// Fills a store with some state and builds a snapshot of it.
-async fn store_with_snapshot(dir: &TempDir) -> Result<(LogStore, StateMachineStore, Vec<TaskId>, openraft::Snapshot<TypeConfig>), Box<dyn std::error::Error>> {
+async fn store_with_snapshot(
+    dir: &TempDir,
+) -> Result<(LogStore, StateMachineStore, Vec<TaskId>, openraft::Snapshot<TypeConfig>), Box<dyn std::error::Error>> {
     let (mut log, mut sm) = open(dir.path())?;
     let mut w = Workload::new();
     w.push(&mut log, &mut sm, membership(1, &[1, 2, 3])).await?;

@@ -70,7 +70,8 @@ impl Api {
         let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
         let status = resp.status();
         let bytes = resp.bytes().await.with_context(|| format!("reading the answer of {method} {url}"))?;
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         Ok(Reply { status, body, elapsed: started.elapsed() })
     }
 
@@ -94,7 +95,8 @@ impl Api {
     /// Enqueues task specs (`{"queue", "kind", "payload", ...}`) as one batch;
     /// returns their ids, in order.
     pub async fn enqueue(&self, addr: &str, specs: &[Value]) -> anyhow::Result<Vec<u64>> {
-        let reply: EnqueueReply = self.call(Method::POST, addr, "/api/v1/tasks", Some(&json!({ "tasks": specs }))).await?;
+        let reply: EnqueueReply =
+            self.call(Method::POST, addr, "/api/v1/tasks", Some(&json!({ "tasks": specs }))).await?;
         if reply.tasks.len() != specs.len() {
             bail!("enqueued {} specs, the answer lists {} tasks", specs.len(), reply.tasks.len());
         }
@@ -107,7 +109,12 @@ impl Api {
     }
 
     /// Every task (of `queue`, in `status`), following the cursors.
-    pub async fn tasks(&self, addr: &str, queue: Option<&str>, status: Option<TaskStatus>) -> anyhow::Result<Vec<Task>> {
+    pub async fn tasks(
+        &self,
+        addr: &str,
+        queue: Option<&str>,
+        status: Option<TaskStatus>,
+    ) -> anyhow::Result<Vec<Task>> {
         let mut all = Vec::new();
         let mut cursor: Option<u64> = None;
         loop {

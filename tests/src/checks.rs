@@ -60,7 +60,12 @@ pub async fn wait_settled(
 pub fn all_succeeded(tasks: &[Task], acked: &[u64]) -> anyhow::Result<()> {
     let by_id: BTreeMap<u64, &Task> = tasks.iter().map(|t| (t.id.0, t)).collect();
     let missing: Vec<u64> = acked.iter().copied().filter(|id| !by_id.contains_key(id)).collect();
-    ensure!(missing.is_empty(), "{} acknowledged tasks are unknown to the cluster: {:?}", missing.len(), &missing[..missing.len().min(20)]);
+    ensure!(
+        missing.is_empty(),
+        "{} acknowledged tasks are unknown to the cluster: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
     let not_ok: Vec<String> = tasks
         .iter()
         .filter(|t| t.status != TaskStatus::Succeeded)

@@ -150,7 +150,9 @@ impl Cluster {
         };
         match c.start_nodes(n, voters).await {
             Ok(()) => Ok(c),
-            Err(e) => Err(e.context(format!("starting a cluster of {n} nodes; their logs end with:\n{}", c.log_tails(30)))),
+            Err(e) => {
+                Err(e.context(format!("starting a cluster of {n} nodes; their logs end with:\n{}", c.log_tails(30))))
+            }
         }
     }
 
@@ -216,7 +218,9 @@ impl Cluster {
             self.spawn(id, &extra)?;
             match self.wait_ready(id, READY_TIMEOUT).await {
                 Ok(()) => return Ok(()),
-                Err(e) if fixed.is_none() && attempt < 3 && log_tail(&self.node(id).log_path(), 20).contains("in use") => {
+                Err(e)
+                    if fixed.is_none() && attempt < 3 && log_tail(&self.node(id).log_path(), 20).contains("in use") =>
+                {
                     eprintln!("harness: node {id} could not bind its ports ({e:#}); trying others");
                     self.nodes.remove(&id);
                     attempt += 1;

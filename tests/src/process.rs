@@ -33,7 +33,9 @@ impl Binaries {
                 if here.join("skein-node").is_file() {
                     here.to_path_buf()
                 } else {
-                    here.parent().map(Path::to_path_buf).with_context(|| format!("no target directory above {}", exe.display()))?
+                    here.parent()
+                        .map(Path::to_path_buf)
+                        .with_context(|| format!("no target directory above {}", exe.display()))?
                 }
             }
         };
@@ -116,7 +118,12 @@ impl Process {
 
     /// [`Process::spawn`] with extra environment variables (e.g. the AWS
     /// settings of an S3 endpoint).
-    pub fn spawn_with_env(bin: &Path, args: &[String], log: &Path, env: &[(String, String)]) -> anyhow::Result<Process> {
+    pub fn spawn_with_env(
+        bin: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Process> {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)

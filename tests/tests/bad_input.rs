@@ -74,19 +74,84 @@ async fn bad_input(c: &mut Cluster) -> anyhow::Result<()> {
             async move { api.raw(method, &addr, path, body).await }
         };
         let who = |what: &str| format!("node {id}: {what}");
-        expect(&who("malformed JSON"), &raw(Method::POST, "/api/v1/tasks", post(b"{\"tasks\": [")).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("wrong type"), &raw(Method::POST, "/api/v1/tasks", post(b"{\"queue\": 5}")).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("unknown field"), &raw(Method::POST, "/api/v1/tasks", post(br#"{"queue": "q", "colour": "red"}"#)).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("empty body"), &raw(Method::POST, "/api/v1/tasks", None).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("empty batch"), &raw(Method::POST, "/api/v1/tasks", post(br#"{"tasks": []}"#)).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("unknown task"), &raw(Method::GET, "/api/v1/tasks/987654321", None).await?, StatusCode::NOT_FOUND, "not_found")?;
-        expect(&who("task id abc"), &raw(Method::GET, "/api/v1/tasks/abc", None).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("task id -1"), &raw(Method::GET, "/api/v1/tasks/-1", None).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("status=bogus"), &raw(Method::GET, "/api/v1/tasks?status=bogus", None).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("cancel unknown task"), &raw(Method::POST, "/api/v1/tasks/987654321/cancel", None).await?, StatusCode::NOT_FOUND, "not_found")?;
-        expect(&who("bad queue setting"), &raw(Method::PATCH, "/api/v1/queues/q", post(br#"{"lease_ms": "soon"}"#)).await?, StatusCode::BAD_REQUEST, "invalid")?;
-        expect(&who("drain unknown node"), &raw(Method::POST, "/api/v1/cluster/nodes/12345/drain", None).await?, StatusCode::NOT_FOUND, "not_found")?;
-        expect(&who("no such route"), &raw(Method::GET, "/api/v1/nope", None).await?, StatusCode::NOT_FOUND, "not_found")?;
+        expect(
+            &who("malformed JSON"),
+            &raw(Method::POST, "/api/v1/tasks", post(b"{\"tasks\": [")).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("wrong type"),
+            &raw(Method::POST, "/api/v1/tasks", post(b"{\"queue\": 5}")).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("unknown field"),
+            &raw(Method::POST, "/api/v1/tasks", post(br#"{"queue": "q", "colour": "red"}"#)).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("empty body"),
+            &raw(Method::POST, "/api/v1/tasks", None).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("empty batch"),
+            &raw(Method::POST, "/api/v1/tasks", post(br#"{"tasks": []}"#)).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("unknown task"),
+            &raw(Method::GET, "/api/v1/tasks/987654321", None).await?,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )?;
+        expect(
+            &who("task id abc"),
+            &raw(Method::GET, "/api/v1/tasks/abc", None).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("task id -1"),
+            &raw(Method::GET, "/api/v1/tasks/-1", None).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("status=bogus"),
+            &raw(Method::GET, "/api/v1/tasks?status=bogus", None).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("cancel unknown task"),
+            &raw(Method::POST, "/api/v1/tasks/987654321/cancel", None).await?,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )?;
+        expect(
+            &who("bad queue setting"),
+            &raw(Method::PATCH, "/api/v1/queues/q", post(br#"{"lease_ms": "soon"}"#)).await?,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+        )?;
+        expect(
+            &who("drain unknown node"),
+            &raw(Method::POST, "/api/v1/cluster/nodes/12345/drain", None).await?,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )?;
+        expect(
+            &who("no such route"),
+            &raw(Method::GET, "/api/v1/nope", None).await?,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )?;
 
         let big = json!({"queue": "q", "kind": "noop", "payload": {"blob": "x".repeat((1 << 20) + 1000)}}).to_string();
         let reply = raw(Method::POST, "/api/v1/tasks", Some(big.into_bytes())).await?;
@@ -175,7 +240,12 @@ async fn stale_completions(c: &Cluster, leader: u64) -> anyhow::Result<()> {
     say(format!("stale completions answered: {results:?}"));
     ensure!(results.len() == 3, "3 completions, {} answers: {results:?}", results.len());
     ensure!(
-        results[0] == Err(Rejection::StaleToken { task: TaskId(running), token: FencingToken(999_999), current: Some(lease.token) }),
+        results[0]
+            == Err(Rejection::StaleToken {
+                task: TaskId(running),
+                token: FencingToken(999_999),
+                current: Some(lease.token)
+            }),
         "a wrong token: {:?}",
         results[0]
     );
@@ -187,7 +257,11 @@ async fn stale_completions(c: &Cluster, leader: u64) -> anyhow::Result<()> {
     ensure!(results[2] == Err(Rejection::UnknownTask(TaskId(987_654_321))), "no such task: {:?}", results[2]);
 
     let after = c.api.task(&addr, running).await?;
-    ensure!(after.task.lease.as_ref().map(|l| l.token) == Some(lease.token), "the running task's lease changed: {:?}", after.task);
+    ensure!(
+        after.task.lease.as_ref().map(|l| l.token) == Some(lease.token),
+        "the running task's lease changed: {:?}",
+        after.task
+    );
     let after = c.api.task(&addr, done).await?;
     ensure!(after.result != Some(json!({"forged": true})), "a stale completion overwrote the result");
     ensure!(after.history == done_d.history, "a stale completion changed a finished task's history");

@@ -94,7 +94,11 @@ async fn leader_kill9(c: &mut Cluster) -> anyhow::Result<()> {
         let d = all.iter().find(|d| d.task.id.0 == id).with_context(|| format!("task {id} not listed"))?;
         let win = succeeded_once(d)?;
         if win.token == Some(token) {
-            ensure!(win.at_ms <= kill_ms, "task {id} succeeded under the dead node's token after the kill: {:?}", d.history);
+            ensure!(
+                win.at_ms <= kill_ms,
+                "task {id} succeeded under the dead node's token after the kill: {:?}",
+                d.history
+            );
             continue;
         }
         let expired = d.history.iter().any(|e| matches!(e.what, EventKind::Expired { .. }) && e.token == Some(token));
@@ -181,7 +185,12 @@ async fn frozen_worker(c: &mut Cluster) -> anyhow::Result<()> {
         if let Some(&token) = held.get(&d.task.id.0) {
             if win.token == Some(token) {
                 // Only before the freeze: after it, that lease was taken back.
-                ensure!(win.at_ms < thawed_ms, "task {} succeeded under the frozen node's lease after the thaw: {:?}", d.task.id, d.history);
+                ensure!(
+                    win.at_ms < thawed_ms,
+                    "task {} succeeded under the frozen node's lease after the thaw: {:?}",
+                    d.task.id,
+                    d.history
+                );
             } else {
                 rerun += 1;
             }

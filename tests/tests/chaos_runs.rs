@@ -25,7 +25,12 @@ async fn short_run(seed: u64, nodes: usize) {
         panic!("{}\n{}", chaos::summary(&cfg, &report), keep());
     }
     for kind in FaultKind::ALL {
-        assert!(evidence.faults.iter().any(|f| f.kind == kind), "no {} fault happened: {:?}", kind.name(), evidence.faults);
+        assert!(
+            evidence.faults.iter().any(|f| f.kind == kind),
+            "no {} fault happened: {:?}",
+            kind.name(),
+            evidence.faults
+        );
     }
     assert!(report.stats.tasks_acknowledged > 100, "too little load: {:?}", report.stats);
     assert!(report.stats.journal_commits > 100, "too few successes seen by workers: {:?}", report.stats);

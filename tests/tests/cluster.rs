@@ -43,7 +43,8 @@ async fn spread(c: &mut Cluster) -> anyhow::Result<()> {
         let spec = json!({"queue": Q, "kind": "noop"});
         let mut ids = Vec::new();
         for (i, node) in [via_http, leader].iter().cycle().take(HTTP_TASKS / 100).enumerate() {
-            let batch = c.api.enqueue(&c.addr(*node), &vec![spec.clone(); 100]).await.with_context(|| format!("batch {i}"))?;
+            let batch =
+                c.api.enqueue(&c.addr(*node), &vec![spec.clone(); 100]).await.with_context(|| format!("batch {i}"))?;
             ids.extend(batch);
         }
         anyhow::Ok(ids)
@@ -99,7 +100,12 @@ async fn spread(c: &mut Cluster) -> anyhow::Result<()> {
             EventKind::Leased { attempt } => Some(attempt),
             _ => None,
         });
-        ensure!(last_lease == Some(d.task.attempt), "task {}: attempt {} but last lease {last_lease:?}", d.task.id, d.task.attempt);
+        ensure!(
+            last_lease == Some(d.task.attempt),
+            "task {}: attempt {} but last lease {last_lease:?}",
+            d.task.id,
+            d.task.attempt
+        );
     }
     let spread = leases_by_node(&all);
     say(format!("FIGURE leases per node: {spread:?}"));
@@ -127,7 +133,9 @@ async fn exec(c: &mut Cluster) -> anyhow::Result<()> {
     let exec = |script: &str| json!({"queue": Q, "kind": "exec", "payload": {"command": ["sh", "-c", script]}});
     let specs = [
         exec("exit 0"),
-        exec(r#"if [ "$SKEIN_ATTEMPT" = 1 ]; then echo 'busy, later' >&2; exit 75; fi; echo "{\"attempt\": $SKEIN_ATTEMPT}""#),
+        exec(
+            r#"if [ "$SKEIN_ATTEMPT" = 1 ]; then echo 'busy, later' >&2; exit 75; fi; echo "{\"attempt\": $SKEIN_ATTEMPT}""#,
+        ),
         exec("echo 'broken input' >&2; exit 1"),
         exec(r#"echo noise; echo '{"rows": 3}'"#),
     ];
@@ -190,7 +198,8 @@ async fn exec_error_carries_stderr() {
 async fn exec_stderr(c: &mut Cluster) -> anyhow::Result<()> {
     const Q: &str = "exec-stderr";
     let addr = c.addr(c.leader().await?);
-    let spec = json!({"queue": Q, "kind": "exec", "payload": {"command": ["sh", "-c", "echo 'broken input' >&2; exit 1"]}});
+    let spec =
+        json!({"queue": Q, "kind": "exec", "payload": {"command": ["sh", "-c", "echo 'broken input' >&2; exit 1"]}});
     let ids = c.api.enqueue(&addr, &vec![spec; 20]).await?;
     wait_settled(&c.api, &addr, Q, false, Duration::from_secs(30)).await?;
     let tasks = c.api.tasks(&addr, Some(Q), None).await?;
@@ -261,7 +270,10 @@ async fn membership(c: &mut Cluster) -> anyhow::Result<()> {
     c.api.remove(&leader_addr, gone).await?;
     let remaining: Vec<u64> = c.live_ids().into_iter().filter(|&id| id != gone).collect();
     c.wait_members(&remaining, 3, Duration::from_secs(30)).await.context("after the removal, node 4 promoted")?;
-    say(format!("FIGURE node {gone} removed and node {new} promoted to voter {:?} after the drain", draining.elapsed()));
+    say(format!(
+        "FIGURE node {gone} removed and node {new} promoted to voter {:?} after the drain",
+        draining.elapsed()
+    ));
     // It stops by itself (see removed_node_stops_and_gets_no_more_work).
     let status = c.wait_exit(gone, Duration::from_secs(15)).await.context("the removed node did not stop by itself")?;
     ensure!(status.success(), "the removed node {gone} exited with {status}");
@@ -270,7 +282,12 @@ async fn membership(c: &mut Cluster) -> anyhow::Result<()> {
     let before = load.acked();
     wait_until(Duration::from_secs(15), "more tasks acknowledged", async || Ok(load.acked() >= before + 100)).await?;
     let report = load.stop().await?;
-    say(format!("load: {} tasks acknowledged in {} batches, {} failed requests", report.acked.len(), report.batches, report.errors.len()));
+    say(format!(
+        "load: {} tasks acknowledged in {} batches, {} failed requests",
+        report.acked.len(),
+        report.batches,
+        report.errors.len()
+    ));
     let leader = c.leader().await?;
     wait_settled(&c.api, &c.addr(leader), Q, true, Duration::from_secs(60)).await?;
     let tasks = c.api.tasks(&c.addr(leader), Some(Q), None).await?;
@@ -281,7 +298,12 @@ async fn membership(c: &mut Cluster) -> anyhow::Result<()> {
         succeeded_once(d)?;
         for e in &d.history {
             if matches!(e.what, EventKind::Leased { .. }) && e.node == Some(gone) {
-                ensure!(e.at_ms <= drained_ms, "task {} leased to draining or removed node {gone} at {} (drained at {drained_ms})", d.task.id, e.at_ms);
+                ensure!(
+                    e.at_ms <= drained_ms,
+                    "task {} leased to draining or removed node {gone} at {} (drained at {drained_ms})",
+                    d.task.id,
+                    e.at_ms
+                );
             }
         }
     }
@@ -323,7 +345,12 @@ async fn membership(c: &mut Cluster) -> anyhow::Result<()> {
 
 /// Every task of every queue: id → (status, attempt, finished_ms).
 async fn all_tasks(c: &Cluster, addr: &str) -> anyhow::Result<BTreeMap<u64, (TaskStatus, u32, Option<u64>)>> {
-    Ok(c.api.tasks(addr, None, None).await?.into_iter().map(|t| (t.id.0, (t.status, t.attempt, t.finished_ms))).collect())
+    Ok(c.api
+        .tasks(addr, None, None)
+        .await?
+        .into_iter()
+        .map(|t| (t.id.0, (t.status, t.attempt, t.finished_ms)))
+        .collect())
 }
 
 /// Two nodes at the same applied index have the same state digest.
@@ -390,7 +417,10 @@ async fn removed_node(c: &mut Cluster) -> anyhow::Result<()> {
     let exited = c.wait_exit(gone, Duration::from_secs(15)).await;
     let mut problems = Vec::new();
     if let Ok(status) = &exited {
-        say(format!("FIGURE removed node {gone} exited by itself ({status}) {:?} after the membership change", removed.elapsed()));
+        say(format!(
+            "FIGURE removed node {gone} exited by itself ({status}) {:?} after the membership change",
+            removed.elapsed()
+        ));
         if !status.success() {
             problems.push(format!("the removed node {gone} exited with {status}, not 0"));
         }
@@ -405,7 +435,10 @@ async fn removed_node(c: &mut Cluster) -> anyhow::Result<()> {
             }
             Ok(status) => problems.push(format!("the removed node {gone}, restarted, exited with {status}, not 0")),
             Err(_) => {
-                problems.push(format!("the removed node {gone}, restarted on its data, still runs {:?} later", restarted.elapsed()));
+                problems.push(format!(
+                    "the removed node {gone}, restarted on its data, still runs {:?} later",
+                    restarted.elapsed()
+                ));
                 c.term(gone)?;
                 c.wait_exit(gone, Duration::from_secs(30)).await?;
             }
@@ -436,7 +469,11 @@ async fn removed_node(c: &mut Cluster) -> anyhow::Result<()> {
         .map(|(id, e)| format!("task {id} at +{} ms", e.at_ms - removing_ms))
         .collect();
     if !late.is_empty() {
-        problems.push(format!("{} tasks leased to node {gone} after its removal began: {:?}", late.len(), &late[..late.len().min(5)]));
+        problems.push(format!(
+            "{} tasks leased to node {gone} after its removal began: {:?}",
+            late.len(),
+            &late[..late.len().min(5)]
+        ));
     }
     ensure!(problems.is_empty(), "{}", problems.join("; "));
     Ok(())

@@ -59,7 +59,8 @@ fn customers_csv(n: usize) -> String {
 
 /// A plan document (YAML) with the given spec lines.
 fn plan(name: &str, depends_on: &[&str], spec: &str) -> String {
-    let deps = if depends_on.is_empty() { String::new() } else { format!("  dependsOn: [{}]\n", depends_on.join(", ")) };
+    let deps =
+        if depends_on.is_empty() { String::new() } else { format!("  dependsOn: [{}]\n", depends_on.join(", ")) };
     format!(
         "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  annotations:\n    honk/queue: {QUEUE}\nspec:\n  type: migration-plan\n  lifecycle: production\n  owner: team-infra\n{deps}{spec}"
     )
@@ -76,7 +77,12 @@ async fn apply(c: &Cluster, dir: &Path, file: &str, docs: &[String]) -> anyhow::
     std::fs::write(&path, docs.join("---\n"))?;
     let addr = c.addr(c.live_ids()[0]);
     let out = c.cli(&["--addr", &addr, "plan", "apply", &path.display().to_string()]).await?;
-    ensure!(out.status.success(), "skein plan apply failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "skein plan apply failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -108,7 +114,8 @@ fn jsonl(path: &Path) -> anyhow::Result<Vec<Value>> {
 }
 
 fn published_token(record: &Path) -> anyhow::Result<u64> {
-    let v: Value = serde_json::from_slice(&std::fs::read(record).with_context(|| format!("reading {}", record.display()))?)?;
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(record).with_context(|| format!("reading {}", record.display()))?)?;
     v["token"].as_u64().context("published.json has no token")
 }
 
@@ -461,7 +468,11 @@ impl Moto {
             Err(_) => {
                 let mut py = vec!["-m".to_string(), "moto.server".into()];
                 py.extend(args);
-                spawn("python3", &py).map_err(|e| anyhow::anyhow!("cannot start moto's S3 server ({e}): run scripts/deps.sh (pip install 'moto[server]')"))?
+                spawn("python3", &py).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot start moto's S3 server ({e}): run scripts/deps.sh (pip install 'moto[server]')"
+                    )
+                })?
             }
         };
         let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
@@ -469,7 +480,10 @@ impl Moto {
         let url = moto.endpoint.clone();
         let up = wait_until(Duration::from_secs(30), "moto's S3 server to answer", async || {
             if let Some(status) = moto.child.try_wait()? {
-                bail!("moto_server exited ({status}); is moto[server] installed? run scripts/deps.sh; its log: {}", std::fs::read_to_string(log).unwrap_or_default());
+                bail!(
+                    "moto_server exited ({status}); is moto[server] installed? run scripts/deps.sh; its log: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
             }
             Ok(http.get(&url).send().await.is_ok())
         })
@@ -494,16 +508,26 @@ impl Moto {
 
     /// moto does not check signatures, but it needs an access key to know
     /// whose request it is (an anonymous GET of a private object is refused).
-    const AUTH: &'static str = "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+    const AUTH: &'static str =
+        "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
 
     async fn put(&self, key: &str, body: Vec<u8>) -> anyhow::Result<()> {
-        let r = reqwest::Client::new().put(format!("{}/{key}", self.endpoint)).header("authorization", Self::AUTH).body(body).send().await?;
+        let r = reqwest::Client::new()
+            .put(format!("{}/{key}", self.endpoint))
+            .header("authorization", Self::AUTH)
+            .body(body)
+            .send()
+            .await?;
         ensure!(r.status().is_success(), "PUT {key}: {}", r.status());
         Ok(())
     }
 
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        let r = reqwest::Client::new().get(format!("{}/{key}", self.endpoint)).header("authorization", Self::AUTH).send().await?;
+        let r = reqwest::Client::new()
+            .get(format!("{}/{key}", self.endpoint))
+            .header("authorization", Self::AUTH)
+            .send()
+            .await?;
         if r.status() == 404 {
             return Ok(None);
         }

@@ -91,7 +91,11 @@ impl Chromium {
     /// The page's DOM once its scripts have run.
     async fn dom(&self, url: &str) -> anyhow::Result<String> {
         let dom = self.run(url, &["--dump-dom".into()]).await?;
-        ensure!(dom.contains("data-loaded=\"1\""), "the dashboard never rendered the API's answer:\n{}", tail(&dom, 3000));
+        ensure!(
+            dom.contains("data-loaded=\"1\""),
+            "the dashboard never rendered the API's answer:\n{}",
+            tail(&dom, 3000)
+        );
         Ok(dom)
     }
 
@@ -159,7 +163,8 @@ fn attributes(s: &str) -> BTreeMap<String, String> {
         let name = rest[..eq].trim().to_string();
         let after = &rest[eq + 2..];
         let Some(close) = after.find('"') else { break };
-        let value = after[..close].replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+        let value =
+            after[..close].replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
         out.insert(name, value);
         rest = &after[close + 1..];
     }
@@ -249,9 +254,14 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
         .map(|i| spec("etl", "sleep", json!({"ms": 300, "dataset": format!("ds-{i:03}"), "owner": "team-data"})))
         .collect();
     etl.extend((0..3).map(|i| {
-        spec("etl", "exec", json!({"command": ["sh", "-c", "echo broken input >&2; exit 3"], "dataset": format!("bad-{i}")}))
+        spec(
+            "etl",
+            "exec",
+            json!({"command": ["sh", "-c", "echo broken input >&2; exit 3"], "dataset": format!("bad-{i}")}),
+        )
     }));
-    let long: Vec<Value> = (0..4).map(|i| spec("long", "sleep", json!({"ms": 600_000, "dataset": format!("big-{i}")}))).collect();
+    let long: Vec<Value> =
+        (0..4).map(|i| spec("long", "sleep", json!({"ms": 600_000, "dataset": format!("big-{i}")}))).collect();
     let later: Vec<Value> = (0..5).map(|i| spec("later", "noop", json!({"dataset": format!("next-{i}")}))).collect();
 
     let watch = async {
@@ -274,7 +284,10 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     let watched = watched?;
     let out = String::from_utf8_lossy(&watched.stdout);
     ensure!(watched.status.success(), "skein watch failed: {out}{}", String::from_utf8_lossy(&watched.stderr));
-    ensure!(out.contains("etl: 43/43 done") && out.contains("done in"), "skein watch did not follow etl to its end:\n{out}");
+    ensure!(
+        out.contains("etl: 43/43 done") && out.contains("done in"),
+        "skein watch did not follow etl to its end:\n{out}"
+    );
     say(format!("skein watch followed etl to its end ({} lines)", out.lines().count()));
 
     // Wait for the steady state: etl ended, the long tasks running, `later` waiting.
@@ -301,7 +314,10 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     ensure!(rows.len() == 52, "the page lists {} tasks, expected 52", rows.len());
     ensure!(rows == want, "the page's rows differ from the API's:\npage {rows:?}\napi  {want:?}");
     let names = between(&dom, "<table id=\"tasks\"", "</table>")?;
-    ensure!(names.contains("ds-007") && names.contains("bad-2") && names.contains("team-data"), "dataset names or owners missing");
+    ensure!(
+        names.contains("ds-007") && names.contains("bad-2") && names.contains("team-data"),
+        "dataset names or owners missing"
+    );
 
     let counts = between(&dom, "<div id=\"counts\"", "</div>")?;
     for a in tags(counts, "span").into_iter().filter(|a| a.contains_key("data-count")) {
@@ -316,7 +332,9 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     }
     let queues: BTreeMap<String, (String, String)> = tags(between(&dom, "<div id=\"queues\"", "</section>")?, "div")
         .into_iter()
-        .filter_map(|a| Some((a.get("data-queue")?.clone(), (a.get("data-done")?.clone(), a.get("data-total")?.clone()))))
+        .filter_map(|a| {
+            Some((a.get("data-queue")?.clone(), (a.get("data-done")?.clone(), a.get("data-total")?.clone())))
+        })
         .collect();
     ensure!(queues.get("etl") == Some(&("43".into(), "43".into())), "etl's progress bar: {queues:?}");
     ensure!(queues.get("later") == Some(&("0".into(), "5".into())), "later's progress bar: {queues:?}");
@@ -335,7 +353,8 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     ensure!(table_rows(&dom, "stuck")?.is_empty(), "nothing should be stuck");
     let plans = between(&dom, "<div id=\"plans\"", "</section>")?;
     ensure!(
-        plans.contains("data-plan=\"component:default/orders-v2\" data-status=\"never_run\"") && plans.contains("team-infra"),
+        plans.contains("data-plan=\"component:default/orders-v2\" data-status=\"never_run\"")
+            && plans.contains("team-infra"),
         "the plan is not shown: {plans}"
     );
     ensure!(between(&dom, "<select id=\"f-owner\"", "</select>")?.contains("team-infra"), "no plan owner to filter by");
@@ -355,7 +374,11 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
         for q in &queues {
             for (status, n) in &q.counts {
                 let got = m.get("skein_tasks", &[("queue", q.name.as_str()), ("status", status.as_str())]);
-                ensure!(got == Some(*n as f64), "node {id}: skein_tasks{{{}, {status}}} = {got:?}, the API says {n}", q.name);
+                ensure!(
+                    got == Some(*n as f64),
+                    "node {id}: skein_tasks{{{}, {status}}} = {got:?}, the API says {n}",
+                    q.name
+                );
             }
         }
         let status = c.api.cluster(&addr).await?;
@@ -368,7 +391,10 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
         let applied = m.get("skein_raft_applied_index", &[]).context("applied index")?;
         let last = m.get("skein_raft_last_log_index", &[]).context("last log index")?;
         ensure!(applied > 0.0 && applied <= last, "node {id}: applied {applied}, last log {last}");
-        ensure!(m.get("skein_raft_commit_index", &[]).is_some() == (id == leader), "node {id}: commit index only on the leader");
+        ensure!(
+            m.get("skein_raft_commit_index", &[]).is_some() == (id == leader),
+            "node {id}: commit index only on the leader"
+        );
         ensure!(m.families["skein_task_duration_seconds"].kind == "histogram", "durations are a histogram");
         ensure!(m.families["skein_enqueued_tasks"].kind == "counter", "enqueues are a counter");
     }
@@ -392,25 +418,33 @@ async fn dashboard_metrics_and_watch(c: &Cluster, chromium: &Chromium) -> anyhow
     // so the sums are polled until they match. An event lost or counted
     // twice never converges and fails here, with the last sums seen.
     let converging = std::time::Instant::now();
-    let slept = wait_for(Duration::from_secs(15), "the node-local metrics summed over the nodes to match the API", async || {
-        let mut expositions = Vec::new();
-        for id in c.ids() {
-            expositions.push(metrics(c, &c.addr(id)).await?);
-        }
-        let sum = |name: &str, labels: &[(&str, &str)]| expositions.iter().map(|m| m.sum(name, labels)).sum::<f64>();
-        let wrong: Vec<String> = checks
-            .iter()
-            .filter_map(|(name, labels, want)| {
-                let got = sum(name, labels.as_slice());
-                (got != *want).then(|| format!("{name}{labels:?} summed over the nodes is {got}, expected {want}"))
-            })
-            .collect();
-        ensure!(wrong.is_empty(), "{}", wrong.join("; "));
-        Ok(Some(sum("skein_task_duration_seconds_sum", &[("queue", "etl"), ("outcome", "succeeded")])))
-    })
+    let slept = wait_for(
+        Duration::from_secs(15),
+        "the node-local metrics summed over the nodes to match the API",
+        async || {
+            let mut expositions = Vec::new();
+            for id in c.ids() {
+                expositions.push(metrics(c, &c.addr(id)).await?);
+            }
+            let sum =
+                |name: &str, labels: &[(&str, &str)]| expositions.iter().map(|m| m.sum(name, labels)).sum::<f64>();
+            let wrong: Vec<String> = checks
+                .iter()
+                .filter_map(|(name, labels, want)| {
+                    let got = sum(name, labels.as_slice());
+                    (got != *want).then(|| format!("{name}{labels:?} summed over the nodes is {got}, expected {want}"))
+                })
+                .collect();
+            ensure!(wrong.is_empty(), "{}", wrong.join("; "));
+            Ok(Some(sum("skein_task_duration_seconds_sum", &[("queue", "etl"), ("outcome", "succeeded")])))
+        },
+    )
     .await?;
     ensure!(slept >= 40.0 * 0.3, "40 tasks of 300 ms ran {slept} s in all");
-    say(format!("/metrics of every node parses and matches the API (node-local sums converged in {:?})", converging.elapsed()));
+    say(format!(
+        "/metrics of every node parses and matches the API (node-local sums converged in {:?})",
+        converging.elapsed()
+    ));
     Ok(())
 }
 
@@ -482,7 +516,9 @@ async fn stuck_tasks(c: &mut Cluster, chromium: &Chromium) -> anyhow::Result<()>
     let text = wait_for(SETTLE, "skein stuck to list the frozen node's tasks", async || {
         let out = c.cli(&["--addr", &la, "stuck", "--queue", "frozen"]).await?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let all = held.iter().all(|id| text.lines().any(|l| l.trim_start().starts_with(&format!("{id} ")) && l.contains("no heartbeat")));
+        let all = held.iter().all(|id| {
+            text.lines().any(|l| l.trim_start().starts_with(&format!("{id} ")) && l.contains("no heartbeat"))
+        });
         Ok((all && text.contains(&format!("node {victim} (no heartbeat"))).then_some(text))
     })
     .await?;
@@ -505,9 +541,15 @@ async fn stuck_tasks(c: &mut Cluster, chromium: &Chromium) -> anyhow::Result<()>
         .collect::<anyhow::Result<_>>()?;
     ensure!(reasons.get(&hung).is_some_and(|r| r.contains("running_too_long")), "the page's stuck view: {reasons:?}");
     for id in &held {
-        ensure!(reasons.get(id).is_some_and(|r| r.contains("node_silent")), "task {id} not stuck on the page: {reasons:?}");
+        ensure!(
+            reasons.get(id).is_some_and(|r| r.contains("node_silent")),
+            "task {id} not stuck on the page: {reasons:?}"
+        );
     }
-    ensure!(stuck_rows.contains("hung-export") && stuck_rows.contains("sent no heartbeat"), "stuck reasons are not shown in words");
+    ensure!(
+        stuck_rows.contains("hung-export") && stuck_rows.contains("sent no heartbeat"),
+        "stuck reasons are not shown in words"
+    );
     let health: BTreeMap<u64, String> = tags(between(&dom, "<table id=\"nodes\"", "</table>")?, "tr")
         .into_iter()
         .filter_map(|a| Some((a.get("data-node-id")?.parse().ok()?, a.get("data-health")?.clone())))
@@ -521,7 +563,11 @@ async fn stuck_tasks(c: &mut Cluster, chromium: &Chromium) -> anyhow::Result<()>
     let m = metrics(c, &la).await?;
     ensure!(m.get("skein_stuck_tasks", &[("queue", "hang")]) == Some(1.0), "skein_stuck_tasks{{hang}}");
     let silent = m.get("skein_stuck_reasons", &[("queue", "frozen"), ("reason", "node_silent")]);
-    ensure!(silent == Some(held.len() as f64), "skein_stuck_reasons{{frozen, node_silent}} = {silent:?}, expected {}", held.len());
+    ensure!(
+        silent == Some(held.len() as f64),
+        "skein_stuck_reasons{{frozen, node_silent}} = {silent:?}, expected {}",
+        held.len()
+    );
     c.sigcont(victim)?;
     Ok(())
 }

@@ -15,10 +15,7 @@ pub async fn run(ctx: &mut Ctx<'_>, cmd: ClusterCommand) -> anyhow::Result<()> {
             ctx.show(status, "cluster status", |c: &ClusterStatus| render::cluster(c, now))
         }
         ClusterCommand::Drain { id } => {
-            let reply = ctx
-                .client
-                .post(&format!("/api/v1/cluster/nodes/{id}/drain"), None)
-                .await?;
+            let reply = ctx.client.post(&format!("/api/v1/cluster/nodes/{id}/drain"), None).await?;
             done(
                 ctx,
                 reply,

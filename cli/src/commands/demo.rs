@@ -22,15 +22,14 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     let examples = find_examples(a.examples.as_deref())?;
     let node_bin = match &a.node_bin {
         Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("locating the skein binary")?
-            .with_file_name("skein-node"),
+        None => std::env::current_exe().context("locating the skein binary")?.with_file_name("skein-node"),
     };
     if !node_bin.is_file() {
         bail!("no skein-node at {}: build it (cargo build --bins) or give --node-bin", node_bin.display());
     }
     let dir = prepare_dir(&a.dir)?;
-    copy_dir(&examples, &dir.join("examples")).with_context(|| format!("copying {} into {}", examples.display(), dir.display()))?;
+    copy_dir(&examples, &dir.join("examples"))
+        .with_context(|| format!("copying {} into {}", examples.display(), dir.display()))?;
     let say = |ctx: &mut Ctx<'_>, s: &str| if ctx.output == Output::Table { ctx.line(s) } else { Ok(()) };
 
     say(ctx, &format!("starting {} skein-node processes (logs in {}/node*.log)...", a.nodes, dir.display()))?;
@@ -85,7 +84,14 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     say(&mut dctx, &format!("\nmigrated datasets: {}", dir.join("examples").join("out").display()))?;
     if a.keep {
         let pids: Vec<String> = cluster.children.iter().map(|c| c.id().to_string()).collect();
-        say(&mut dctx, &format!("the cluster keeps running: export SKEIN_ADDR={}; stop it with: kill {}", addrs.join(","), pids.join(" ")))?;
+        say(
+            &mut dctx,
+            &format!(
+                "the cluster keeps running: export SKEIN_ADDR={}; stop it with: kill {}",
+                addrs.join(","),
+                pids.join(" ")
+            ),
+        )?;
     }
     Ok(())
 }
@@ -163,7 +169,10 @@ fn find_examples(given: Option<&Path>) -> anyhow::Result<PathBuf> {
             return Ok(std::fs::canonicalize(c)?);
         }
     }
-    bail!("no examples folder with plans/ found (looked at {}); give --examples", candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "))
+    bail!(
+        "no examples folder with plans/ found (looked at {}); give --examples",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// Empties the demo folder (only one the demo made before) and marks it.

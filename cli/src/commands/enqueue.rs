@@ -50,9 +50,7 @@ async fn load(ctx: &mut Ctx<'_>, spec: TaskSpec, count: u64) -> anyhow::Result<(
     let mut sent = 0;
     while sent < count {
         let n = BATCH.min(count - sent);
-        let body = serde_json::to_value(EnqueueBody::Batch {
-            tasks: vec![spec.clone(); n as usize],
-        })?;
+        let body = serde_json::to_value(EnqueueBody::Batch { tasks: vec![spec.clone(); n as usize] })?;
         let reply = ctx
             .client
             .post(PATH, Some(body))
@@ -85,9 +83,7 @@ async fn load(ctx: &mut Ctx<'_>, spec: TaskSpec, count: u64) -> anyhow::Result<(
 fn read_payload(path: &Path) -> anyhow::Result<Value> {
     let text = if path == Path::new("-") {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the payload from standard input")?;
+        std::io::stdin().read_to_string(&mut s).context("reading the payload from standard input")?;
         s
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading the payload file {}", path.display()))?

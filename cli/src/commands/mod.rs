@@ -3,8 +3,8 @@
 
 mod cluster;
 mod demo;
-pub mod plan;
 mod enqueue;
+pub mod plan;
 mod queue;
 mod status;
 mod stuck;
@@ -71,9 +71,7 @@ pub fn typed<T: DeserializeOwned>(value: Value, what: &str) -> anyhow::Result<T>
 
 /// The local wall clock, for "3s ago" in tables.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {

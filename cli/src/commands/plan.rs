@@ -115,7 +115,11 @@ pub async fn apply_entities(ctx: &mut Ctx<'_>, entities: Vec<Entity>, dry_run: b
             t.add_row(vec![e.entity_ref.clone(), what.to_string(), e.revision.to_string()]);
         }
         let n = r.entities.len();
-        format!("{}\n\n{n} entities: {created} created, {changed} updated, {} unchanged", finish(t, &[2]), n - created - changed)
+        format!(
+            "{}\n\n{n} entities: {created} created, {changed} updated, {} unchanged",
+            finish(t, &[2]),
+            n - created - changed
+        )
     })
 }
 
@@ -157,7 +161,11 @@ pub fn plan_table(plans: &[PlanSummary]) -> String {
     let mut t = table(&["ENTITY", "TYPE", "OWNER", "QUEUE", "DEPENDS ON", "RUN", "STATUS", "COMPLETED"]);
     for p in plans {
         let (run, status, done) = match (&p.task, p.is_plan) {
-            (Some(task), _) => (format!("#{} (task {})", p.generation, task.id), task.status.to_string(), fmt_opt_time(task.finished_ms)),
+            (Some(task), _) => (
+                format!("#{} (task {})", p.generation, task.id),
+                task.status.to_string(),
+                fmt_opt_time(task.finished_ms),
+            ),
             (None, true) if p.generation > 0 => (format!("#{}", p.generation), "forgotten".into(), "-".into()),
             (None, true) => ("-".into(), "never run".into(), "-".into()),
             (None, false) => ("-".into(), "-".into(), "-".into()),
@@ -188,13 +196,23 @@ async fn show(ctx: &mut Ctx<'_>, raw: &str) -> anyhow::Result<()> {
             format!("type:        {}", if s.is_plan { "migration plan" } else { "entity (not a plan)" }),
             format!("owner:       {}", s.owner.as_deref().unwrap_or("-")),
             format!("queue:       {}", s.queue.as_deref().unwrap_or("- (the run's default)")),
-            format!("labels:      {}", if s.labels.is_empty() { "-".into() } else { s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ") }),
+            format!(
+                "labels:      {}",
+                if s.labels.is_empty() {
+                    "-".into()
+                } else {
+                    s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                }
+            ),
             format!("depends on:  {}", if s.depends_on.is_empty() { "-".into() } else { s.depends_on.join(", ") }),
             format!("revision:    {}", s.revision),
         ];
         match &s.task {
             Some(t) => {
-                out.push(format!("run:         #{} = task {} ({}), attempt {}/{}", s.generation, t.id, t.status, t.attempt, t.max_attempts));
+                out.push(format!(
+                    "run:         #{} = task {} ({}), attempt {}/{}",
+                    s.generation, t.id, t.status, t.attempt, t.max_attempts
+                ));
                 out.push(format!("started:     {}", fmt_opt_time(t.first_started_ms)));
                 out.push(format!("completed:   {}", fmt_opt_time(t.finished_ms)));
                 if let Some(p) = &t.progress {
@@ -204,7 +222,10 @@ async fn show(ctx: &mut Ctx<'_>, raw: &str) -> anyhow::Result<()> {
                     out.push(format!("last error:  {e}"));
                 }
             }
-            None => out.push(format!("run:         {}", if s.generation == 0 { "never run" } else { "forgotten (retention)" })),
+            None => out.push(format!(
+                "run:         {}",
+                if s.generation == 0 { "never run" } else { "forgotten (retention)" }
+            )),
         }
         let doc = serde_json::to_string_pretty(&d.entity).unwrap_or_default();
         out.push(String::new());
@@ -222,7 +243,8 @@ async fn import(ctx: &mut Ctx<'_>, a: ImportArgs) -> anyhow::Result<()> {
         bail!("Backstage at {} has no entity matching {}", a.backstage, a.filter.join(" OR "));
     }
     let origin = format!("{}/api/catalog/entities/by-query", bs.base);
-    let mut entities = skein_plan::entities_from_value(Value::Array(std::mem::take(&mut docs)), &origin).map_err(problems)?;
+    let mut entities =
+        skein_plan::entities_from_value(Value::Array(std::mem::take(&mut docs)), &origin).map_err(problems)?;
     // Fetch what they depend on that neither the answer nor skein's catalog has.
     let known = catalog_graph(&ctx.client).await?;
     let mut have: BTreeSet<EntityRef> = entities.iter().map(Entity::entity_ref).collect();
@@ -232,8 +254,11 @@ async fn import(ctx: &mut Ctx<'_>, a: ImportArgs) -> anyhow::Result<()> {
             continue;
         }
         let doc = bs.by_name(&dep).await?;
-        let e = Entity::from_value(doc, &format!("{}/api/catalog/entities/by-name/{}/{}/{}", bs.base, dep.kind, dep.namespace, dep.name))
-            .map_err(|e| problems(e.into()))?;
+        let e = Entity::from_value(
+            doc,
+            &format!("{}/api/catalog/entities/by-name/{}/{}/{}", bs.base, dep.kind, dep.namespace, dep.name),
+        )
+        .map_err(|e| problems(e.into()))?;
         queue.extend(e.depends_on().unwrap_or_default());
         have.insert(dep);
         entities.push(e);
@@ -313,7 +338,9 @@ impl Backstage {
 
     async fn by_name(&self, r: &EntityRef) -> anyhow::Result<Value> {
         let path = format!("/api/catalog/entities/by-name/{}/{}/{}", r.kind, r.namespace, r.name);
-        self.get(&path, &[]).await?.ok_or_else(|| anyhow!("a plan depends on {r}, which Backstage does not have ({}{path}: 404)", self.base))
+        self.get(&path, &[])
+            .await?
+            .ok_or_else(|| anyhow!("a plan depends on {r}, which Backstage does not have ({}{path}: 404)", self.base))
     }
 }
 
@@ -349,7 +376,12 @@ async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
             let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
             ctx.line(&format!("{} runs ended: {}", ended.len(), parts.join(", ")))?;
             for t in ended.iter().filter(|t| t["status"] != "succeeded") {
-                ctx.line(&format!("  task {} {}: {}", t["id"], t["status"].as_str().unwrap_or("?"), t["last_error"].as_str().unwrap_or("-")))?;
+                ctx.line(&format!(
+                    "  task {} {}: {}",
+                    t["id"],
+                    t["status"].as_str().unwrap_or("?"),
+                    t["last_error"].as_str().unwrap_or("-")
+                ))?;
             }
             Ok(())
         }
@@ -366,7 +398,11 @@ pub fn parse_selector(s: &str) -> anyhow::Result<Value> {
         match k {
             "owner" | "spec.owner" => owner = Some(v.to_string()),
             _ => {
-                let k = k.strip_prefix("label.").or_else(|| k.strip_prefix("labels.")).or_else(|| k.strip_prefix("metadata.labels.")).unwrap_or(k);
+                let k = k
+                    .strip_prefix("label.")
+                    .or_else(|| k.strip_prefix("labels."))
+                    .or_else(|| k.strip_prefix("metadata.labels."))
+                    .unwrap_or(k);
                 labels.insert(k.to_string(), Value::String(v.to_string()));
             }
         }
@@ -386,10 +422,21 @@ fn runs_table(r: &RunPlansReply) -> String {
             (false, true) => "already pending, running or done (--force runs it again)",
             (false, false) => "dependency already pending, running or done",
         };
-        t.add_row(vec![run.entity_ref.clone(), format!("#{}", run.generation), run.task.to_string(), run.status.to_string(), note.into()]);
+        t.add_row(vec![
+            run.entity_ref.clone(),
+            format!("#{}", run.generation),
+            run.task.to_string(),
+            run.status.to_string(),
+            note.into(),
+        ]);
     }
     let created = r.runs.iter().filter(|x| x.created).count();
-    format!("{}\n\n{} plans: {created} enqueued, {} already there", finish(t, &[2]), r.runs.len(), r.runs.len() - created)
+    format!(
+        "{}\n\n{} plans: {created} enqueued, {} already there",
+        finish(t, &[2]),
+        r.runs.len(),
+        r.runs.len() - created
+    )
 }
 
 /// Polls the task list until each of `ids` has ended; returns them as the
@@ -428,7 +475,11 @@ pub async fn wait_for_tasks(client: &Client, ids: &[u64], timeout: Duration) -> 
             return Ok(ended);
         }
         if Instant::now() >= deadline {
-            bail!("{left} of {} migrations still running after {} s (see `skein status`)", ids.len(), timeout.as_secs());
+            bail!(
+                "{left} of {} migrations still running after {} s (see `skein status`)",
+                ids.len(),
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -16,10 +16,7 @@ pub async fn run(ctx: &mut Ctx<'_>, cmd: QueueCommand) -> anyhow::Result<()> {
             ctx.show(list, "queue list", |l: &QueueList| render::queues(&l.queues))
         }
         QueueCommand::Pause { queue } => {
-            let reply = ctx
-                .client
-                .post(&format!("/api/v1/queues/{}/pause", path_segment(&queue)), None)
-                .await?;
+            let reply = ctx.client.post(&format!("/api/v1/queues/{}/pause", path_segment(&queue)), None).await?;
             done(
                 ctx,
                 reply,
@@ -27,20 +24,14 @@ pub async fn run(ctx: &mut Ctx<'_>, cmd: QueueCommand) -> anyhow::Result<()> {
             )
         }
         QueueCommand::Resume { queue } => {
-            let reply = ctx
-                .client
-                .post(&format!("/api/v1/queues/{}/resume", path_segment(&queue)), None)
-                .await?;
+            let reply = ctx.client.post(&format!("/api/v1/queues/{}/resume", path_segment(&queue)), None).await?;
             done(ctx, reply, &format!("queue {queue:?} resumed"))
         }
         QueueCommand::Set(args) => {
             let queue = args.queue.clone();
             let body = patch_body(args);
             let changes = describe(&body);
-            let reply = ctx
-                .client
-                .patch(&format!("/api/v1/queues/{}", path_segment(&queue)), body)
-                .await?;
+            let reply = ctx.client.patch(&format!("/api/v1/queues/{}", path_segment(&queue)), body).await?;
             done(ctx, reply, &format!("queue {queue:?} updated: {changes}"))
         }
     }
@@ -92,32 +83,14 @@ mod tests {
 
     #[test]
     fn patch_carries_only_the_given_settings() {
-        let cli = Cli::try_parse_from([
-            "skein",
-            "queue",
-            "set",
-            "q",
-            "--concurrency",
-            "4",
-            "--retention-ms",
-            "0",
-        ])
-        .expect("parses");
-        let Command::Queue(QueueCommand::Set(args)) = cli.command else {
-            panic!("not set")
-        };
+        let cli = Cli::try_parse_from(["skein", "queue", "set", "q", "--concurrency", "4", "--retention-ms", "0"])
+            .expect("parses");
+        let Command::Queue(QueueCommand::Set(args)) = cli.command else { panic!("not set") };
         let body = patch_body(args);
         assert_eq!(body, json!({"concurrency": 4, "retention_ms": 0}));
         assert_eq!(describe(&body), "concurrency=4, retention_ms=0");
         // The node reads it back as the same patch.
         let patch: QueuePatch = serde_json::from_value(body).expect("a QueuePatch");
-        assert_eq!(
-            patch,
-            QueuePatch {
-                concurrency: Some(4),
-                retention_ms: Some(0),
-                ..Default::default()
-            }
-        );
+        assert_eq!(patch, QueuePatch { concurrency: Some(4), retention_ms: Some(0), ..Default::default() });
     }
 }

@@ -75,10 +75,7 @@ pub async fn fetch_pages(
 ) -> anyhow::Result<(Vec<Value>, Option<u64>)> {
     let mut tasks = Vec::new();
     loop {
-        let page = ctx
-            .client
-            .get("/api/v1/tasks", &list_query(queue, status, limit, cursor))
-            .await?;
+        let page = ctx.client.get("/api/v1/tasks", &list_query(queue, status, limit, cursor)).await?;
         let next = page.get("next_cursor").and_then(Value::as_u64);
         if let Some(Value::Array(list)) = page.get("tasks") {
             tasks.extend(list.iter().cloned());
@@ -106,9 +103,7 @@ async fn list(ctx: &mut Ctx<'_>, args: ListArgs) -> anyhow::Result<()> {
     let list: TaskList = typed(json!({ "tasks": tasks, "next_cursor": next }), "tasks list")?;
     ctx.line(&render::task_list(&list.tasks))?;
     if let Some(next) = list.next_cursor {
-        ctx.line(&format!(
-            "\nmore tasks: add --cursor {next} for the next page, or --all for every page"
-        ))?;
+        ctx.line(&format!("\nmore tasks: add --cursor {next} for the next page, or --all for every page"))?;
     }
     Ok(())
 }

@@ -115,13 +115,7 @@ fn queue_items(o: &Overview, only: Option<&str>) -> Vec<Item> {
             let done = n(TaskStatus::Succeeded) + n(TaskStatus::Dead) + n(TaskStatus::Cancelled);
             let total: u64 = q.counts.values().sum();
             let open = n(TaskStatus::Pending) + n(TaskStatus::Blocked) + n(TaskStatus::Leased);
-            Item {
-                key: q.name.clone(),
-                total,
-                done,
-                finished: open == 0,
-                msg: describe(&q.counts, q.paused),
-            }
+            Item { key: q.name.clone(), total, done, finished: open == 0, msg: describe(&q.counts, q.paused) }
         })
         .collect()
 }
@@ -241,9 +235,18 @@ mod tests {
     #[test]
     fn queue_bars_count_ended_tasks() {
         let counts = BTreeMap::from([(TaskStatus::Succeeded, 7), (TaskStatus::Dead, 1), (TaskStatus::Leased, 2)]);
-        let q = QueueStats { name: "q".into(), paused: false, config: QueueConfig::default(), counts, oldest_pending_age_ms: None };
+        let q = QueueStats {
+            name: "q".into(),
+            paused: false,
+            config: QueueConfig::default(),
+            counts,
+            oldest_pending_age_ms: None,
+        };
         let items = queue_items(&overview(vec![q], vec![]), None);
-        assert_eq!(items, vec![Item { key: "q".into(), total: 10, done: 8, finished: false, msg: "2 running, 1 dead".into() }]);
+        assert_eq!(
+            items,
+            vec![Item { key: "q".into(), total: 10, done: 8, finished: false, msg: "2 running, 1 dead".into() }]
+        );
     }
 
     #[test]

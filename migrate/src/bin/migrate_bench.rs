@@ -53,7 +53,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             runs.sort_by(f64::total_cmp);
             let secs = runs[runs.len() / 2];
-            println!("{{\"rows\": {rows}, \"seconds\": {secs:.3}, \"rows_per_s\": {:.0}, \"runs\": {}}}", rows as f64 / secs, runs.len());
+            println!(
+                "{{\"rows\": {rows}, \"seconds\": {secs:.3}, \"rows_per_s\": {:.0}, \"runs\": {}}}",
+                rows as f64 / secs,
+                runs.len()
+            );
         }
         Some("engine") => {
             // The same migration through skein's engine, in this process
@@ -62,8 +66,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let target = arg(&args, "--target").ok_or(usage)?;
             let query = arg(&args, "--query").ok_or(usage)?;
             let spec = skein_plan::MigrationSpec {
-                source: skein_plan::Dataset { url: source, format: Some(skein_plan::Format::Parquet), delimiter: None, has_header: None },
-                target: skein_plan::Dataset { url: target.clone(), format: Some(skein_plan::Format::Parquet), delimiter: None, has_header: None },
+                source: skein_plan::Dataset {
+                    url: source,
+                    format: Some(skein_plan::Format::Parquet),
+                    delimiter: None,
+                    has_header: None,
+                },
+                target: skein_plan::Dataset {
+                    url: target.clone(),
+                    format: Some(skein_plan::Format::Parquet),
+                    delimiter: None,
+                    has_header: None,
+                },
                 steps: vec![skein_plan::Step::Sql { query }],
             };
             let scratch = std::env::temp_dir().join(format!("migrate-bench-{}", std::process::id()));
@@ -78,7 +92,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = std::fs::remove_dir_all(&scratch);
             runs.sort_by(f64::total_cmp);
             let secs = runs[runs.len() / 2];
-            println!("{{\"rows\": {rows}, \"seconds\": {secs:.3}, \"rows_per_s\": {:.0}, \"runs\": {}}}", rows as f64 / secs, runs.len());
+            println!(
+                "{{\"rows\": {rows}, \"seconds\": {secs:.3}, \"rows_per_s\": {:.0}, \"runs\": {}}}",
+                rows as f64 / secs,
+                runs.len()
+            );
         }
         _ => return Err(usage.into()),
     }
@@ -93,10 +111,13 @@ async fn direct(source: &str, target: &str, query: &str) -> Result<u64, Box<dyn 
     let df = ctx.sql(query).await?;
     let mut opts = TableParquetOptions::default();
     opts.global.compression = Some("snappy".into());
-    let written = df.write_parquet(target, DataFrameWriteOptions::new().with_single_file_output(true), Some(opts)).await?;
+    let written =
+        df.write_parquet(target, DataFrameWriteOptions::new().with_single_file_output(true), Some(opts)).await?;
     Ok(written
         .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map(|a| a.value(0)))
+        .filter_map(|b| {
+            b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map(|a| a.value(0))
+        })
         .sum())
 }
 

@@ -31,7 +31,11 @@ pub const DEFAULT_QUEUE: &str = "dataset-migrations";
 
 pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<ApplyPlansReply>> {
     if body.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "the request needs a body: {\"entities\": [...]} or YAML documents"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the request needs a body: {\"entities\": [...]} or YAML documents",
+        ));
     }
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     let is_json = content_type.contains("json") || (!content_type.contains("yaml") && body.first() == Some(&b'{'));
@@ -45,9 +49,14 @@ pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(entities) } else { Err(PlanErrors(errors)) }
+        if errors.is_empty() {
+            Ok(entities)
+        } else {
+            Err(PlanErrors(errors))
+        }
     } else {
-        let text = std::str::from_utf8(&body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "the YAML body is not UTF-8"))?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "the YAML body is not UTF-8"))?;
         skein_plan::parse_yaml(text, "body")
     };
     let entities = parsed.map_err(invalid)?;
@@ -76,7 +85,11 @@ pub async fn list(State(app): State<SharedApp>, Query(p): Query<ListParams>) -> 
     let labels = parse_labels(p.label.as_deref().unwrap_or(""))?;
     let state = app.store.state();
     let plans = if p.owner.is_some() || !labels.is_empty() || p.plans_only {
-        state.select_plans(p.owner.as_deref().filter(|o| !o.is_empty()), &labels).into_iter().map(|c| summary(&state, c)).collect()
+        state
+            .select_plans(p.owner.as_deref().filter(|o| !o.is_empty()), &labels)
+            .into_iter()
+            .map(|c| summary(&state, c))
+            .collect()
     } else {
         state.catalog().map(|c| summary(&state, c)).collect()
     };
@@ -131,7 +144,10 @@ pub async fn run(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(Status
             {
                 let state = app.store.state();
                 for r in runs.iter().filter(|r| r.created) {
-                    let q = state.catalog_entry(&r.entity_ref).and_then(|c| c.entity.queue.clone()).unwrap_or_else(|| queue.clone());
+                    let q = state
+                        .catalog_entry(&r.entity_ref)
+                        .and_then(|c| c.entity.queue.clone())
+                        .unwrap_or_else(|| queue.clone());
                     crate::metrics::Metrics::count(&app.metrics.enqueued, vec![("queue", q)], 1);
                 }
             }

@@ -47,7 +47,10 @@ fn entry(index: u64) -> Entry {
     let task = NewTask::new("migrations", "migration", &payload);
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Stamped { now_ms: 1_700_000_000_000 + index, command: Command::Enqueue { tasks: vec![task] } }),
+        payload: EntryPayload::Normal(Stamped {
+            now_ms: 1_700_000_000_000 + index,
+            command: Command::Enqueue { tasks: vec![task] },
+        }),
     }
 }
 

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use super::cold::ColdSink;
 use super::command::{
-    Command, Completion, Enqueued, Granted, HeartbeatAck, HeldLease, NewTask, Outcome, Rejection, Response,
-    Stamped, TaskRef,
+    Command, Completion, Enqueued, Granted, HeartbeatAck, HeldLease, NewTask, Outcome, Rejection, Response, Stamped,
+    TaskRef,
 };
 use super::state::{intern, StateMachine};
 use super::types::{
-    Event, EventKind, FencingToken, Lease, NodeId, NodeInfo, Progress, Queue, QueueConfig, QueuePatch, Task, TaskId, TaskStatus,
+    Event, EventKind, FencingToken, Lease, NodeId, NodeInfo, Progress, Queue, QueueConfig, QueuePatch, Task, TaskId,
+    TaskStatus,
 };
 
 /// Most ended tasks one `CollectGarbage` forgets, so that one entry never
@@ -64,9 +65,7 @@ impl StateMachine {
                 Response::Released(released)
             }
             Command::CollectGarbage => self.collect_garbage(cold),
-            Command::Batch(commands) => {
-                Response::Batch(commands.iter().map(|c| self.apply_command(c, cold)).collect())
-            }
+            Command::Batch(commands) => Response::Batch(commands.iter().map(|c| self.apply_command(c, cold)).collect()),
             Command::ApplyPlans { entities } => self.apply_plans(entities),
             Command::RunPlans { refs, force, default_queue, priority } => {
                 self.run_plans(refs, *force, default_queue, *priority, cold)
@@ -197,9 +196,7 @@ impl StateMachine {
                         return Err(Rejection::UnknownDependency { index, dependency: format!("key {key:?}") })
                     }
                 },
-                (None, None) => {
-                    return Err(Rejection::UnknownDependency { index, dependency: format!("key {key:?}") })
-                }
+                (None, None) => return Err(Rejection::UnknownDependency { index, dependency: format!("key {key:?}") }),
             },
         };
         match self.core.tasks.get(&id) {
@@ -231,9 +228,8 @@ impl StateMachine {
             };
             let queue = self.ensure_queue(&t.queue);
             let config = self.core.queues.get(&queue).map(|q| q.config.clone()).unwrap_or_default();
-            let blocked = deps
-                .iter()
-                .any(|d| self.core.tasks.get(d).is_none_or(|dt| dt.status != TaskStatus::Succeeded));
+            let blocked =
+                deps.iter().any(|d| self.core.tasks.get(d).is_none_or(|dt| dt.status != TaskStatus::Succeeded));
             let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Pending };
             let key: Option<Arc<str>> = t.idempotency_key.as_deref().map(Arc::from);
             if let Some(k) = &key {
@@ -455,11 +451,13 @@ impl StateMachine {
     }
 
     fn release_node(&mut self, node: NodeId, cold: &mut dyn ColdSink) -> Vec<(TaskId, TaskStatus)> {
-        let held: Vec<TaskId> = self.idx.leases_by_node.get(&node).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let held: Vec<TaskId> =
+            self.idx.leases_by_node.get(&node).map(|s| s.iter().copied().collect()).unwrap_or_default();
         let mut out = Vec::with_capacity(held.len());
         for id in held {
             let (_, token) = self.lease_holder(id);
-            let status = self.fail_attempt(id, "lease released by its node", Some(node), token, FailKind::Released, cold);
+            let status =
+                self.fail_attempt(id, "lease released by its node", Some(node), token, FailKind::Released, cold);
             out.push((id, status));
         }
         out
@@ -540,7 +538,12 @@ impl StateMachine {
         }
         let (node, token) = self.lease_holder(id);
         let reason = if reason.is_empty() { "cancelled by request" } else { reason };
-        self.finish(id, TaskStatus::Cancelled, Some(truncate(reason, self.core.limits.max_error_bytes as usize)), |_| {});
+        self.finish(
+            id,
+            TaskStatus::Cancelled,
+            Some(truncate(reason, self.core.limits.max_error_bytes as usize)),
+            |_| {},
+        );
         self.record(id, node, token, EventKind::Cancelled { reason: reason.to_string() }, cold);
         self.cancel_dependents(id, cold);
         Response::Task { id, status: TaskStatus::Cancelled }
@@ -588,9 +591,9 @@ impl StateMachine {
         for w in waiting {
             let ready = self.core.tasks.get(&w).is_some_and(|t| {
                 t.status == TaskStatus::Blocked
-                    && t.depends_on.iter().all(|d| {
-                        self.core.tasks.get(d).is_none_or(|dt| dt.status == TaskStatus::Succeeded)
-                    })
+                    && t.depends_on
+                        .iter()
+                        .all(|d| self.core.tasks.get(d).is_none_or(|dt| dt.status == TaskStatus::Succeeded))
             });
             if ready {
                 let now = self.core.clock_ms;
@@ -654,19 +657,43 @@ impl StateMachine {
             Ok(n) => n,
             Err(r) => return Response::Rejected(r),
         };
-        let Some(q) = self.core.queues.get(&name) else { return Response::Rejected(Rejection::UnknownQueue(queue.into())) };
+        let Some(q) = self.core.queues.get(&name) else {
+            return Response::Rejected(Rejection::UnknownQueue(queue.into()));
+        };
         let mut c = q.config.clone();
-        if let Some(v) = patch.lease_ms { c.lease_ms = v }
-        if let Some(v) = patch.max_attempts { c.max_attempts = v }
-        if let Some(v) = patch.backoff_base_ms { c.backoff_base_ms = v }
-        if let Some(v) = patch.backoff_cap_ms { c.backoff_cap_ms = v }
-        if let Some(v) = patch.concurrency { c.concurrency = v }
-        if let Some(v) = patch.max_depth { c.max_depth = v }
-        if let Some(v) = patch.retention_ms { c.retention_ms = v }
-        if let Some(v) = patch.stuck_expiries { c.stuck_expiries = v }
-        if let Some(v) = patch.stuck_run_ms { c.stuck_run_ms = v }
-        if let Some(v) = patch.stuck_factor { c.stuck_factor = v }
-        if let Some(v) = patch.stuck_silence_ms { c.stuck_silence_ms = v }
+        if let Some(v) = patch.lease_ms {
+            c.lease_ms = v
+        }
+        if let Some(v) = patch.max_attempts {
+            c.max_attempts = v
+        }
+        if let Some(v) = patch.backoff_base_ms {
+            c.backoff_base_ms = v
+        }
+        if let Some(v) = patch.backoff_cap_ms {
+            c.backoff_cap_ms = v
+        }
+        if let Some(v) = patch.concurrency {
+            c.concurrency = v
+        }
+        if let Some(v) = patch.max_depth {
+            c.max_depth = v
+        }
+        if let Some(v) = patch.retention_ms {
+            c.retention_ms = v
+        }
+        if let Some(v) = patch.stuck_expiries {
+            c.stuck_expiries = v
+        }
+        if let Some(v) = patch.stuck_run_ms {
+            c.stuck_run_ms = v
+        }
+        if let Some(v) = patch.stuck_factor {
+            c.stuck_factor = v
+        }
+        if let Some(v) = patch.stuck_silence_ms {
+            c.stuck_silence_ms = v
+        }
         if c.lease_ms < 100 {
             return Response::Rejected(Rejection::InvalidConfig("lease_ms must be at least 100".into()));
         }
@@ -674,7 +701,9 @@ impl StateMachine {
             return Response::Rejected(Rejection::InvalidConfig("max_attempts must be at least 1".into()));
         }
         if c.backoff_base_ms > c.backoff_cap_ms {
-            return Response::Rejected(Rejection::InvalidConfig("backoff_base_ms must not exceed backoff_cap_ms".into()));
+            return Response::Rejected(Rejection::InvalidConfig(
+                "backoff_base_ms must not exceed backoff_cap_ms".into(),
+            ));
         }
         if let Some(q) = self.core.queues.get_mut(&name) {
             q.config = c;
@@ -704,11 +733,12 @@ impl StateMachine {
     /// The node's record, made on first sight; `seen` marks it alive now.
     fn touch_node(&mut self, node: NodeId, slots: Option<u32>, seen: bool) -> &mut NodeInfo {
         let now = self.core.clock_ms;
-        let info = self
-            .core
-            .nodes
-            .entry(node)
-            .or_insert(NodeInfo { id: node, slots: 0, draining: false, last_heartbeat_ms: now });
+        let info = self.core.nodes.entry(node).or_insert(NodeInfo {
+            id: node,
+            slots: 0,
+            draining: false,
+            last_heartbeat_ms: now,
+        });
         if let Some(s) = slots {
             info.slots = s;
         }
@@ -790,7 +820,10 @@ enum Planned {
     Existing(TaskId),
     /// The key was used earlier in this batch, at this position.
     SameAs(usize),
-    New { id: TaskId, deps: Vec<TaskId> },
+    New {
+        id: TaskId,
+        deps: Vec<TaskId>,
+    },
 }
 
 #[derive(Clone, Copy)]

@@ -129,10 +129,21 @@ impl StateMachine {
                         entry.revision += 1;
                         entry.updated_ms = now;
                     }
-                    AppliedEntity { entity_ref: e.entity_ref.clone(), created: false, changed, revision: entry.revision }
+                    AppliedEntity {
+                        entity_ref: e.entity_ref.clone(),
+                        created: false,
+                        changed,
+                        revision: entry.revision,
+                    }
                 }
                 None => {
-                    let entry = CatalogEntry { entity: e.clone(), revision: 1, generation: 0, created_ms: now, updated_ms: now };
+                    let entry = CatalogEntry {
+                        entity: e.clone(),
+                        revision: 1,
+                        generation: 0,
+                        created_ms: now,
+                        updated_ms: now,
+                    };
                     self.core.catalog.insert(e.entity_ref.clone(), entry);
                     AppliedEntity { entity_ref: e.entity_ref.clone(), created: true, changed: true, revision: 1 }
                 }
@@ -172,7 +183,9 @@ impl StateMachine {
                 });
             }
             if let Some(q) = &e.queue {
-                if let Err(Rejection::InvalidName { reason, .. }) = super::apply::check_name(index, "queue", q, limits.max_name_bytes) {
+                if let Err(Rejection::InvalidName { reason, .. }) =
+                    super::apply::check_name(index, "queue", q, limits.max_name_bytes)
+                {
                     return Err(invalid(index, e, "metadata.annotations.honk/queue", reason));
                 }
             }
@@ -188,7 +201,12 @@ impl StateMachine {
                     return Err(invalid(index, e, &format!("spec.dependsOn[{i}]"), reason));
                 }
                 if *d == e.entity_ref {
-                    return Err(invalid(index, e, &format!("spec.dependsOn[{i}]"), "an entity cannot depend on itself".into()));
+                    return Err(invalid(
+                        index,
+                        e,
+                        &format!("spec.dependsOn[{i}]"),
+                        "an entity cannot depend on itself".into(),
+                    ));
                 }
             }
         }
@@ -449,7 +467,10 @@ fn check_ref(r: &str) -> Result<(), String> {
 }
 
 /// A cycle reachable from `starts` in the graph `edges` describes.
-fn find_cycle<'a>(starts: impl IntoIterator<Item = &'a str>, edges: impl Fn(&str) -> &'a [String]) -> Option<Vec<String>> {
+fn find_cycle<'a>(
+    starts: impl IntoIterator<Item = &'a str>,
+    edges: impl Fn(&str) -> &'a [String],
+) -> Option<Vec<String>> {
     let mut done: BTreeSet<&str> = BTreeSet::new();
     for start in starts {
         if done.contains(start) {

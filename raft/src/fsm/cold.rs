@@ -42,10 +42,7 @@ pub struct MemCold {
 impl MemCold {
     /// A task's history, oldest first.
     pub fn history(&self, task: TaskId) -> Vec<Event> {
-        self.events
-            .range((task, 0)..=(task, u32::MAX))
-            .map(|(_, e)| e.clone())
-            .collect()
+        self.events.range((task, 0)..=(task, u32::MAX)).map(|(_, e)| e.clone()).collect()
     }
 }
 

@@ -20,45 +20,86 @@ pub struct Stamped {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Add tasks, all or none.
-    Enqueue { tasks: Vec<NewTask> },
+    Enqueue {
+        tasks: Vec<NewTask>,
+    },
     /// Lease up to `max` eligible tasks of `queues` (all queues when empty)
     /// to `node`.
-    Lease { node: NodeId, queues: Vec<String>, max: u32 },
+    Lease {
+        node: NodeId,
+        queues: Vec<String>,
+        max: u32,
+    },
     /// One per node per interval: renews every lease the node still holds.
-    Heartbeat { node: NodeId, slots: u32, held: Vec<HeldLease> },
+    Heartbeat {
+        node: NodeId,
+        slots: u32,
+        held: Vec<HeldLease>,
+    },
     /// Outcomes of leased tasks, each under its token.
-    Complete { node: NodeId, completions: Vec<Completion> },
+    Complete {
+        node: NodeId,
+        completions: Vec<Completion>,
+    },
     /// Return every lease past its expiry to pending (or dead).
     ExpireLeases,
-    Cancel { task: TaskId, reason: String },
+    Cancel {
+        task: TaskId,
+        reason: String,
+    },
     /// Give a dead or cancelled task a fresh set of attempts.
-    Retry { task: TaskId },
-    SetQueuePaused { queue: String, paused: bool },
-    ConfigureQueue { queue: String, patch: QueuePatch },
+    Retry {
+        task: TaskId,
+    },
+    SetQueuePaused {
+        queue: String,
+        paused: bool,
+    },
+    ConfigureQueue {
+        queue: String,
+        patch: QueuePatch,
+    },
     /// Stop (or resume) leasing to a node.
-    DrainNode { node: NodeId, draining: bool },
+    DrainNode {
+        node: NodeId,
+        draining: bool,
+    },
     /// Hand back every lease of a node at once (it restarted, or it left the
     /// cluster): its tasks go back to pending as if their leases expired.
-    ReleaseNode { node: NodeId, forget: bool },
+    ReleaseNode {
+        node: NodeId,
+        forget: bool,
+    },
     /// Forget ended tasks older than their queue's retention.
     CollectGarbage,
     /// Several commands in one log entry, applied in order.
     Batch(Vec<Command>),
     /// Store catalog entities (plans and what they depend on), all or none,
     /// checked against the catalog: see [`super::catalog`].
-    ApplyPlans { entities: Vec<NewEntity> },
+    ApplyPlans {
+        entities: Vec<NewEntity>,
+    },
     /// Enqueue one `migration` task per plan (and per plan they depend on
     /// that has not run), idempotently unless `force`. Plans without a queue
     /// annotation go to `default_queue`.
-    RunPlans { refs: Vec<String>, force: bool, default_queue: String, priority: i32 },
+    RunPlans {
+        refs: Vec<String>,
+        force: bool,
+        default_queue: String,
+        priority: i32,
+    },
     /// The node left the Raft membership: hand back its leases, forget its
     /// record, and refuse its leases, heartbeats and completions from now on
     /// (`Rejection::NodeRemoved`), so that a removed process that has not
     /// noticed is given no more work and is told to stop.
-    RemoveNode { node: NodeId },
+    RemoveNode {
+        node: NodeId,
+    },
     /// The node (re)joined the membership: accept it again after a
     /// `RemoveNode`. Does nothing for a node never removed.
-    AdmitNode { node: NodeId },
+    AdmitNode {
+        node: NodeId,
+    },
 }
 
 /// A task to enqueue.
@@ -135,13 +176,18 @@ pub enum Response {
     Completed(Vec<Result<TaskStatus, Rejection>>),
     Expired(Vec<(TaskId, TaskStatus)>),
     /// The command changed one task (cancel, retry).
-    Task { id: TaskId, status: TaskStatus },
+    Task {
+        id: TaskId,
+        status: TaskStatus,
+    },
     /// The command was applied and has nothing to report.
     Done,
     /// The command was refused; nothing changed.
     Rejected(Rejection),
     Released(Vec<(TaskId, TaskStatus)>),
-    Collected { tasks: u64 },
+    Collected {
+        tasks: u64,
+    },
     Batch(Vec<Response>),
     PlansApplied(Vec<AppliedEntity>),
     PlansRun(Vec<PlanRun>),
@@ -183,23 +229,64 @@ pub enum Rejection {
     UnknownQueue(String),
     UnknownNode(NodeId),
     /// The token is not the task's current lease (expired, reassigned, or never granted).
-    StaleToken { task: TaskId, token: FencingToken, current: Option<FencingToken> },
+    StaleToken {
+        task: TaskId,
+        token: FencingToken,
+        current: Option<FencingToken>,
+    },
     /// The task is not in a state the command applies to.
-    WrongStatus { task: TaskId, status: TaskStatus, expected: String },
-    PayloadTooLarge { index: usize, bytes: u64, limit: u64 },
-    BatchTooLarge { tasks: u64, limit: u64 },
+    WrongStatus {
+        task: TaskId,
+        status: TaskStatus,
+        expected: String,
+    },
+    PayloadTooLarge {
+        index: usize,
+        bytes: u64,
+        limit: u64,
+    },
+    BatchTooLarge {
+        tasks: u64,
+        limit: u64,
+    },
     EmptyBatch,
-    QueueFull { queue: String, depth: u64, limit: u64 },
-    TooManyQueues { limit: u64 },
-    InvalidName { index: usize, field: String, reason: String },
-    UnknownDependency { index: usize, dependency: String },
+    QueueFull {
+        queue: String,
+        depth: u64,
+        limit: u64,
+    },
+    TooManyQueues {
+        limit: u64,
+    },
+    InvalidName {
+        index: usize,
+        field: String,
+        reason: String,
+    },
+    UnknownDependency {
+        index: usize,
+        dependency: String,
+    },
     /// A dependency already ended without success, so the task could never run.
-    DependencyFailed { index: usize, dependency: TaskId, status: TaskStatus },
-    TooManyDependencies { index: usize, count: u64, limit: u64 },
+    DependencyFailed {
+        index: usize,
+        dependency: TaskId,
+        status: TaskStatus,
+    },
+    TooManyDependencies {
+        index: usize,
+        count: u64,
+        limit: u64,
+    },
     InvalidConfig(String),
     /// A catalog entity is malformed or would break the catalog (missing
     /// dependency, cycle, not a plan).
-    InvalidEntity { index: usize, entity: String, field: String, reason: String },
+    InvalidEntity {
+        index: usize,
+        entity: String,
+        field: String,
+        reason: String,
+    },
     /// No entity with this reference in the catalog.
     UnknownEntity(String),
     /// The node was removed from the cluster (`RemoveNode`): it may lease,

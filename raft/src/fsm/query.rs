@@ -40,7 +40,13 @@ impl StateMachine {
 
     /// Tasks in id order (oldest first) after `after`, filtered by queue and
     /// status, at most `limit` of them.
-    pub fn tasks(&self, queue: Option<&str>, status: Option<TaskStatus>, after: Option<TaskId>, limit: usize) -> TaskPage {
+    pub fn tasks(
+        &self,
+        queue: Option<&str>,
+        status: Option<TaskStatus>,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> TaskPage {
         let start = after.map_or(0, |a| a.0.saturating_add(1));
         let mut tasks = Vec::new();
         let mut next = None;
@@ -63,10 +69,7 @@ impl StateMachine {
             .values()
             .map(|q| {
                 let qi = self.idx.queues.get(&q.name);
-                let counts = TaskStatus::ALL
-                    .iter()
-                    .map(|s| (*s, qi.map_or(0, |qi| qi.counts[s.index()])))
-                    .collect();
+                let counts = TaskStatus::ALL.iter().map(|s| (*s, qi.map_or(0, |qi| qi.counts[s.index()]))).collect();
                 let oldest = qi
                     .and_then(|qi| qi.pending.first())
                     .and_then(|id| self.core.tasks.get(id))
@@ -88,13 +91,7 @@ impl StateMachine {
 
     /// Tasks leased to `node`, by id.
     pub fn leases_of(&self, node: NodeId) -> Vec<&Task> {
-        self.idx
-            .leases_by_node
-            .get(&node)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.core.tasks.get(id))
-            .collect()
+        self.idx.leases_by_node.get(&node).into_iter().flatten().filter_map(|id| self.core.tasks.get(id)).collect()
     }
 
     pub fn lease_count(&self, node: NodeId) -> usize {

@@ -157,11 +157,7 @@ impl StateMachine {
             }
             TaskStatus::Blocked => {
                 for dep in &task.depends_on {
-                    let done = self
-                        .core
-                        .tasks
-                        .get(dep)
-                        .is_some_and(|d| d.status == TaskStatus::Succeeded);
+                    let done = self.core.tasks.get(dep).is_some_and(|d| d.status == TaskStatus::Succeeded);
                     if !done {
                         self.idx.dependents.entry(*dep).or_default().insert(id);
                     }
@@ -246,7 +242,10 @@ impl StateMachine {
             }
             if let Some(lease) = &task.lease {
                 if lease.token.0 >= self.core.next_token {
-                    return Err(format!("task {}: token {} not below next {}", task.id, lease.token, self.core.next_token));
+                    return Err(format!(
+                        "task {}: token {} not below next {}",
+                        task.id, lease.token, self.core.next_token
+                    ));
                 }
             }
             if task.status.is_terminal() != task.finished_ms.is_some() {

@@ -41,7 +41,13 @@ impl Harness {
         }
     }
 
-    fn complete(&mut self, node: NodeId, task: TaskId, token: FencingToken, outcome: Outcome) -> Result<TaskStatus, Rejection> {
+    fn complete(
+        &mut self,
+        node: NodeId,
+        task: TaskId,
+        token: FencingToken,
+        outcome: Outcome,
+    ) -> Result<TaskStatus, Rejection> {
         match self.run(Command::Complete { node, completions: vec![Completion { task, token, outcome }] }) {
             Response::Completed(mut v) => v.remove(0),
             other => panic!("complete: {other:?}"),
@@ -261,10 +267,7 @@ fn stale_token_completion_is_rejected() {
         h.complete(2, id, second.token, ok()),
         Err(Rejection::StaleToken { task: id, token: second.token, current: None })
     );
-    assert_eq!(
-        h.complete(2, TaskId(99), second.token, ok()),
-        Err(Rejection::UnknownTask(TaskId(99)))
-    );
+    assert_eq!(h.complete(2, TaskId(99), second.token, ok()), Err(Rejection::UnknownTask(TaskId(99))));
 }
 
 #[test]
@@ -408,9 +411,15 @@ fn cancel_and_retry() {
     let mut h = Harness::new();
     let id = h.enqueue_one(task());
     let g = h.lease(1, 1).remove(0);
-    assert_eq!(h.run(Command::Cancel { task: id, reason: String::new() }), Response::Task { id, status: TaskStatus::Cancelled });
+    assert_eq!(
+        h.run(Command::Cancel { task: id, reason: String::new() }),
+        Response::Task { id, status: TaskStatus::Cancelled }
+    );
     assert_eq!(h.sm.lease_count(1), 0);
-    assert_eq!(h.complete(1, id, g.token, ok()), Err(Rejection::StaleToken { task: id, token: g.token, current: None }));
+    assert_eq!(
+        h.complete(1, id, g.token, ok()),
+        Err(Rejection::StaleToken { task: id, token: g.token, current: None })
+    );
     assert_eq!(
         h.run(Command::Cancel { task: id, reason: String::new() }),
         Response::Rejected(Rejection::WrongStatus {
@@ -423,7 +432,11 @@ fn cancel_and_retry() {
     assert_eq!(h.sm.task(id).unwrap().attempt, 0);
     assert_eq!(
         h.run(Command::Retry { task: id }),
-        Response::Rejected(Rejection::WrongStatus { task: id, status: TaskStatus::Pending, expected: "dead or cancelled".into() })
+        Response::Rejected(Rejection::WrongStatus {
+            task: id,
+            status: TaskStatus::Pending,
+            expected: "dead or cancelled".into()
+        })
     );
     assert_eq!(h.run(Command::Retry { task: TaskId(7) }), Response::Rejected(Rejection::UnknownTask(TaskId(7))));
 }
@@ -452,7 +465,11 @@ fn heartbeat_renews_own_leases_and_revokes_others() {
     assert_eq!(t.progress, Some(Progress { fraction: 1.0, message: "half".into() }));
     assert_eq!(h.sm.nodes()[&1].slots, 4);
     // Another node cannot renew node 1's lease even with the right token.
-    match h.run(Command::Heartbeat { node: 2, slots: 1, held: vec![HeldLease { task: a, token: g[0].token, progress: None }] }) {
+    match h.run(Command::Heartbeat {
+        node: 2,
+        slots: 1,
+        held: vec![HeldLease { task: a, token: g[0].token, progress: None }],
+    }) {
         Response::HeartbeatAck(ack) => assert_eq!(ack.revoked, vec![(a, g[0].token)]),
         other => panic!("{other:?}"),
     }
@@ -497,8 +514,14 @@ fn removed_node_is_refused_leases_heartbeats_and_completions() {
         ("lease", Command::Lease { node: 1, queues: vec![], max: 5 }),
         ("lease of a named queue", Command::Lease { node: 1, queues: vec![Q.into()], max: 1 }),
         ("empty heartbeat", Command::Heartbeat { node: 1, slots: 4, held: vec![] }),
-        ("heartbeat of its old lease", Command::Heartbeat { node: 1, slots: 4, held: vec![HeldLease { task, token, progress: None }] }),
-        ("completion under its old token", Command::Complete { node: 1, completions: vec![Completion { task, token, outcome: ok() }] }),
+        (
+            "heartbeat of its old lease",
+            Command::Heartbeat { node: 1, slots: 4, held: vec![HeldLease { task, token, progress: None }] },
+        ),
+        (
+            "completion under its old token",
+            Command::Complete { node: 1, completions: vec![Completion { task, token, outcome: ok() }] },
+        ),
         ("empty completion", Command::Complete { node: 1, completions: vec![] }),
         ("drain", Command::DrainNode { node: 1, draining: false }),
     ];
@@ -514,7 +537,10 @@ fn removed_node_is_refused_leases_heartbeats_and_completions() {
         assert!(h.sm == expected, "{what} changed the state");
     }
     // Inside a batch the other commands still apply.
-    match h.run(Command::Batch(vec![Command::Lease { node: 1, queues: vec![], max: 1 }, Command::Lease { node: 2, queues: vec![], max: 1 }])) {
+    match h.run(Command::Batch(vec![
+        Command::Lease { node: 1, queues: vec![], max: 1 },
+        Command::Lease { node: 2, queues: vec![], max: 1 },
+    ])) {
         Response::Batch(r) => {
             assert_eq!(r[0], refused);
             assert!(matches!(&r[1], Response::Leased(g) if g.len() == 1));
@@ -659,7 +685,12 @@ fn stuck_reasons(h: &Harness, now: u64) -> Vec<(u64, Vec<StuckReason>)> {
 #[test]
 fn stuck_after_k_lease_expiries_in_a_row() {
     let mut h = Harness::new();
-    h.configure(QueuePatch { lease_ms: Some(1_000), backoff_base_ms: Some(0), stuck_expiries: Some(2), ..Default::default() });
+    h.configure(QueuePatch {
+        lease_ms: Some(1_000),
+        backoff_base_ms: Some(0),
+        stuck_expiries: Some(2),
+        ..Default::default()
+    });
     let id = h.enqueue_one(task());
     for round in 1..=2u32 {
         assert_eq!(h.lease(1, 1).len(), 1);
@@ -698,10 +729,7 @@ fn stuck_when_running_past_the_limit_or_its_node_is_silent() {
     );
     // Then it goes quiet.
     let report = h.sm.stuck(h.now + 4_000, None);
-    assert_eq!(
-        report.tasks[0].reasons[1],
-        StuckReason::NodeSilent { node: 7, silent_ms: 4_000, limit_ms: 3_000 }
-    );
+    assert_eq!(report.tasks[0].reasons[1], StuckReason::NodeSilent { node: 7, silent_ms: 4_000, limit_ms: 3_000 });
     assert_eq!(report.silent_nodes, vec![SilentNode { node: 7, silent_ms: 4_000, leases: 1 }]);
     assert_eq!(report.tasks[0].reasons[1].kind(), "node_silent");
     assert_eq!(
@@ -794,7 +822,10 @@ mod catalog {
     /// dataset (plain) <- a (plan) <- b (plan)
     fn chain() -> Harness {
         let mut h = Harness::new();
-        let out = apply(&mut h, vec![entity("b", true, &["a"]), entity("a", true, &["dataset"]), entity("dataset", false, &[])]);
+        let out = apply(
+            &mut h,
+            vec![entity("b", true, &["a"]), entity("a", true, &["dataset"]), entity("dataset", false, &[])],
+        );
         assert!(matches!(out, Response::PlansApplied(ref v) if v.len() == 3 && v.iter().all(|a| a.created)), "{out:?}");
         h
     }
@@ -806,13 +837,23 @@ mod catalog {
         let again = apply(&mut h, vec![entity("a", true, &["dataset"])]);
         assert_eq!(
             again,
-            Response::PlansApplied(vec![AppliedEntity { entity_ref: r("a"), created: false, changed: false, revision: 1 }])
+            Response::PlansApplied(vec![AppliedEntity {
+                entity_ref: r("a"),
+                created: false,
+                changed: false,
+                revision: 1
+            }])
         );
         let mut changed = entity("a", true, &["dataset"]);
         changed.document = "{\"v\":2}".into();
         assert_eq!(
             apply(&mut h, vec![changed]),
-            Response::PlansApplied(vec![AppliedEntity { entity_ref: r("a"), created: false, changed: true, revision: 2 }])
+            Response::PlansApplied(vec![AppliedEntity {
+                entity_ref: r("a"),
+                created: false,
+                changed: true,
+                revision: 2
+            }])
         );
         assert_eq!(h.sm.catalog_entry(&r("a")).unwrap().entity.document, "{\"v\":2}");
     }
@@ -820,11 +861,17 @@ mod catalog {
     #[test]
     fn bad_batches_are_refused_whole() {
         let cases: Vec<(Vec<NewEntity>, &str)> = vec![
-            (vec![entity("x", true, &[]), entity("y", true, &["missing"])], "spec.dependsOn[0]: component:default/missing is neither"),
+            (
+                vec![entity("x", true, &[]), entity("y", true, &["missing"])],
+                "spec.dependsOn[0]: component:default/missing is neither",
+            ),
             (vec![entity("x", true, &["y"]), entity("y", true, &["x"])], "dependency cycle"),
             (vec![entity("x", true, &["x"])], "cannot depend on itself"),
             (vec![entity("x", true, &[]), entity("x", true, &[])], "defined twice"),
-            (vec![NewEntity { entity_ref: "Component:default/X".into(), ..entity("x", true, &[]) }], "not a canonical entity reference"),
+            (
+                vec![NewEntity { entity_ref: "Component:default/X".into(), ..entity("x", true, &[]) }],
+                "not a canonical entity reference",
+            ),
             (vec![NewEntity { queue: Some("bad queue".into()), ..entity("x", true, &[]) }], "honk/queue"),
         ];
         for (batch, want) in cases {
@@ -858,8 +905,14 @@ mod catalog {
         let runs = run(&mut h, &["b"], false).unwrap();
         assert_eq!(runs.len(), 2, "{runs:?}");
         let (a, b) = (&runs[0], &runs[1]);
-        assert_eq!((a.entity_ref.as_str(), a.requested, a.created, a.status), (r("a").as_str(), false, true, TaskStatus::Pending));
-        assert_eq!((b.entity_ref.as_str(), b.requested, b.created, b.status), (r("b").as_str(), true, true, TaskStatus::Blocked));
+        assert_eq!(
+            (a.entity_ref.as_str(), a.requested, a.created, a.status),
+            (r("a").as_str(), false, true, TaskStatus::Pending)
+        );
+        assert_eq!(
+            (b.entity_ref.as_str(), b.requested, b.created, b.status),
+            (r("b").as_str(), true, true, TaskStatus::Blocked)
+        );
         assert_eq!((a.generation, b.generation), (1, 1));
         let tb = h.sm.task(b.task).unwrap();
         assert_eq!((&*tb.kind, &*tb.queue), ("migration", "dataset-migrations"));

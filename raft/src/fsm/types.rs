@@ -93,10 +93,9 @@ impl fmt::Display for TaskStatus {
 impl std::str::FromStr for TaskStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TaskStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?} (one of pending, blocked, leased, succeeded, dead, cancelled)"))
+        TaskStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            format!("unknown status {s:?} (one of pending, blocked, leased, succeeded, dead, cancelled)")
+        })
     }
 }
 
@@ -275,15 +274,30 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    Enqueued { status: TaskStatus },
+    Enqueued {
+        status: TaskStatus,
+    },
     Unblocked,
-    Leased { attempt: u32 },
+    Leased {
+        attempt: u32,
+    },
     Succeeded,
     /// A retryable failure (or an expired lease): pending again after `retry_at_ms`.
-    Failed { error: String, retry_at_ms: u64 },
-    Expired { retry_at_ms: u64 },
-    Dead { error: String },
-    Cancelled { reason: String },
+    Failed {
+        error: String,
+        retry_at_ms: u64,
+    },
+    Expired {
+        retry_at_ms: u64,
+    },
+    Dead {
+        error: String,
+    },
+    Cancelled {
+        reason: String,
+    },
     Retried,
-    Released { retry_at_ms: u64 },
+    Released {
+        retry_at_ms: u64,
+    },
 }

@@ -35,9 +35,8 @@ pub(crate) fn index_key(index: u64) -> [u8; 8] {
 
 /// The inverse of [`index_key`].
 pub(crate) fn key_index(key: &[u8]) -> Result<u64, StoreError> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("log key of {} bytes, expected 8", key.len())))?;
+    let bytes: [u8; 8] =
+        key.try_into().map_err(|_| StoreError::Corrupt(format!("log key of {} bytes, expected 8", key.len())))?;
     Ok(u64::from_be_bytes(bytes))
 }
 

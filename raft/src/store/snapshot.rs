@@ -143,8 +143,12 @@ impl SnapshotDir {
         };
 
         let current = loaded.as_ref().map(|(meta, _)| meta.clone());
-        let snapshots =
-            SnapshotDir { dir, current: Mutex::new(current), seq: AtomicU64::new(0), receiving: Mutex::new(Vec::new()) };
+        let snapshots = SnapshotDir {
+            dir,
+            current: Mutex::new(current),
+            seq: AtomicU64::new(0),
+            receiving: Mutex::new(Vec::new()),
+        };
         Ok((snapshots, loaded))
     }
 
@@ -161,9 +165,7 @@ impl SnapshotDir {
     /// apart, even of two snapshots with the same last log id.
     fn next_id(&self, last: Option<LogId>) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         match last {
             Some(l) => format!("{l}-{millis}-{n}"),
             None => format!("none-{millis}-{n}"),
@@ -245,12 +247,8 @@ fn write_file(
     hot: &[u8],
     records: impl FnOnce(&mut RecordWriter<'_>) -> Result<(), StoreError>,
 ) -> Result<File, StoreError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err("creating", path))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io_err("creating", path))?;
     let result = (|| {
         let mut w = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
         let meta_bytes = codec::encode(meta)?;
@@ -301,7 +299,8 @@ pub(crate) struct RecordWriter<'a> {
 
 impl RecordWriter<'_> {
     fn record(&mut self, tag: u8, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let too_long = |what: &str, n: usize| StoreError::Other(format!("a cold {what} of {n} bytes is too long for a snapshot"));
+        let too_long =
+            |what: &str, n: usize| StoreError::Other(format!("a cold {what} of {n} bytes is too long for a snapshot"));
         let klen = u32::try_from(key.len()).map_err(|_| too_long("key", key.len()))?;
         let vlen = u32::try_from(value.len()).map_err(|_| too_long("value", value.len()))?;
         let io = (|| {
@@ -397,9 +396,7 @@ impl SnapshotBuilder {
                 let _ = done_tx.send(result);
             })
             .map_err(|e| StoreError::io("starting the snapshot thread", e))?;
-        taken_rx
-            .await
-            .map_err(|_| StoreError::Other("the snapshot thread stopped before taking its view".into()))?;
+        taken_rx.await.map_err(|_| StoreError::Other("the snapshot thread stopped before taking its view".into()))?;
         Ok(Pending { meta, go: go_tx, done: done_rx })
     }
 }
@@ -433,7 +430,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .unwrap_or_else(|| Err(StoreError::Other("build_snapshot called twice on one builder".into())))
             .map_err(to_storage)?;
         let signature = pending.meta.signature();
-        let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write);
+        let to_storage =
+            |e: StoreError| e.into_storage(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write);
         pending.go.send(()).map_err(|_| to_storage(StoreError::Other("the snapshot thread is gone".into())))?;
         let file = pending
             .done
@@ -551,7 +549,10 @@ impl SnapReader {
 
     /// Calls `f` for each cold record, then checks the record count, the
     /// file checksum and that nothing follows.
-    fn for_each_record(&mut self, mut f: impl FnMut(u8, &[u8], &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each_record(
+        &mut self,
+        mut f: impl FnMut(u8, &[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let (mut key, mut value) = (Vec::new(), Vec::new());
         let mut count = 0u64;
         loop {

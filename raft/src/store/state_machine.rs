@@ -36,7 +36,10 @@ impl StateMachineStore {
     /// that sees a task in the state also finds its payload and history.
     /// That write is not synced (see the module docs of [`super`]) and takes
     /// microseconds, so it is done right here, with no `.await` under the lock.
-    fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<Response>, (Option<LogId>, StoreError)> {
+    fn apply_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<Response>, (Option<LogId>, StoreError)> {
         let mut hot = self.shared.write_hot().map_err(|e| (None, e))?;
         let mut sink = BatchSink::new(&self.shared.db).map_err(|e| (None, e))?;
         let mut responses = Vec::new();
@@ -102,8 +105,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     /// already rewritten for the duration; a node installing a snapshot is
     /// behind anyway, and blocking its readers for the whole install would
     /// stall the threads they run on.
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
-        let to_storage = |e: StoreError| e.into_storage(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write);
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let to_storage =
+            |e: StoreError| e.into_storage(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write);
         // Waits for any write still in flight on the handle.
         let file = snapshot.into_std().await;
         let shared = self.shared.clone();

@@ -16,7 +16,10 @@ use skein_tests::chaos::{self, RunConfig};
 /// Needs the binaries: `cargo build --workspace --bins` (they are found next
 /// to this one, or in $SKEIN_BIN_DIR).
 #[derive(Parser)]
-#[command(name = "skein-chaos", after_help = "Example:\n  skein-chaos --nodes 5 --minutes 30 --seed 7 --out /tmp/chaos-7")]
+#[command(
+    name = "skein-chaos",
+    after_help = "Example:\n  skein-chaos --nodes 5 --minutes 30 --seed 7 --out /tmp/chaos-7"
+)]
 struct Args {
     /// Names the run: the same seed draws the same fault schedule and
     /// workload choices (default: from the clock, printed).
@@ -46,12 +49,18 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.nodes >= 3, "--nodes must be at least 3 (a minority must be able to fail)");
     let seed = args.seed.unwrap_or_else(|| skein_tests::now_ms() % 1_000_000);
     let secs = args.minutes.map(|m| m * 60).or(args.seconds).unwrap_or(60);
-    let out = args.out.unwrap_or_else(|| std::env::temp_dir().join(format!("skein-chaos-{seed}-{}", std::process::id())));
+    let out =
+        args.out.unwrap_or_else(|| std::env::temp_dir().join(format!("skein-chaos-{seed}-{}", std::process::id())));
     let mut cfg = RunConfig::new(seed, args.nodes, Duration::from_secs(secs), &out);
     cfg.clients = args.clients;
     let (_, report) = chaos::run(&cfg).await?;
     if !report.ok() {
-        eprintln!("chaos: {} violations; evidence in {}; replay with: {}", report.violations.len(), out.display(), cfg.replay());
+        eprintln!(
+            "chaos: {} violations; evidence in {}; replay with: {}",
+            report.violations.len(),
+            out.display(),
+            cfg.replay()
+        );
         std::process::exit(1);
     }
     println!("chaos: no violations (seed {seed}); evidence in {}", out.display());

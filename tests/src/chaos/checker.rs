@@ -51,8 +51,12 @@ impl fmt::Display for Violation {
                 write!(f, "task {task} succeeded under token {token}, not its current lease: {why}")
             }
             Violation::DoubleCommit { task, tokens } => write!(f, "task {task} succeeded twice (tokens {tokens:?})"),
-            Violation::DuplicateKey { key, tasks } => write!(f, "idempotency key {key:?} names several tasks: {tasks:?}"),
-            Violation::Divergent { digests } => write!(f, "nodes disagree about the final state (node, applied, digest): {digests:?}"),
+            Violation::DuplicateKey { key, tasks } => {
+                write!(f, "idempotency key {key:?} names several tasks: {tasks:?}")
+            }
+            Violation::Divergent { digests } => {
+                write!(f, "nodes disagree about the final state (node, applied, digest): {digests:?}")
+            }
             Violation::LeasedToDead { task, node, token, killed_ms, ended_ms } => match ended_ms {
                 Some(end) => write!(
                     f,
@@ -108,8 +112,12 @@ pub fn check(ev: &Evidence) -> Report {
     stats.tasks_in_final_state = tasks.len();
 
     // Acknowledged enqueues: present and ended.
-    let acked: BTreeSet<u64> =
-        ev.ops.iter().filter(|o| o.is_write() && o.outcome == Outcome::Ok).flat_map(|o| o.ids.iter().copied()).collect();
+    let acked: BTreeSet<u64> = ev
+        .ops
+        .iter()
+        .filter(|o| o.is_write() && o.outcome == Outcome::Ok)
+        .flat_map(|o| o.ids.iter().copied())
+        .collect();
     stats.tasks_acknowledged = acked.len();
     for &id in &acked {
         match tasks.get(&id) {
@@ -253,7 +261,8 @@ fn check_history(t: &FinalTask, v: &mut Vec<Violation>, stats: &mut Stats) {
             continue;
         }
         if lease.node != e.node {
-            let why = format!("lease {token} was granted to node {:?}, the success came from node {:?}", lease.node, e.node);
+            let why =
+                format!("lease {token} was granted to node {:?}, the success came from node {:?}", lease.node, e.node);
             v.push(Violation::StaleCommit { task: t.id, token, why });
             continue;
         }
@@ -289,7 +298,13 @@ fn check_dead_lease(t: &FinalTask, node: u64, killed_ms: u64, limit_ms: u64, v: 
             continue; // over before the kill
         }
         if end.is_none_or(|end| end > killed_ms + limit_ms) {
-            v.push(Violation::LeasedToDead { task: t.id, node, token: e.token.map_or(0, |k| k.0), killed_ms, ended_ms: end });
+            v.push(Violation::LeasedToDead {
+                task: t.id,
+                node,
+                token: e.token.map_or(0, |k| k.0),
+                killed_ms,
+                ended_ms: end,
+            });
         }
     }
 }
@@ -431,7 +446,11 @@ mod tests {
         let mut e = clean();
         e.journal.push(commit(3, 29, 2));
         let r = check(&e);
-        assert!(r.violations.contains(&Violation::DoubleCommit { task: 3, tokens: vec![30, 29] }), "{:?}", r.violations);
+        assert!(
+            r.violations.contains(&Violation::DoubleCommit { task: 3, tokens: vec![30, 29] }),
+            "{:?}",
+            r.violations
+        );
         assert!(r.violations.iter().any(|v| matches!(v, Violation::StaleCommit { task: 3, token: 29, .. })));
     }
 
@@ -442,7 +461,11 @@ mod tests {
         h.push(ev(400, Some(2), Some(11), EventKind::Leased { attempt: 2 }));
         h.push(ev(500, Some(2), Some(11), EventKind::Succeeded));
         let r = check(&e);
-        assert!(r.violations.contains(&Violation::DoubleCommit { task: 1, tokens: vec![10, 11] }), "{:?}", r.violations);
+        assert!(
+            r.violations.contains(&Violation::DoubleCommit { task: 1, tokens: vec![10, 11] }),
+            "{:?}",
+            r.violations
+        );
     }
 
     #[test]
@@ -491,7 +514,16 @@ mod tests {
     fn tasks_that_ran_twice_are_counted_not_failed() {
         let mut e = clean();
         for (node, token) in [(1, 9), (1, 10)] {
-            e.journal.push(JournalLine { ev: "start".into(), node, task: 1, token, attempt: Some(1), outcome: None, status: None, ms: 150 });
+            e.journal.push(JournalLine {
+                ev: "start".into(),
+                node,
+                task: 1,
+                token,
+                attempt: Some(1),
+                outcome: None,
+                status: None,
+                ms: 150,
+            });
         }
         let r = check(&e);
         assert!(r.ok());

@@ -72,8 +72,13 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] =
-        [FaultKind::Kill, FaultKind::Pause, FaultKind::PartitionLeader, FaultKind::IsolateMinority, FaultKind::OneWayCut];
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::PartitionLeader,
+        FaultKind::IsolateMinority,
+        FaultKind::OneWayCut,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

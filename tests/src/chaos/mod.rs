@@ -77,7 +77,13 @@ impl RunConfig {
 /// itself a finding: the nodes' logs are in the error.
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
-    say(format!("seed {} · {} nodes · {} s of load and faults · evidence in {}", cfg.seed, cfg.nodes, cfg.duration.as_secs(), cfg.out.display()));
+    say(format!(
+        "seed {} · {} nodes · {} s of load and faults · evidence in {}",
+        cfg.seed,
+        cfg.nodes,
+        cfg.duration.as_secs(),
+        cfg.out.display()
+    ));
     say(format!("replay with: {}", cfg.replay()));
     let (mut c, net) = start(cfg).await?;
     let result = drive(cfg, &mut c, &net).await;
@@ -202,7 +208,9 @@ async fn agreed_digests(c: &Cluster) -> anyhow::Result<Vec<NodeDigest>> {
         for id in c.live_ids() {
             match c.api.digest(&c.addr(id)).await {
                 Ok((applied_index, digest)) => sample.push(NodeDigest { node: id, applied_index, digest }),
-                Err(e) => sample.push(NodeDigest { node: id, applied_index: None, digest: format!("unreadable: {e:#}") }),
+                Err(e) => {
+                    sample.push(NodeDigest { node: id, applied_index: None, digest: format!("unreadable: {e:#}") })
+                }
             }
         }
         let same_index = sample.windows(2).all(|w| w[0].applied_index == w[1].applied_index);
@@ -245,7 +253,10 @@ pub fn summary(cfg: &RunConfig, r: &Report) -> String {
     line("seed / nodes / load time", format!("{} / {} / {} s", cfg.seed, cfg.nodes, cfg.duration.as_secs()));
     for (kind, outcomes) in &s.ops {
         let get = |o: &str| outcomes.get(o).copied().unwrap_or(0);
-        line(&format!("operations: {kind} (ok / failed / unknown)"), format!("{} / {} / {}", get("ok"), get("failed"), get("unknown")));
+        line(
+            &format!("operations: {kind} (ok / failed / unknown)"),
+            format!("{} / {} / {}", get("ok"), get("failed"), get("unknown")),
+        );
     }
     for (kind, n) in &s.faults {
         line(&format!("faults: {kind}"), n.to_string());
@@ -256,7 +267,10 @@ pub fn summary(cfg: &RunConfig, r: &Report) -> String {
     line("longest window without an acknowledged write", format!("{} ms", s.longest_write_gap_ms));
     let kills: Vec<String> =
         s.leader_kill_to_next_success_ms.iter().map(|k| k.map_or("none".into(), |ms| format!("{ms} ms"))).collect();
-    line("leader kill -9 → next task success", if kills.is_empty() { "no leader killed".into() } else { kills.join(", ") });
+    line(
+        "leader kill -9 → next task success",
+        if kills.is_empty() { "no leader killed".into() } else { kills.join(", ") },
+    );
     line("tasks run more than once (allowed)", s.ran_more_than_once.to_string());
     line("successes reported to workers (journals)", s.journal_commits.to_string());
     line("violations", r.violations.len().to_string());

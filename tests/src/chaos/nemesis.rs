@@ -56,7 +56,13 @@ pub fn plan(rng: &mut Rng, n: usize, first_kinds: &[FaultKind]) -> Planned {
         FaultKind::Pause => rng.range(1_500, 6_000),
         _ => rng.range(2_000, 5_000),
     };
-    Planned { kind, at_leader, pick, hold: Duration::from_millis(hold_ms), gap: Duration::from_millis(rng.range(1_000, 2_500)) }
+    Planned {
+        kind,
+        at_leader,
+        pick,
+        hold: Duration::from_millis(hold_ms),
+        gap: Duration::from_millis(rng.range(1_000, 2_500)),
+    }
 }
 
 /// The five kinds in an order drawn from `rng`.
@@ -96,7 +102,10 @@ async fn inject(c: &mut Cluster, net: &Net, p: &Planned, n: usize) -> anyhow::Re
     let hold_ms = p.hold.as_millis();
     let nodes = match p.kind {
         FaultKind::Kill => {
-            say(format!("fault {n}: kill -9 node {target}{} for {hold_ms} ms, then restart", leader_mark(target, leader)));
+            say(format!(
+                "fault {n}: kill -9 node {target}{} for {hold_ms} ms, then restart",
+                leader_mark(target, leader)
+            ));
             c.kill9(target)?;
             tokio::time::sleep(p.hold).await;
             c.restart(target)?;
@@ -111,11 +120,7 @@ async fn inject(c: &mut Cluster, net: &Net, p: &Planned, n: usize) -> anyhow::Re
             vec![target]
         }
         FaultKind::PartitionLeader | FaultKind::IsolateMinority => {
-            let side = if p.kind == FaultKind::PartitionLeader {
-                vec![target]
-            } else {
-                minority(&ids, p.pick)
-            };
+            let side = if p.kind == FaultKind::PartitionLeader { vec![target] } else { minority(&ids, p.pick) };
             let rest: Vec<u64> = ids.iter().copied().filter(|id| !side.contains(id)).collect();
             say(format!("fault {n}: partition {side:?} | {rest:?} (leader {leader:?}) for {hold_ms} ms"));
             net.partition(&side, &rest);
@@ -124,7 +129,10 @@ async fn inject(c: &mut Cluster, net: &Net, p: &Planned, n: usize) -> anyhow::Re
             side
         }
         FaultKind::OneWayCut => {
-            say(format!("fault {n}: drop everything node {target}{} sends, for {hold_ms} ms", leader_mark(target, leader)));
+            say(format!(
+                "fault {n}: drop everything node {target}{} sends, for {hold_ms} ms",
+                leader_mark(target, leader)
+            ));
             net.cut_outbound(target);
             tokio::time::sleep(p.hold).await;
             net.heal();

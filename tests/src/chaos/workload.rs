@@ -44,7 +44,9 @@ impl Recorder {
     fn acked(&self) -> Vec<u64> {
         self.0
             .lock()
-            .map(|o| o.iter().filter(|o| o.is_write() && o.outcome == Outcome::Ok).flat_map(|o| o.ids.clone()).collect())
+            .map(|o| {
+                o.iter().filter(|o| o.is_write() && o.outcome == Outcome::Ok).flat_map(|o| o.ids.clone()).collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -69,10 +71,17 @@ impl Workload {
         let recorder = Recorder::default();
         let mut handles = Vec::new();
         for c in 0..clients {
-            let client = Client { id: c, http: http.clone(), nodes: nodes.clone(), rng: rng.fork(u64::from(c) + 1), recorder: recorder.clone() };
+            let client = Client {
+                id: c,
+                http: http.clone(),
+                nodes: nodes.clone(),
+                rng: rng.fork(u64::from(c) + 1),
+                recorder: recorder.clone(),
+            };
             handles.push(tokio::spawn(client.enqueue_loop(stop.clone())));
         }
-        let reader = Client { id: clients, http, nodes, rng: rng.fork(u64::from(clients) + 1), recorder: recorder.clone() };
+        let reader =
+            Client { id: clients, http, nodes, rng: rng.fork(u64::from(clients) + 1), recorder: recorder.clone() };
         handles.push(tokio::spawn(reader.read_loop(stop.clone())));
         Workload { stop, recorder, handles }
     }
@@ -140,7 +149,14 @@ impl Client {
         while !stop.load(Ordering::Relaxed) {
             let (node, addr) = self.nodes[self.rng.range(0, self.nodes.len() as u64 - 1) as usize].clone();
             let invoke_ms = now_ms();
-            let a = self.send(reqwest::Method::GET, &addr, &format!("/api/v1/tasks?queue={QUEUE}&status=leased&limit=1000"), None).await;
+            let a = self
+                .send(
+                    reqwest::Method::GET,
+                    &addr,
+                    &format!("/api/v1/tasks?queue={QUEUE}&status=leased&limit=1000"),
+                    None,
+                )
+                .await;
             self.record(node, OpKind::ListLeased, invoke_ms, &a, Vec::new());
             let acked = self.recorder.acked();
             if !acked.is_empty() {
@@ -212,9 +228,15 @@ impl Client {
             Ok(resp) => {
                 let status = resp.status();
                 let body: Value = match resp.bytes().await {
-                    Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into())),
+                    Ok(b) => {
+                        serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into()))
+                    }
                     Err(e) => {
-                        return Answer { outcome: Outcome::Unknown, body: Value::Null, error: Some(format!("reading the answer: {e}")) }
+                        return Answer {
+                            outcome: Outcome::Unknown,
+                            body: Value::Null,
+                            error: Some(format!("reading the answer: {e}")),
+                        }
                     }
                 };
                 let outcome = if status.is_success() {
@@ -229,7 +251,9 @@ impl Client {
                 Answer { outcome, body, error }
             }
             // Refused before anything was sent: certainly not applied.
-            Err(e) if e.is_connect() => Answer { outcome: Outcome::Failed, body: Value::Null, error: Some(format!("{e}")) },
+            Err(e) if e.is_connect() => {
+                Answer { outcome: Outcome::Failed, body: Value::Null, error: Some(format!("{e}")) }
+            }
             Err(e) => Answer { outcome: Outcome::Unknown, body: Value::Null, error: Some(format!("{e}")) },
         }
     }

@@ -134,7 +134,8 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             match what {
                 "HELP" => fam.help = arg.to_string(),
                 "TYPE" => {
-                    let kinds = ["counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"];
+                    let kinds =
+                        ["counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"];
                     if !kinds.contains(&arg) {
                         return Err(at(format!("unknown type {arg:?}")));
                     }
@@ -175,7 +176,9 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         if fam.kind.is_empty() {
             return Err(at(format!("family {fam_name} has no # TYPE")));
         }
-        let suffix = name.strip_prefix(fam_name.as_str()).ok_or_else(|| at(format!("sample {name} outside family {fam_name}")))?;
+        let suffix = name
+            .strip_prefix(fam_name.as_str())
+            .ok_or_else(|| at(format!("sample {name} outside family {fam_name}")))?;
         if !suffixes(&fam.kind).contains(&suffix) {
             return Err(at(format!("sample {name} does not fit a {} named {fam_name}", fam.kind)));
         }
@@ -228,7 +231,11 @@ fn check_histogram(fam: &Family) -> Result<(), String> {
 
 impl Exposition {
     /// Samples named `name` carrying every label of `labels`.
-    pub fn samples<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> + 'a {
+    pub fn samples<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
         self.families.values().flat_map(|f| f.samples.iter()).filter(move |s| {
             s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
