@@ -8,19 +8,20 @@
 #   scripts/bench-migration.sh              ROWS=1000000, debug build (the dev profile, opt-level 1)
 #   ROWS=5000000 PROFILE=release scripts/bench-migration.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib.sh"
+root=$SKEIN_ROOT
 cd "$root"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/skein-target}
 rows=${ROWS:-1000000}
 profile=${PROFILE:-debug}
 flag=""; [[ $profile == release ]] && flag="--release"
 work=$(mktemp -d /tmp/skein-bench-migration.XXXXXX)
-export SKEIN_CLUSTER_DIR=$work/cluster SKEIN_BASE_PORT=${SKEIN_BASE_PORT:-7750} SKEIN_NO_BUILD=1
+export SKEIN_CLUSTER_DIR=$work/cluster SKEIN_BASE_PORT=${SKEIN_BASE_PORT:-7750}
 export SKEIN_BIN_DIR=$CARGO_TARGET_DIR/$profile
 trap 'scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 scripts/deps.sh
-cargo build -q $flag -p skein-node -p skein-cli -p skein-migrate --bins
+skein_build $flag
+export SKEIN_NO_BUILD=1 # cluster.sh: use the build above ($SKEIN_BIN_DIR)
 bin=$CARGO_TARGET_DIR/$profile
 query="SELECT id, upper(name) AS name, CAST(amount AS DOUBLE) * 100 AS amount_cents, country, created FROM source WHERE amount >= 0"
 

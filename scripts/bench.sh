@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# skein's benchmark (issue 7): builds skein-node and skein-bench with the
-# release profile, makes sure nats-server is installed (for the JetStream
-# comparison), and runs skein-bench with the given flags. It starts its own
-# local clusters on loopback and cleans up after itself.
+# skein's benchmark (issue 7): builds the workspace's binaries with the
+# release profile (the same feature set as every other script, into
+# $CARGO_TARGET_DIR/release; a cold release build takes about 35 minutes on
+# 2 cores, later ones seconds), makes sure nats-server is installed (for the
+# JetStream comparison), and runs skein-bench with the given flags. It starts
+# its own local clusters on loopback and cleans up after itself.
 #
 #   scripts/bench.sh                              # every scenario (~6-8 min)
 #   scripts/bench.sh --quick                      # the smoke run (< 2 min)
@@ -12,8 +14,8 @@
 # Results: a table on stdout and JSON in skein-bench.json (--json PATH).
 # Measure on an idle machine: the table records the load average.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/skein-target}
+source "$(dirname "$0")/lib.sh"
+cd "$SKEIN_ROOT"
 scripts/deps.sh
-cargo build --release --locked -p skein-node -p skein-bench
+skein_build --release
 exec "$CARGO_TARGET_DIR/release/skein-bench" "$@"

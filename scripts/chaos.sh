@@ -13,8 +13,8 @@
 # Evidence (ops, faults, journals, final state, report.json) goes to --out
 # (default: a new folder under /tmp, printed).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/skein-target}
+source "$(dirname "$0")/lib.sh"
+cd "$SKEIN_ROOT"
 scripts/deps.sh
-cargo build --locked -p skein-node -p skein-cli -p skein-tests --bins >&2
+skein_build
 exec "$CARGO_TARGET_DIR/debug/skein-chaos" "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local skein cluster on loopback, for trying skein out and for demos.
 #
-#   scripts/cluster.sh up N      build, then start N nodes (1 bootstraps, the rest join)
+#   scripts/cluster.sh up N      build (the one build of scripts/lib.sh), then start N nodes (1 bootstraps, the rest join)
 #   scripts/cluster.sh down      stop exactly the nodes this script started (SIGTERM, then KILL)
 #   scripts/cluster.sh kill I    kill -9 node I
 #   scripts/cluster.sh stop I    SIGTERM node I (it drains and exits)
@@ -15,11 +15,11 @@
 # on 127.0.0.1:$((SKEIN_BASE_PORT + 100 + I)); SKEIN_BASE_PORT defaults to 7700.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib.sh"
+root=$SKEIN_ROOT
 dir=${SKEIN_CLUSTER_DIR:-$root/.skein-cluster}
 base=${SKEIN_BASE_PORT:-7700}
-target=${CARGO_TARGET_DIR:-$root/target}
-bin=${SKEIN_BIN_DIR:-$target/debug}
+bin=${SKEIN_BIN_DIR:-$CARGO_TARGET_DIR/debug}
 slots=${SKEIN_SLOTS:-4}
 
 http_of() { echo "127.0.0.1:$((base + $1))"; }
@@ -34,10 +34,7 @@ pid_alive() {
 }
 
 build() {
-  if [[ -z ${SKEIN_NO_BUILD:-} ]]; then
-    echo "building skein-node and skein (cargo build)..." >&2
-    (cd "$root" && cargo build -q -p skein-node -p skein-cli)
-  fi
+  skein_build
   [[ -x $bin/skein-node ]] || { echo "error: no $bin/skein-node; build it or set SKEIN_BIN_DIR" >&2; exit 1; }
 }
 

@@ -15,9 +15,9 @@
 # Output goes to .skein-demo/out/ (samples) and .skein-demo/plans/examples/out/
 # (plans); the clusters' logs to .skein-demo/node*.log and .skein-demo/plans/node*.log.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib.sh"
+root=$SKEIN_ROOT
 cd "$root"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/skein-target}
 export SKEIN_CLUSTER_DIR=${SKEIN_CLUSTER_DIR:-$root/.skein-demo}
 export SKEIN_BASE_PORT=${SKEIN_BASE_PORT:-7700}
 skein=$CARGO_TARGET_DIR/debug/skein
@@ -25,10 +25,11 @@ addr=127.0.0.1:$((SKEIN_BASE_PORT + 1))
 queue=dataset-migrations
 
 scripts/deps.sh
+skein_build
+export SKEIN_NO_BUILD=1 # built once, above: cluster.sh starts at once
 scripts/cluster.sh down >/dev/null 2>&1 || true
 rm -rf "$SKEIN_CLUSTER_DIR"
 if [[ ${SAMPLES:-1} == 0 ]]; then
-  cargo build -q -p skein-node -p skein-cli
   exec "$skein" demo --dir "$SKEIN_CLUSTER_DIR/plans" --base-port "$SKEIN_BASE_PORT" ${KEEP:+--keep}
 fi
 scripts/cluster.sh up 3

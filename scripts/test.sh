@@ -2,9 +2,11 @@
 # skein's test command: the README's second command, and what CI runs.
 # Installs what the build needs, builds every target (the multi-process tests
 # launch the real skein-node and skein binaries), then runs every test.
+# After scripts/demo.sh it compiles only the test targets: both build the
+# one feature set of scripts/lib.sh, which scripts/check-one-build.py checks.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/skein-target}
+source "$(dirname "$0")/lib.sh"
+cd "$SKEIN_ROOT"
 # The artifacts of this run (the dashboard browser test's screenshots, see
 # tests/tests/observe.rs): emptied first, listed at the end, pass or fail.
 artifacts=$CARGO_TARGET_DIR/artifacts
@@ -17,5 +19,6 @@ report() {
 }
 trap report EXIT
 scripts/deps.sh
+scripts/check-one-build.py
 cargo build --workspace --all-targets --locked
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -140,7 +140,7 @@ fn locate_node(args: &Args) -> anyhow::Result<PathBuf> {
             .context("this binary has no directory")?,
     };
     if !path.is_file() {
-        bail!("no skein-node at {}: build it (cargo build --release -p skein-node) or pass --node-bin", path.display());
+        bail!("no skein-node at {}: build it (scripts/bench.sh builds it, or: cargo build --release --workspace --bins --locked) or pass --node-bin", path.display());
     }
     Ok(path)
 }

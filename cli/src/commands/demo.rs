@@ -25,7 +25,7 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
         None => std::env::current_exe().context("locating the skein binary")?.with_file_name("skein-node"),
     };
     if !node_bin.is_file() {
-        bail!("no skein-node at {}: build it (cargo build --bins) or give --node-bin", node_bin.display());
+        bail!("no skein-node at {}: build it (scripts/demo.sh builds it, or: cargo build --workspace --bins --locked) or give --node-bin", node_bin.display());
     }
     let dir = prepare_dir(&a.dir)?;
     copy_dir(&examples, &dir.join("examples"))

@@ -4,7 +4,8 @@
 //! `Enqueue` of one task with a 1 KiB payload.
 //!
 //! ```text
-//! cargo run --release -p skein-raft --bin store_bench -- [--dir DIR] [--seconds S]
+//! cargo build --release --workspace --bins --locked && $CARGO_TARGET_DIR/release/store_bench [--dir DIR] [--seconds S]
+//! (the whole workspace, so that it shares the feature set of every other build: scripts/lib.sh)
 //! ```
 //!
 //! `DIR` should be on the disk a node's data would live on (the default is
