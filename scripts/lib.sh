@@ -27,7 +27,7 @@ skein_build() {
     if [[ $profile == release ]]; then
       echo "first release build into $CARGO_TARGET_DIR/release: about 35 minutes on 2 cores (RocksDB's C++ and DataFusion at -O3); later builds take seconds" >&2
     else
-      echo "first build into $CARGO_TARGET_DIR/debug: about 35 minutes on 2 cores (RocksDB's C++ and DataFusion); later builds take seconds" >&2
+      echo "first build into $CARGO_TARGET_DIR/debug: about 31 minutes on 2 cores (RocksDB's C++ and DataFusion); later builds take seconds" >&2
     fi
   fi
   (cd "$SKEIN_ROOT" && cargo build --workspace --bins --locked "$@") >&2
