@@ -1,0 +1,380 @@
+//! Compatibility fixtures: the bytes skein 0.1.0 (commit 65601e1, the first
+//! release) writes into the Raft log, the `meta` column family and the
+//! `history` column family, kept in `tests/fixtures/0.1.0/`. Stored bytes are
+//! forever (DESIGN.md, rule 7): every later version must decode them to the
+//! same values, and, until an operator finalizes an upgrade, still write
+//! exactly these bytes so that 0.1.0 can read what it writes.
+//!
+//! Each fixture is one value, encoded as the stores encode it (bincode 2,
+//! standard configuration: `store/codec.rs`). For each, the test checks both
+//! ways: the file decodes to the value built here, and the value encodes to
+//! the file. A failure means a stored type changed shape; the message says
+//! what to do instead.
+//!
+//! The files were written by 0.1.0's own code: `SKEIN_WRITE_FIXTURES=1`
+//! writes the fixtures that are missing (never one that exists), which is how
+//! a new version adds its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use skein_raft::config::{Entry, SkeinNode};
+use skein_raft::fsm::catalog::NewEntity;
+use skein_raft::fsm::{
+    Command, Completion, Event, EventKind, FencingToken, HeldLease, NewTask, Outcome, Progress, QueuePatch, Stamped,
+    TaskId, TaskRef, TaskStatus,
+};
+
+fn dir(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("encoding a fixture value")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Checks one fixture both ways; returns a problem to report, if any.
+fn check<T>(version: &str, name: &str, value: &T) -> Option<String>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let path = dir(version).join(format!("{name}.bin"));
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(_) if std::env::var_os("SKEIN_WRITE_FIXTURES").is_some() => {
+            std::fs::create_dir_all(path.parent().expect("a fixture path has a parent")).expect("creating fixtures");
+            std::fs::write(&path, encode(value)).expect("writing a fixture");
+            eprintln!("wrote {}", path.display());
+            return None;
+        }
+        Err(e) => return Some(format!("{}: {e} (SKEIN_WRITE_FIXTURES=1 writes missing fixtures)", path.display())),
+    };
+    let advice = "stored bytes are forever: never change the shape of a stored type; add a new variant at the \
+                  end of its enum (or a new versioned type) and keep decoding this one (ARCHITECTURE.md, \
+                  \"Adding a command\")";
+    match decode::<T>(&bytes) {
+        Err(e) => return Some(format!("{name} ({version}) no longer decodes: {e}; {advice}")),
+        Ok(decoded) if &decoded != value => {
+            return Some(format!(
+                "{name} ({version}) decodes to another value:\n  now:      {decoded:?}\n  expected: {value:?}\n{advice}"
+            ))
+        }
+        Ok(_) => {}
+    }
+    if encode(value) != bytes {
+        return Some(format!(
+            "{name} ({version}) is encoded differently now: a node would write bytes that {version} cannot read; {advice}"
+        ));
+    }
+    None
+}
+
+fn new_task_full() -> NewTask {
+    NewTask {
+        queue: "etl".into(),
+        kind: "exec".into(),
+        payload: r#"{"command":["/bin/true"],"dataset":"orders"}"#.into(),
+        priority: -3,
+        max_attempts: Some(7),
+        delay_ms: 1_500,
+        idempotency_key: Some("orders-v2".into()),
+        depends_on: vec![TaskRef::Id(TaskId(41)), TaskRef::Key("customers-v2".into())],
+    }
+}
+
+fn queue_patch_full() -> QueuePatch {
+    QueuePatch {
+        lease_ms: Some(30_000),
+        max_attempts: Some(5),
+        backoff_base_ms: Some(1_000),
+        backoff_cap_ms: Some(300_000),
+        concurrency: Some(8),
+        max_depth: Some(1_000_000),
+        retention_ms: Some(86_400_000),
+        stuck_expiries: Some(3),
+        stuck_run_ms: Some(3_600_000),
+        stuck_factor: Some(4),
+        stuck_silence_ms: Some(60_000),
+    }
+}
+
+fn entity() -> NewEntity {
+    NewEntity {
+        entity_ref: "component:default/orders-v2".into(),
+        is_plan: true,
+        queue: Some("dataset-migrations".into()),
+        owner: Some("group:default/team-data".into()),
+        labels: BTreeMap::from([("tier".to_string(), "gold".to_string())]),
+        depends_on: vec!["component:default/customers-v2".into()],
+        document: r#"{"apiVersion":"backstage.io/v1alpha1","kind":"Component"}"#.into(),
+    }
+}
+
+/// One command of every variant (and of every variant inside one), as
+/// 0.1.0 stamps them into log entries.
+fn commands() -> Vec<(&'static str, Command)> {
+    let progress = Progress { fraction: 0.25, message: "1000 of 4000 rows".into() };
+    vec![
+        ("enqueue", Command::Enqueue { tasks: vec![new_task_full(), NewTask::new("default", "noop", "{}")] }),
+        ("lease", Command::Lease { node: 2, queues: vec!["etl".into()], max: 16 }),
+        (
+            "heartbeat",
+            Command::Heartbeat {
+                node: 3,
+                slots: 4,
+                held: vec![
+                    HeldLease { task: TaskId(7), token: FencingToken(19), progress: Some(progress) },
+                    HeldLease { task: TaskId(8), token: FencingToken(20), progress: None },
+                ],
+            },
+        ),
+        (
+            "complete",
+            Command::Complete {
+                node: 2,
+                completions: vec![
+                    Completion {
+                        task: TaskId(7),
+                        token: FencingToken(19),
+                        outcome: Outcome::Succeeded { result: r#"{"rows":4000}"#.into() },
+                    },
+                    Completion {
+                        task: TaskId(8),
+                        token: FencingToken(20),
+                        outcome: Outcome::Retryable { error: "connection reset".into() },
+                    },
+                    Completion {
+                        task: TaskId(9),
+                        token: FencingToken(21),
+                        outcome: Outcome::Permanent { error: "row count: source has 10 rows, target 2".into() },
+                    },
+                ],
+            },
+        ),
+        ("expire_leases", Command::ExpireLeases),
+        ("cancel", Command::Cancel { task: TaskId(5), reason: "not needed".into() }),
+        ("retry", Command::Retry { task: TaskId(6) }),
+        ("set_queue_paused", Command::SetQueuePaused { queue: "later".into(), paused: true }),
+        ("configure_queue", Command::ConfigureQueue { queue: "etl".into(), patch: queue_patch_full() }),
+        ("configure_queue_empty", Command::ConfigureQueue { queue: "etl".into(), patch: QueuePatch::default() }),
+        ("drain_node", Command::DrainNode { node: 3, draining: true }),
+        ("release_node", Command::ReleaseNode { node: 3, forget: false }),
+        ("collect_garbage", Command::CollectGarbage),
+        (
+            "batch",
+            Command::Batch(vec![
+                Command::Enqueue { tasks: vec![NewTask::new("a", "sleep", r#"{"ms":10}"#)] },
+                Command::ExpireLeases,
+            ]),
+        ),
+        ("apply_plans", Command::ApplyPlans { entities: vec![entity()] }),
+        (
+            "run_plans",
+            Command::RunPlans {
+                refs: vec!["component:default/orders-v2".into()],
+                force: true,
+                default_queue: "default".into(),
+                priority: 2,
+            },
+        ),
+        ("remove_node", Command::RemoveNode { node: 4 }),
+        ("admit_node", Command::AdmitNode { node: 4 }),
+    ]
+}
+
+fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+fn membership() -> Membership<u64, SkeinNode> {
+    let node = |i: u64| SkeinNode { rpc_addr: format!("127.0.0.1:78{i:02}"), http_addr: format!("127.0.0.1:77{i:02}") };
+    let voters = BTreeSet::from([1, 2, 3]);
+    let nodes = (1..=4).map(|i| (i, node(i))).collect::<BTreeMap<_, _>>();
+    Membership::new(vec![voters], nodes)
+}
+
+fn history_events() -> Vec<(&'static str, Event)> {
+    let at = |what| Event { at_ms: 1_764_000_000_000, node: Some(2), token: Some(FencingToken(19)), what };
+    vec![
+        ("enqueued", Event { node: None, token: None, ..at(EventKind::Enqueued { status: TaskStatus::Blocked }) }),
+        ("unblocked", at(EventKind::Unblocked)),
+        ("leased", at(EventKind::Leased { attempt: 2 })),
+        ("succeeded", at(EventKind::Succeeded)),
+        ("failed", at(EventKind::Failed { error: "timeout".into(), retry_at_ms: 1_764_000_002_000 })),
+        ("expired", at(EventKind::Expired { retry_at_ms: 1_764_000_004_000 })),
+        ("dead", at(EventKind::Dead { error: "exit status 1".into() })),
+        ("cancelled", at(EventKind::Cancelled { reason: "dependency 4 is dead".into() })),
+        ("retried", at(EventKind::Retried)),
+        ("released", at(EventKind::Released { retry_at_ms: 1_764_000_000_000 })),
+    ]
+}
+
+#[test]
+fn fixtures_of_0_1_0_decode_and_encode_alike() {
+    const V: &str = "0.1.0";
+    let mut problems = Vec::new();
+
+    // The `log` CF: one `Entry` per command variant, plus the blank and
+    // membership entries openraft writes itself.
+    for (i, (name, command)) in commands().into_iter().enumerate() {
+        let entry = Entry {
+            log_id: log_id(3, 1, 100 + i as u64),
+            payload: EntryPayload::Normal(Stamped { now_ms: 1_764_000_000_000 + i as u64, command }),
+        };
+        problems.extend(check(V, &format!("log/{name}"), &entry));
+    }
+    problems.extend(check(V, "log/blank", &Entry { log_id: log_id(3, 1, 99), payload: EntryPayload::Blank }));
+    let membership_entry = Entry { log_id: log_id(1, 1, 1), payload: EntryPayload::Membership(membership()) };
+    problems.extend(check(V, "log/membership", &membership_entry));
+
+    // The `meta` CF: the vote, the committed and the last purged log ids.
+    problems.extend(check(V, "meta/vote", &Vote::new_committed(3, 1)));
+    problems.extend(check(V, "meta/committed", &Some(log_id(3, 1, 120))));
+    problems.extend(check(V, "meta/last_purged", &log_id(2, 2, 80)));
+
+    // The `history` CF: one event of every kind.
+    for (name, event) in history_events() {
+        problems.extend(check(V, &format!("history/{name}"), &event));
+    }
+
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// The variant's name. A new `Command` variant fails to compile here until
+/// it is named, and then `every_command_variant_has_a_fixture` fails until
+/// `commands()` has one of it (whose bytes SKEIN_WRITE_FIXTURES=1 writes once).
+fn variant(command: &Command) -> &'static str {
+    match command {
+        Command::Enqueue { .. } => "Enqueue",
+        Command::Lease { .. } => "Lease",
+        Command::Heartbeat { .. } => "Heartbeat",
+        Command::Complete { .. } => "Complete",
+        Command::ExpireLeases => "ExpireLeases",
+        Command::Cancel { .. } => "Cancel",
+        Command::Retry { .. } => "Retry",
+        Command::SetQueuePaused { .. } => "SetQueuePaused",
+        Command::ConfigureQueue { .. } => "ConfigureQueue",
+        Command::DrainNode { .. } => "DrainNode",
+        Command::ReleaseNode { .. } => "ReleaseNode",
+        Command::CollectGarbage => "CollectGarbage",
+        Command::Batch(_) => "Batch",
+        Command::ApplyPlans { .. } => "ApplyPlans",
+        Command::RunPlans { .. } => "RunPlans",
+        Command::RemoveNode { .. } => "RemoveNode",
+        Command::AdmitNode { .. } => "AdmitNode",
+    }
+}
+
+#[test]
+fn every_command_variant_has_a_fixture() {
+    const ALL: [&str; 17] = [
+        "Enqueue",
+        "Lease",
+        "Heartbeat",
+        "Complete",
+        "ExpireLeases",
+        "Cancel",
+        "Retry",
+        "SetQueuePaused",
+        "ConfigureQueue",
+        "DrainNode",
+        "ReleaseNode",
+        "CollectGarbage",
+        "Batch",
+        "ApplyPlans",
+        "RunPlans",
+        "RemoveNode",
+        "AdmitNode",
+    ];
+    let covered: BTreeSet<&str> = commands().iter().map(|(_, c)| variant(c)).collect();
+    let missing: Vec<&str> = ALL.iter().copied().filter(|v| !covered.contains(v)).collect();
+    assert!(missing.is_empty(), "commands without a compatibility fixture: {missing:?}");
+}
+
+/// The snapshot 0.1.0 took of the data-directory fixture
+/// (`tests/fixtures/datadir-0.1.0.tar.gz` at the workspace root, made by
+/// `scripts/make-datadir-fixture.py`; snapshot format version 3): a restart
+/// loads it (header and hot state), and a fresh store installs it whole
+/// (every record checked, cold data included), giving the state 0.1.0 had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_0_1_0_snapshot_loads_and_installs() -> Result<(), Box<dyn std::error::Error>> {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+
+    let bytes = std::fs::read(dir("0.1.0").join("snapshot-v3.snap"))?;
+    assert_eq!(&bytes[..8], b"SKEINSNP");
+    assert_eq!(u32::from_be_bytes(bytes[8..12].try_into()?), 3, "the fixture is a version 3 snapshot");
+
+    // A restart on a directory holding it.
+    let restarted = tempfile::tempdir()?;
+    std::fs::create_dir_all(restarted.path().join("snapshots"))?;
+    std::fs::write(restarted.path().join("snapshots/current.snap"), &bytes)?;
+    let (_log, mut sm) = skein_raft::store::open(restarted.path())?;
+    let meta = sm.get_current_snapshot().await?.ok_or("no snapshot after a restart")?.meta;
+    let loaded = sm.handle();
+
+    // A fresh store receives and installs it.
+    let fresh = tempfile::tempdir()?;
+    let (_log2, mut sm2) = skein_raft::store::open(fresh.path())?;
+    let mut file = sm2.begin_receiving_snapshot().await?;
+    file.write_all(&bytes).await?;
+    file.shutdown().await?;
+    sm2.install_snapshot(&meta, file).await?;
+    let installed = sm2.handle();
+    assert_eq!(installed.digest()?, loaded.digest()?, "restart and install give one state");
+
+    let state = installed.state();
+    assert_eq!(state.last_applied().map(|l| l.index), meta.last_log_id.map(|l| l.index));
+    let by_status = state.total_counts();
+    let count = |s: TaskStatus| by_status.get(&s).copied().unwrap_or(0);
+    assert_eq!(state.task_count(), 14, "tasks in 0.1.0's snapshot");
+    assert_eq!(
+        [count(TaskStatus::Succeeded), count(TaskStatus::Dead), count(TaskStatus::Cancelled)],
+        [8, 1, 2],
+        "succeeded, dead, cancelled: {by_status:?}"
+    );
+    assert_eq!([count(TaskStatus::Pending), count(TaskStatus::Blocked)], [2, 1], "pending, blocked: {by_status:?}");
+    let queues: Vec<&str> = ["dataset-migrations", "etl", "later", "scratch"].into_iter().collect();
+    for q in &queues {
+        assert!(state.queue(q).is_some(), "queue {q} is missing");
+    }
+    assert!(state.queue("later").is_some_and(|q| q.paused), "the queue `later` was paused");
+    let etl = state.queue("etl").ok_or("no etl")?;
+    assert_eq!((etl.config.max_attempts, etl.config.stuck_factor, etl.config.concurrency), (2, 5, 3));
+    let plan = state.catalog_entry("component:default/customers-v2").ok_or("the plan is missing")?;
+    assert_eq!((plan.generation, plan.entity.owner.as_deref()), (1, Some("team-data")));
+    assert_eq!(state.catalog_len(), 2);
+
+    // The task that failed, died, was retried and died again: its payload
+    // and every one of its ten history events came through the snapshot.
+    let dead = state.task_by_key("always-fails").ok_or("the task keyed always-fails is missing")?.id;
+    drop(state);
+    assert!(installed.payload(dead)?.is_some_and(|p| p.contains("exit 75")));
+    let history = installed.history(dead)?;
+    assert_eq!(history.len(), 10);
+    assert!(matches!(history[2].what, EventKind::Failed { .. }));
+    assert!(matches!(history[5].what, EventKind::Retried));
+    let tokens: Vec<u64> = history.iter().filter_map(|e| e.token).map(|t| t.0).collect();
+    // Each lease's token is on its `leased` event and on the outcome under it.
+    assert!(tokens.windows(2).all(|w| w[0] <= w[1]), "tokens only grow: {tokens:?}");
+    assert_eq!(tokens.iter().collect::<BTreeSet<_>>().len(), 4, "four leases, four tokens: {tokens:?}");
+
+    // It can be snapshotted again, in the same format, byte for byte the
+    // same state.
+    let again = sm2.get_snapshot_builder().await.build_snapshot().await?;
+    assert_eq!(again.meta.last_log_id, meta.last_log_id);
+    Ok(())
+}
