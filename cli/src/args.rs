@@ -177,6 +177,26 @@ Examples:
     )]
     Cluster(ClusterCommand),
 
+    /// Back up the replicated state to a file (restore it with skein-node --restore).
+    #[command(
+        subcommand,
+        long_about = "\
+Back up the cluster's replicated state: every task, queue, plan, payload, result
+and history event, as one consistent, checksummed file, taken on the leader while
+the cluster runs (the command asks the leader, whichever node --addr names).
+
+Restore it into a new cluster with `skein-node --restore FILE --bootstrap` on an
+empty data directory; the other nodes then join that one. The new cluster hands
+back the leases the backup held, starts with a fresh membership, and grants
+fencing tokens of a new epoch, past any the old cluster can have granted.",
+        after_help = "\
+Examples:
+  skein admin backup skein-2026-12-02.backup
+  skein-node --id 1 --listen 127.0.0.1:7801 --http 127.0.0.1:7701 --data-dir /var/lib/skein/new \\
+    --bootstrap --restore skein-2026-12-02.backup"
+    )]
+    Admin(AdminCommand),
+
     /// Migration plans (Backstage catalog entities): apply, list, show, import from Backstage, run.
     #[command(subcommand, after_help = crate::plan_args::PLAN_EXAMPLES)]
     Plan(crate::plan_args::PlanCommand),
@@ -401,6 +421,15 @@ pub struct QueueSetArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Write a backup of the replicated state to FILE (written whole, then renamed into place).
+    Backup {
+        /// Where to write it; an existing file is replaced only once the backup is complete.
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Show the members, the leader, the term and the log indexes.
     ///
@@ -604,6 +633,15 @@ mod tests {
         assert_eq!(s.concurrency, Some(4));
         assert_eq!(s.lease_ms, Some(60_000));
         assert_eq!(s.max_attempts, None);
+    }
+
+    #[test]
+    fn admin_backup_takes_a_file() {
+        match parse(&["admin", "backup", "out.backup"]).expect("parses").command {
+            Command::Admin(AdminCommand::Backup { file }) => assert_eq!(file, std::path::PathBuf::from("out.backup")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["admin", "backup"]).is_err(), "the file is required");
     }
 
     #[test]

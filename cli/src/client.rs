@@ -166,6 +166,82 @@ impl Client {
         Err(ClientError::NoNodeAnswered { tried })
     }
 
+    /// Downloads `path` into `dest`: streamed into `dest` + `.partial`,
+    /// checked against the announced length, then renamed into place, so
+    /// `dest` is only ever a complete download. Follows `not_leader` to the
+    /// leader once, like [`Client::send`]. Returns the bytes written and the
+    /// `x-skein-snapshot` header.
+    pub async fn download(&self, path: &str, dest: &std::path::Path) -> anyhow::Result<(u64, Option<String>)> {
+        use anyhow::Context;
+        use tokio::io::AsyncWriteExt;
+
+        let mut targets = self.nodes.clone();
+        let mut i = 0;
+        let mut redirected = false;
+        let mut tried = Vec::new();
+        while i < targets.len() {
+            let node = targets[i].clone();
+            i += 1;
+            let url = format!("{}{}", node.base, path);
+            // A large state takes longer than the usual request timeout.
+            let response = match self.http.get(&url).timeout(Duration::from_secs(3600)).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tried.push((node.shown.clone(), innermost(&e)));
+                    continue;
+                }
+            };
+            let status = response.status();
+            if !status.is_success() {
+                let bytes = response.bytes().await.unwrap_or_default();
+                let err = api_error(status, &bytes);
+                if let ClientError::Api { code, leader: Some(leader), .. } = &err {
+                    if code == "not_leader" && !redirected {
+                        if let Ok(l) = NodeAddr::parse(leader) {
+                            redirected = true;
+                            targets.insert(i, l);
+                            continue;
+                        }
+                    }
+                }
+                return Err(err.into());
+            }
+            let expected = response.content_length();
+            let snapshot = response.headers().get("x-skein-snapshot").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let partial = dest.with_extension(match dest.extension() {
+                Some(ext) => format!("{}.partial", ext.to_string_lossy()),
+                None => "partial".to_string(),
+            });
+            let mut file =
+                tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
+            let mut response = response;
+            let mut written = 0u64;
+            let copied: anyhow::Result<()> = async {
+                while let Some(chunk) =
+                    response.chunk().await.with_context(|| format!("downloading from {}", node.shown))?
+                {
+                    file.write_all(&chunk).await.with_context(|| format!("writing {}", partial.display()))?;
+                    written += chunk.len() as u64;
+                }
+                file.sync_all().await.with_context(|| format!("syncing {}", partial.display()))?;
+                if let Some(n) = expected.filter(|n| *n != written) {
+                    anyhow::bail!("the download from {} ended after {written} of {n} bytes", node.shown);
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = copied {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+            tokio::fs::rename(&partial, dest)
+                .await
+                .with_context(|| format!("renaming {} to {}", partial.display(), dest.display()))?;
+            return Ok((written, snapshot));
+        }
+        Err(ClientError::NoNodeAnswered { tried }.into())
+    }
+
     async fn send_to(
         &self,
         node: &NodeAddr,

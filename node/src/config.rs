@@ -87,6 +87,15 @@ pub struct Args {
     /// trail of what this node's worker did, which the chaos checker reads.
     #[arg(long, env = "SKEIN_JOURNAL", value_name = "FILE")]
     pub journal: Option<PathBuf>,
+
+    /// Start a new cluster from a backup (made with `skein admin backup
+    /// FILE`): with --bootstrap, into an empty --data-dir only. The backup
+    /// is checked whole first; the new cluster has every task, queue, plan,
+    /// payload, result and history of the backup, hands back the leases it
+    /// held, starts with this node as its only member, and grants fencing
+    /// tokens of a new epoch, past any the old cluster can have granted.
+    #[arg(long, env = "SKEIN_RESTORE", value_name = "FILE")]
+    pub restore: Option<PathBuf>,
 }
 
 const EXAMPLES: &str = "\
@@ -95,6 +104,8 @@ Examples:
   skein-node --id 1 --listen 127.0.0.1:7801 --http 127.0.0.1:7701 --data-dir /var/lib/skein/1 --bootstrap
   skein-node --id 2 --listen 127.0.0.1:7802 --http 127.0.0.1:7702 --data-dir /var/lib/skein/2 --join 127.0.0.1:7701
   skein-node --id 3 --listen 127.0.0.1:7803 --http 127.0.0.1:7703 --data-dir /var/lib/skein/3 --join 127.0.0.1:7701
+  # a new cluster from a backup (skein admin backup skein.backup), into an empty directory
+  skein-node --id 1 --listen 127.0.0.1:7801 --http 127.0.0.1:7701 --data-dir /var/lib/skein/new --bootstrap --restore skein.backup
 Logs go to stderr; RUST_LOG=debug (or skein_node=debug) shows more.";
 
 /// The same settings as read from a TOML file.
@@ -137,6 +148,8 @@ pub struct Config {
     pub routes: std::collections::HashMap<String, String>,
     /// The worker's journal file, if any (see [`crate::journal`]).
     pub journal: Option<PathBuf>,
+    /// A backup to start a new cluster from (`--restore`, with `--bootstrap`).
+    pub restore: Option<PathBuf>,
 }
 
 impl Config {
@@ -177,7 +190,11 @@ impl Config {
             let Some((addr, via)) = r.split_once('=') else { bail!("--route takes ADDR=VIA, not {r:?}") };
             routes.insert(addr.to_string(), via.to_string());
         }
+        if args.restore.is_some() && !bootstrap {
+            bail!("--restore starts a new cluster: give --bootstrap too (and an empty --data-dir)");
+        }
         Ok(Config {
+            restore: args.restore,
             routes,
             journal: args.journal.or(file.journal),
             id,

@@ -57,6 +57,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
         .route("/api/v1/cluster/nodes/{id}/drain", post(drain_node))
         .route("/api/v1/admin/digest", get(digest))
+        .route("/api/v1/admin/backup", get(backup))
         .route("/api/v1/plans", post(plans::apply).get(plans::list))
         .route("/api/v1/plans/run", post(plans::run))
         .route("/api/v1/plans/{entity_ref}", get(plans::show_one))
@@ -463,6 +464,44 @@ async fn digest(State(app): State<SharedApp>) -> ApiResult<Json<serde_json::Valu
         .digest_at()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(Json(json!({"node_id": app.id, "applied_index": applied, "digest": format!("{digest:016x}")})))
+}
+
+/// How long a backup may wait for the leader's snapshot to be written.
+const BACKUP_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `GET /api/v1/admin/backup`: the replicated state as one consistent,
+/// checksummed snapshot file (payloads, results and histories included),
+/// taken now on the leader while the cluster runs. A follower answers
+/// `not_leader` naming the leader (the CLI follows it). `skein-node
+/// --restore FILE --bootstrap` starts a new cluster from it.
+async fn backup(State(app): State<SharedApp>) -> ApiResult<HttpResponse> {
+    if !app.is_leader() {
+        let mut err =
+            ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", "backups are taken on the leader: ask it");
+        err.body.error.leader = app.leader().map(|(_, node)| node.http_addr);
+        return Err(err);
+    }
+    let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
+    let applied = app.store.last_applied().map(|l| l.index);
+    app.raft.trigger().snapshot().await.map_err(|e| unavailable(format!("starting a snapshot: {e}")))?;
+    app.raft
+        .wait(Some(BACKUP_SNAPSHOT_TIMEOUT))
+        .metrics(|m| m.snapshot.map(|s| s.index) >= applied, "a snapshot for the backup")
+        .await
+        .map_err(|e| unavailable(format!("waiting for the snapshot: {e}")))?;
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
+    let (meta, file) = skein_raft::store::current_snapshot(&app.store)
+        .map_err(|e| internal(e.to_string()))?
+        .ok_or_else(|| internal("no snapshot after building one".into()))?;
+    let len = file.metadata().map_err(|e| internal(format!("reading the snapshot: {e}")))?.len();
+    info!(snapshot = %meta, bytes = len, "sending a backup");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (axum::http::header::CONTENT_LENGTH, len.to_string()),
+        (axum::http::HeaderName::from_static("x-skein-snapshot"), meta.snapshot_id.clone()),
+    ];
+    Ok((headers, body).into_response())
 }
 
 impl App {

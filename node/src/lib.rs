@@ -76,6 +76,18 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    if let Some(backup) = &config.restore {
+        let report = skein_raft::store::restore(&config.data_dir, backup)
+            .with_context(|| format!("restoring {} into {}", backup.display(), config.data_dir.display()))?;
+        info!(
+            backup = %backup.display(),
+            tasks = report.tasks,
+            epoch = report.epoch.epoch,
+            released = report.epoch.released.len(),
+            backed_up_at = ?report.from,
+            "restored a backup: starting a new cluster from it"
+        );
+    }
     let (log_store, sm_store) = skein_raft::store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store = sm_store.handle();
@@ -117,6 +129,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if config.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
         info!(node_id = config.id, "bootstrapping a new cluster");
         raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
+        if config.restore.is_some() {
+            seal_restored_state(&raft).await.context("snapshotting the restored state")?;
+        }
     } else if let (Some(addr), false) = (&config.join, already_member) {
         if let Err(e) = join_cluster(addr, config.id, &me, &shutdown).await {
             node_stop.cancel();
@@ -182,6 +197,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     } else {
         info!(node_id = config.id, "stopped");
     }
+    Ok(())
+}
+
+/// A restored state is in the node's snapshot, not in its log: a member that
+/// joins would replay the log from its start and miss it. So, right after
+/// the bootstrap, take a snapshot and purge the log up to it: every member
+/// that joins then receives the snapshot first.
+async fn seal_restored_state(raft: &Raft) -> anyhow::Result<()> {
+    let wait = |secs| raft.wait(Some(Duration::from_secs(secs)));
+    let applied = wait(30)
+        .metrics(|m| m.last_applied.is_some(), "the bootstrap entry applied")
+        .await?
+        .last_applied
+        .context("nothing applied after the bootstrap")?;
+    raft.trigger().snapshot().await?;
+    wait(60)
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied.index), "a snapshot of the restored state")
+        .await?;
+    raft.trigger().purge_log(applied.index).await?;
+    wait(30).metrics(|m| m.purged.is_some_and(|p| p.index >= applied.index), "the log purged up to it").await?;
+    info!(log_index = applied.index, "restored state snapshotted; members that join receive it");
     Ok(())
 }
 

@@ -369,3 +369,80 @@ async fn a_snapshot_is_the_state_at_capture_time() -> TestResult {
     assert!(early.iter().all(|id| b.result(*id).ok().flatten().is_none()));
     Ok(())
 }
+
+// ------------------------------------------------------------ backup and restore
+
+/// A backup (the snapshot file) restored into an empty directory: the same
+/// tasks, payloads, results and histories; every lease handed back; tokens
+/// in the next epoch; no log position and no membership (the node
+/// bootstraps a new cluster on it). Damaged backups and non-empty
+/// directories are refused, and nothing is created for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_an_empty_directory_only() -> TestResult {
+    let dir_a = TempDir::new()?;
+    let (mut log_a, mut sm_a, ids, _) = store_with_snapshot(&dir_a).await?;
+    // Leases still held when the backup is taken.
+    let mut w = Workload { next_index: 100, now_ms: 50_000, entries: Vec::new() };
+    let held = match w.command(&mut log_a, &mut sm_a, Command::Lease { node: 2, queues: vec![], max: 3 }).await? {
+        Response::Leased(g) => g,
+        other => panic!("lease answered {other:?}"),
+    };
+    let old_max = held.iter().map(|g| g.token.0).max().expect("three leases");
+    snapshot(&mut sm_a).await?;
+    let a = sm_a.handle();
+    let backup = dir_a.path().join("snapshots/current.snap");
+
+    // Refused: damaged, truncated, not a snapshot, a directory in use.
+    let bytes = std::fs::read(&backup)?;
+    let bad = TempDir::new()?;
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x40;
+    for (name, content) in
+        [("flipped", flipped), ("truncated", bytes[..bytes.len() - 100].to_vec()), ("text", b"hello".to_vec())]
+    {
+        let path = bad.path().join(name);
+        std::fs::write(&path, content)?;
+        let target = bad.path().join(format!("{name}-data"));
+        let err = skein_raft::store::restore(&target, &path).expect_err(name).to_string();
+        assert!(err.contains("corrupt snapshot") || err.contains("shorter"), "{name}: {err}");
+        assert!(!target.exists(), "{name}: a refused restore created {}", target.display());
+    }
+    let err = skein_raft::store::restore(dir_a.path(), &backup).expect_err("non-empty").to_string();
+    assert!(err.contains("not empty"), "{err}");
+
+    // Restored.
+    let dir_b = TempDir::new()?;
+    let report = skein_raft::store::restore(&dir_b.path().join("data"), &backup)?;
+    assert_eq!(report.epoch.epoch, 1);
+    assert_eq!(report.epoch.released.len(), 3);
+    assert_eq!(report.tasks, a.state().task_count());
+    let (_log_b, mut sm_b) = open(&dir_b.path().join("data"))?;
+    let b = sm_b.handle();
+    assert_eq!(sm_b.applied_state().await?.0, None, "a restored directory has no log position");
+    assert!(b.state().membership().membership().voter_ids().next().is_none(), "and no membership");
+    assert_eq!(b.state().lease_count(2), 0);
+    assert!(b.state().nodes().is_empty());
+    for id in &ids {
+        let (old, new) = (a.state().task(*id).cloned(), b.state().task(*id).cloned());
+        let (old, new) = (old.expect("old task"), new.expect("restored task"));
+        if held.iter().any(|g| g.task == *id) {
+            assert_eq!(new.status, TaskStatus::Pending, "a leased task is pending again");
+            assert_eq!(b.history(*id)?.len(), a.history(*id)?.len() + 1, "with a `released` event");
+        } else {
+            assert_eq!(new, old);
+            assert_eq!(b.history(*id)?, a.history(*id)?);
+        }
+        assert_eq!(b.payload(*id)?, a.payload(*id)?);
+        assert_eq!(b.result(*id)?, a.result(*id)?);
+    }
+    // The next token is the new epoch's first, past every old one.
+    let mut w = Workload { next_index: 1, now_ms: 60_000, entries: Vec::new() };
+    let (mut log_b, _) = (_log_b, ());
+    let granted = match w.command(&mut log_b, &mut sm_b, Command::Lease { node: 5, queues: vec![], max: 1 }).await? {
+        Response::Leased(g) => g,
+        other => panic!("lease answered {other:?}"),
+    };
+    assert_eq!(granted[0].token.0, 1 << skein_raft::fsm::EPOCH_SHIFT);
+    assert!(granted[0].token.0 > old_max);
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! One module per command group. Each command asks the cluster, then prints
 //! either the server's JSON (`-o json`) or a table made by [`crate::render`].
 
+mod admin;
 mod cluster;
 mod demo;
 mod enqueue;
@@ -81,6 +82,7 @@ pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run(ctx, args).await,
         Command::Queue(cmd) => queue::run(ctx, cmd).await,
         Command::Cluster(cmd) => cluster::run(ctx, cmd).await,
+        Command::Admin(cmd) => admin::run(ctx, cmd).await,
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Stuck(args) => stuck::run(ctx, args).await,
         Command::Plan(cmd) => plan::run(ctx, cmd).await,

@@ -826,6 +826,49 @@ enum Planned {
     },
 }
 
+/// Fencing tokens carry the cluster's epoch in their top bits: a cluster
+/// started from a backup (`skein-node --restore`) is in the next epoch, so
+/// every token it grants is past any token the backed-up cluster granted,
+/// even after the backup was taken (it cannot grant 2^48 leases).
+pub const EPOCH_SHIFT: u32 = 48;
+
+/// What [`StateMachine::begin_new_epoch`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEpoch {
+    /// The new cluster's epoch (the backup's plus one).
+    pub epoch: u64,
+    /// The first token the new cluster grants: `epoch << EPOCH_SHIFT`.
+    pub next_token: u64,
+    /// The leases handed back, and where each task went.
+    pub released: Vec<(TaskId, TaskStatus)>,
+    /// How many node records were forgotten.
+    pub forgotten_nodes: usize,
+}
+
+impl StateMachine {
+    /// Turns a backup's state into the first state of a new cluster (no
+    /// command: it runs once, before the new cluster's log starts). The old
+    /// cluster's leases and nodes mean nothing to the new one: every lease
+    /// is handed back as when a node restarts (pending again, or dead if it
+    /// was the last attempt), the node records and the removed list are
+    /// forgotten, and the token counter jumps to the next epoch, so that no
+    /// token of the new cluster can equal or precede one the old cluster
+    /// granted (targets keep the token that published them).
+    pub fn begin_new_epoch(&mut self, cold: &mut dyn ColdSink) -> NewEpoch {
+        let holders: Vec<NodeId> = self.idx.leases_by_node.keys().copied().collect();
+        let mut released = Vec::new();
+        for node in holders {
+            released.extend(self.release_node(node, cold));
+        }
+        let forgotten_nodes = self.core.nodes.len();
+        self.core.nodes.clear();
+        self.core.removed.clear();
+        let epoch = (self.core.next_token >> EPOCH_SHIFT) + 1;
+        self.core.next_token = epoch << EPOCH_SHIFT;
+        NewEpoch { epoch, next_token: self.core.next_token, released, forgotten_nodes }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum FailKind {
     Failed,

@@ -26,6 +26,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+pub use apply::{NewEpoch, EPOCH_SHIFT};
 pub use catalog::{AppliedEntity, CatalogEntry, NewEntity, PlanRun};
 pub use cold::{ColdSink, DiscardCold, MemCold};
 pub use command::{

@@ -493,6 +493,38 @@ fn release_node_returns_its_leases() {
     assert_eq!(h.lease(3, 5).len(), 1);
 }
 
+/// A backup's state becomes a new cluster's: leases handed back, nodes
+/// forgotten, and tokens in the next epoch, past every old one.
+#[test]
+fn a_new_epoch_releases_leases_forgets_nodes_and_jumps_tokens() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { backoff_base_ms: Some(0), ..Default::default() });
+    h.enqueue(vec![task(), task(), task()]);
+    let old = h.lease(1, 2);
+    h.run(Command::RemoveNode { node: 7 });
+    assert!(h.sm.is_removed(7));
+    let highest = old.iter().map(|g| g.token).max().unwrap();
+
+    let epoch = h.sm.begin_new_epoch(&mut h.cold);
+    h.sm.check_invariants().unwrap();
+    assert_eq!(epoch.epoch, 1);
+    assert_eq!(epoch.next_token, 1 << EPOCH_SHIFT);
+    assert_eq!(epoch.released, vec![(TaskId(0), TaskStatus::Pending), (TaskId(1), TaskStatus::Pending)]);
+    assert_eq!(epoch.forgotten_nodes, 1);
+    assert!(h.sm.nodes().is_empty() && !h.sm.is_removed(7));
+    assert_eq!(h.sm.lease_count(1), 0);
+    assert!(matches!(h.cold.history(TaskId(0)).last().map(|e| &e.what), Some(EventKind::Released { .. })));
+
+    // The new cluster's first lease: the next epoch's first token.
+    let new = h.lease(2, 3);
+    assert_eq!(new.len(), 3);
+    assert!(new.iter().all(|g| g.token > highest && g.token.0 >> EPOCH_SHIFT == 1));
+    assert_eq!(new.iter().map(|g| g.token.0).min(), Some(1 << EPOCH_SHIFT));
+
+    // A restore of a restored cluster goes one epoch further.
+    assert_eq!(h.sm.begin_new_epoch(&mut h.cold).epoch, 2);
+}
+
 /// A removed node is refused every worker command, whatever it carries,
 /// and none of them re-creates its record; admitting it again lifts that.
 #[test]

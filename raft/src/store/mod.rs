@@ -55,13 +55,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 
-use crate::config::{LogId, StorageError, StoredMembership};
+use crate::config::{LogId, SnapshotMeta, StorageError, StoredMembership};
 use crate::fsm::StateMachine;
 
 pub use codec::Fnv64;
 pub use handle::{digest_of, StateRead, StoreHandle};
 pub use log::LogStore;
-pub use snapshot::SnapshotBuilder;
+pub use snapshot::{RestoreReport, SnapshotBuilder};
 pub use state_machine::StateMachineStore;
 
 /// Column family names.
@@ -184,7 +184,21 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError
     Ok((LogStore::new(db), StateMachineStore::new(shared)))
 }
 
-fn open_db(path: &Path) -> Result<DB, StoreError> {
+/// Starts a new cluster's data directory from a backup (a snapshot file made
+/// by `GET /api/v1/admin/backup`): see [`snapshot::restore`]. `data_dir`
+/// must be missing or empty; the backup is checked whole before anything is
+/// created. The node then bootstraps a one-node cluster on it.
+pub fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreReport, StoreError> {
+    snapshot::restore(data_dir, backup)
+}
+
+/// The current snapshot file of a running store and its meta: what a backup
+/// sends. The file stays readable even if a newer snapshot replaces it.
+pub fn current_snapshot(handle: &StoreHandle) -> Result<Option<(SnapshotMeta, std::fs::File)>, StoreError> {
+    handle.shared.snapshots.current()
+}
+
+pub(crate) fn open_db(path: &Path) -> Result<DB, StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);

@@ -37,7 +37,7 @@ use super::codec::{self, HashReader, HashWriter};
 use super::cold::{self, key_len_of, ColdCfs, TAG_HISTORY, TAG_PAYLOAD, TAG_RESULT};
 use super::{cf, Shared, StoreError, CF_META, META_INSTALLING};
 use crate::config::{LogId, SnapshotMeta, StorageError, TypeConfig};
-use crate::fsm::StateMachine;
+use crate::fsm::{NewEpoch, StateMachine};
 
 const MAGIC: &[u8; 8] = b"SKEINSNP";
 // 2: the core gained the plan catalog.
@@ -662,4 +662,64 @@ pub(crate) fn install(shared: &Shared, meta: &SnapshotMeta, file: File) -> Resul
     }
     snapshots.discard_receiving();
     result
+}
+
+// ---------------------------------------------------------------- restoring a backup
+
+/// What [`restore`] did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// The backed-up cluster's last log entry in the backup.
+    pub from: Option<LogId>,
+    pub tasks: usize,
+    pub epoch: NewEpoch,
+}
+
+/// Makes `data_dir` (missing or empty) the start of a new cluster whose state
+/// is the backup's: checks the whole backup first (nothing is created when it
+/// is damaged, truncated or not a snapshot), writes its cold records into a
+/// new RocksDB, moves the state to a new epoch ([`StateMachine::begin_new_epoch`]),
+/// and publishes it as the directory's snapshot with no log position and no
+/// membership, so that the node bootstraps a new cluster on top of it.
+pub(crate) fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreReport, StoreError> {
+    let refuse = |reason: String| StoreError::Other(reason);
+    if let Ok(mut entries) = fs::read_dir(data_dir) {
+        if entries.next().is_some() {
+            return Err(refuse(format!(
+                "refusing to restore into {}: it is not empty (a restore starts a new cluster: give it an empty \
+                 data directory)",
+                data_dir.display()
+            )));
+        }
+    }
+    let mut file = File::open(backup).map_err(io_err("opening the backup", backup))?;
+    verify(&mut file, backup)?;
+    let mut r = SnapReader::new(file, backup.to_path_buf())?;
+    let (meta, mut sm) = r.read_header()?;
+
+    let db_dir = data_dir.join("db");
+    let snap_dir = data_dir.join("snapshots");
+    for dir in [&db_dir, &snap_dir] {
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    }
+    let db = super::open_db(&db_dir)?;
+    restore_cold(&db, &mut r)?;
+    let mut sink = cold::BatchSink::new(&db)?;
+    let epoch = sm.begin_new_epoch(&mut sink);
+    sink.finish()?;
+
+    let restored = SnapshotMeta {
+        last_log_id: None,
+        last_membership: Default::default(),
+        snapshot_id: format!("restored-epoch-{}", epoch.epoch),
+    };
+    let tmp = snap_dir.join("restore.tmp");
+    let view = db.snapshot();
+    write_file(&tmp, &restored, &codec::encode(&sm)?, |rw| write_cold(&db, &view, rw))?;
+    drop(view);
+    db.flush_wal(true)?;
+    let dest = snap_dir.join(CURRENT);
+    fs::rename(&tmp, &dest).map_err(io_err("renaming into place", &dest))?;
+    sync_dir(&snap_dir)?;
+    Ok(RestoreReport { from: meta.last_log_id, tasks: sm.task_count(), epoch })
 }
