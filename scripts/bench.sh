@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # skein's benchmark (issue 7): builds the workspace's binaries with the
 # release profile (the same feature set as every other script, into
-# $CARGO_TARGET_DIR/release; a cold release build takes about 35 minutes on
+# $CARGO_TARGET_DIR/release; a cold release build takes about 50 minutes on
 # 2 cores, later ones seconds), makes sure nats-server is installed (for the
 # JetStream comparison), and runs skein-bench with the given flags. It starts
 # its own local clusters on loopback and cleans up after itself.

@@ -25,7 +25,7 @@ skein_build() {
   [[ ${1:-} == --release ]] && profile=release
   if [[ ! -x $CARGO_TARGET_DIR/$profile/skein-node ]]; then
     if [[ $profile == release ]]; then
-      echo "first release build into $CARGO_TARGET_DIR/release: about 35 minutes on 2 cores (RocksDB's C++ and DataFusion at -O3); later builds take seconds" >&2
+      echo "first release build into $CARGO_TARGET_DIR/release: about 50 minutes on 2 cores (RocksDB's C++ and DataFusion at -O3); later builds take seconds" >&2
     else
       echo "first build into $CARGO_TARGET_DIR/debug: about 31 minutes on 2 cores (RocksDB's C++ and DataFusion); later builds take seconds" >&2
     fi
