@@ -74,8 +74,7 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
 /// drains it: stop leasing, let running tasks finish for up to the drain
 /// timeout, hand back the rest, shut Raft down, close the database.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    // A restore first: it checks the backup before it creates anything.
     if let Some(backup) = &config.restore {
         let report = skein_raft::store::restore(&config.data_dir, backup)
             .with_context(|| format!("restoring {} into {}", backup.display(), config.data_dir.display()))?;
@@ -88,6 +87,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "restored a backup: starting a new cluster from it"
         );
     }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (log_store, sm_store) = skein_raft::store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store = sm_store.handle();
@@ -128,8 +129,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let already_member = raft.metrics().borrow().membership_config.membership().get_node(&config.id).is_some();
     if config.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
         info!(node_id = config.id, "bootstrapping a new cluster");
+        // A restored directory not yet bootstrapped (this start, or one that
+        // stopped before its bootstrap): its state is a snapshot with no log
+        // position.
+        let restored = app.store.snapshot_meta().is_some_and(|m| m.last_log_id.is_none());
         raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
-        if config.restore.is_some() {
+        if restored {
             seal_restored_state(&raft).await.context("snapshotting the restored state")?;
         }
     } else if let (Some(addr), false) = (&config.join, already_member) {

@@ -159,7 +159,7 @@ async fn run(old: &Cluster, dir: &Path) -> anyhow::Result<()> {
     flipped[bytes.len() / 3] ^= 0x01;
     std::fs::write(&damaged, flipped)?;
     refused_restore(old, &damaged, &dir.join("never-1"), "corrupt snapshot")?;
-    ensure!(!dir.join("never-1").join("db").exists(), "a refused restore created a database");
+    ensure!(!dir.join("never-1").exists(), "a refused restore created its data directory");
     std::fs::write(&damaged, &bytes[..bytes.len() / 2])?;
     refused_restore(old, &damaged, &dir.join("never-2"), "corrupt snapshot")?;
     let used = dir.join("used");
