@@ -59,12 +59,10 @@ def registry_units(args):
 
 
 def main():
-    graphs = {name: registry_units(args) for name, args in COMMANDS.items()}
-    names = list(graphs)
-    first, everything = graphs[names[0]], graphs[names[1]]
+    graphs = [(name, registry_units(args)) for name, args in COMMANDS.items()]
     failed = False
-    for name, later in [(names[1], everything), (names[2], graphs[names[2]])]:
-        base = first if later is everything else everything
+    # Each build against the one before it.
+    for (_, base), (name, later) in zip(graphs, graphs[1:]):
         missing = later - base
         # The test targets may add crates of their own (proptest and its
         # dependencies); they must not need another build of a crate the

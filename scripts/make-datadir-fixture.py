@@ -187,15 +187,15 @@ def drive(node, data_dir, restart):
 
 
 def record(node):
-    tasks = node.all_tasks()
+    tasks = [node.task(t["id"]) for t in node.all_tasks()]
     return {
-        "tasks": [node.task(t["id"]) for t in tasks],
+        "tasks": tasks,
         "queues": node.call("GET", "/api/v1/queues"),
         "plans": node.call("GET", "/api/v1/plans"),
         "plan_details": [node.call("GET", f"/api/v1/plans/{p['entity_ref'].replace(':', '/', 1)}")
                          for p in node.call("GET", "/api/v1/plans")["plans"]],
         "digest": node.call("GET", "/api/v1/admin/digest"),
-        "max_token": max((e["token"] or 0) for t in tasks for e in node.task(t["id"])["history"]),
+        "max_token": max((e["token"] or 0) for t in tasks for e in t["history"]),
     }
 
 

@@ -146,12 +146,7 @@ impl Client {
                     return Err(ClientError::Transport { node: node.shown.clone(), detail });
                 }
                 Err(Failure::Error(err)) => {
-                    let leader = match &err {
-                        ClientError::Api { code, leader: Some(leader), .. } if code == "not_leader" && !redirected => {
-                            NodeAddr::parse(leader).ok().filter(|l| l.base != node.base)
-                        }
-                        _ => None,
-                    };
+                    let leader = if redirected { None } else { leader_to_follow(&err, node) };
                     match leader {
                         Some(leader) => {
                             redirected = true;
@@ -184,7 +179,7 @@ impl Client {
             i += 1;
             let url = format!("{}{}", node.base, path);
             // A large state takes longer than the usual request timeout.
-            let response = match self.http.get(&url).timeout(Duration::from_secs(3600)).send().await {
+            let mut response = match self.http.get(&url).timeout(Duration::from_secs(3600)).send().await {
                 Ok(r) => r,
                 Err(e) => {
                     tried.push((node.shown.clone(), innermost(&e)));
@@ -195,16 +190,14 @@ impl Client {
             if !status.is_success() {
                 let bytes = response.bytes().await.unwrap_or_default();
                 let err = api_error(status, &bytes);
-                if let ClientError::Api { code, leader: Some(leader), .. } = &err {
-                    if code == "not_leader" && !redirected {
-                        if let Ok(l) = NodeAddr::parse(leader) {
-                            redirected = true;
-                            targets.insert(i, l);
-                            continue;
-                        }
+                match leader_to_follow(&err, &node).filter(|_| !redirected) {
+                    Some(leader) => {
+                        redirected = true;
+                        targets.insert(i, leader);
+                        continue;
                     }
+                    None => return Err(err.into()),
                 }
-                return Err(err.into());
             }
             let expected = response.content_length();
             let snapshot = response.headers().get("x-skein-snapshot").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -214,7 +207,6 @@ impl Client {
             });
             let mut file =
                 tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
-            let mut response = response;
             let mut written = 0u64;
             let copied: anyhow::Result<()> = async {
                 while let Some(chunk) =
@@ -275,6 +267,17 @@ impl Client {
                 .map_err(|e| Failure::Error(ClientError::BadAnswer { node: shown(), detail: e.to_string() }));
         }
         Err(Failure::Error(api_error(status, &bytes)))
+    }
+}
+
+/// The leader a `not_leader` answer from `from` names, if it is another node:
+/// the one redirect [`Client::send`] and [`Client::download`] follow.
+fn leader_to_follow(err: &ClientError, from: &NodeAddr) -> Option<NodeAddr> {
+    match err {
+        ClientError::Api { code, leader: Some(leader), .. } if code == "not_leader" => {
+            NodeAddr::parse(leader).ok().filter(|l| l.base != from.base)
+        }
+        _ => None,
     }
 }
 

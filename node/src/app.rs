@@ -78,6 +78,21 @@ impl App {
         Some((id, node))
     }
 
+    /// Builds a snapshot now and waits (up to `timeout`) until the current
+    /// snapshot covers everything this node had applied when asked; returns
+    /// that log position.
+    pub async fn snapshot_now(&self, timeout: Duration) -> Result<Option<skein_raft::config::LogId>, NodeError> {
+        let applied = self.store.last_applied();
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| NodeError::Unavailable(format!("{what}: {e}"));
+        self.raft.trigger().snapshot().await.map_err(|e| unavailable("starting a snapshot", &e))?;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.snapshot.map(|s| s.index) >= applied.map(|a| a.index), "a snapshot of the applied state")
+            .await
+            .map_err(|e| unavailable("waiting for the snapshot", &e))?;
+        Ok(applied)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

@@ -481,16 +481,11 @@ async fn backup(State(app): State<SharedApp>) -> ApiResult<HttpResponse> {
         err.body.error.leader = app.leader().map(|(_, node)| node.http_addr);
         return Err(err);
     }
-    let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
-    let applied = app.store.last_applied().map(|l| l.index);
-    app.raft.trigger().snapshot().await.map_err(|e| unavailable(format!("starting a snapshot: {e}")))?;
-    app.raft
-        .wait(Some(BACKUP_SNAPSHOT_TIMEOUT))
-        .metrics(|m| m.snapshot.map(|s| s.index) >= applied, "a snapshot for the backup")
-        .await
-        .map_err(|e| unavailable(format!("waiting for the snapshot: {e}")))?;
+    app.snapshot_now(BACKUP_SNAPSHOT_TIMEOUT).await?;
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e);
-    let (meta, file) = skein_raft::store::current_snapshot(&app.store)
+    let (meta, file) = app
+        .store
+        .current_snapshot()
         .map_err(|e| internal(e.to_string()))?
         .ok_or_else(|| internal("no snapshot after building one".into()))?;
     let len = file.metadata().map_err(|e| internal(format!("reading the snapshot: {e}")))?.len();

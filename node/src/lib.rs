@@ -135,7 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let restored = app.store.snapshot_meta().is_some_and(|m| m.last_log_id.is_none());
         raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
         if restored {
-            seal_restored_state(&raft).await.context("snapshotting the restored state")?;
+            seal_restored_state(&app).await.context("snapshotting the restored state")?;
         }
     } else if let (Some(addr), false) = (&config.join, already_member) {
         if let Err(e) = join_cluster(addr, config.id, &me, &shutdown).await {
@@ -209,18 +209,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// joins would replay the log from its start and miss it. So, right after
 /// the bootstrap, take a snapshot and purge the log up to it: every member
 /// that joins then receives the snapshot first.
-async fn seal_restored_state(raft: &Raft) -> anyhow::Result<()> {
-    let wait = |secs| raft.wait(Some(Duration::from_secs(secs)));
-    let applied = wait(30)
-        .metrics(|m| m.last_applied.is_some(), "the bootstrap entry applied")
-        .await?
-        .last_applied
-        .context("nothing applied after the bootstrap")?;
-    raft.trigger().snapshot().await?;
-    wait(60)
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied.index), "a snapshot of the restored state")
-        .await?;
-    raft.trigger().purge_log(applied.index).await?;
+async fn seal_restored_state(app: &App) -> anyhow::Result<()> {
+    let wait = |secs| app.raft.wait(Some(Duration::from_secs(secs)));
+    wait(30).metrics(|m| m.last_applied.is_some(), "the bootstrap entry applied").await?;
+    let applied = app.snapshot_now(Duration::from_secs(60)).await?.context("nothing applied after the bootstrap")?;
+    app.raft.trigger().purge_log(applied.index).await?;
     wait(30).metrics(|m| m.purged.is_some_and(|p| p.index >= applied.index), "the log purged up to it").await?;
     info!(log_index = applied.index, "restored state snapshotted; members that join receive it");
     Ok(())

@@ -837,8 +837,6 @@ pub const EPOCH_SHIFT: u32 = 48;
 pub struct NewEpoch {
     /// The new cluster's epoch (the backup's plus one).
     pub epoch: u64,
-    /// The first token the new cluster grants: `epoch << EPOCH_SHIFT`.
-    pub next_token: u64,
     /// The leases handed back, and where each task went.
     pub released: Vec<(TaskId, TaskStatus)>,
     /// How many node records were forgotten.
@@ -865,7 +863,14 @@ impl StateMachine {
         self.core.removed.clear();
         let epoch = (self.core.next_token >> EPOCH_SHIFT) + 1;
         self.core.next_token = epoch << EPOCH_SHIFT;
-        NewEpoch { epoch, next_token: self.core.next_token, released, forgotten_nodes }
+        NewEpoch { epoch, released, forgotten_nodes }
+    }
+}
+
+impl NewEpoch {
+    /// The first token the new cluster grants.
+    pub fn next_token(&self) -> u64 {
+        self.epoch << EPOCH_SHIFT
     }
 }
 

@@ -508,7 +508,7 @@ fn a_new_epoch_releases_leases_forgets_nodes_and_jumps_tokens() {
     let epoch = h.sm.begin_new_epoch(&mut h.cold);
     h.sm.check_invariants().unwrap();
     assert_eq!(epoch.epoch, 1);
-    assert_eq!(epoch.next_token, 1 << EPOCH_SHIFT);
+    assert_eq!(epoch.next_token(), 1 << EPOCH_SHIFT);
     assert_eq!(epoch.released, vec![(TaskId(0), TaskStatus::Pending), (TaskId(1), TaskStatus::Pending)]);
     assert_eq!(epoch.forgotten_nodes, 1);
     assert!(h.sm.nodes().is_empty() && !h.sm.is_removed(7));

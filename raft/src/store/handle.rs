@@ -86,6 +86,12 @@ impl StoreHandle {
         self.shared.snapshots.current_meta()
     }
 
+    /// The current snapshot file, open, with its meta: what a backup sends.
+    /// The file stays readable even if a newer snapshot replaces it.
+    pub fn current_snapshot(&self) -> Result<Option<(SnapshotMeta, std::fs::File)>, StoreError> {
+        self.shared.snapshots.current()
+    }
+
     /// A 64-bit FNV-1a of the hot state's bincode bytes and the last applied
     /// index. Two replicas that applied the same log have the same digest;
     /// comparing digests at the same applied index checks replication.

@@ -55,7 +55,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 
-use crate::config::{LogId, SnapshotMeta, StorageError, StoredMembership};
+use crate::config::{LogId, StorageError, StoredMembership};
 use crate::fsm::StateMachine;
 
 pub use codec::Fnv64;
@@ -190,12 +190,6 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError
 /// created. The node then bootstraps a one-node cluster on it.
 pub fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreReport, StoreError> {
     snapshot::restore(data_dir, backup)
-}
-
-/// The current snapshot file of a running store and its meta: what a backup
-/// sends. The file stays readable even if a newer snapshot replaces it.
-pub fn current_snapshot(handle: &StoreHandle) -> Result<Option<(SnapshotMeta, std::fs::File)>, StoreError> {
-    handle.shared.snapshots.current()
 }
 
 pub(crate) fn open_db(path: &Path) -> Result<DB, StoreError> {

@@ -682,10 +682,9 @@ pub struct RestoreReport {
 /// and publishes it as the directory's snapshot with no log position and no
 /// membership, so that the node bootstraps a new cluster on top of it.
 pub(crate) fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreReport, StoreError> {
-    let refuse = |reason: String| StoreError::Other(reason);
     if let Ok(mut entries) = fs::read_dir(data_dir) {
         if entries.next().is_some() {
-            return Err(refuse(format!(
+            return Err(StoreError::Other(format!(
                 "refusing to restore into {}: it is not empty (a restore starts a new cluster: give it an empty \
                  data directory)",
                 data_dir.display()
