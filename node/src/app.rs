@@ -93,6 +93,24 @@ impl App {
         Ok(applied)
     }
 
+    /// What this node runs, as it reports it to the leader.
+    pub fn node_version(&self) -> skein_transport::NodeVersion {
+        let format = self.config.format;
+        let release = if format == skein_raft::format::LATEST {
+            skein_raft::format::RELEASE
+        } else {
+            skein_raft::format::release_of(format)
+        };
+        skein_transport::NodeVersion { release: release.to_string(), format }
+    }
+
+    /// Starts an election on this node now: the leader is handing over
+    /// (a planned restart) and chose this voter, which is up to date.
+    pub async fn campaign(&self) -> Result<(), NodeError> {
+        tracing::info!(node_id = self.id, "the leader hands over: campaigning");
+        self.raft.trigger().elect().await.map_err(|e| NodeError::Unavailable(format!("starting an election: {e}")))
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

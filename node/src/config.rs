@@ -96,6 +96,12 @@ pub struct Args {
     /// tokens of a new epoch, past any the old cluster can have granted.
     #[arg(long, env = "SKEIN_RESTORE", value_name = "FILE")]
     pub restore: Option<PathBuf>,
+
+    /// For mixed-version tests: report the release and stored format of an
+    /// older release (1: 0.1.0) to the leader, as a node not yet upgraded
+    /// would, so that finalizing waits for it.
+    #[arg(long, env = "SKEIN_BEHAVE_AS_FORMAT", value_name = "N", hide = true)]
+    pub behave_as_format: Option<u32>,
 }
 
 const EXAMPLES: &str = "\
@@ -150,6 +156,9 @@ pub struct Config {
     pub journal: Option<PathBuf>,
     /// A backup to start a new cluster from (`--restore`, with `--bootstrap`).
     pub restore: Option<PathBuf>,
+    /// The newest stored format this node says it reads and writes
+    /// (`skein_raft::format::LATEST`, lower only in mixed-version tests).
+    pub format: u32,
 }
 
 impl Config {
@@ -193,7 +202,12 @@ impl Config {
         if args.restore.is_some() && !bootstrap {
             bail!("--restore starts a new cluster: give --bootstrap too (and an empty --data-dir)");
         }
+        let format = args.behave_as_format.unwrap_or(skein_raft::format::LATEST);
+        if !(1..=skein_raft::format::LATEST).contains(&format) {
+            bail!("--behave-as-format must be 1 to {}", skein_raft::format::LATEST);
+        }
         Ok(Config {
+            format,
             restore: args.restore,
             routes,
             journal: args.journal.or(file.journal),

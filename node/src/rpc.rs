@@ -8,7 +8,9 @@ use openraft::raft::{
 };
 use skein_raft::config::TypeConfig;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
-use skein_transport::{CompleteRequest, Handler, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError};
+use skein_transport::{
+    CompleteRequest, Handler, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion,
+};
 
 use crate::app::SharedApp;
 
@@ -82,5 +84,13 @@ impl Handler for RpcHandler {
             return Err(e);
         }
         self.0.leave_on_leader(id).await
+    }
+
+    fn node_version(&self) -> NodeVersion {
+        self.0.node_version()
+    }
+
+    async fn campaign(&self) -> Result<(), NodeError> {
+        self.0.campaign().await
     }
 }

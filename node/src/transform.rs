@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use skein_raft::fsm::{Outcome, Progress};
+use skein_raft::fsm::{Outcome, ReportedProgress};
 use skein_transport::LeasedTask;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ use tracing::{info, warn};
 pub struct TaskContext {
     pub cancel: CancellationToken,
     /// The latest progress, sent with the next heartbeat.
-    pub progress: Arc<Mutex<Option<Progress>>>,
+    pub progress: Arc<Mutex<Option<ReportedProgress>>>,
     /// The node, for transforms that read the replicated state (the plan
     /// catalog) or confirm their lease (`migration`); `None` in unit tests.
     pub app: Option<crate::app::SharedApp>,
@@ -41,7 +41,7 @@ pub struct TaskContext {
 impl TaskContext {
     pub fn report(&self, fraction: f32, message: impl Into<String>) {
         if let Ok(mut p) = self.progress.lock() {
-            *p = Some(Progress { fraction, message: message.into() });
+            *p = Some(ReportedProgress { fraction, message: message.into() });
         }
     }
 }

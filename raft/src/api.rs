@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::fsm::{AppliedEntity, Event, PlanRun, QueueStats, Task, TaskId, TaskStatus};
+use crate::fsm::{self, Event, QueueStats, Task, TaskId, TaskStatus};
 
 /// `POST /api/v1/tasks`: one task, or `{"tasks": [...]}` for a batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +161,24 @@ pub struct ApplyPlansReply {
     pub entities: Vec<AppliedEntity>,
 }
 
+/// What storing one entity did. (The API's own copy of the state machine's
+/// answer, which travels between nodes in bincode and may not change.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedEntity {
+    pub entity_ref: String,
+    /// New to the catalog.
+    pub created: bool,
+    /// Its document differs from the one stored before (always true when created).
+    pub changed: bool,
+    pub revision: u64,
+}
+
+impl From<fsm::AppliedEntity> for AppliedEntity {
+    fn from(e: fsm::AppliedEntity) -> Self {
+        AppliedEntity { entity_ref: e.entity_ref, created: e.created, changed: e.changed, revision: e.revision }
+    }
+}
+
 /// One catalog entity in a listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanSummary {
@@ -231,6 +249,33 @@ pub struct PlanSelector {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunPlansReply {
     pub runs: Vec<PlanRun>,
+}
+
+/// A plan's run. (The API's own copy of the state machine's answer.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRun {
+    pub entity_ref: String,
+    pub generation: u64,
+    pub task: TaskId,
+    /// `false`: the plan's current run was returned (it is pending, running
+    /// or done), nothing new was enqueued.
+    pub created: bool,
+    pub status: TaskStatus,
+    /// Asked for by name (not pulled in as a dependency).
+    pub requested: bool,
+}
+
+impl From<fsm::PlanRun> for PlanRun {
+    fn from(r: fsm::PlanRun) -> Self {
+        PlanRun {
+            entity_ref: r.entity_ref,
+            generation: r.generation,
+            task: r.task,
+            created: r.created,
+            status: r.status,
+            requested: r.requested,
+        }
+    }
 }
 
 // ----- dashboard, progress and stuck tasks ----------------------------------

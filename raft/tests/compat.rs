@@ -25,8 +25,8 @@ use serde::Serialize;
 use skein_raft::config::{Entry, SkeinNode};
 use skein_raft::fsm::catalog::NewEntity;
 use skein_raft::fsm::{
-    Command, Completion, Event, EventKind, FencingToken, HeldLease, NewTask, Outcome, Progress, QueuePatch, Stamped,
-    TaskId, TaskRef, TaskStatus,
+    Command, Completion, Event, EventKind, FencingToken, HeldLease, NewTask, Outcome, QueuePatch, ReportedProgress,
+    Stamped, TaskId, TaskRef, TaskStatus,
 };
 
 fn dir(version: &str) -> PathBuf {
@@ -126,7 +126,7 @@ fn entity() -> NewEntity {
 /// One command of every variant (and of every variant inside one), as
 /// 0.1.0 stamps them into log entries.
 fn commands() -> Vec<(&'static str, Command)> {
-    let progress = Progress { fraction: 0.25, message: "1000 of 4000 rows".into() };
+    let progress = ReportedProgress { fraction: 0.25, message: "1000 of 4000 rows".into() };
     vec![
         ("enqueue", Command::Enqueue { tasks: vec![new_task_full(), NewTask::new("default", "noop", "{}")] }),
         ("lease", Command::Lease { node: 2, queues: vec!["etl".into()], max: 16 }),
@@ -245,9 +245,9 @@ fn fixtures_of_0_1_0_decode_and_encode_alike() {
     problems.extend(check(V, "meta/committed", &Some(log_id(3, 1, 120))));
     problems.extend(check(V, "meta/last_purged", &log_id(2, 2, 80)));
 
-    // The `history` CF: one event of every kind.
+    // The `history` CF: one event of every kind, in its stored shape.
     for (name, event) in history_events() {
-        problems.extend(check(V, &format!("history/{name}"), &event));
+        problems.extend(check(V, &format!("history/{name}"), &skein_raft::format::v1::Event::from(&event)));
     }
 
     assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
@@ -275,12 +275,45 @@ fn variant(command: &Command) -> &'static str {
         Command::RunPlans { .. } => "RunPlans",
         Command::RemoveNode { .. } => "RemoveNode",
         Command::AdmitNode { .. } => "AdmitNode",
+        Command::SetFormat { .. } => "SetFormat",
+        Command::RedriveQueue { .. } => "RedriveQueue",
+    }
+}
+
+/// The commands format 2 (0.2.0) added, logged only once a cluster has
+/// finalized it.
+fn commands_of_format_2() -> Vec<(&'static str, Command)> {
+    vec![
+        ("set_format", Command::SetFormat { format: 2 }),
+        ("redrive_queue", Command::RedriveQueue { queue: "etl".into(), max: 10_000 }),
+    ]
+}
+
+#[test]
+fn fixtures_of_0_2_0_decode_and_encode_alike() {
+    const V: &str = "0.2.0";
+    let mut problems = Vec::new();
+    for (i, (name, command)) in commands_of_format_2().into_iter().enumerate() {
+        assert_eq!(command.format(), 2, "{name} is a format 2 command");
+        let entry = Entry {
+            log_id: log_id(5, 2, 300 + i as u64),
+            payload: EntryPayload::Normal(Stamped { now_ms: 1_790_000_000_000 + i as u64, command }),
+        };
+        problems.extend(check(V, &format!("log/{name}"), &entry));
+    }
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn format_1_commands_are_format_1() {
+    for (name, command) in commands() {
+        assert_eq!(command.format(), 1, "{name}: a 0.1.0 command must stay loggable in a format 1 cluster");
     }
 }
 
 #[test]
 fn every_command_variant_has_a_fixture() {
-    const ALL: [&str; 17] = [
+    const ALL: [&str; 19] = [
         "Enqueue",
         "Lease",
         "Heartbeat",
@@ -298,8 +331,10 @@ fn every_command_variant_has_a_fixture() {
         "RunPlans",
         "RemoveNode",
         "AdmitNode",
+        "SetFormat",
+        "RedriveQueue",
     ];
-    let covered: BTreeSet<&str> = commands().iter().map(|(_, c)| variant(c)).collect();
+    let covered: BTreeSet<&str> = commands().iter().chain(&commands_of_format_2()).map(|(_, c)| variant(c)).collect();
     let missing: Vec<&str> = ALL.iter().copied().filter(|v| !covered.contains(v)).collect();
     assert!(missing.is_empty(), "commands without a compatibility fixture: {missing:?}");
 }
@@ -372,9 +407,71 @@ async fn the_0_1_0_snapshot_loads_and_installs() -> Result<(), Box<dyn std::erro
     assert!(tokens.windows(2).all(|w| w[0] <= w[1]), "tokens only grow: {tokens:?}");
     assert_eq!(tokens.iter().collect::<BTreeSet<_>>().len(), 4, "four leases, four tokens: {tokens:?}");
 
-    // It can be snapshotted again, in the same format, byte for byte the
-    // same state.
+    // Snapshotted again before a finalize, it is written as 0.1.0 wrote it:
+    // version 3, the state byte for byte the same (so 0.1.0 can read it).
     let again = sm2.get_snapshot_builder().await.build_snapshot().await?;
     assert_eq!(again.meta.last_log_id, meta.last_log_id);
+    let rewritten = std::fs::read(fresh.path().join("snapshots/current.snap"))?;
+    assert_eq!(u32::from_be_bytes(rewritten[8..12].try_into()?), 3, "a format 1 state is written as version 3");
+    assert_eq!(hot_state(&rewritten), hot_state(&bytes), "the state section is 0.1.0's, byte for byte");
+    Ok(())
+}
+
+/// The encoded state section of a snapshot file (after its meta).
+fn hot_state(file: &[u8]) -> &[u8] {
+    let len = |at: usize| u64::from_be_bytes(file[at..at + 8].try_into().expect("8 bytes")) as usize;
+    let meta_len = len(12);
+    let at = 12 + 8 + meta_len;
+    &file[at + 8..at + 8 + len(at)]
+}
+
+/// A version 4 snapshot (format 2): 0.1.0's snapshot state after
+/// `SetFormat { format: 2 }`, written once by `SKEIN_WRITE_FIXTURES=1` and
+/// then kept: it loads, says format 2, and has the same tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_format_2_snapshot_loads() -> Result<(), Box<dyn std::error::Error>> {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+
+    let path = dir("0.2.0").join("snapshot-v4.snap");
+    if !path.exists() && std::env::var_os("SKEIN_WRITE_FIXTURES").is_some() {
+        let v3 = std::fs::read(dir("0.1.0").join("snapshot-v3.snap"))?;
+        let tmp = tempfile::tempdir()?;
+        std::fs::create_dir_all(tmp.path().join("snapshots"))?;
+        std::fs::write(tmp.path().join("snapshots/current.snap"), &v3)?;
+        let (_log, mut sm) = skein_raft::store::open(tmp.path())?;
+        let last = sm.get_current_snapshot().await?.ok_or("no snapshot")?.meta.last_log_id.ok_or("no log id")?;
+        let entry = Entry {
+            log_id: log_id(last.leader_id.term, last.leader_id.node_id, last.index + 1),
+            payload: EntryPayload::Normal(Stamped {
+                now_ms: 1_790_000_000_000,
+                command: Command::SetFormat { format: 2 },
+            }),
+        };
+        sm.apply(vec![entry]).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        std::fs::create_dir_all(dir("0.2.0"))?;
+        std::fs::copy(tmp.path().join("snapshots/current.snap"), &path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let bytes =
+        std::fs::read(&path).map_err(|e| format!("{}: {e} (SKEIN_WRITE_FIXTURES=1 writes it)", path.display()))?;
+    assert_eq!(u32::from_be_bytes(bytes[8..12].try_into()?), 4, "the fixture is a version 4 snapshot");
+
+    let fresh = tempfile::tempdir()?;
+    std::fs::create_dir_all(fresh.path().join("snapshots"))?;
+    std::fs::write(fresh.path().join("snapshots/current.snap"), &bytes)?;
+    let (_log, mut sm) = skein_raft::store::open(fresh.path())?;
+    let state = sm.handle();
+    {
+        let state = state.state();
+        assert_eq!(state.format(), 2);
+        assert_eq!(state.task_count(), 14);
+        assert!(state.task_by_key("always-fails").is_some());
+    }
+    // A format 2 state is written as version 4 again.
+    sm.get_snapshot_builder().await.build_snapshot().await?;
+    let rewritten = std::fs::read(fresh.path().join("snapshots/current.snap"))?;
+    assert_eq!(u32::from_be_bytes(rewritten[8..12].try_into()?), 4);
+    assert_eq!(hot_state(&rewritten), hot_state(&bytes));
     Ok(())
 }

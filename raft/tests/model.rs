@@ -345,7 +345,7 @@ impl Run {
             }
             Op::Snapshot => {
                 if self.snapshot.is_none() {
-                    let bytes = bincode::serde::encode_to_vec(&self.sm, bincode::config::standard()).unwrap();
+                    let bytes = bytes(&self.sm);
                     self.snapshot = Some((bytes, self.log.len()));
                 }
             }
@@ -387,7 +387,7 @@ impl Run {
 }
 
 fn bytes(sm: &StateMachine) -> Vec<u8> {
-    bincode::serde::encode_to_vec(sm, bincode::config::standard()).unwrap()
+    bincode::serde::encode_to_vec(skein_raft::format::StoredState(sm), bincode::config::standard()).unwrap()
 }
 
 proptest! {
@@ -419,7 +419,7 @@ proptest! {
 
         // A replica restored from the midway snapshot, then fed the rest.
         if let Some((snap, at)) = &run.snapshot {
-            let (mut restored, _): (StateMachine, usize) =
+            let (skein_raft::format::StateV3(mut restored), _): (skein_raft::format::StateV3, usize) =
                 bincode::serde::decode_from_slice(snap, bincode::config::standard()).unwrap();
             restored.check_invariants().map_err(TestCaseError::fail)?;
             let mut cold = MemCold::default();

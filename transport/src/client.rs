@@ -27,7 +27,9 @@ use tokio::time::Instant;
 use tracing::{debug, trace};
 
 use crate::codec;
-use crate::rpc::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, SkeinRpcClient};
+use crate::rpc::{
+    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpcClient,
+};
 
 /// How much later than a call's own deadline tarpc's is (see [`Peers`]'s
 /// `call`). The server aborts a request at tarpc's deadline at the latest.
@@ -253,6 +255,30 @@ impl Peers {
     pub async fn leave(&self, addr: &str, id: u64) -> Result<(), CallError> {
         let timeout = self.inner.config.membership_timeout;
         let answer = self.call(addr, timeout, "leave", |c, ctx| async move { c.leave(ctx, id).await }).await?;
+        remote(addr, answer)
+    }
+
+    /// Asks the node at `addr` what it runs. `Ok(None)`: it answered, but
+    /// not this call (it dropped the connection or sent something else), so
+    /// it is a 0.1.0 node. Call this on a `Peers` of its own: a 0.1.0 node
+    /// drops the connection, and with it every other call in flight on it.
+    pub async fn node_version(&self, addr: &str) -> Result<Option<NodeVersion>, CallError> {
+        let timeout = self.inner.config.call_timeout;
+        let answer = self.call(addr, timeout, "node_version", |c, ctx| async move { c.node_version(ctx).await }).await;
+        if answer.is_err() {
+            self.forget(addr);
+        }
+        match answer {
+            Ok(v) => Ok(Some(v)),
+            Err(CallError::Disconnected { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tells the voter at `addr` to start an election (a leader handing over).
+    pub async fn campaign(&self, addr: &str) -> Result<(), CallError> {
+        let timeout = self.inner.config.call_timeout;
+        let answer = self.call(addr, timeout, "campaign", |c, ctx| async move { c.campaign(ctx).await }).await?;
         remote(addr, answer)
     }
 

@@ -148,8 +148,8 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
     use skein_raft::config::{SkeinNode, TypeConfig};
     use skein_raft::fsm::{
-        Command, Completion, FencingToken, Granted, HeldLease, NewTask, Outcome, Progress, QueuePatch, Rejection,
-        Response, Stamped, TaskId, TaskRef, TaskStatus,
+        Command, Completion, FencingToken, Granted, HeldLease, NewTask, Outcome, QueuePatch, Rejection,
+        ReportedProgress, Response, Stamped, TaskId, TaskRef, TaskStatus,
     };
 
     use super::*;
@@ -198,7 +198,7 @@ mod tests {
                     HeldLease {
                         task: TaskId(1),
                         token: FencingToken(9),
-                        progress: Some(Progress { fraction: 0.5, message: "half".into() }),
+                        progress: Some(ReportedProgress { fraction: 0.5, message: "half".into() }),
                     },
                     HeldLease { task: TaskId(2), token: FencingToken(10), progress: None },
                 ],

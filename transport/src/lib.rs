@@ -25,6 +25,7 @@ pub mod server;
 pub use client::{CallError, Peers, PeersConfig};
 pub use network::{Network, PeerNetwork};
 pub use rpc::{
-    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, SkeinRpc, SkeinRpcClient,
+    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpc,
+    SkeinRpcClient,
 };
 pub use server::{serve, Handler};

@@ -61,6 +61,23 @@ pub trait SkeinRpc {
     async fn join(req: JoinRequest) -> Result<(), NodeError>;
     /// Remove a node from the cluster.
     async fn leave(id: u64) -> Result<(), NodeError>;
+    /// The node's release and the newest stored format it reads and writes.
+    /// Added in 0.2.0: a 0.1.0 node cannot decode this call and drops the
+    /// connection, which is how a caller tells it is 0.1.0 (ask on a
+    /// connection of its own, see [`crate::Peers::node_version`]).
+    async fn node_version() -> NodeVersion;
+    /// The leader hands leadership over (a planned restart): the callee,
+    /// an up-to-date voter, starts an election now. Added in 0.2.0.
+    async fn campaign() -> Result<(), NodeError>;
+}
+
+/// What a node runs: see [`SkeinRpc::node_version`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeVersion {
+    /// The release, `0.2.0`.
+    pub release: String,
+    /// The newest stored format (`skein_raft::format`) it can read and write.
+    pub format: u32,
 }
 
 /// A worker's request for tasks.

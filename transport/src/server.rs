@@ -27,7 +27,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::codec;
-use crate::rpc::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, SkeinRpc};
+use crate::rpc::{
+    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpc,
+};
 
 /// At most this many requests of one connection run at once; more are
 /// refused with a server error until some finish (the client sees
@@ -81,6 +83,12 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Remove a node from the membership.
     fn leave(&self, id: u64) -> impl Future<Output = Result<(), NodeError>> + Send;
+
+    /// The node's release and newest stored format.
+    fn node_version(&self) -> NodeVersion;
+
+    /// Start an election now (the leader hands over).
+    fn campaign(&self) -> impl Future<Output = Result<(), NodeError>> + Send;
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes, then closes
@@ -240,5 +248,13 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
 
     async fn leave(self, _: Context, id: u64) -> Result<(), NodeError> {
         self.0.leave(id).await
+    }
+
+    async fn node_version(self, _: Context) -> NodeVersion {
+        self.0.node_version()
+    }
+
+    async fn campaign(self, _: Context) -> Result<(), NodeError> {
+        self.0.campaign().await
     }
 }

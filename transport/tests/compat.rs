@@ -30,12 +30,16 @@ use skein_transport::codec::{decode, encode};
 use skein_transport::rpc::{SkeinRpcRequest, SkeinRpcResponse};
 use skein_transport::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/0.1.0")
+fn fixtures(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(version)
 }
 
 fn check<T: Serialize + DeserializeOwned>(name: &str, value: &T) -> Option<String> {
-    let path = fixtures().join(format!("{name}.bin"));
+    check_in("0.1.0", name, value)
+}
+
+fn check_in<T: Serialize + DeserializeOwned>(version: &str, name: &str, value: &T) -> Option<String> {
+    let path = fixtures(version).join(format!("{name}.bin"));
     let now = encode(value).expect("encoding a fixture value");
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -50,12 +54,12 @@ fn check<T: Serialize + DeserializeOwned>(name: &str, value: &T) -> Option<Strin
     let advice = "what nodes send each other is forever: never change the shape of an RPC type; add a new RPC \
                   (or a new variant at the end) and keep answering this one (ARCHITECTURE.md, \"Adding a command\")";
     match decode::<T>(&bytes) {
-        Err(e) => Some(format!("{name} (0.1.0) no longer decodes: {e}; {advice}")),
+        Err(e) => Some(format!("{name} ({version}) no longer decodes: {e}; {advice}")),
         Ok(decoded) if encode(&decoded).ok().as_ref() != Some(&bytes) => {
-            Some(format!("{name} (0.1.0) decodes to another value; {advice}"))
+            Some(format!("{name} ({version}) decodes to another value; {advice}"))
         }
         Ok(_) if now != bytes => {
-            Some(format!("{name} (0.1.0) is encoded differently now: a 0.1.0 node could not read it; {advice}"))
+            Some(format!("{name} ({version}) is encoded differently now: a {version} node could not read it; {advice}"))
         }
         Ok(_) => None,
     }
@@ -261,8 +265,35 @@ fn every_rpc_has_a_fixture() {
             SkeinRpcRequest::ReadIndex { .. } => "read_index",
             SkeinRpcRequest::Join { .. } => "join",
             SkeinRpcRequest::Leave { .. } => "leave",
+            SkeinRpcRequest::NodeVersion { .. } => "node_version",
+            SkeinRpcRequest::Campaign { .. } => "campaign",
         }
     }
-    let covered: BTreeSet<&str> = requests().iter().map(|(_, r)| rpc(r)).collect();
-    assert_eq!(covered.len(), 10, "every RPC needs a request fixture; covered: {covered:?}");
+    let covered: BTreeSet<&str> = requests().iter().chain(&requests_of_0_2_0()).map(|(_, r)| rpc(r)).collect();
+    assert_eq!(covered.len(), 12, "every RPC needs a request fixture; covered: {covered:?}");
+}
+
+/// The RPCs 0.2.0 added. A 0.1.0 node cannot decode them (it drops the
+/// connection), which is how the leader tells a 0.1.0 member.
+fn requests_of_0_2_0() -> Vec<(&'static str, SkeinRpcRequest)> {
+    vec![("request/node_version", SkeinRpcRequest::NodeVersion {}), ("request/campaign", SkeinRpcRequest::Campaign {})]
+}
+
+#[test]
+fn rpc_fixtures_of_0_2_0_decode_and_encode_alike() {
+    let responses = vec![
+        (
+            "response/node_version",
+            SkeinRpcResponse::NodeVersion(skein_transport::NodeVersion { release: "0.2.0".into(), format: 2 }),
+        ),
+        ("response/campaign", SkeinRpcResponse::Campaign(Ok(()))),
+    ];
+    let mut problems = Vec::new();
+    for (name, request) in requests_of_0_2_0() {
+        problems.extend(check_in("0.2.0", name, &request));
+    }
+    for (name, response) in responses {
+        problems.extend(check_in("0.2.0", name, &response));
+    }
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
 }

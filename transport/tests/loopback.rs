@@ -167,6 +167,16 @@ impl Handler for Fake {
         }
         Ok(())
     }
+
+    fn node_version(&self) -> skein_transport::NodeVersion {
+        self.called();
+        skein_transport::NodeVersion { release: "test".into(), format: 2 }
+    }
+
+    async fn campaign(&self) -> Result<(), NodeError> {
+        self.called();
+        Ok(())
+    }
 }
 
 /// A running server: its address, the switch that stops it, its task.

@@ -66,7 +66,9 @@ pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes
     skein_plan::validate_set(&entities, &catalog_graph(&app)).map_err(invalid)?;
     let new: Vec<NewEntity> = entities.iter().map(new_entity).collect::<Result<_, _>>().map_err(invalid)?;
     match app.write(Command::ApplyPlans { entities: new }).await? {
-        Response::PlansApplied(entities) => Ok(Json(ApplyPlansReply { entities })),
+        Response::PlansApplied(entities) => {
+            Ok(Json(ApplyPlansReply { entities: entities.into_iter().map(Into::into).collect() }))
+        }
         Response::Rejected(r) => Err(rejection(r)),
         other => Err(NodeError::Internal(format!("apply plans answered with {other:?}")).into()),
     }
@@ -152,7 +154,10 @@ pub async fn run(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(Status
                 }
             }
             let created = runs.iter().any(|r| r.created);
-            Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(RunPlansReply { runs })))
+            Ok((
+                if created { StatusCode::CREATED } else { StatusCode::OK },
+                Json(RunPlansReply { runs: runs.into_iter().map(Into::into).collect() }),
+            ))
         }
         Response::Rejected(r) => Err(rejection(r)),
         other => Err(NodeError::Internal(format!("run plans answered with {other:?}")).into()),

@@ -80,6 +80,11 @@ impl StateMachine {
                 self.core.removed.remove(node);
                 Response::Done
             }
+            Command::SetFormat { format } => {
+                self.core.format.0 = self.core.format.0.max(*format);
+                Response::Done
+            }
+            Command::RedriveQueue { queue, max } => self.redrive(queue, *max, cold),
         }
     }
 
@@ -582,6 +587,23 @@ impl StateMachine {
         self.index(id);
         self.record(id, None, None, EventKind::Retried, cold);
         Response::Task { id, status }
+    }
+
+    /// Retries up to `max` dead tasks of `queue`, those that ended first
+    /// first. Dead tasks whose dependencies failed stay dead (as `Retry`
+    /// refuses them).
+    fn redrive(&mut self, queue: &str, max: u32, cold: &mut dyn ColdSink) -> Response {
+        let Some(idx) = self.idx.queues.get(queue) else {
+            return Response::Rejected(Rejection::UnknownQueue(queue.to_string()));
+        };
+        let dead: Vec<TaskId> = idx
+            .finished
+            .iter()
+            .map(|&(_, id)| id)
+            .filter(|id| self.core.tasks.get(id).is_some_and(|t| t.status == TaskStatus::Dead))
+            .take(max as usize)
+            .collect();
+        Response::Batch(dead.into_iter().map(|id| self.retry(id, cold)).collect())
     }
 
     /// Blocked tasks waiting on `id` (which just succeeded) whose every

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{AppliedEntity, NewEntity, PlanRun};
-use super::types::{FencingToken, NodeId, Progress, QueuePatch, TaskId, TaskStatus};
+use super::types::{FencingToken, NodeId, QueuePatch, TaskId, TaskStatus};
 
 /// One log entry's payload: a command and the leader's clock when it was
 /// proposed. The state machine keeps its own clock at `max(now_ms, last)`.
@@ -100,6 +100,57 @@ pub enum Command {
     AdmitNode {
         node: NodeId,
     },
+    // ---- format 2 (0.2.0): proposed only once the cluster's format is 2 ----
+    /// Raise the cluster's stored format to `format` (`skein cluster
+    /// finalize`, or a new cluster's first entry); never lowers it. From then
+    /// on, commands and snapshots of that format may be written, and nodes of
+    /// older releases can no longer read the log.
+    SetFormat {
+        format: u32,
+    },
+    /// Retry up to `max` dead tasks of `queue`, those that ended first first
+    /// (a dead-letter redrive), each as `Retry` would.
+    RedriveQueue {
+        queue: String,
+        max: u32,
+    },
+}
+
+impl Command {
+    /// The stored format that introduced this command (see
+    /// [`crate::format`]): a cluster of an older format must not log it.
+    pub fn format(&self) -> u32 {
+        match self {
+            Command::SetFormat { .. } | Command::RedriveQueue { .. } => 2,
+            Command::Batch(commands) => commands.iter().map(Command::format).max().unwrap_or(1),
+            _ => crate::format::FORMAT_0_1_0,
+        }
+    }
+
+    /// The command's name in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Enqueue { .. } => "enqueue",
+            Command::Lease { .. } => "lease",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::Complete { .. } => "complete",
+            Command::ExpireLeases => "expire leases",
+            Command::Cancel { .. } => "cancel",
+            Command::Retry { .. } => "retry",
+            Command::SetQueuePaused { .. } => "pause queue",
+            Command::ConfigureQueue { .. } => "configure queue",
+            Command::DrainNode { .. } => "drain node",
+            Command::ReleaseNode { .. } => "release node",
+            Command::CollectGarbage => "collect garbage",
+            Command::Batch(_) => "batch",
+            Command::ApplyPlans { .. } => "apply plans",
+            Command::RunPlans { .. } => "run plans",
+            Command::RemoveNode { .. } => "remove node",
+            Command::AdmitNode { .. } => "admit node",
+            Command::SetFormat { .. } => "finalize",
+            Command::RedriveQueue { .. } => "redrive queue",
+        }
+    }
 }
 
 /// A task to enqueue.
@@ -148,7 +199,15 @@ pub enum TaskRef {
 pub struct HeldLease {
     pub task: TaskId,
     pub token: FencingToken,
-    pub progress: Option<Progress>,
+    pub progress: Option<ReportedProgress>,
+}
+
+/// Progress as a worker reports it in a heartbeat (the log's own copy of
+/// the shape; the task keeps it as [`super::types::Progress`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedProgress {
+    pub fraction: f32,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

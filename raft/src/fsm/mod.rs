@@ -19,8 +19,8 @@ pub mod catalog;
 pub mod cold;
 pub mod command;
 pub mod query;
-mod state;
-mod taskmap;
+pub(crate) mod state;
+pub(crate) mod taskmap;
 pub mod types;
 
 #[cfg(test)]
@@ -30,8 +30,8 @@ pub use apply::{NewEpoch, EPOCH_SHIFT};
 pub use catalog::{AppliedEntity, CatalogEntry, NewEntity, PlanRun};
 pub use cold::{ColdSink, DiscardCold, MemCold};
 pub use command::{
-    Command, Completion, Enqueued, Granted, HeartbeatAck, HeldLease, NewTask, Outcome, Rejection, Response, Stamped,
-    TaskRef,
+    Command, Completion, Enqueued, Granted, HeartbeatAck, HeldLease, NewTask, Outcome, Rejection, ReportedProgress,
+    Response, Stamped, TaskRef,
 };
 pub use query::{QueueStats, SilentNode, StuckReason, StuckReport, StuckTask, TaskPage};
 pub use state::StateMachine;

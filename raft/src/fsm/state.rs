@@ -7,13 +7,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::taskmap::TaskMap;
 use super::types::{Limits, NodeId, NodeInfo, Queue, TaskId, TaskStatus};
 
-/// What every replica holds alike, byte for byte.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What every replica holds alike, byte for byte. Snapshots store it in the
+/// shapes of [`crate::format`], never as these types.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Core {
     /// The state machine's clock: the largest `now_ms` applied so far.
     pub clock_ms: u64,
@@ -32,6 +31,18 @@ pub(crate) struct Core {
     /// Nodes removed from the cluster (`RemoveNode`) and not admitted again:
     /// their leases, heartbeats and completions are refused.
     pub removed: BTreeSet<NodeId>,
+    /// The cluster's stored format (see [`crate::format`]).
+    pub format: ClusterFormat,
+}
+
+/// A cluster's stored format: 1 (release 0.1.0's) until a `SetFormat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClusterFormat(pub u32);
+
+impl Default for ClusterFormat {
+    fn default() -> Self {
+        ClusterFormat(crate::format::FORMAT_0_1_0)
+    }
 }
 
 /// Per-queue indexes.
@@ -83,19 +94,13 @@ impl PartialEq for StateMachine {
     }
 }
 
-impl Serialize for StateMachine {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.core.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for StateMachine {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Core::deserialize(d).map(StateMachine::from_core)
-    }
-}
-
 impl StateMachine {
+    /// The cluster's stored format: what may be logged and snapshotted
+    /// (see [`crate::format`]).
+    pub fn format(&self) -> u32 {
+        self.core.format.0
+    }
+
     /// An empty state machine with the default limits.
     pub fn new() -> Self {
         Self::default()

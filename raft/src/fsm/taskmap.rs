@@ -17,10 +17,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Bound, RangeBounds};
 
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::types::{Task, TaskId};
 
 /// Tasks per chunk. A chunk is `CHUNK * size_of::<Task>()` bytes (~75 KiB).
@@ -154,38 +150,6 @@ impl fmt::Debug for TaskMap {
     }
 }
 
-impl Serialize for TaskMap {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.len))?;
-        for (id, t) in self.iter() {
-            map.serialize_entry(id, t)?;
-        }
-        map.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for TaskMap {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TaskMap;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of task id to task")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<TaskMap, A::Error> {
-                let mut map = TaskMap::new();
-                while let Some((id, mut task)) = access.next_entry::<TaskId, Task>()? {
-                    // The key is the truth, as it was for the B-tree.
-                    task.id = id;
-                    map.insert(id, task);
-                }
-                Ok(map)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,13 +209,6 @@ mod tests {
             assert!(mine.range(TaskId(lo)..=TaskId(hi)).eq(model.range(TaskId(lo)..=TaskId(hi))));
             assert!(mine.range(TaskId(lo)..).eq(model.range(TaskId(lo)..)));
         }
-        let config = bincode::config::standard();
-        let a = bincode::serde::encode_to_vec(&mine, config).unwrap();
-        let b = bincode::serde::encode_to_vec(&model, config).unwrap();
-        assert_eq!(a, b, "serialized like a BTreeMap");
-        let (back, _): (TaskMap, usize) = bincode::serde::decode_from_slice(&b, config).unwrap();
-        assert_eq!(back, mine);
-        assert_eq!(serde_json::to_string(&mine).unwrap(), serde_json::to_string(&model).unwrap());
     }
 
     #[test]

@@ -450,7 +450,11 @@ fn heartbeat_renews_own_leases_and_revokes_others() {
     let g = h.lease(1, 2);
     h.now += 500;
     let held = vec![
-        HeldLease { task: a, token: g[0].token, progress: Some(Progress { fraction: 2.0, message: "half".into() }) },
+        HeldLease {
+            task: a,
+            token: g[0].token,
+            progress: Some(ReportedProgress { fraction: 2.0, message: "half".into() }),
+        },
         HeldLease { task: b, token: FencingToken(99), progress: None },
     ];
     match h.run(Command::Heartbeat { node: 1, slots: 4, held }) {
@@ -588,7 +592,7 @@ fn removed_node_is_refused_leases_heartbeats_and_completions() {
     assert_eq!(h.lease(1, 1).len(), 1);
     assert_eq!(h.run(Command::AdmitNode { node: 7 }), Response::Done);
     assert_eq!(h.run(Command::RemoveNode { node: 3 }), Response::Released(vec![]));
-    let restored: StateMachine = serde_json::from_slice(&serde_json::to_vec(&h.sm).unwrap()).unwrap();
+    let restored = through_snapshot(&h.sm);
     assert_eq!(restored, h.sm);
     assert!(restored.is_removed(3) && !restored.is_removed(1));
 }
@@ -695,13 +699,72 @@ fn queries_page_and_count() {
     assert_eq!(h.sm.leases_of(1).len(), 1);
 }
 
+/// The state through its stored shapes (format 1's core, then the format)
+/// and back.
+fn through_snapshot(sm: &StateMachine) -> StateMachine {
+    use crate::format::{v1::CoreOut, StateV4};
+    let config = bincode::config::standard();
+    // Version 4's shape (version 3's plus the format), whatever the format.
+    let bytes = bincode::serde::encode_to_vec((CoreOut(&sm.core), sm.format()), config).unwrap();
+    let (StateV4(back), used): (StateV4, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(used, bytes.len());
+    back
+}
+
+#[test]
+fn set_format_only_raises_the_format_and_survives_a_snapshot() {
+    let mut h = Harness::new();
+    assert_eq!(h.sm.format(), 1, "a new state is format 1 until told otherwise");
+    assert_eq!(h.run(Command::SetFormat { format: 2 }), Response::Done);
+    assert_eq!(h.sm.format(), 2);
+    assert_eq!(h.run(Command::SetFormat { format: 1 }), Response::Done);
+    assert_eq!(h.sm.format(), 2, "never lowered");
+    assert_eq!(through_snapshot(&h.sm).format(), 2);
+}
+
+#[test]
+fn redrive_retries_the_dead_tasks_of_a_queue_only() {
+    let mut h = Harness::new();
+    let mut spec = task();
+    spec.max_attempts = Some(1);
+    let ids: Vec<TaskId> = h.enqueue(vec![spec.clone(), spec.clone(), spec]).iter().map(|e| e.id).collect();
+    let granted = h.lease(1, 3);
+    let fail =
+        |g: &Granted| Completion { task: g.task, token: g.token, outcome: Outcome::Permanent { error: "no".into() } };
+    h.run(Command::Complete { node: 1, completions: vec![fail(&granted[0]), fail(&granted[1])] });
+    h.run(Command::Complete {
+        node: 1,
+        completions: vec![Completion {
+            task: granted[2].task,
+            token: granted[2].token,
+            outcome: Outcome::Succeeded { result: "null".into() },
+        }],
+    });
+    assert_eq!(
+        h.run(Command::RedriveQueue { queue: "nope".into(), max: 10 }),
+        Response::Rejected(Rejection::UnknownQueue("nope".into()))
+    );
+    let q = h.sm.task(ids[0]).unwrap().queue.to_string();
+    assert_eq!(
+        h.run(Command::RedriveQueue { queue: q.clone(), max: 1 }),
+        Response::Batch(vec![Response::Task { id: granted[0].task, status: TaskStatus::Pending }]),
+        "at most max, those that ended first first"
+    );
+    assert_eq!(
+        h.run(Command::RedriveQueue { queue: q.clone(), max: 10 }),
+        Response::Batch(vec![Response::Task { id: granted[1].task, status: TaskStatus::Pending }]),
+        "the succeeded task stays as it is"
+    );
+    assert_eq!(h.run(Command::RedriveQueue { queue: q, max: 10 }), Response::Batch(vec![]));
+    h.sm.check_invariants().unwrap();
+}
+
 #[test]
 fn snapshot_round_trip_rebuilds_indexes() {
     let mut h = Harness::new();
     h.enqueue((0..4).map(|_| task()).collect());
     h.lease(1, 2);
-    let bytes = serde_json::to_vec(&h.sm).unwrap();
-    let restored: StateMachine = serde_json::from_slice(&bytes).unwrap();
+    let restored = through_snapshot(&h.sm);
     assert_eq!(restored, h.sm);
     restored.check_invariants().unwrap();
     assert_eq!(restored.lease_count(1), 2);
@@ -1024,8 +1087,7 @@ mod catalog {
     fn the_catalog_survives_a_snapshot() {
         let mut h = chain();
         run(&mut h, &["b"], false).unwrap();
-        let bytes = serde_json::to_vec(&h.sm).unwrap();
-        let restored: StateMachine = serde_json::from_slice(&bytes).unwrap();
+        let restored = super::through_snapshot(&h.sm);
         assert_eq!(restored, h.sm);
         assert_eq!(restored.catalog_len(), 3);
         assert_eq!(restored.catalog_entry(&r("b")).unwrap().generation, 1);

@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::StoreError;
-use crate::fsm::TaskId;
+use crate::format::{self, v1};
+use crate::fsm::{Event, StateMachine, TaskId};
 
 /// bincode 2 in its standard configuration (varint integers, no limit) for
 /// every value this module stores.
@@ -26,6 +27,42 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
         return Err(StoreError::Corrupt(format!("{} trailing bytes after a value", bytes.len() - used)));
     }
     Ok(value)
+}
+
+/// The state machine's core as a snapshot stores it
+/// ([`format::StoredState`]), with its snapshot file version.
+pub(crate) fn encode_state(sm: &StateMachine) -> Result<(u32, Vec<u8>), StoreError> {
+    let state = format::StoredState(sm);
+    Ok((state.snapshot_version(), encode(&state)?))
+}
+
+/// The inverse of [`encode_state`]: any snapshot version this build reads.
+pub(crate) fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, StoreError> {
+    match version {
+        3 => Ok(decode::<format::StateV3>(bytes)?.0),
+        4 => Ok(decode::<format::StateV4>(bytes)?.0),
+        v => Err(StoreError::Corrupt(unreadable_snapshot_version(v))),
+    }
+}
+
+/// Why a snapshot file of `version` cannot be read.
+pub(crate) fn unreadable_snapshot_version(version: u32) -> String {
+    format!(
+        "snapshot file version {version}; this build ({}) reads versions {} to {}{}",
+        format::RELEASE,
+        format::SNAPSHOT_VERSIONS.start(),
+        format::SNAPSHOT_VERSIONS.end(),
+        if version > *format::SNAPSHOT_VERSIONS.end() { ": it was written by a newer release" } else { "" }
+    )
+}
+
+/// A history event, stored in format 1's shape.
+pub(crate) fn encode_event(event: &Event) -> Result<Vec<u8>, StoreError> {
+    encode(&v1::Event::from(event))
+}
+
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    Ok(decode::<v1::Event<'static>>(bytes)?.into())
 }
 
 /// A log index as a key: big-endian, so RocksDB's byte order is log order.

@@ -106,7 +106,7 @@ impl ColdSink for BatchSink<'_> {
     }
 
     fn put_event(&mut self, task: TaskId, seq: u32, event: &Event) {
-        match codec::encode(event) {
+        match codec::encode_event(event) {
             Ok(bytes) => self.batch.put_cf(self.cfs.history, event_key(task, seq), bytes),
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -155,7 +155,7 @@ pub(crate) fn read_history(db: &DB, task: TaskId) -> Result<Vec<Event>, StoreErr
         if !key.starts_with(&prefix) {
             break;
         }
-        out.push(codec::decode(&value)?);
+        out.push(codec::decode_event(&value)?);
     }
     Ok(out)
 }

@@ -112,7 +112,7 @@ impl StoreHandle {
 /// See [`StoreHandle::digest`].
 pub fn digest_of(sm: &StateMachine, last_applied: Option<LogId>) -> Result<u64, StoreError> {
     let mut h = Fnv64::new();
-    h.update(&codec::encode(sm)?);
+    h.update(&codec::encode_state(sm)?.1);
     match last_applied {
         Some(id) => {
             h.update(&[1]);

@@ -8,9 +8,9 @@
 //! # Format (integers big-endian)
 //!
 //! ```text
-//! "SKEINSNP"  u32 version
+//! "SKEINSNP"  u32 version (3: format 1, 0.1.0; 4: format 2 and later)
 //! u64 len, bincode SnapshotMeta
-//! u64 len, bincode StateMachine (its replicated core; indexes are rebuilt on load)
+//! u64 len, the replicated core in the shapes of `crate::format` (indexes are rebuilt on load)
 //! u64 header checksum: FNV-1a of every byte above
 //! records: u8 tag (1 payload, 2 result, 3 history), u32 len, key, u32 len, value
 //! u8 0xFF, u64 number of records
@@ -40,9 +40,10 @@ use crate::config::{LogId, SnapshotMeta, StorageError, TypeConfig};
 use crate::fsm::{NewEpoch, StateMachine};
 
 const MAGIC: &[u8; 8] = b"SKEINSNP";
-// 2: the core gained the plan catalog.
-// 3: the core gained the set of removed nodes.
-const VERSION: u32 = 3;
+// File versions (the state's encoding: `codec::encode_state`):
+// 2: the core gained the plan catalog (before any release).
+// 3: the core gained the set of removed nodes: release 0.1.0, format 1.
+// 4: version 3, then the cluster's format (u32): format 2 and later.
 const TAG_END: u8 = 0xFF;
 const CURRENT: &str = "current.snap";
 /// Cold records are written back into RocksDB in batches of about this size.
@@ -244,7 +245,7 @@ impl SnapshotDir {
 fn write_file(
     path: &Path,
     meta: &SnapshotMeta,
-    hot: &[u8],
+    (version, hot): &(u32, Vec<u8>),
     records: impl FnOnce(&mut RecordWriter<'_>) -> Result<(), StoreError>,
 ) -> Result<File, StoreError> {
     let file =
@@ -254,7 +255,7 @@ fn write_file(
         let meta_bytes = codec::encode(meta)?;
         let io = (|| {
             w.write_all(MAGIC)?;
-            w.write_all(&VERSION.to_be_bytes())?;
+            w.write_all(&version.to_be_bytes())?;
             w.write_all(&(meta_bytes.len() as u64).to_be_bytes())?;
             w.write_all(&meta_bytes)?;
             w.write_all(&(hot.len() as u64).to_be_bytes())?;
@@ -372,7 +373,7 @@ impl SnapshotBuilder {
                 last_membership: hot.membership.clone(),
                 snapshot_id: shared.snapshots.next_id(hot.last_applied),
             };
-            (meta, codec::encode(&hot.sm)?)
+            (meta, codec::encode_state(&hot.sm)?)
         };
 
         let (taken_tx, taken_rx) = oneshot::channel::<()>();
@@ -406,7 +407,7 @@ fn write_built(
     shared: &Shared,
     snap: &SnapshotWithThreadMode<'_, DB>,
     meta: &SnapshotMeta,
-    hot: &[u8],
+    hot: &(u32, Vec<u8>),
 ) -> Result<File, StoreError> {
     let tmp = shared.snapshots.temp_path("build");
     let file = write_file(&tmp, meta, hot, |rw| write_cold(&shared.db, snap, rw))?;
@@ -529,8 +530,8 @@ impl SnapReader {
             return Err(self.corrupt("not a skein snapshot"));
         }
         let version = self.u32()?;
-        if version != VERSION {
-            return Err(self.corrupt(format!("format version {version}, this build reads {VERSION}")));
+        if !crate::format::SNAPSHOT_VERSIONS.contains(&version) {
+            return Err(self.corrupt(codec::unreadable_snapshot_version(version)));
         }
         let mut meta_bytes = Vec::new();
         let n = self.u64()?;
@@ -543,7 +544,7 @@ impl SnapReader {
             return Err(self.corrupt("header checksum mismatch"));
         }
         let meta: SnapshotMeta = codec::decode(&meta_bytes).map_err(|e| self.corrupt(format!("meta: {e}")))?;
-        let sm: StateMachine = codec::decode(&hot_bytes).map_err(|e| self.corrupt(format!("state: {e}")))?;
+        let sm = codec::decode_state(version, &hot_bytes).map_err(|e| self.corrupt(format!("state: {e}")))?;
         Ok((meta, sm))
     }
 
@@ -714,7 +715,7 @@ pub(crate) fn restore(data_dir: &Path, backup: &Path) -> Result<RestoreReport, S
     };
     let tmp = snap_dir.join("restore.tmp");
     let view = db.snapshot();
-    write_file(&tmp, &restored, &codec::encode(&sm)?, |rw| write_cold(&db, &view, rw))?;
+    write_file(&tmp, &restored, &codec::encode_state(&sm)?, |rw| write_cold(&db, &view, rw))?;
     drop(view);
     db.flush_wal(true)?;
     let dest = snap_dir.join(CURRENT);
