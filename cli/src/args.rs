@@ -366,6 +366,21 @@ Examples:
   skein queue set demo --lease-ms 60000 --max-attempts 10 --backoff-base-ms 500"
     )]
     Set(QueueSetArgs),
+
+    /// Retry the queue's dead tasks (a dead-letter redrive), those that died first first.
+    ///
+    /// Each gets a fresh set of attempts, as `skein tasks retry` gives one
+    /// task. Tasks whose dependencies failed stay dead, and are listed.
+    /// Needs a cluster at stored format 2: after an upgrade from 0.1.0, run
+    /// `skein cluster finalize` first.
+    #[command(after_help = "Example:\n  skein queue redrive migrations --max 100")]
+    Redrive {
+        /// The queue's name.
+        queue: String,
+        /// At most this many tasks (1 to 10000).
+        #[arg(long, default_value_t = 10_000)]
+        max: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -455,6 +470,20 @@ pub enum ClusterCommand {
         /// The node's id.
         id: u64,
     },
+
+    /// End an upgrade: let the cluster write the newest stored format.
+    ///
+    /// After upgrading every node (README, "Upgrading"), the cluster still
+    /// writes only what the older release reads, so any node can go back to
+    /// it. Finalizing asks every member its release, and only when all run
+    /// one that reads the newest format, raises the cluster's format (one
+    /// replicated command). New commands (`skein queue redrive`) work from
+    /// then on, and there is no way back to the older release. Refused, with
+    /// the nodes still to upgrade, while any member runs an older one.
+    #[command(
+        after_help = "Example:\n  skein cluster status   # every node's RELEASE is the new one\n  skein cluster finalize"
+    )]
+    Finalize,
 }
 
 /// A task status as a flag value; mirrors [`TaskStatus`] (a test checks).

@@ -110,6 +110,10 @@ impl Client {
         self.send(Method::POST, path, &[], body).await
     }
 
+    pub async fn post_query(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.send(Method::POST, path, query, None).await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Result<Value, ClientError> {
         self.send(Method::PATCH, path, &[], Some(body)).await
     }
@@ -252,13 +256,18 @@ impl Client {
                 pairs.append_pair(k, v);
             }
         }
+        let route = format!("{method} {path}");
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| classify(&e, node))?;
         let status = response.status();
+        let release = response.headers().get(RELEASE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = response.bytes().await.map_err(|e| classify(&e, node))?;
+        if let Some(err) = older_node(status, release.as_deref(), &bytes, &node.shown, &route) {
+            return Err(Failure::Error(err));
+        }
         if status.is_success() {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Value::Object(Default::default()));
@@ -268,6 +277,39 @@ impl Client {
         }
         Err(Failure::Error(api_error(status, &bytes)))
     }
+}
+
+/// The header every node since 0.2.0 puts on its answers: its release.
+pub const RELEASE_HEADER: &str = "x-skein-release";
+
+/// A route this CLI knows that the node does not: the node runs an older
+/// release (0.1.0 sends no release header). Said plainly, instead of a bare
+/// 404.
+fn older_node(
+    status: reqwest::StatusCode,
+    release: Option<&str>,
+    body: &[u8],
+    node: &str,
+    route: &str,
+) -> Option<ClientError> {
+    // A node's 404 for a route it lacks says "no such route" (a missing
+    // task or queue is a 404 too, with another message).
+    let no_route = status == reqwest::StatusCode::NOT_FOUND
+        && matches!(api_error(status, body), ClientError::Api { message, .. } if message == "no such route");
+    let unknown_route = status == reqwest::StatusCode::METHOD_NOT_ALLOWED || no_route;
+    if !unknown_route || release.is_some() {
+        return None;
+    }
+    Some(ClientError::Api {
+        status: status.as_u16(),
+        code: "older_node".into(),
+        message: format!(
+            "{node} runs skein 0.1.0 (its answers name no release), which does not know `{route}` (this CLI is \
+             skein {}): upgrade that node, or use a CLI of its release (README, \"Upgrading\")",
+            env!("CARGO_PKG_VERSION")
+        ),
+        leader: None,
+    })
 }
 
 /// The leader a `not_leader` answer from `from` names, if it is another node:
@@ -401,6 +443,19 @@ mod tests {
         assert_eq!(err.to_string(), "the node answered HTTP 502 Bad Gateway: upstream down");
         let err = api_error(StatusCode::NOT_FOUND, b"");
         assert!(err.to_string().starts_with("the node answered HTTP 404 Not Found"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_route_on_a_node_without_a_release_is_an_older_node() {
+        let no_route = br#"{"error":{"code":"not_found","message":"no such route"}}"#;
+        let err = older_node(StatusCode::NOT_FOUND, None, no_route, "127.0.0.1:7701", "POST /api/v1/cluster/finalize")
+            .expect("a 0.1.0 node");
+        assert!(err.to_string().contains("runs skein 0.1.0"), "{err}");
+        assert!(err.to_string().contains("POST /api/v1/cluster/finalize"), "{err}");
+        assert!(older_node(StatusCode::NOT_FOUND, Some("0.2.0"), no_route, "n", "GET /x").is_none(), "a new node");
+        let no_task = br#"{"error":{"code":"not_found","message":"no task 9"}}"#;
+        assert!(older_node(StatusCode::NOT_FOUND, None, no_task, "n", "GET /x").is_none(), "a real 404");
+        assert!(older_node(StatusCode::CONFLICT, None, no_route, "n", "GET /x").is_none());
     }
 
     #[test]

@@ -405,11 +405,13 @@ pub fn queues(queues: &[QueueStats]) -> String {
 
 /// `skein cluster status`: the members, then leader, term and indexes.
 pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
-    let mut t = table(&["ID", "ROLE", "RPC", "HTTP", "MATCHED", "SLOTS", "LEASES", "DRAINING", "LAST HEARTBEAT"]);
+    let mut t =
+        table(&["ID", "ROLE", "RELEASE", "RPC", "HTTP", "MATCHED", "SLOTS", "LEASES", "DRAINING", "LAST HEARTBEAT"]);
     for n in &c.nodes {
         t.add_row(vec![
             n.id.to_string(),
             n.role.clone(),
+            n.release.clone().unwrap_or_else(|| "?".into()),
             n.rpc_addr.clone(),
             n.http_addr.clone(),
             dash(n.matched_index),
@@ -421,8 +423,12 @@ pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
         ]);
     }
     let leader = c.leader.map_or_else(|| "none (an election may be under way)".to_string(), |l| format!("node {l}"));
+    let format = match (c.format, &c.release) {
+        (Some(f), _) => format!("stored format: {f}{}", finalize_hint(c, f)),
+        (None, _) => "stored format: 1 (the answering node runs skein 0.1.0, which does not report versions)".into(),
+    };
     let summary = format!(
-        "leader: {leader}   term: {}   commit: {}   applied: {}   (answered by node {})",
+        "leader: {leader}   term: {}   commit: {}   applied: {}   (answered by node {})\n{format}",
         c.term,
         dash(c.commit_index),
         dash(c.applied_index),
@@ -431,7 +437,36 @@ pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
     if c.nodes.is_empty() {
         return summary;
     }
-    format!("{}\n\n{summary}", finish(t, &[0, 4, 5, 6]))
+    format!("{}\n\n{summary}", finish(t, &[0, 5, 6, 7]))
+}
+
+/// After the format: what an operator mid-upgrade should do next.
+fn finalize_hint(c: &ClusterStatus, format: u32) -> String {
+    let newest = c.nodes.iter().filter_map(|n| n.format).max().unwrap_or(format);
+    if newest <= format {
+        return String::new();
+    }
+    let behind: Vec<String> =
+        c.nodes.iter().filter(|n| n.format.is_none_or(|f| f < newest)).map(|n| n.id.to_string()).collect();
+    if behind.is_empty() {
+        format!(" (every node reads format {newest}: `skein cluster finalize` to use it; no way back after)")
+    } else {
+        format!(" (node {} still to upgrade before `skein cluster finalize`)", behind.join(", "))
+    }
+}
+
+/// `skein queue redrive`: what was retried, and what stays dead.
+pub fn redrive(queue: &str, r: &skein_raft::api::RedriveReply) -> String {
+    let mut out = if r.tasks.is_empty() {
+        format!("queue {queue:?} has no dead tasks to retry")
+    } else {
+        let ids: Vec<String> = r.tasks.iter().map(|t| t.id.to_string()).collect();
+        format!("queue {queue:?}: {} dead tasks retried: {}", r.tasks.len(), ids.join(", "))
+    };
+    for why in &r.refused {
+        out.push_str(&format!("\nstays dead: {why}"));
+    }
+    out
 }
 
 // ---------------------------------------------------------------- stuck
@@ -698,6 +733,8 @@ mod tests {
                     leases_held: 2,
                     draining: false,
                     last_heartbeat_ms: Some(T0),
+                    release: Some("0.2.0".into()),
+                    format: Some(2),
                 },
                 ClusterNode {
                     id: 2,
@@ -709,17 +746,22 @@ mod tests {
                     leases_held: 0,
                     draining: true,
                     last_heartbeat_ms: None,
+                    release: Some("0.1.0".into()),
+                    format: Some(1),
                 },
             ],
+            format: Some(1),
+            release: Some("0.2.0".into()),
         };
         let out = cluster(&c, T0 + 2_000);
         assert_eq!(
             out,
-            "ID  ROLE     RPC             HTTP            MATCHED  SLOTS  LEASES  DRAINING  LAST HEARTBEAT\n \
-             1  leader   127.0.0.1:7801  127.0.0.1:7701     1234      4       2  no        2026-11-24 06:12:03 (2s ago)\n \
-             2  learner  127.0.0.1:7802  127.0.0.1:7702        -      -       0  yes       -\n\
+            "ID  ROLE     RELEASE  RPC             HTTP            MATCHED  SLOTS  LEASES  DRAINING  LAST HEARTBEAT\n \
+             1  leader   0.2.0    127.0.0.1:7801  127.0.0.1:7701     1234      4       2  no        2026-11-24 06:12:03 (2s ago)\n \
+             2  learner  0.1.0    127.0.0.1:7802  127.0.0.1:7702        -      -       0  yes       -\n\
              \n\
-             leader: node 1   term: 3   commit: 1234   applied: 1230   (answered by node 2)"
+             leader: node 1   term: 3   commit: 1234   applied: 1230   (answered by node 2)\n\
+             stored format: 1 (node 2 still to upgrade before `skein cluster finalize`)"
         );
     }
 

@@ -59,6 +59,8 @@ pub struct App {
     /// Set once this node learns it was removed from the cluster (see
     /// [`App::note_removed`]): it then stops at once instead of draining.
     pub removed: std::sync::atomic::AtomicBool,
+    /// The members' releases and formats (see [`crate::versions`]).
+    pub versions: crate::versions::MemberVersions,
 }
 
 /// Where a leader-only call goes now.
@@ -106,9 +108,35 @@ impl App {
 
     /// Starts an election on this node now: the leader is handing over
     /// (a planned restart) and chose this voter, which is up to date.
+    /// (openraft ignores the trigger on a leader and on a learner: a leader
+    /// answers ok, a learner says it cannot, so the caller picks another.)
     pub async fn campaign(&self) -> Result<(), NodeError> {
+        let (leads, voter) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader == Some(self.id), m.membership_config.membership().voter_ids().any(|v| v == self.id))
+        };
+        if leads {
+            return Ok(());
+        }
+        if !voter {
+            return Err(NodeError::Invalid(format!("node {} is not a voter: it cannot campaign", self.id)));
+        }
         tracing::info!(node_id = self.id, "the leader hands over: campaigning");
         self.raft.trigger().elect().await.map_err(|e| NodeError::Unavailable(format!("starting an election: {e}")))
+    }
+
+    /// The version gate: a command newer than the cluster's stored format
+    /// is refused before it can reach the log, where nodes of an older
+    /// release could not read it.
+    pub fn check_format(&self, command: &Command) -> Result<(), NodeError> {
+        let needs = command.format();
+        let cluster = self.store.state().format();
+        if needs <= cluster {
+            return Ok(());
+        }
+        let message = crate::versions::needs_format_message(command.name(), needs, cluster, &self.member_versions());
+        Err(NodeError::NeedsFormat { needs, cluster, message })
     }
 
     pub fn is_leader(&self) -> bool {
@@ -155,6 +183,12 @@ impl App {
 
     /// Proposes a client write on the leader and answers its response.
     pub async fn write(&self, command: Command) -> Result<Response, NodeError> {
+        if let Err(refused) = self.check_format(&command) {
+            // This node may not have applied a finalize the leader has:
+            // catch up once, then decide.
+            self.catch_up().await.map_err(|_| refused)?;
+            self.check_format(&command)?;
+        }
         let deadline = Instant::now() + ROUTE_DEADLINE;
         loop {
             let result = match self.route() {
@@ -338,6 +372,22 @@ impl App {
         if membership.membership().get_node(&req.id) == Some(&req.node) {
             // Already a member; the leader's duties admit it if need be.
             return Ok(());
+        }
+        // A node must read what the cluster writes: after a finalize, an
+        // older release could not decode the log it would be sent.
+        let cluster = self.store.state().format();
+        let joiner = self.versions.ask(req.id, &req.node.rpc_addr).await;
+        if joiner.format() < cluster {
+            return Err(NodeError::Invalid(format!(
+                "node {} cannot join: it {}, and this cluster is at stored format {cluster}, which it cannot read; \
+                 run skein {} or later on it",
+                req.id,
+                match joiner.release() {
+                    Some(r) => format!("runs {r} (format {})", joiner.format()),
+                    None => "did not say which release it runs".into(),
+                },
+                skein_raft::format::release_of(cluster)
+            )));
         }
         tracing::info!(node_id = req.id, rpc = %req.node.rpc_addr, "adding learner");
         self.raft.add_learner(req.id, req.node, false).await?;

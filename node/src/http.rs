@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use skein_raft::api::{
     ClusterNode, ClusterStatus, DependencySpec, EnqueueBody, EnqueueReply, EnqueuedTask, ErrorBody, ErrorDetail,
-    HonkBody, JoinBody, QueueList, TaskDetail, TaskList, TaskSpec,
+    FinalizeReply, HonkBody, JoinBody, QueueList, RedriveReply, RetriedTask, TaskDetail, TaskList, TaskSpec,
 };
 use skein_raft::config::SkeinNode;
 use skein_raft::fsm::{Command, NewTask, QueuePatch, Rejection, Response, TaskId, TaskRef, TaskStatus};
@@ -30,6 +30,7 @@ use tracing::info;
 
 use crate::app::{App, SharedApp};
 use crate::proposer::now_ms;
+use crate::versions::Finalize;
 
 mod plans;
 
@@ -52,8 +53,10 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/queues/{name}", axum::routing::patch(configure_queue))
         .route("/api/v1/queues/{name}/pause", post(pause_queue))
         .route("/api/v1/queues/{name}/resume", post(resume_queue))
+        .route("/api/v1/queues/{name}/redrive", post(redrive_queue))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/cluster/join", post(join))
+        .route("/api/v1/cluster/finalize", post(finalize))
         .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
         .route("/api/v1/cluster/nodes/{id}/drain", post(drain_node))
         .route("/api/v1/admin/digest", get(digest))
@@ -65,7 +68,20 @@ pub fn router(app: SharedApp) -> Router {
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(with_release))
         .with_state(app)
+}
+
+/// The header every answer carries: the node's release. A client that gets
+/// an answer without it talks to a 0.1.0 node, and can say so.
+pub const RELEASE_HEADER: &str = "x-skein-release";
+
+async fn with_release(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        axum::http::HeaderName::from_static(RELEASE_HEADER),
+        axum::http::HeaderValue::from_static(skein_raft::format::RELEASE),
+    );
+    response
 }
 
 /// Serves the API until `shutdown`.
@@ -119,6 +135,7 @@ impl From<NodeError> for ApiError {
             NodeError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", m),
             NodeError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
             e @ NodeError::Removed(_) => ApiError::new(StatusCode::GONE, "removed", e.to_string()),
+            NodeError::NeedsFormat { message, .. } => ApiError::new(StatusCode::CONFLICT, "needs_format", message),
         }
     }
 }
@@ -381,6 +398,7 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
         idx.sort_unstable_by(|a, b| b.cmp(a));
         idx.get(voters.len() / 2).copied().unwrap_or(0)
     });
+    let versions = app.member_versions();
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
@@ -406,6 +424,8 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
                 leases_held: state.lease_count(*id) as u64,
                 draining: info.is_some_and(|i| i.draining),
                 last_heartbeat_ms: info.map(|i| i.last_heartbeat_ms),
+                release: versions.get(id).cloned().flatten().and_then(|r| r.release()),
+                format: versions.get(id).cloned().flatten().map(|r| r.format()),
             }
         })
         .collect();
@@ -416,6 +436,83 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
         commit_index,
         applied_index: m.last_applied.map(|l| l.index),
         nodes,
+        format: Some(state.format()),
+        release: Some(skein_raft::format::RELEASE.to_string()),
+    }
+}
+
+/// `skein cluster finalize`: asks every member its version now, and raises
+/// the cluster's stored format once all of them read the newest one. On the
+/// leader only (a follower answers 421 with the leader), so that the check
+/// and the proposal are one node's view.
+async fn finalize(State(app): State<SharedApp>) -> ApiResult<Json<FinalizeReply>> {
+    if !app.is_leader() {
+        let mut err = ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_leader", "the leader finalizes: ask it");
+        err.body.error.leader = app.leader().map(|(_, node)| node.http_addr);
+        return Err(err);
+    }
+    let members = app.ask_member_versions().await;
+    let cluster = app.store.state().format();
+    match crate::versions::finalize_decision(cluster, skein_raft::format::LATEST, &members) {
+        Finalize::AlreadyAt(format) => Ok(Json(FinalizeReply { format, changed: false })),
+        Finalize::Upgrade(behind) => {
+            let names: Vec<String> = behind.iter().map(|(id, what)| format!("node {id} {what}")).collect();
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "upgrade_needed",
+                format!(
+                    "not finalized: every member must run skein {} or later first; {}. Nothing changed: the \
+                     cluster stays at format {cluster}, readable by the older release",
+                    skein_raft::format::release_of(skein_raft::format::LATEST),
+                    names.join(", ")
+                ),
+            ))
+        }
+        Finalize::Raise(format) => {
+            info!(from = cluster, to = format, "finalizing the upgrade: raising the stored format");
+            // Straight to this leader's proposer: the version gate refuses
+            // format 2 commands until this one applies.
+            let proposed = app.proposer.propose(Command::SetFormat { format });
+            let answer = tokio::time::timeout(crate::app::LOCAL_WRITE_DEADLINE, proposed).await.map_err(|_| {
+                NodeError::Unavailable("no majority answered in time; the finalize may or may not be committed".into())
+            })??;
+            let _ = done(answer)?;
+            Ok(Json(FinalizeReply { format, changed: true }))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RedriveQuery {
+    max: Option<u32>,
+}
+
+/// The most dead tasks one redrive retries, and its default.
+const MAX_REDRIVE: u32 = 10_000;
+
+async fn redrive_queue(
+    State(app): State<SharedApp>,
+    Path(name): Path<String>,
+    Query(q): Query<RedriveQuery>,
+) -> ApiResult<Json<RedriveReply>> {
+    let max = q.max.unwrap_or(MAX_REDRIVE);
+    if max == 0 || max > MAX_REDRIVE {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("max must be 1 to {MAX_REDRIVE}")));
+    }
+    match app.write(Command::RedriveQueue { queue: name, max }).await? {
+        Response::Batch(each) => {
+            let mut reply = RedriveReply { tasks: Vec::new(), refused: Vec::new() };
+            for r in each {
+                match r {
+                    Response::Task { id, status } => reply.tasks.push(RetriedTask { id, status }),
+                    Response::Rejected(why) => reply.refused.push(why.to_string()),
+                    other => return Err(NodeError::Internal(format!("redrive answered with {other:?}")).into()),
+                }
+            }
+            Ok(Json(reply))
+        }
+        Response::Rejected(r) => Err(r.into()),
+        other => Err(NodeError::Internal(format!("redrive answered with {other:?}")).into()),
     }
 }
 

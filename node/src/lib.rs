@@ -18,6 +18,7 @@
 pub mod app;
 pub mod config;
 pub mod dashboard;
+pub mod handover;
 pub mod http;
 pub mod journal;
 pub mod leader;
@@ -26,6 +27,7 @@ pub mod migration;
 pub mod proposer;
 pub mod rpc;
 pub mod transform;
+pub mod versions;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -72,7 +74,8 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
 
 /// Runs a node until `shutdown` is cancelled (SIGTERM, or a test), then
 /// drains it: stop leasing, let running tasks finish for up to the drain
-/// timeout, hand back the rest, shut Raft down, close the database.
+/// timeout, hand back the rest, hand leadership over if it leads
+/// ([`handover`]), shut Raft down, close the database.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     // A restore first: it checks the backup before it creates anything.
     if let Some(backup) = &config.restore {
@@ -117,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics: Arc::new(metrics::Metrics::new()),
         shutdown: shutdown.clone(),
         removed: std::sync::atomic::AtomicBool::new(false),
+        versions: versions::MemberVersions::new(config.routes.clone()),
     });
     let rpc_task = tokio::spawn(skein_transport::serve(
         rpc_listener,
@@ -136,6 +140,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
         if restored {
             seal_restored_state(&app).await.context("snapshotting the restored state")?;
+        } else {
+            start_at_newest_format(&app).await.context("setting the new cluster's stored format")?;
         }
     } else if let (Some(addr), false) = (&config.join, already_member) {
         if let Err(e) = join_cluster(addr, config.id, &me, &shutdown).await {
@@ -151,6 +157,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     tokio::spawn(leader::run(app.clone(), node_stop.clone()));
+    tokio::spawn(versions::watch(app.clone(), node_stop.clone()));
     let stop_leasing = shutdown.child_token();
     let stop_worker = CancellationToken::new();
     let journal = match &config.journal {
@@ -191,6 +198,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     stop_worker.cancel();
+    // Right before Raft stops (a drain may take its 30 s leading), so the
+    // write gap is the handover's alone.
+    handover::at_shutdown(&app).await;
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft shutdown");
     }
@@ -217,6 +227,26 @@ async fn seal_restored_state(app: &App) -> anyhow::Result<()> {
     wait(30).metrics(|m| m.purged.is_some_and(|p| p.index >= applied.index), "the log purged up to it").await?;
     info!(log_index = applied.index, "restored state snapshotted; members that join receive it");
     Ok(())
+}
+
+/// A new cluster has no older data and no older nodes: it starts at the
+/// newest stored format this node writes (its first command), with no
+/// finalize to run. (A cluster upgraded from 0.1.0 stays at format 1 until
+/// `skein cluster finalize`; a restored one keeps its backup's format.)
+async fn start_at_newest_format(app: &App) -> anyhow::Result<()> {
+    if app.config.format <= skein_raft::format::FORMAT_0_1_0 {
+        return Ok(());
+    }
+    app.raft
+        .wait(Some(std::time::Duration::from_secs(30)))
+        .metrics(|m| m.current_leader == Some(app.id), "leadership of the new cluster")
+        .await?;
+    // Straight to the proposer: the version gate would refuse it, as the
+    // cluster is at format 1 until this applies.
+    match app.proposer.propose(skein_raft::fsm::Command::SetFormat { format: app.config.format }).await? {
+        skein_raft::fsm::Response::Done => Ok(()),
+        other => anyhow::bail!("SetFormat answered {other:?}"),
+    }
 }
 
 /// Asks a member at `addr` (HTTP) to add this node, retrying for a while:

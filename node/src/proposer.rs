@@ -32,14 +32,26 @@ type Reply = oneshot::Sender<Result<Response, NodeError>>;
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<(Command, Reply)>,
+    /// One permit per batch in flight; [`Proposer::hold`] takes them all.
+    permits: Arc<Semaphore>,
 }
 
 impl Proposer {
     /// Starts the loop; it ends when `shutdown` is cancelled.
     pub fn spawn(raft: Raft, shutdown: CancellationToken) -> Proposer {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(raft, rx, shutdown));
-        Proposer { tx }
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        tokio::spawn(run(raft, rx, permits.clone(), shutdown));
+        Proposer { tx, permits }
+    }
+
+    /// Stops proposing (a leader handing over, see [`crate::handover`]):
+    /// waits until every batch in flight has been answered, then keeps new
+    /// writes queued, unproposed, until the returned guard is dropped. They
+    /// are proposed then; on a node that no longer leads they fail with
+    /// `NotLeader`, which sends them on to the new leader.
+    pub async fn hold(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().acquire_many_owned(IN_FLIGHT as u32).await.ok()
     }
 
     /// Proposes `command` (batched with others) and waits for its response.
@@ -51,16 +63,23 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<(Command, Reply)>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
+        // The first write, then a free slot (what a hold takes away): the
+        // loop holds no permit while it waits for work, so a hold never
+        // waits for a write to arrive.
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
             item = rx.recv() => match item { Some(item) => item, None => return },
+        };
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let mut bytes = estimate(&first.0);
         let mut batch = vec![first];

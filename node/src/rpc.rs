@@ -49,6 +49,7 @@ impl Handler for RpcHandler {
     async fn write(&self, command: Command) -> Result<Response, NodeError> {
         // Forwarded once only: the proposer answers NotLeader if we lost
         // leadership meanwhile, and the sender retries elsewhere.
+        self.0.check_format(&command)?;
         self.0.proposer.propose(command).await
     }
 

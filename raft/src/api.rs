@@ -104,6 +104,13 @@ pub struct ClusterStatus {
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub nodes: Vec<ClusterNode>,
+    /// The cluster's stored format (see `skein_raft::format`): what it may
+    /// write. Absent from a 0.1.0 node's answer (format 1).
+    #[serde(default)]
+    pub format: Option<u32>,
+    /// The answering node's release; absent from a 0.1.0 node's answer.
+    #[serde(default)]
+    pub release: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +126,37 @@ pub struct ClusterNode {
     pub leases_held: u64,
     pub draining: bool,
     pub last_heartbeat_ms: Option<u64>,
+    /// The member's release as the answering node last heard it (`0.1.0`
+    /// for a node that does not know the question); absent when not heard.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// The newest stored format the member reads, when heard.
+    #[serde(default)]
+    pub format: Option<u32>,
+}
+
+/// `POST /api/v1/cluster/finalize`: the cluster's stored format now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalizeReply {
+    pub format: u32,
+    /// `false`: the cluster was already at that format.
+    pub changed: bool,
+}
+
+/// A task a redrive retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetriedTask {
+    pub id: TaskId,
+    pub status: TaskStatus,
+}
+
+/// `POST /api/v1/queues/{name}/redrive?max=N`: the dead tasks retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedriveReply {
+    /// Each task retried, with its status now (pending, or blocked).
+    pub tasks: Vec<RetriedTask>,
+    /// Dead tasks that stay dead (a dependency of theirs failed), with why.
+    pub refused: Vec<String>,
 }
 
 /// `POST /api/v1/cluster/join`: a new node asks to be added.

@@ -378,6 +378,12 @@ impl Cluster {
         self.spawn(id, &[])
     }
 
+    /// Replaces the flags node `id` gets on its next starts (a test that
+    /// restarts a node as another version).
+    pub fn set_node_args(&mut self, id: u64, args: Vec<String>) {
+        self.node_args.insert(id, args);
+    }
+
     /// Starts a new node that joins through a live node; waits until it is
     /// ready and a member. Its id is one above the highest so far.
     pub async fn add_node(&mut self) -> anyhow::Result<u64> {

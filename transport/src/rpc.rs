@@ -163,6 +163,18 @@ pub enum NodeError {
     /// renew and record nothing more for it. It should stop.
     #[error("node {0} was removed from the cluster")]
     Removed(NodeId),
+    /// The command needs a newer stored format than the cluster's: some
+    /// members must be upgraded, or the cluster finalized. Added in 0.2.0,
+    /// sent only to a node that sent a 0.2.0 command.
+    #[error("{message}")]
+    NeedsFormat {
+        /// The format the command needs.
+        needs: u32,
+        /// The cluster's format.
+        cluster: u32,
+        /// What to do, naming the nodes to upgrade.
+        message: String,
+    },
 }
 
 fn leader_hint(leader_id: &Option<u64>, leader: &Option<SkeinNode>) -> String {

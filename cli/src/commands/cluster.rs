@@ -1,7 +1,7 @@
-//! `skein cluster status|drain|remove`.
+//! `skein cluster status|drain|remove|finalize`.
 
 use serde_json::Value;
-use skein_raft::api::ClusterStatus;
+use skein_raft::api::{ClusterStatus, FinalizeReply};
 
 use super::{now_ms, Ctx};
 use crate::args::{ClusterCommand, Output};
@@ -24,6 +24,19 @@ pub async fn run(ctx: &mut Ctx<'_>, cmd: ClusterCommand) -> anyhow::Result<()> {
                      Watch `skein cluster status` until it holds no leases, then `skein cluster remove {id}`."
                 ),
             )
+        }
+        ClusterCommand::Finalize => {
+            let reply = ctx.client.post("/api/v1/cluster/finalize", None).await?;
+            let r: FinalizeReply = serde_json::from_value(reply.clone())?;
+            let message = if r.changed {
+                format!(
+                    "finalized: the cluster now writes stored format {}; older releases can no longer read its data",
+                    r.format
+                )
+            } else {
+                format!("already finalized: the cluster is at stored format {}", r.format)
+            };
+            done(ctx, reply, &message)
         }
         ClusterCommand::Remove { id } => {
             let reply = ctx.client.delete(&format!("/api/v1/cluster/nodes/{id}")).await?;

@@ -1,7 +1,7 @@
-//! `skein queue list|pause|resume|set`.
+//! `skein queue list|pause|resume|set|redrive`.
 
 use serde_json::Value;
-use skein_raft::api::QueueList;
+use skein_raft::api::{QueueList, RedriveReply};
 use skein_raft::fsm::QueuePatch;
 
 use super::Ctx;
@@ -26,6 +26,11 @@ pub async fn run(ctx: &mut Ctx<'_>, cmd: QueueCommand) -> anyhow::Result<()> {
         QueueCommand::Resume { queue } => {
             let reply = ctx.client.post(&format!("/api/v1/queues/{}/resume", path_segment(&queue)), None).await?;
             done(ctx, reply, &format!("queue {queue:?} resumed"))
+        }
+        QueueCommand::Redrive { queue, max } => {
+            let path = format!("/api/v1/queues/{}/redrive", path_segment(&queue));
+            let reply = ctx.client.post_query(&path, &[("max", max.to_string())]).await?;
+            ctx.show(reply, "queue redrive", |r: &RedriveReply| render::redrive(&queue, r))
         }
         QueueCommand::Set(args) => {
             let queue = args.queue.clone();

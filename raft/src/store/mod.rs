@@ -79,6 +79,33 @@ pub(crate) const META_LAST_PURGED: &[u8] = b"last_purged";
 /// CFs; if it is found on open, the install was cut short and the cold CFs
 /// are rebuilt from the newest snapshot file.
 pub(crate) const META_INSTALLING: &[u8] = b"installing";
+/// The highest stored format the directory's applied state has reached
+/// (`u32`, big-endian): a build that reads less refuses the directory with
+/// a clear error instead of failing on an entry it cannot decode. Added in
+/// 0.2.0; 0.1.0 never reads it, and a directory without it is format 1.
+pub(crate) const META_FORMAT: &[u8] = b"format";
+
+/// Reads [`META_FORMAT`]; refuses a directory of a newer format.
+fn check_dir_format(db: &DB) -> Result<u32, StoreError> {
+    let Some(bytes) = db.get_cf(cf(db, CF_META)?, META_FORMAT)? else { return Ok(crate::format::FORMAT_0_1_0) };
+    let bytes: [u8; 4] =
+        bytes.as_slice().try_into().map_err(|_| StoreError::Corrupt("meta format: not 4 bytes".into()))?;
+    let format = u32::from_be_bytes(bytes);
+    if format > crate::format::LATEST {
+        return Err(StoreError::Other(format!("this data directory is {}", crate::format::newer_format(format))));
+    }
+    Ok(format)
+}
+
+/// Records the directory's format once its state reaches a newer one.
+pub(crate) fn note_dir_format(db: &DB, recorded: u32, now: u32) -> Result<(), StoreError> {
+    if now > recorded {
+        let mut o = rocksdb::WriteOptions::default();
+        o.set_sync(true);
+        db.put_cf_opt(cf(db, CF_META)?, META_FORMAT, now.to_be_bytes(), &o)?;
+    }
+    Ok(())
+}
 
 /// Total memtable budget across all column families. RocksDB's default
 /// (64 MiB per CF, two of them each) would let five CFs take 640 MiB, more than
@@ -175,11 +202,13 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError
     }
 
     let db = Arc::new(open_db(&db_dir)?);
+    let recorded = check_dir_format(&db)?;
     let (snapshots, loaded) = snapshot::SnapshotDir::open(snap_dir, &db)?;
     let hot = match loaded {
         Some((meta, sm)) => Hot { sm, last_applied: meta.last_log_id, membership: meta.last_membership },
         None => Hot { sm: StateMachine::new(), last_applied: None, membership: StoredMembership::default() },
     };
+    note_dir_format(&db, recorded, hot.sm.format())?;
     let shared = Arc::new(Shared { db: db.clone(), hot: RwLock::new(hot), snapshots });
     Ok((LogStore::new(db), StateMachineStore::new(shared)))
 }

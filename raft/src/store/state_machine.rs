@@ -41,6 +41,7 @@ impl StateMachineStore {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<Vec<Response>, (Option<LogId>, StoreError)> {
         let mut hot = self.shared.write_hot().map_err(|e| (None, e))?;
+        let format_before = hot.sm.format();
         let mut sink = BatchSink::new(&self.shared.db).map_err(|e| (None, e))?;
         let mut responses = Vec::new();
         for entry in entries {
@@ -59,6 +60,7 @@ impl StateMachineStore {
         }
         let last = hot.last_applied;
         sink.finish().map_err(|e| (last, e))?;
+        super::note_dir_format(&self.shared.db, format_before, hot.sm.format()).map_err(|e| (last, e))?;
         Ok(responses)
     }
 }
@@ -121,6 +123,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| to_storage(StoreError::Other(format!("snapshot install task: {e}"))))?
             .map_err(to_storage)?;
         let mut hot = self.shared.write_hot().map_err(to_storage)?;
+        super::note_dir_format(&self.shared.db, hot.sm.format(), sm.format()).map_err(to_storage)?;
         hot.sm = sm;
         hot.last_applied = meta.last_log_id;
         hot.membership = meta.last_membership.clone();

@@ -63,3 +63,21 @@ async fn open_repairs_an_interrupted_first_install() -> Result<(), Box<dyn std::
     assert_eq!(sm.handle().payload(TaskId(7))?, None);
     Ok(())
 }
+
+/// A directory whose data reached a stored format this build does not know
+/// is refused at open, naming the release to run, before anything is read.
+#[test]
+fn a_directory_of_a_newer_format_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, sm) = super::open(dir.path()).unwrap();
+        drop(sm);
+    }
+    {
+        let db = super::open_db(&dir.path().join("db")).unwrap();
+        super::note_dir_format(&db, 0, crate::format::LATEST + 1).unwrap();
+    }
+    let err = super::open(dir.path()).err().expect("a newer directory opened").to_string();
+    assert!(err.contains(&format!("stored format {}", crate::format::LATEST + 1)), "{err}");
+    assert!(err.contains("run a newer release"), "{err}");
+}
