@@ -411,7 +411,11 @@ pub fn cluster(c: &ClusterStatus, now_ms: u64) -> String {
         t.add_row(vec![
             n.id.to_string(),
             n.role.clone(),
-            n.release.clone().unwrap_or_else(|| "?".into()),
+            // A 0.1.0 node reports no releases, its own included.
+            n.release
+                .clone()
+                .or_else(|| (c.release.is_none() && n.id == c.node_id).then(|| "0.1.0".into()))
+                .unwrap_or_else(|| "?".into()),
             n.rpc_addr.clone(),
             n.http_addr.clone(),
             dash(n.matched_index),
