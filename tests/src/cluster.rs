@@ -70,6 +70,9 @@ pub struct Cluster {
     node_args: BTreeMap<u64, Vec<String>>,
     /// Addresses chosen before the nodes start (see [`Layout`]).
     addrs: BTreeMap<u64, (String, String)>,
+    /// Node id → the `skein-node` binary it starts with, when not
+    /// `bins.node` (see [`Cluster::set_node_binary`]).
+    node_bins: BTreeMap<u64, PathBuf>,
 }
 
 /// A cluster whose addresses are fixed before any node starts, so that
@@ -84,6 +87,9 @@ pub struct Layout {
     pub env: Vec<(String, String)>,
     /// Voters the cluster aims for (`--voters`; default 3).
     pub voters: usize,
+    /// The `skein-node` binary every node starts with (default: the one
+    /// [`Binaries::locate`] finds); e.g. an older release's, to upgrade.
+    pub node_bin: Option<PathBuf>,
 }
 
 impl Layout {
@@ -112,7 +118,7 @@ impl Cluster {
     pub async fn start_with_env(n: usize, env: Vec<(String, String)>) -> anyhow::Result<Cluster> {
         ensure!(n >= 1, "a cluster needs at least one node");
         crate::checks::say(format!("starting a cluster of {n} nodes"));
-        Cluster::boot(n, 3, env, BTreeMap::new(), BTreeMap::new()).await
+        Cluster::boot(n, 3, env, BTreeMap::new(), BTreeMap::new(), None).await
     }
 
     /// Starts the nodes of `layout` (ids `1..=n`) like [`Cluster::start`],
@@ -127,7 +133,7 @@ impl Cluster {
         for id in 1..=n as u64 {
             node_args.entry(id).or_default().extend(["--voters".to_string(), layout.voters.to_string()]);
         }
-        Cluster::boot(n, layout.voters, layout.env, node_args, layout.addrs).await
+        Cluster::boot(n, layout.voters, layout.env, node_args, layout.addrs, layout.node_bin).await
     }
 
     /// Starts nodes `1..=n` aiming for `voters` voters; on failure every
@@ -138,7 +144,12 @@ impl Cluster {
         env: Vec<(String, String)>,
         node_args: BTreeMap<u64, Vec<String>>,
         addrs: BTreeMap<u64, (String, String)>,
+        node_bin: Option<PathBuf>,
     ) -> anyhow::Result<Cluster> {
+        let node_bins = match node_bin {
+            Some(bin) => (1..=n as u64).map(|id| (id, bin.clone())).collect(),
+            None => BTreeMap::new(),
+        };
         let mut c = Cluster {
             api: Api::new(),
             probe: Api::with_timeout(Duration::from_secs(2)),
@@ -147,6 +158,7 @@ impl Cluster {
             env,
             node_args,
             addrs,
+            node_bins,
         };
         match c.start_nodes(n, voters).await {
             Ok(()) => Ok(c),
@@ -248,7 +260,8 @@ impl Cluster {
         ];
         args.extend(self.node_args.get(&id).into_iter().flatten().cloned());
         args.extend(extra.iter().cloned());
-        node.process = Some(Process::spawn_with_env(&self.bins.node, &args, &node.log_path(), &self.env)?);
+        let bin = self.node_bins.get(&id).unwrap_or(&self.bins.node);
+        node.process = Some(Process::spawn_with_env(bin, &args, &node.log_path(), &self.env)?);
         Ok(())
     }
 
@@ -382,6 +395,19 @@ impl Cluster {
     /// restarts a node as another version).
     pub fn set_node_args(&mut self, id: u64, args: Vec<String>) {
         self.node_args.insert(id, args);
+    }
+
+    /// Replaces the `skein-node` binary node `id` starts with from its next
+    /// start on: stop it, set this, [`Cluster::restart`] it, and it runs
+    /// another release on the same data directory (an upgrade or a
+    /// downgrade).
+    pub fn set_node_binary(&mut self, id: u64, bin: PathBuf) {
+        self.node_bins.insert(id, bin);
+    }
+
+    /// The `skein-node` binary node `id` starts with.
+    pub fn node_binary(&self, id: u64) -> &std::path::Path {
+        self.node_bins.get(&id).unwrap_or(&self.bins.node)
     }
 
     /// Starts a new node that joins through a live node; waits until it is

@@ -1,6 +1,8 @@
 //! `skein-chaos`: one chaos run against real `skein-node` processes; prints
 //! the fault schedule as it goes and the summary table at the end, and
 //! exits 1 when the checker found a violation. See `scripts/chaos.sh`.
+//! With `--upgrade-from OLD --upgrade-to NEW` it runs a rolling upgrade
+//! instead of the faults (`chaos::upgrade`; `scripts/upgrade-test.sh`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,12 +15,20 @@ use skein_tests::chaos::{self, RunConfig};
 /// twice or under a stale lease, no idempotency key made two tasks, and
 /// every node ended with the same state.
 ///
+/// With --upgrade-from and --upgrade-to there are no faults: the cluster
+/// starts on the older skein-node, and under the same load and checks its
+/// nodes are replaced one at a time (SIGTERM, which drains the node; then
+/// the newer binary on the same data directory), followers first and the
+/// leader last; then the cluster is finalized (or, with --back, every node
+/// goes back to the older binary the same way, never finalizing).
+///
 /// Needs the binaries: `cargo build --workspace --bins` (they are found next
 /// to this one, or in $SKEIN_BIN_DIR).
 #[derive(Parser)]
 #[command(
     name = "skein-chaos",
-    after_help = "Example:\n  skein-chaos --nodes 5 --minutes 30 --seed 7 --out /tmp/chaos-7"
+    after_help = "Examples:\n  skein-chaos --nodes 5 --minutes 30 --seed 7 --out /tmp/chaos-7\n  \
+                  skein-chaos --upgrade-from /var/tmp/skein-0.1.0/bin --upgrade-to /var/tmp/skein-target/debug [--back]"
 )]
 struct Args {
     /// Names the run: the same seed draws the same fault schedule and
@@ -41,6 +51,18 @@ struct Args {
     /// state) and report.json (default: a new folder under /tmp).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A rolling upgrade instead of faults: the folder holding the older
+    /// `skein-node` that the cluster starts on (e.g. a build of 0.1.0).
+    #[arg(long, value_name = "OLD_BIN_DIR", requires = "upgrade_to")]
+    upgrade_from: Option<PathBuf>,
+    /// The folder holding the `skein-node` every node is upgraded to.
+    #[arg(long, value_name = "NEW_BIN_DIR", requires = "upgrade_from")]
+    upgrade_to: Option<PathBuf>,
+    /// With the upgrade: after every node runs the newer binary, replace
+    /// them all back with the older one (followers first, the leader last)
+    /// instead of finalizing.
+    #[arg(long, requires = "upgrade_from")]
+    back: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -53,16 +75,29 @@ async fn main() -> anyhow::Result<()> {
         args.out.unwrap_or_else(|| std::env::temp_dir().join(format!("skein-chaos-{seed}-{}", std::process::id())));
     let mut cfg = RunConfig::new(seed, args.nodes, Duration::from_secs(secs), &out);
     cfg.clients = args.clients;
-    let (_, report) = chaos::run(&cfg).await?;
+    let (report, replay) = match (args.upgrade_from, args.upgrade_to) {
+        (Some(from), Some(to)) => {
+            let (old, new) = (node_binary(&from)?, node_binary(&to)?);
+            let replay = chaos::upgrade::replay(&cfg, &old, &new, args.back);
+            (chaos::upgrade::run(&cfg, old, new, args.back).await?.1, replay)
+        }
+        _ => (chaos::run(&cfg).await?.1, cfg.replay()),
+    };
     if !report.ok() {
         eprintln!(
-            "chaos: {} violations; evidence in {}; replay with: {}",
+            "chaos: {} violations; evidence in {}; replay with: {replay}",
             report.violations.len(),
-            out.display(),
-            cfg.replay()
+            out.display()
         );
         std::process::exit(1);
     }
     println!("chaos: no violations (seed {seed}); evidence in {}", out.display());
     Ok(())
+}
+
+/// `dir/skein-node`, which must exist.
+fn node_binary(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let bin = dir.join("skein-node");
+    anyhow::ensure!(bin.is_file(), "no skein-node in {}", dir.display());
+    Ok(bin)
 }

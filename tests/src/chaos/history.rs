@@ -69,9 +69,14 @@ pub enum FaultKind {
     IsolateMinority,
     /// Everything one node sends is dropped; it still hears the others.
     OneWayCut,
+    /// Not the nemesis's: a graceful stop (SIGTERM: the node drains), then
+    /// a restart on the same data directory with another release's binary
+    /// (`chaos::upgrade`; an upgrade or, going back, a downgrade).
+    Upgrade,
 }
 
 impl FaultKind {
+    /// The nemesis's kinds (every one of them happens in a chaos run).
     pub const ALL: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
@@ -87,6 +92,7 @@ impl FaultKind {
             FaultKind::PartitionLeader => "partition: leader cut off",
             FaultKind::IsolateMinority => "partition: minority isolated",
             FaultKind::OneWayCut => "one-way cut",
+            FaultKind::Upgrade => "upgrade: SIGTERM + another binary",
         }
     }
 }

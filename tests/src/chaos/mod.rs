@@ -13,6 +13,7 @@ pub mod checker;
 pub mod history;
 pub mod nemesis;
 pub mod rng;
+pub mod upgrade;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -85,7 +86,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
         cfg.out.display()
     ));
     say(format!("replay with: {}", cfg.replay()));
-    let (mut c, net) = start(cfg).await?;
+    let (mut c, net) = start(cfg, None).await?;
     let result = drive(cfg, &mut c, &net).await;
     if result.is_err() {
         eprintln!("==== the chaos run failed; the end of each node's log:\n{}", c.log_tails(40));
@@ -99,12 +100,14 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
 /// Starts the proxies and the cluster on free ports. Ports are fixed
 /// before any node starts (each node's routes name the others'), so a port
 /// taken by another process meanwhile fails the start: then again on new
-/// ports, at most three times.
-async fn start(cfg: &RunConfig) -> anyhow::Result<(Cluster, Net)> {
+/// ports, at most three times. Every node runs `node_bin` if given (else
+/// the `skein-node` next to this executable).
+pub(crate) async fn start(cfg: &RunConfig, node_bin: Option<&Path>) -> anyhow::Result<(Cluster, Net)> {
     let mut attempt = 1;
     loop {
         let mut layout = Layout::free(cfg.nodes)?;
         layout.voters = if cfg.nodes >= 5 { 5 } else { cfg.nodes.min(3) };
+        layout.node_bin = node_bin.map(Path::to_path_buf);
         let rpc: BTreeMap<u64, String> = layout.addrs.iter().map(|(&id, (_, rpc))| (id, rpc.clone())).collect();
         let net = Net::start(&rpc).await?;
         for &id in rpc.keys() {
@@ -124,6 +127,19 @@ async fn start(cfg: &RunConfig) -> anyhow::Result<(Cluster, Net)> {
 }
 
 async fn drive(cfg: &RunConfig, c: &mut Cluster, net: &Net) -> anyhow::Result<(Evidence, Report)> {
+    let (load, rng, workload_start_ms) = start_load(cfg, c).await?;
+    let faults = nemesis::run(c, net, rng.fork(0), cfg.duration).await;
+    let ops = load.stop().await;
+    let workload_end_ms = now_ms();
+    let faults = faults?;
+    say(format!("workload stopped: {} operations, {} faults; healed, draining", ops.len(), faults.len()));
+    conclude(cfg, c, ops, faults, workload_start_ms, workload_end_ms).await
+}
+
+/// Configures the chaos queue and starts the workload on every node;
+/// returns it, the run's generator (fork 0 is the nemesis's) and when the
+/// load started.
+pub(crate) async fn start_load(cfg: &RunConfig, c: &Cluster) -> anyhow::Result<(Workload, Rng, u64)> {
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
     c.api
         .configure_queue(
@@ -137,13 +153,21 @@ async fn drive(cfg: &RunConfig, c: &mut Cluster, net: &Net) -> anyhow::Result<(E
     let nodes: Vec<(u64, String)> = c.ids().into_iter().map(|id| (id, c.addr(id))).collect();
     let workload_start_ms = now_ms();
     let load = Workload::start(nodes, cfg.clients, &rng);
-    let faults = nemesis::run(c, net, rng.fork(0), cfg.duration).await;
-    let ops = load.stop().await;
-    let workload_end_ms = now_ms();
-    let faults = faults?;
-    say(format!("workload stopped: {} operations, {} faults; healed, draining", ops.len(), faults.len()));
+    Ok((load, rng, workload_start_ms))
+}
 
-    // Everything healed by the nemesis; wait for the queue to empty.
+/// After the load stopped and every fault was healed: waits for the queue
+/// to drain, collects the evidence (written to `out/evidence.json`) and
+/// checks it.
+pub(crate) async fn conclude(
+    cfg: &RunConfig,
+    c: &Cluster,
+    ops: Vec<history::Op>,
+    faults: Vec<history::Fault>,
+    workload_start_ms: u64,
+    workload_end_ms: u64,
+) -> anyhow::Result<(Evidence, Report)> {
+    // Everything healed; wait for the queue to empty.
     let leader = c.wait_leader(Duration::from_secs(30)).await?;
     let drained = wait_for(cfg.drain_timeout, "the chaos queue to drain", async || {
         let leader = c.leader().await?;
@@ -240,7 +264,7 @@ fn read_journals(out: &Path, nodes: &[u64]) -> anyhow::Result<Vec<JournalLine>> 
     Ok(lines)
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -138,6 +138,7 @@ async fn inject(c: &mut Cluster, net: &Net, p: &Planned, n: usize) -> anyhow::Re
             net.heal();
             vec![target]
         }
+        FaultKind::Upgrade => anyhow::bail!("the nemesis does not upgrade nodes (chaos::upgrade does)"),
     };
     let leader_hit = leader.is_some_and(|l| nodes.contains(&l));
     Ok(Fault { kind: p.kind, nodes, leader_hit, start_ms, end_ms: now_ms() })
