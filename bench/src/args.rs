@@ -10,8 +10,8 @@ use clap::Parser;
 /// it with NATS JetStream. Prints a table and writes JSON.
 ///
 /// Scenarios: lifecycle (enqueue → lease → complete throughput, batches of
-/// 1 and 100), latency (one task at a time: p50/p99), failover (kill -9 of
-/// the leader under load), depth (1M queued 1 KiB tasks: rates, memory,
+/// 1 and 100), latency (one task at a time: p50/p99), failover (a planned
+/// restart, SIGTERM, then kill -9 of the leader under load), depth (1M queued 1 KiB tasks: rates, memory,
 /// disk, restart, join), scale (1/3/5/7 nodes with 10 ms tasks), compare
 /// (the lifecycle and latency workload on a 3-node JetStream cluster, with
 /// its default sync and with sync_interval: always).

@@ -70,6 +70,17 @@ impl Child {
         }
     }
 
+    /// SIGTERM (a planned stop: the node drains and exits by itself).
+    pub fn term(&self) -> anyhow::Result<()> {
+        if self.reaped {
+            anyhow::bail!("process {} has exited", self.pid());
+        }
+        // `kill(2)` needs `unsafe`, which the workspace forbids; kill(1) does it.
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed: {status}", self.pid());
+        Ok(())
+    }
+
     /// Whether it still runs (reaps it if it exited).
     pub fn is_running(&mut self) -> bool {
         if self.reaped {

@@ -323,6 +323,15 @@ impl Bench {
         c.stop();
         let f = f?;
         let r = &mut self.report;
+        let p = &f.planned;
+        r.row("failover", "skein", "steady load: longest write gap (nothing stopped)", f.steady_write_gap_ms, "ms");
+        r.row("failover", "skein", "planned restart (SIGTERM) of the leader → new leader", p.new_leader_ms, "ms");
+        r.row("failover", "skein", "planned restart: longest write gap", p.write_gap_ms, "ms");
+        match p.handover.as_ref().and_then(|h| h.get("total_ms")).and_then(serde_json::Value::as_f64) {
+            Some(ms) => r.row("failover", "skein", "planned restart: handover (writes held on the leader)", ms, "ms"),
+            None => r.note(format!("failover: node {} did not log a handover when it stopped", p.stopped)),
+        }
+        r.row("failover", "skein", "kill -9 leader: longest write gap", f.write_gap_ms, "ms");
         r.row("failover", "skein", "kill -9 leader → new leader", f.new_leader_ms, "ms");
         match f.next_completed_ms {
             Some(ms) => r.row("failover", "skein", "kill -9 leader → next completed task", ms, "ms"),
@@ -550,27 +559,110 @@ impl Bench {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failover {
+    /// The longest time without an acknowledged write under the steady load
+    /// before anything is stopped: the floor of the gaps below.
+    pub steady_write_gap_ms: f64,
+    /// The planned restart (SIGTERM) of the leader, before the kill.
+    pub planned: PlannedRestart,
     pub killed: u64,
     pub new_leader: u64,
     pub new_leader_ms: f64,
+    /// The longest time without an acknowledged write from the kill on.
+    pub write_gap_ms: f64,
     pub next_completed_ms: Option<f64>,
     pub acked: usize,
     pub lost: usize,
     pub load_errors: usize,
 }
 
-/// Steady load (batches of 20 every 10 ms, spread over the live nodes),
-/// kill -9 of the leader, then: time to a new leader, time to the first
-/// task completed under it, and whether every acknowledged task succeeded.
+/// SIGTERM of the leader, which hands leadership over before it stops
+/// (`node/src/handover.rs`), then a restart on the same data directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRestart {
+    pub stopped: u64,
+    pub new_leader: u64,
+    /// SIGTERM → another node is leader (includes the drain, during which
+    /// the old leader still leads and writes go on).
+    pub new_leader_ms: f64,
+    /// The longest time without an acknowledged write from SIGTERM until
+    /// as long after the restart as the kill's window lasts: the gap the
+    /// clients see.
+    pub write_gap_ms: f64,
+    /// SIGTERM → the process exited.
+    pub exited_ms: f64,
+    /// SIGTERM → the restart (once it had exited).
+    pub restarted_after_ms: f64,
+    /// Restart → ready again.
+    pub restart_ready_ms: f64,
+    /// Failed enqueue requests from SIGTERM until the restarted node was ready.
+    pub load_errors: usize,
+    /// What the old leader logged of its handover, if it did hand over.
+    pub handover: Option<serde_json::Value>,
+}
+
+/// The longest interval without an acknowledged write within
+/// `[from, until]`, given the times (any order) at which writes were
+/// acknowledged: the first ack after `from` counts from `from`, and with no
+/// ack at all the whole window is the gap.
+pub fn write_gap(acks: &[Duration], from: Duration, until: Duration) -> Duration {
+    let mut inside: Vec<Duration> = acks.iter().copied().filter(|a| *a > from && *a <= until).collect();
+    inside.sort_unstable();
+    let mut gap = Duration::ZERO;
+    let mut prev = from;
+    for a in inside {
+        gap = gap.max(a - prev);
+        prev = a;
+    }
+    if prev == from {
+        return until.saturating_sub(from);
+    }
+    gap
+}
+
+/// The fields of the old leader's `handed leadership over` line (JSON log).
+fn handover_logged(log: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().filter(|l| l.contains("handed leadership over")).find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        v.get("fields").cloned()
+    })
+}
+
+/// Waits until a node of `among` names a leader other than `old`; which.
+async fn new_leader_among(c: &SkeinCluster, among: &[u64], old: u64, since: Instant) -> anyhow::Result<u64> {
+    loop {
+        for &id in among {
+            if let Ok(s) = c.probe.cluster(&c.addr(id)).await {
+                if let Some(l) = s.leader.filter(|l| *l != old) {
+                    return Ok(l);
+                }
+            }
+        }
+        if since.elapsed() > Duration::from_secs(60) {
+            bail!("no new leader 60 s after stopping node {old}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Steady load (batches of 20 every 10 ms, spread over the live nodes).
+/// First a planned restart of the leader: SIGTERM, time to a new leader and
+/// the longest write gap the clients saw, then a restart on the same data.
+/// Then kill -9 of the (new) leader: time to a new leader, the write gap,
+/// time to the first task completed under it, and whether every
+/// acknowledged task succeeded.
 async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failover> {
     let queue = "failover";
+    let base = Instant::now();
     let targets = Arc::new(Mutex::new(c.live_addrs()));
     let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let errors = Arc::new(AtomicUsize::new(0));
+    // When each acknowledged write (and each failed one) was answered.
+    let ack_times = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let error_times = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let (targets, acked, errors, stop, api) =
-            (targets.clone(), acked.clone(), errors.clone(), stop.clone(), c.api.clone());
+        let (targets, acked, ack_times, error_times, stop, api) =
+            (targets.clone(), acked.clone(), ack_times.clone(), error_times.clone(), stop.clone(), c.api.clone());
         let body = enqueue_body(queue, "noop", NOOP_PAYLOAD, 20);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -584,39 +676,77 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
                 };
                 turn += 1;
                 match api.enqueue_raw(&addr, body.clone(), true).await {
-                    Ok(ids) => acked.lock().unwrap_or_else(PoisonError::into_inner).extend(ids),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                    Ok(ids) => {
+                        acked.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
+                        ack_times.lock().unwrap_or_else(PoisonError::into_inner).push(base.elapsed());
                     }
+                    Err(_) => error_times.lock().unwrap_or_else(PoisonError::into_inner).push(base.elapsed()),
                 }
             }
         })
     };
+    let set_targets = |c: &SkeinCluster, ids: &[u64]| {
+        *targets.lock().unwrap_or_else(PoisonError::into_inner) = ids.iter().map(|&id| c.addr(id)).collect();
+    };
     let warm = if quick { 1.5 } else { 3.0 };
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
+    // What the load alone shows: one client, one request at a time.
+    let steady_write_gap_ms = ms(write_gap(
+        &ack_times.lock().unwrap_or_else(PoisonError::into_inner),
+        Duration::from_secs_f64(warm / 2.0),
+        base.elapsed(),
+    ));
+
+    // ----- planned restart: SIGTERM of the leader, restart on its data.
+    let stopped = c.leader().await?;
+    let others: Vec<u64> = c.live_ids().into_iter().filter(|&id| id != stopped).collect();
+    set_targets(c, &others);
+    let termed = Instant::now();
+    let termed_at = base.elapsed();
+    c.term(stopped)?;
+    let planned_leader = new_leader_among(c, &others, stopped, termed).await?;
+    let planned_leader_ms = termed.elapsed().as_secs_f64() * 1000.0;
+    let exited = c.wait_exit(stopped, Duration::from_secs(60)).await?;
+    // A supervisor starts it again on its data directory.
+    let restarted_at = base.elapsed();
+    c.restart(stopped)?;
+    let restart_ready = c.wait_ready(stopped, Duration::from_secs(60)).await?;
+    set_targets(c, &c.live_ids());
+    tokio::time::sleep(Duration::from_secs_f64(warm)).await;
+    // The whole restart and a while after it, as long as the kill's window.
+    let planned_until = base.elapsed();
+    let handover = handover_logged(&c.nodes[&stopped].log_path());
+    let planned = PlannedRestart {
+        stopped,
+        new_leader: planned_leader,
+        new_leader_ms: planned_leader_ms,
+        write_gap_ms: ms(write_gap(
+            &ack_times.lock().unwrap_or_else(PoisonError::into_inner),
+            termed_at,
+            planned_until,
+        )),
+        exited_ms: ms(exited),
+        restart_ready_ms: ms(restart_ready),
+        restarted_after_ms: ms(restarted_at - termed_at),
+        load_errors: count_between(&error_times, termed_at, planned_until),
+        handover,
+    };
+
+    // ----- kill -9 of the leader.
     let old = c.leader().await?;
     let survivors: Vec<u64> = c.live_ids().into_iter().filter(|&id| id != old).collect();
-    *targets.lock().unwrap_or_else(PoisonError::into_inner) = survivors.iter().map(|&id| c.addr(id)).collect();
+    set_targets(c, &survivors);
     let t_kill = now_us();
     let killed_at = Instant::now();
+    let killed_at_offset = base.elapsed();
     c.kill9(old);
-    let new_leader = 'found: loop {
-        for &id in &survivors {
-            if let Ok(s) = c.probe.cluster(&c.addr(id)).await {
-                if let Some(l) = s.leader.filter(|l| *l != old) {
-                    break 'found l;
-                }
-            }
-        }
-        if killed_at.elapsed() > Duration::from_secs(30) {
-            bail!("no new leader 30 s after killing node {old}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let new_leader = new_leader_among(c, &survivors, old, killed_at).await?;
     let new_leader_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.context("the load task panicked")?;
+    let write_gap_ms =
+        ms(write_gap(&ack_times.lock().unwrap_or_else(PoisonError::into_inner), killed_at_offset, base.elapsed()));
     // The killed node comes back (as a supervisor would restart it): it
     // hands back the leases it held at once instead of letting them expire.
     c.restart(old)?;
@@ -655,15 +785,28 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
             break;
         }
     }
+    let load_errors = error_times.lock().unwrap_or_else(PoisonError::into_inner).len();
     Ok(Failover {
+        steady_write_gap_ms,
+        planned,
         killed: old,
         new_leader,
         new_leader_ms,
+        write_gap_ms,
         next_completed_ms,
         acked: acked.len(),
         lost,
-        load_errors: errors.load(Ordering::Relaxed),
+        load_errors,
     })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// How many of `times` fall within `[from, until]`.
+fn count_between(times: &Mutex<Vec<Duration>>, from: Duration, until: Duration) -> usize {
+    times.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|t| **t >= from && **t <= until).count()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -799,4 +942,46 @@ async fn scale_run(c: &SkeinCluster, n: usize, slots: u32, tasks: usize) -> anyh
         per_sec: tasks as f64 / secs,
         ideal_per_sec: n as f64 * slots as f64 * 100.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn write_gap_is_the_longest_silence_from_the_event_on() {
+        let acks = ms(&[100, 110, 120, 450, 460, 470]);
+        // From 125: silent until 450.
+        assert_eq!(
+            write_gap(&acks, Duration::from_millis(125), Duration::from_millis(1000)),
+            Duration::from_millis(325)
+        );
+        // Acks before the event do not count; the first after it counts
+        // from the event (5 ms), the next from the first (10 ms).
+        assert_eq!(
+            write_gap(&acks, Duration::from_millis(455), Duration::from_millis(1000)),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            write_gap(&acks, Duration::from_millis(440), Duration::from_millis(1000)),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            write_gap(&acks, Duration::from_millis(430), Duration::from_millis(1000)),
+            Duration::from_millis(20)
+        );
+        // Acks after the window do not count either.
+        assert_eq!(write_gap(&acks, Duration::from_millis(0), Duration::from_millis(130)), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn write_gap_without_any_ack_is_the_whole_window() {
+        let acks = ms(&[10, 20]);
+        assert_eq!(write_gap(&acks, Duration::from_millis(50), Duration::from_millis(800)), Duration::from_millis(750));
+        assert_eq!(write_gap(&[], Duration::from_millis(0), Duration::from_millis(5)), Duration::from_millis(5));
+    }
 }

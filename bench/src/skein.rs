@@ -252,6 +252,29 @@ impl SkeinCluster {
         }
     }
 
+    /// SIGTERM node `id`: a planned stop (it drains, hands leadership over
+    /// if it leads, and exits); see [`SkeinCluster::wait_exit`].
+    pub fn term(&self, id: u64) -> anyhow::Result<()> {
+        let node = self.nodes.get(&id).with_context(|| format!("no node {id}"))?;
+        node.process.as_ref().with_context(|| format!("node {id} is not running"))?.term()
+    }
+
+    /// Waits until node `id` has exited by itself (after [`SkeinCluster::term`]).
+    pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let node = self.nodes.get_mut(&id).with_context(|| format!("no node {id}"))?;
+        loop {
+            if !node.process.as_mut().is_some_and(Child::is_running) {
+                node.process = None;
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!("node {id} still runs {timeout:?} after it was told to stop");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Starts node `id` again on its ports and data directory.
     pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         self.spawn(id, &[])

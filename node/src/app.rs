@@ -109,7 +109,8 @@ impl App {
     /// Starts an election on this node now: the leader is handing over
     /// (a planned restart) and chose this voter, which is up to date.
     /// (openraft ignores the trigger on a leader and on a learner: a leader
-    /// answers ok, a learner says it cannot, so the caller picks another.)
+    /// answers ok; a learner, or a node stopping itself, says it cannot, so
+    /// the caller picks another.)
     pub async fn campaign(&self) -> Result<(), NodeError> {
         let (leads, voter) = {
             let m = self.raft.metrics();
@@ -121,6 +122,9 @@ impl App {
         }
         if !voter {
             return Err(NodeError::Invalid(format!("node {} is not a voter: it cannot campaign", self.id)));
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(NodeError::Unavailable(format!("node {} is stopping too", self.id)));
         }
         tracing::info!(node_id = self.id, "the leader hands over: campaigning");
         self.raft.trigger().elect().await.map_err(|e| NodeError::Unavailable(format!("starting an election: {e}")))

@@ -54,6 +54,11 @@ pub const CAMPAIGN_RETRY: Duration = Duration::from_millis(300);
 /// A follower's leader lease: openraft's `election_timeout_max` (see
 /// `raft_config` in lib.rs), plus a margin.
 const FOLLOWER_LEASE: Duration = Duration::from_millis(800 + 50);
+/// How long after its writes stopped the leader waits for a voter to have
+/// its whole log (and to accept a `campaign`).
+pub const CATCH_UP_PATIENCE: Duration = Duration::from_millis(500);
+/// How long a node that handed over waits for its held writes to be sent on.
+const SEND_ON_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the metrics are looked at when they do not change.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -90,6 +95,10 @@ pub enum HandoverError {
     TimedOut { waiting_for: String, after: Duration },
     #[error("raft stopped during the handover")]
     RaftStopped,
+    /// Every other voter refused or could not be reached (a whole cluster
+    /// stopping at once): nobody to hand over to.
+    #[error("no other voter would campaign")]
+    NoVoterAnswered,
 }
 
 impl HandoverError {
@@ -120,6 +129,16 @@ pub fn choose_successor(
         .find(|id| matched.get(id).is_some_and(|m| *m == last_index))
 }
 
+/// Voters not known to run a release with the `campaign` RPC (0.2.0 on):
+/// a 0.1.0 node cannot decode it and drops the connection, and with it the
+/// Raft messages in flight on it. A cluster mid-upgrade (or rolling back)
+/// then stops its leader the old way: the voters elect one once it is silent.
+fn cannot_campaign(app: &App) -> BTreeSet<u64> {
+    let membership = app.raft.metrics().borrow().membership_config.clone();
+    let voters: Vec<u64> = membership.membership().voter_ids().collect();
+    voters.into_iter().filter(|id| app.versions.get(*id).is_none_or(|r| r.format() < 2)).collect()
+}
+
 /// Votes a candidate needs besides its own and the old leader's, which it
 /// gets at once: those must come from followers, whose leases must first
 /// run out. 0 for 2 or 3 voters, 1 for 4 or 5, 2 for 6 or 7.
@@ -134,22 +153,42 @@ pub async fn at_shutdown(app: &App) {
         return;
     }
     match hand_over(app, Instant::now() + HANDOVER_TIMEOUT).await {
-        Ok(r) => info!(
-            node_id = r.from,
-            from = r.from,
-            chosen = r.chosen,
-            to = r.to,
-            term_before = r.term_before,
-            term_after = r.term_after,
-            log_index = r.log_index,
-            campaigns = r.campaigns,
-            writes_stopped_ms = r.writes_stopped.as_millis() as u64,
-            caught_up_ms = r.caught_up.as_millis() as u64,
-            total_ms = r.total.as_millis() as u64,
-            "handed leadership over"
-        ),
+        Ok(r) => {
+            send_on_held_writes(app).await;
+            info!(
+                node_id = r.from,
+                from = r.from,
+                chosen = r.chosen,
+                to = r.to,
+                term_before = r.term_before,
+                term_after = r.term_after,
+                log_index = r.log_index,
+                campaigns = r.campaigns,
+                writes_stopped_ms = r.writes_stopped.as_millis() as u64,
+                caught_up_ms = r.caught_up.as_millis() as u64,
+                total_ms = r.total.as_millis() as u64,
+                "handed leadership over"
+            )
+        }
         Err(e) if e.not_needed() => debug!(reason = %e, "no leadership to hand over"),
         Err(e) => warn!(error = %e, "could not hand leadership over; stopping anyway, the voters will elect a leader"),
+    }
+}
+
+/// After a handover, the writes held in the proposer are proposed: here
+/// they fail with `NotLeader` and go on to the new leader. Waits (a little)
+/// until that has happened, so that Raft's shutdown does not answer them
+/// "shutting down" instead.
+async fn send_on_held_writes(app: &App) {
+    let deadline = Instant::now() + SEND_ON_TIMEOUT;
+    // Twice at least: the proposer may hold a write it took from the queue
+    // while it waited for a slot.
+    for round in 0.. {
+        // Taken once every batch proposed meanwhile has been answered.
+        let Ok(Some(_hold)) = tokio::time::timeout_at(deadline, app.proposer.hold()).await else { return };
+        if (round > 0 && app.proposer.queued() == 0) || Instant::now() >= deadline {
+            return;
+        }
     }
 }
 
@@ -196,7 +235,7 @@ async fn run(
         .map_err(|_| timed_out("the writes in flight to be answered"))?;
     let writes_stopped = started.elapsed();
     let mut metrics = app.raft.metrics();
-    let mut failed: BTreeSet<u64> = BTreeSet::new();
+    let mut failed = cannot_campaign(app);
     let mut chosen: Option<u64> = None;
     let mut log_index = None;
     let mut caught_up = None;
@@ -237,6 +276,12 @@ async fn run(
                 Some(_) => "the chosen voter to be elected",
             }));
         }
+        // Once the writes stopped, a live voter has the whole log within a
+        // round or two (every committed entry is on a majority already):
+        // none means the others are stopping or gone.
+        if chosen.is_none() && now >= started + writes_stopped + CATCH_UP_PATIENCE {
+            return Err(timed_out("a voter with the whole log that would campaign"));
+        }
         let due = last_campaign.is_none_or(|at| now >= at + CAMPAIGN_RETRY);
         if chosen.is_none() && state == ServerState::Leader {
             chosen = choose_successor(app.id, &voters, &matched, last, &failed);
@@ -271,6 +316,11 @@ async fn run(
                         warn!(node_id = app.id, target, error = %e, "the chosen voter did not campaign; choosing another");
                         failed.insert(target);
                         chosen = None;
+                        // The next one is asked at once.
+                        last_campaign = None;
+                        if voters.iter().all(|id| *id == app.id || failed.contains(id)) {
+                            return Err(HandoverError::NoVoterAnswered);
+                        }
                     }
                     Err(_) => return Err(timed_out("the chosen voter to answer its campaign call")),
                 }

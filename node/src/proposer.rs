@@ -54,6 +54,11 @@ impl Proposer {
         self.permits.clone().acquire_many_owned(IN_FLIGHT as u32).await.ok()
     }
 
+    /// Writes waiting in the queue, not yet taken into a batch.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Proposes `command` (batched with others) and waits for its response.
     /// Fails with `NotLeader` when this node does not lead.
     pub async fn propose(&self, command: Command) -> Result<Response, NodeError> {

@@ -87,6 +87,9 @@ async fn handover(c: &mut Cluster) -> anyhow::Result<()> {
         report.errors
     ));
     let leader_addr = c.addr(new);
+    // (A lease the old leader's worker asked for just before SIGTERM may
+    // be granted after its drain looked: it waits for its expiry, 30 s.)
+    say("waiting for every task to succeed");
     wait_settled(&c.api, &leader_addr, Q, true, Duration::from_secs(60)).await?;
     let succeeded = c.api.counts(&leader_addr, Q).await?[&skein_raft::fsm::TaskStatus::Succeeded];
     ensure!(
