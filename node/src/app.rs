@@ -143,6 +143,21 @@ impl App {
         Err(NodeError::NeedsFormat { needs, cluster, message })
     }
 
+    /// Proposes `SetFormat { format }` on this node, the leader: straight
+    /// to its proposer, as the version gate refuses the command until it
+    /// has applied. The one way the cluster's format is raised (a new
+    /// cluster's first command, and `skein cluster finalize`).
+    pub async fn raise_format(&self, format: u32) -> Result<(), NodeError> {
+        let proposed = self.proposer.propose(Command::SetFormat { format });
+        let answer = tokio::time::timeout(LOCAL_WRITE_DEADLINE, proposed).await.map_err(|_| {
+            NodeError::Unavailable("no majority answered in time; the new format may or may not be committed".into())
+        })??;
+        match answer {
+            Response::Done => Ok(()),
+            other => Err(NodeError::Internal(format!("SetFormat answered {other:?}"))),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

@@ -403,6 +403,7 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
         .nodes()
         .map(|(id, node)| {
             let info = state.nodes().get(id);
+            let heard = versions.get(id).cloned().flatten();
             ClusterNode {
                 id: *id,
                 rpc_addr: node.rpc_addr.clone(),
@@ -424,8 +425,8 @@ pub fn cluster_status(app: &App) -> ClusterStatus {
                 leases_held: state.lease_count(*id) as u64,
                 draining: info.is_some_and(|i| i.draining),
                 last_heartbeat_ms: info.map(|i| i.last_heartbeat_ms),
-                release: versions.get(id).cloned().flatten().and_then(|r| r.release()),
-                format: versions.get(id).cloned().flatten().map(|r| r.format()),
+                release: heard.as_ref().and_then(|r| r.release()),
+                format: heard.as_ref().map(|r| r.format()),
             }
         })
         .collect();
@@ -470,13 +471,7 @@ async fn finalize(State(app): State<SharedApp>) -> ApiResult<Json<FinalizeReply>
         }
         Finalize::Raise(format) => {
             info!(from = cluster, to = format, "finalizing the upgrade: raising the stored format");
-            // Straight to this leader's proposer: the version gate refuses
-            // format 2 commands until this one applies.
-            let proposed = app.proposer.propose(Command::SetFormat { format });
-            let answer = tokio::time::timeout(crate::app::LOCAL_WRITE_DEADLINE, proposed).await.map_err(|_| {
-                NodeError::Unavailable("no majority answered in time; the finalize may or may not be committed".into())
-            })??;
-            let _ = done(answer)?;
+            app.raise_format(format).await?;
             Ok(Json(FinalizeReply { format, changed: true }))
         }
     }

@@ -242,12 +242,7 @@ async fn start_at_newest_format(app: &App) -> anyhow::Result<()> {
         .wait(Some(std::time::Duration::from_secs(30)))
         .metrics(|m| m.current_leader == Some(app.id), "leadership of the new cluster")
         .await?;
-    // Straight to the proposer: the version gate would refuse it, as the
-    // cluster is at format 1 until this applies.
-    match app.proposer.propose(skein_raft::fsm::Command::SetFormat { format: app.config.format }).await? {
-        skein_raft::fsm::Response::Done => Ok(()),
-        other => anyhow::bail!("SetFormat answered {other:?}"),
-    }
+    Ok(app.raise_format(app.config.format).await?)
 }
 
 /// Asks a member at `addr` (HTTP) to add this node, retrying for a while:
