@@ -7,23 +7,24 @@
 //! - [`args`]: the flags, and what `--quick` changes;
 //! - [`scenarios`]: lifecycle, latency, failover, depth, scale-out, and the
 //!   comparison with NATS JetStream;
-//! - [`skein`]: a cluster of `skein-node` processes; [`nats`]: a 3-node
-//!   JetStream cluster and its workload;
-//! - [`client`]: the HTTP calls; [`logs`]: task timestamps from node logs;
+//! - [`nats`]: a 3-node JetStream cluster and its workload;
+//! - [`logs`]: task timestamps from node logs;
 //! - [`stats`], [`report`]: figures, targets, the table and the JSON;
-//! - [`procs`]: child processes that die with the bench, /proc figures.
+//! - [`procs`]: /proc figures (memory, disk, load).
+//!
+//! The skein clusters, their processes (killed with the bench), the HTTP
+//! client and the failover's steady load are `skein-testkit`'s, the same
+//! harness the tests use.
 //!
 //! Timing is reported, never asserted: the smoke test runs `--quick` and
 //! checks only that the harness works.
 
 pub mod args;
-pub mod client;
 pub mod logs;
 pub mod nats;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
-pub mod skein;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -52,7 +53,7 @@ pub(crate) fn set_root(root: PathBuf) {
 /// Kills every child process and removes the work directory (unless
 /// `--keep`): what Ctrl-C and SIGTERM do before the bench exits.
 pub fn cleanup() {
-    procs::kill_all();
+    skein_testkit::process::kill_all();
     if let (Some(root), false) = (ROOT.get(), keep_dirs()) {
         let _ = std::fs::remove_dir_all(root);
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
+use skein_testkit::process::{free_port, log_tail, Process};
 
-use crate::procs::{self, Child};
 use crate::stats::{Latency, Lifecycle};
 
 const STREAM: &str = "TASKS";
@@ -66,7 +66,7 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
 pub struct NatsCluster {
     pub urls: Vec<String>,
     dir: PathBuf,
-    servers: Vec<Child>,
+    servers: Vec<Process>,
 }
 
 impl NatsCluster {
@@ -76,8 +76,7 @@ impl NatsCluster {
             Sync::Always => "nats-always",
         });
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let ports: Vec<(u16, u16)> =
-            (0..3).map(|_| Ok((procs::free_port()?, procs::free_port()?))).collect::<anyhow::Result<_>>()?;
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
         let routes: Vec<String> = ports.iter().map(|(_, c)| format!("nats://127.0.0.1:{c}")).collect();
         let mut servers = Vec::new();
         for (i, (port, cport)) in ports.iter().enumerate() {
@@ -92,13 +91,12 @@ impl NatsCluster {
             let conf_path = dir.join(format!("n{}.conf", i + 1));
             std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
             let args = vec!["-c".to_string(), conf_path.display().to_string()];
-            servers.push(Child::spawn(bin, &args, &dir.join(format!("n{}.log", i + 1)))?);
+            servers.push(Process::spawn(bin, &args, &dir.join(format!("n{}.log", i + 1)))?);
         }
         let urls = ports.iter().map(|(p, _)| format!("nats://127.0.0.1:{p}")).collect();
         let cluster = NatsCluster { urls, dir, servers };
         cluster.create_stream().await.with_context(|| {
-            let tails: String =
-                (1..=3).map(|i| procs::log_tail(&cluster.dir.join(format!("n{i}.log")), 10) + "\n").collect();
+            let tails: String = (1..=3).map(|i| log_tail(&cluster.dir.join(format!("n{i}.log")), 10) + "\n").collect();
             format!("starting JetStream; server logs end with:\n{tails}")
         })?;
         Ok(cluster)
@@ -288,7 +286,7 @@ impl NatsCluster {
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for s in &mut self.servers {
-            s.kill9();
+            let _ = s.kill9();
         }
         if !crate::keep_dirs() {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -1,124 +1,11 @@
-//! Child processes that cannot outlive the bench, and what /proc says of them.
-//!
-//! Every child is registered while it runs: dropping its [`Child`] kills it
-//! (so a panic unwinding through a scenario kills its cluster), and
-//! [`kill_all`] kills whatever is left, which the Ctrl-C/SIGTERM handler in
-//! `main` calls before it exits.
+//! What /proc says of the bench's processes and machine: a node's memory,
+//! its disk use, the load average, whether the work directory is a tmpfs.
+//! (The processes themselves are `skein_testkit::Process`es: killed on
+//! drop and by `skein_testkit::process::kill_all` on Ctrl-C.)
 
-use std::collections::BTreeSet;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::path::Path;
 
-use anyhow::Context;
-
-/// Pids of the children alive now.
-static LIVE: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
-
-/// A child process whose output goes to a log file; SIGKILLed when dropped.
-#[derive(Debug)]
-pub struct Child {
-    child: std::process::Child,
-    pub log: PathBuf,
-    reaped: bool,
-}
-
-impl Child {
-    /// Starts `bin args...`, appending stdout and stderr to `log`. The
-    /// bench's own `SKEIN_*` variables are not passed on.
-    pub fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening log file {}", log.display()))?;
-        writeln!(file, "==== skein-bench: {} {}", bin.display(), args.join(" ")).context("writing a log header")?;
-        let err = file.try_clone().context("cloning a log file handle")?;
-        let mut cmd = Command::new(bin);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SKEIN_") {
-                cmd.env_remove(key);
-            }
-        }
-        // Hold the registry lock across the spawn so that a Ctrl-C handler
-        // running now either sees this child or runs before it exists.
-        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        live.insert(child.id());
-        Ok(Child { child, log: log.to_path_buf(), reaped: false })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.reaped = true;
-            LIVE.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.child.id());
-        }
-    }
-
-    /// SIGTERM (a planned stop: the node drains and exits by itself).
-    pub fn term(&self) -> anyhow::Result<()> {
-        if self.reaped {
-            anyhow::bail!("process {} has exited", self.pid());
-        }
-        // `kill(2)` needs `unsafe`, which the workspace forbids; kill(1) does it.
-        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().context("running kill")?;
-        anyhow::ensure!(status.success(), "kill -TERM {} failed: {status}", self.pid());
-        Ok(())
-    }
-
-    /// Whether it still runs (reaps it if it exited).
-    pub fn is_running(&mut self) -> bool {
-        if self.reaped {
-            return false;
-        }
-        match self.child.try_wait() {
-            Ok(None) => true,
-            _ => {
-                self.reaped = true;
-                LIVE.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.child.id());
-                false
-            }
-        }
-    }
-
-    /// Its resident memory now and at its peak, from /proc.
-    pub fn memory(&self) -> Option<Memory> {
-        if self.reaped {
-            return None;
-        }
-        memory_of(self.pid())
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Kills every registered child (the signal handler's last act).
-pub fn kill_all() {
-    let pids: Vec<u32> = LIVE.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
-    for pid in pids {
-        // `kill(2)` needs `unsafe`, which the workspace forbids; kill(1) does it.
-        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-    }
-}
+use skein_testkit::Cluster;
 
 /// Resident set size of a process, in bytes: now (`VmRSS`) and its peak so
 /// far (`VmHWM`, the high-water mark the kernel keeps).
@@ -175,20 +62,12 @@ pub fn on_tmpfs(path: &Path) -> bool {
     best.is_some_and(|(_, tmpfs)| tmpfs)
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
-    Ok(l.local_addr().context("reading a bound port")?.port())
+/// Node `id`'s resident memory now and at its peak, while it runs.
+pub fn node_memory(c: &Cluster, id: u64) -> Option<Memory> {
+    memory_of(c.node(id).pid()?)
 }
 
-/// The last `lines` lines of a log file, for error messages.
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
+/// Bytes under node `id`'s data directory.
+pub fn node_disk_bytes(c: &Cluster, id: u64) -> u64 {
+    disk_bytes(&c.node(id).data_dir())
 }

@@ -3,21 +3,22 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 use skein_raft::fsm::{EventKind, TaskStatus};
+use skein_testkit::api::enqueue_body;
+use skein_testkit::process::Binaries;
+use skein_testkit::{Api, Cluster, Dirs, Load, Spec};
 
 use crate::args::Args;
-use crate::client::{enqueue_body, Api};
 use crate::logs::{self, now_us, LogTail};
 use crate::nats::{self, take_batch, NatsCluster};
 use crate::procs::{self, Memory};
 use crate::report::{Machine, Policy, Report};
-use crate::skein::SkeinCluster;
 use crate::stats::{Latency, LatencySummary, Lifecycle};
 
 /// The noop task's payload, the same bytes JetStream's messages carry.
@@ -51,7 +52,6 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
     let root = crate::work_root(&base).with_context(|| format!("creating a work directory in {}", base.display()))?;
     crate::set_root(root.clone());
     crate::set_keep_dirs(args.keep);
-    crate::skein::set_node_args(args.node_args.clone());
     let nats_bin = nats::locate(args.nats_server.as_deref());
     let mut report = Report {
         command,
@@ -145,6 +145,36 @@ fn locate_node(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// How long a node may take to be ready when a cluster starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Bench {
+    /// Starts `n` nodes with `slots` worker slots each, in a fresh directory
+    /// `name` under the work directory (removed when the cluster goes,
+    /// unless `--keep`), logging JSON (the latency scenario reads task
+    /// times from the logs), with the `--node-arg` flags; returns once every
+    /// node is ready and the leader sees all of them, `min(n, 3)` voters.
+    async fn cluster(&self, name: &str, n: usize, slots: u32) -> anyhow::Result<Cluster> {
+        let mut args = vec!["--log-format".to_string(), "json".to_string()];
+        args.extend(self.args.node_args.iter().cloned());
+        Spec {
+            slots,
+            args,
+            bins: Some(Binaries::beside(self.node_bin.clone())),
+            dirs: Dirs::Under(self.root.join(name)),
+            keep_dirs: crate::keep_dirs(),
+            ready_timeout: READY_TIMEOUT,
+            membership_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            // Fine polls: the bench reports how long things took.
+            poll: Duration::from_millis(10),
+            ..Spec::new(n)
+        }
+        .start()
+        .await
+    }
+}
+
 // ----- shared workloads --------------------------------------------------------
 
 /// `n` tasks sent by `clients` concurrent clients in batches of `batch`,
@@ -213,7 +243,7 @@ async fn wait_succeeded(api: &Api, addr: &str, queue: &str, n: usize, timeout: D
 
 /// The lifecycle workload on a skein cluster.
 async fn skein_lifecycle(
-    c: &SkeinCluster,
+    c: &Cluster,
     queue: &str,
     n: usize,
     clients: usize,
@@ -224,13 +254,13 @@ async fn skein_lifecycle(
     let (enqueue, errors) =
         enqueue_all(&c.api, &c.live_addrs(), queue, "noop", NOOP_PAYLOAD, n, clients, batch).await?;
     let timeout = Duration::from_secs(120.max(n as u64 / 200));
-    wait_succeeded(&c.probe, &leader, queue, n, timeout).await?;
+    wait_succeeded(c.probe(), &leader, queue, n, timeout).await?;
     Ok(Lifecycle::new(n, clients, batch, enqueue, start.elapsed(), errors))
 }
 
 /// One task at a time through a skein cluster, sent to the leader; the
 /// lease and completion times come from the workers' logs.
-async fn skein_latency(c: &SkeinCluster, samples: usize, warmup: usize) -> anyhow::Result<Latency> {
+async fn skein_latency(c: &Cluster, samples: usize, warmup: usize) -> anyhow::Result<Latency> {
     let leader = c.addr(c.leader().await?);
     let body = enqueue_body("latency", "noop", NOOP_PAYLOAD, 1);
     let mut tail = LogTail::new(c.log_paths());
@@ -271,7 +301,7 @@ async fn skein_latency(c: &SkeinCluster, samples: usize, warmup: usize) -> anyho
 
 impl Bench {
     async fn lifecycle(&mut self) -> anyhow::Result<()> {
-        let c = SkeinCluster::start(&self.node_bin, &self.root, "lifecycle", 3, self.args.slots).await?;
+        let c = self.cluster("lifecycle", 3, self.args.slots).await?;
         for batch in self.args.batches.clone() {
             let n = self.args.tasks_for(batch);
             let r = skein_lifecycle(&c, &format!("life-b{batch}"), n, self.args.clients(), batch).await?;
@@ -303,7 +333,7 @@ impl Bench {
     // ----- 2. latency ----------------------------------------------------------
 
     async fn latency(&mut self) -> anyhow::Result<()> {
-        let c = SkeinCluster::start(&self.node_bin, &self.root, "latency", 3, self.args.slots).await?;
+        let c = self.cluster("latency", 3, self.args.slots).await?;
         let s = skein_latency(&c, self.args.samples(), 10).await?.summary();
         c.stop();
         self.latency_rows("skein", &s);
@@ -315,7 +345,7 @@ impl Bench {
     // ----- 3. failover ---------------------------------------------------------
 
     async fn failover(&mut self) -> anyhow::Result<()> {
-        let mut c = SkeinCluster::start(&self.node_bin, &self.root, "failover", 3, self.args.slots).await?;
+        let mut c = self.cluster("failover", 3, self.args.slots).await?;
         let f = failover_run(&mut c, self.args.quick).await;
         if f.is_err() {
             eprintln!("bench: failover node logs:\n{}", c.log_tails(20));
@@ -347,7 +377,7 @@ impl Bench {
     // ----- 4. depth and memory ---------------------------------------------------
 
     async fn depth(&mut self) -> anyhow::Result<()> {
-        let mut c = SkeinCluster::start(&self.node_bin, &self.root, "depth", 3, 2).await?;
+        let mut c = self.cluster("depth", 3, 2).await?;
         let d = depth_run(&mut c, self.args.depth_tasks(), self.args.clients()).await;
         if d.is_err() {
             eprintln!("bench: depth node logs:\n{}", c.log_tails(20));
@@ -382,7 +412,7 @@ impl Bench {
     async fn scale(&mut self) -> anyhow::Result<()> {
         let slots = self.args.scale_slots;
         for n in self.args.scale_nodes() {
-            let c = SkeinCluster::start(&self.node_bin, &self.root, &format!("scale{n}"), n, slots).await?;
+            let c = self.cluster(&format!("scale{n}"), n, slots).await?;
             let tasks = (n as f64 * slots as f64 * 100.0 * self.args.scale_secs()).ceil() as usize;
             let result = scale_run(&c, n, slots, tasks).await;
             c.stop();
@@ -629,10 +659,10 @@ fn handover_logged(log: &std::path::Path) -> Option<serde_json::Value> {
 }
 
 /// Waits until a node of `among` names a leader other than `old`; which.
-async fn new_leader_among(c: &SkeinCluster, among: &[u64], old: u64, since: Instant) -> anyhow::Result<u64> {
+async fn new_leader_among(c: &Cluster, among: &[u64], old: u64, since: Instant) -> anyhow::Result<u64> {
     loop {
         for &id in among {
-            if let Ok(s) = c.probe.cluster(&c.addr(id)).await {
+            if let Ok(s) = c.probe().cluster(&c.addr(id)).await {
                 if let Some(l) = s.leader.filter(|l| *l != old) {
                     return Ok(l);
                 }
@@ -651,51 +681,19 @@ async fn new_leader_among(c: &SkeinCluster, among: &[u64], old: u64, since: Inst
 /// Then kill -9 of the (new) leader: time to a new leader, the write gap,
 /// time to the first task completed under it, and whether every
 /// acknowledged task succeeded.
-async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failover> {
+async fn failover_run(c: &mut Cluster, quick: bool) -> anyhow::Result<Failover> {
     let queue = "failover";
-    let base = Instant::now();
-    let targets = Arc::new(Mutex::new(c.live_addrs()));
-    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
-    // When each acknowledged write (and each failed one) was answered.
-    let ack_times = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let error_times = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (targets, acked, ack_times, error_times, stop, api) =
-            (targets.clone(), acked.clone(), ack_times.clone(), error_times.clone(), stop.clone(), c.api.clone());
-        let body = enqueue_body(queue, "noop", NOOP_PAYLOAD, 20);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut turn = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let addr = {
-                    let t = targets.lock().unwrap_or_else(PoisonError::into_inner);
-                    t[turn % t.len()].clone()
-                };
-                turn += 1;
-                match api.enqueue_raw(&addr, body.clone(), true).await {
-                    Ok(ids) => {
-                        acked.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
-                        ack_times.lock().unwrap_or_else(PoisonError::into_inner).push(base.elapsed());
-                    }
-                    Err(_) => error_times.lock().unwrap_or_else(PoisonError::into_inner).push(base.elapsed()),
-                }
-            }
-        })
-    };
-    let set_targets = |c: &SkeinCluster, ids: &[u64]| {
-        *targets.lock().unwrap_or_else(PoisonError::into_inner) = ids.iter().map(|&id| c.addr(id)).collect();
-    };
+    let payload: serde_json::Value = serde_json::from_str(NOOP_PAYLOAD)?;
+    let spec = serde_json::json!({ "queue": queue, "kind": "noop", "payload": payload });
+    let load = Load::start(c.api.clone(), c.live_addrs(), spec, 20, Duration::from_millis(10));
+    // The times in the load's report count from here.
+    let base = load.started();
+    let set_targets = |c: &Cluster, ids: &[u64]| load.set_targets(ids.iter().map(|&id| c.addr(id)).collect());
     let warm = if quick { 1.5 } else { 3.0 };
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
     // What the load alone shows: one client, one request at a time.
-    let steady_write_gap_ms = ms(write_gap(
-        &ack_times.lock().unwrap_or_else(PoisonError::into_inner),
-        Duration::from_secs_f64(warm / 2.0),
-        base.elapsed(),
-    ));
+    let steady_write_gap_ms =
+        ms(write_gap(&load.report().acked_at, Duration::from_secs_f64(warm / 2.0), base.elapsed()));
 
     // ----- planned restart: SIGTERM of the leader, restart on its data.
     let stopped = c.leader().await?;
@@ -706,7 +704,9 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
     c.term(stopped)?;
     let planned_leader = new_leader_among(c, &others, stopped, termed).await?;
     let planned_leader_ms = termed.elapsed().as_secs_f64() * 1000.0;
-    let exited = c.wait_exit(stopped, Duration::from_secs(60)).await?;
+    let waited = Instant::now();
+    c.wait_exit(stopped, Duration::from_secs(60)).await?;
+    let exited = waited.elapsed();
     // A supervisor starts it again on its data directory.
     let restarted_at = base.elapsed();
     c.restart(stopped)?;
@@ -715,20 +715,17 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
     // The whole restart and a while after it, as long as the kill's window.
     let planned_until = base.elapsed();
-    let handover = handover_logged(&c.nodes[&stopped].log_path());
+    let handover = handover_logged(&c.node(stopped).log_path());
+    let so_far = load.report();
     let planned = PlannedRestart {
         stopped,
         new_leader: planned_leader,
         new_leader_ms: planned_leader_ms,
-        write_gap_ms: ms(write_gap(
-            &ack_times.lock().unwrap_or_else(PoisonError::into_inner),
-            termed_at,
-            planned_until,
-        )),
+        write_gap_ms: ms(write_gap(&so_far.acked_at, termed_at, planned_until)),
         exited_ms: ms(exited),
         restart_ready_ms: ms(restart_ready),
         restarted_after_ms: ms(restarted_at - termed_at),
-        load_errors: count_between(&error_times, termed_at, planned_until),
+        load_errors: count_between(&so_far.failed_at, termed_at, planned_until),
         handover,
     };
 
@@ -739,21 +736,20 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
     let t_kill = now_us();
     let killed_at = Instant::now();
     let killed_at_offset = base.elapsed();
-    c.kill9(old);
+    c.kill9(old)?;
     let new_leader = new_leader_among(c, &survivors, old, killed_at).await?;
     let new_leader_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs_f64(warm)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.context("the load task panicked")?;
-    let write_gap_ms =
-        ms(write_gap(&ack_times.lock().unwrap_or_else(PoisonError::into_inner), killed_at_offset, base.elapsed()));
+    let report = load.stop().await?;
+    let until = base.elapsed();
+    let write_gap_ms = ms(write_gap(&report.acked_at, killed_at_offset, until));
     // The killed node comes back (as a supervisor would restart it): it
     // hands back the leases it held at once instead of letting them expire.
     c.restart(old)?;
     c.wait_ready(old, Duration::from_secs(60)).await?;
-    let acked: Vec<u64> = std::mem::take(&mut *acked.lock().unwrap_or_else(PoisonError::into_inner));
+    let acked = report.acked;
     let leader_addr = c.addr(c.wait_leader(Duration::from_secs(30)).await?);
-    wait_succeeded(&c.probe, &leader_addr, queue, acked.len(), Duration::from_secs(90)).await?;
+    wait_succeeded(c.probe(), &leader_addr, queue, acked.len(), Duration::from_secs(90)).await?;
     // The count can be reached by tasks whose enqueue answered an error but
     // committed anyway (the outcome was unknown to the client), while some
     // acknowledged ones are still running: wait for the acknowledged ids
@@ -771,7 +767,7 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
     // The first completion the workers saw after the kill, checked against
     // the history: its success must have been stamped by a leader after the
     // kill (not one the old leader committed just before dying).
-    let survivor_logs: Vec<PathBuf> = survivors.iter().map(|id| c.nodes[id].log_path()).collect();
+    let survivor_logs: Vec<PathBuf> = survivors.iter().map(|&id| c.node(id).log_path()).collect();
     let times = logs::task_times(&survivor_logs, |_| true);
     let mut after: Vec<(i64, u64)> =
         times.iter().filter_map(|(id, t)| t.succeeded_us.filter(|&s| s > t_kill).map(|s| (s, *id))).collect();
@@ -785,7 +781,7 @@ async fn failover_run(c: &mut SkeinCluster, quick: bool) -> anyhow::Result<Failo
             break;
         }
     }
-    let load_errors = error_times.lock().unwrap_or_else(PoisonError::into_inner).len();
+    let load_errors = report.failed_at.len();
     Ok(Failover {
         steady_write_gap_ms,
         planned,
@@ -805,8 +801,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// How many of `times` fall within `[from, until]`.
-fn count_between(times: &Mutex<Vec<Duration>>, from: Duration, until: Duration) -> usize {
-    times.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|t| **t >= from && **t <= until).count()
+fn count_between(times: &[Duration], from: Duration, until: Duration) -> usize {
+    times.iter().filter(|t| **t >= from && **t <= until).count()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -826,7 +822,7 @@ pub struct Depth {
 /// Queues `tasks` 1 KiB tasks on a paused queue (so no worker takes them),
 /// measuring the enqueue rate on the empty queue and at full depth, then
 /// memory, disk, a restart and a new node's catch-up.
-async fn depth_run(c: &mut SkeinCluster, tasks: usize, clients: usize) -> anyhow::Result<Depth> {
+async fn depth_run(c: &mut Cluster, tasks: usize, clients: usize) -> anyhow::Result<Depth> {
     let queue = "depth";
     let leader = c.addr(c.leader().await?);
     c.api.pause(&leader, queue).await?;
@@ -862,36 +858,36 @@ async fn depth_run(c: &mut SkeinCluster, tasks: usize, clients: usize) -> anyhow
         bail!("{pending} tasks pending, {total} enqueued");
     }
     let ids: Vec<u64> = c.live_ids();
-    let mut memory: Vec<(u64, Memory)> = ids.iter().filter_map(|&id| Some((id, c.memory(id)?))).collect();
-    let disk_bytes: Vec<(u64, u64)> = ids.iter().map(|&id| (id, c.disk_bytes(id))).collect();
+    let mut memory: Vec<(u64, Memory)> = ids.iter().filter_map(|&id| Some((id, procs::node_memory(c, id)?))).collect();
+    let disk_bytes: Vec<(u64, u64)> = ids.iter().map(|&id| (id, procs::node_disk_bytes(c, id))).collect();
 
     // Restart a follower (kill -9) on its data: ready, then caught up.
     let leader_id = c.leader().await?;
     let follower = *ids.iter().find(|&&id| id != leader_id).context("no follower")?;
     let commit = c.status().await?.commit_index.unwrap_or(0);
-    c.kill9(follower);
+    c.kill9(follower)?;
     let t0 = Instant::now();
     c.restart(follower)?;
     let restart_ready = c.wait_ready(follower, Duration::from_secs(300)).await?;
     c.wait_applied(follower, commit, Duration::from_secs(300)).await?;
     let restart_caught_up = t0.elapsed();
-    if let Some(m) = c.memory(follower) {
+    if let Some(m) = procs::node_memory(c, follower) {
         memory.push((follower, m));
     }
 
     // A new node joins and catches up with everything.
     let target = c.status().await?.applied_index.unwrap_or(0);
     let t0 = Instant::now();
-    let new = c.add_node(Duration::from_secs(300)).await?;
+    let new = c.add_node_within(Duration::from_secs(300)).await?;
     c.wait_applied(new, target, Duration::from_secs(300)).await?;
     let join = t0.elapsed();
-    if let Some(m) = c.memory(new) {
+    if let Some(m) = procs::node_memory(c, new) {
         memory.push((new, m));
     }
     // Peak figures of the original nodes at the end (the restarted one
     // counts from its restart).
     for (id, m) in memory.iter_mut() {
-        if let Some(now) = c.memory(*id) {
+        if let Some(now) = procs::node_memory(c, *id) {
             m.peak_rss_bytes = m.peak_rss_bytes.max(now.peak_rss_bytes);
             m.rss_bytes = now.rss_bytes;
         }
@@ -925,14 +921,14 @@ pub struct Scale {
 
 /// Queues `tasks` sleep-10-ms tasks on a paused queue, resumes it and times
 /// the cluster's workers emptying it.
-async fn scale_run(c: &SkeinCluster, n: usize, slots: u32, tasks: usize) -> anyhow::Result<Scale> {
+async fn scale_run(c: &Cluster, n: usize, slots: u32, tasks: usize) -> anyhow::Result<Scale> {
     let queue = "scale";
     let leader = c.addr(c.leader().await?);
     c.api.pause(&leader, queue).await?;
     enqueue_all(&c.api, &c.live_addrs(), queue, "sleep", r#"{"ms":10}"#, tasks, 4, 100).await?;
     let start = Instant::now();
     c.api.resume(&leader, queue).await?;
-    wait_succeeded(&c.probe, &leader, queue, tasks, Duration::from_secs(300)).await?;
+    wait_succeeded(c.probe(), &leader, queue, tasks, Duration::from_secs(300)).await?;
     let secs = start.elapsed().as_secs_f64();
     Ok(Scale {
         nodes: n,

@@ -1,13 +1,19 @@
-//! The command line, as clap derives it: every command, flag and help text.
+//! The command line, as clap derives it: every command, flag and help text,
+//! except the flags of `skein queue set`, which are built from the table of
+//! queue settings (see [`QueueSetArgs`]).
 //!
 //! Parsing here is pure (no I/O besides `--payload-file`, which is read later
 //! by the command), so the tests below check it with `try_parse_from`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::sync::OnceLock;
+
+use clap::error::ErrorKind;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use skein_raft::api::DependencySpec;
-use skein_raft::fsm::TaskStatus;
+use skein_raft::fsm::types::{QueueSetting, SettingType, QUEUE_SETTINGS};
+use skein_raft::fsm::{QueuePatch, TaskStatus};
 
 use crate::addr::{parse_addr_list, AddrList};
 
@@ -343,6 +349,13 @@ pub enum QueueCommand {
     /// List every queue with its counts per status and main settings.
     List,
 
+    /// Show one queue: its state, its counts and every setting.
+    #[command(after_help = "Example:\n  skein queue show migrations")]
+    Show {
+        /// The queue's name.
+        queue: String,
+    },
+
     /// Stop leasing the queue's tasks (running ones finish; enqueue still works).
     #[command(after_help = "Example:\n  skein queue pause migrations")]
     Pause {
@@ -383,56 +396,81 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)))]
+/// `skein queue set QUEUE --SETTING VALUE...`. Its flags are not written
+/// here: one per row of [`QUEUE_SETTINGS`] (`--lease-ms` for `lease_ms`, with
+/// the row's value name and help), in the group `setting`, of which at least
+/// one is required.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSetArgs {
     /// The queue's name (created if it does not exist yet).
     pub queue: String,
+    /// The settings given on the command line; the others are `None`.
+    pub patch: QueuePatch,
+}
 
-    /// How long a lease lasts without a heartbeat, in milliseconds.
-    #[arg(long, group = "setting", value_name = "MS")]
-    pub lease_ms: Option<u64>,
+/// The flag of a queue setting: `lease-ms` for `lease_ms`.
+pub fn setting_flag(setting: &QueueSetting) -> &'static str {
+    static FLAGS: OnceLock<Vec<String>> = OnceLock::new();
+    let flags = FLAGS.get_or_init(|| QUEUE_SETTINGS.iter().map(|s| s.name.replace('_', "-")).collect());
+    QUEUE_SETTINGS.iter().position(|s| s.name == setting.name).map_or("", |i| flags[i].as_str())
+}
 
-    /// Attempts before a failing task is dead.
-    #[arg(long, group = "setting", value_name = "N")]
-    pub max_attempts: Option<u32>,
+impl Args for QueueSetArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let queue = Arg::new("queue")
+            .value_name("QUEUE")
+            .required(true)
+            .value_parser(clap::value_parser!(String))
+            .action(ArgAction::Set)
+            .help("The queue's name (created if it does not exist yet)");
+        let settings = QUEUE_SETTINGS.iter().map(|s| {
+            let arg = Arg::new(s.name)
+                .long(setting_flag(s))
+                .value_name(s.value_name)
+                .action(ArgAction::Set)
+                .group("setting")
+                .help(s.help);
+            match s.ty {
+                SettingType::U32 => arg.value_parser(clap::value_parser!(u32)),
+                SettingType::U64 => arg.value_parser(clap::value_parser!(u64)),
+            }
+        });
+        cmd.arg(queue).args(settings).group(clap::ArgGroup::new("setting").required(true).multiple(true))
+    }
 
-    /// Backoff after the n-th failure is min(cap, base * 2^(n-1)): the base, in ms.
-    #[arg(long, group = "setting", value_name = "MS")]
-    pub backoff_base_ms: Option<u64>,
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
 
-    /// The backoff's cap, in milliseconds.
-    #[arg(long, group = "setting", value_name = "MS")]
-    pub backoff_cap_ms: Option<u64>,
+impl FromArgMatches for QueueSetArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let queue = matches
+            .get_one::<String>("queue")
+            .cloned()
+            .ok_or_else(|| clap::Error::raw(ErrorKind::MissingRequiredArgument, "the queue's name is required\n"))?;
+        let mut args = QueueSetArgs { queue, patch: QueuePatch::default() };
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
 
-    /// At most this many of the queue's tasks leased at once (0: no cap).
-    #[arg(long, group = "setting", value_name = "N")]
-    pub concurrency: Option<u32>,
-
-    /// At most this many tasks not yet ended; enqueue beyond it is refused.
-    #[arg(long, group = "setting", value_name = "N")]
-    pub max_depth: Option<u64>,
-
-    /// Forget ended tasks this long after they ended, in ms (0: keep them).
-    #[arg(long, group = "setting", value_name = "MS")]
-    pub retention_ms: Option<u64>,
-
-    /// Stuck: leases that expired this many times in a row (0: off) [default: 3].
-    #[arg(long, group = "setting", value_name = "K")]
-    pub stuck_expiries: Option<u32>,
-
-    /// Stuck: an attempt running longer than this, in ms (0: no limit) [default: 0].
-    #[arg(long, group = "setting", value_name = "MS")]
-    pub stuck_run_ms: Option<u64>,
-
-    /// Stuck: an attempt running over this many times the queue's median
-    /// success (and at least a minute) (0: off) [default: 10].
-    #[arg(long, group = "setting", value_name = "N")]
-    pub stuck_factor: Option<u32>,
-
-    /// Stuck: a lease whose node sent no heartbeat for this long, in ms (0: off) [default: 10000].
-    #[arg(long, group = "setting", value_name = "MS")]
-    pub stuck_silence_ms: Option<u64>,
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(queue) = matches.get_one::<String>("queue") {
+            self.queue = queue.clone();
+        }
+        for s in QUEUE_SETTINGS {
+            let value = match s.ty {
+                SettingType::U32 => matches.get_one::<u32>(s.name).map(|v| u64::from(*v)),
+                SettingType::U64 => matches.get_one::<u64>(s.name).copied(),
+            };
+            if let Some(v) = value {
+                self.patch
+                    .set(s.name, v)
+                    .map_err(|e| clap::Error::raw(ErrorKind::ValueValidation, format!("{e}\n")))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -528,7 +566,6 @@ fn parse_dependency(s: &str) -> Result<DependencySpec, String> {
 
 #[cfg(test)]
 mod tests {
-    use clap::error::ErrorKind;
     use clap::CommandFactory;
 
     use super::*;
@@ -659,9 +696,37 @@ mod tests {
         let cli = parse(&["queue", "set", "demo", "--concurrency", "4", "--lease-ms", "60000"]).expect("parses");
         let Command::Queue(QueueCommand::Set(s)) = cli.command else { panic!("not set") };
         assert_eq!(s.queue, "demo");
-        assert_eq!(s.concurrency, Some(4));
-        assert_eq!(s.lease_ms, Some(60_000));
-        assert_eq!(s.max_attempts, None);
+        assert_eq!(s.patch, QueuePatch { concurrency: Some(4), lease_ms: Some(60_000), ..Default::default() });
+    }
+
+    #[test]
+    fn queue_set_has_a_flag_per_setting() {
+        for s in QUEUE_SETTINGS {
+            let flag = format!("--{}", setting_flag(s));
+            let cli = parse(&["queue", "set", "q", &flag, "7"]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            let Command::Queue(QueueCommand::Set(args)) = cli.command else { panic!("not set") };
+            let mut want = QueuePatch::default();
+            want.set(s.name, 7).expect("a setting");
+            assert_eq!(args.patch, want, "{flag}");
+            // The value's type bounds it, as a typed field did.
+            let too_big = (u64::from(u32::MAX) + 1).to_string();
+            let parsed = parse(&["queue", "set", "q", &flag, &too_big]);
+            match s.ty {
+                SettingType::U32 => assert_eq!(parsed.expect_err(&flag).kind(), ErrorKind::ValueValidation),
+                SettingType::U64 => assert!(parsed.is_ok(), "{flag}"),
+            }
+        }
+        assert_eq!(
+            parse(&["queue", "set", "q", "--lease"]).expect_err("no such flag").kind(),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn queue_show_takes_a_queue() {
+        let cli = parse(&["queue", "show", "demo"]).expect("parses");
+        assert!(matches!(cli.command, Command::Queue(QueueCommand::Show { queue }) if queue == "demo"));
+        assert_eq!(parse(&["queue", "show"]).expect_err("needs a queue").kind(), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

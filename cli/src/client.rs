@@ -1,5 +1,6 @@
-//! The HTTP client: tries the nodes of `--addr` in order, follows a
-//! `not_leader` answer to the leader once, and maps every failure to one
+//! The HTTP client: tries the nodes of `--addr` in order, follows an answer
+//! that names the leader and says nothing was carried out (`not_leader`,
+//! `unavailable`) to that leader once, and maps every failure to one
 //! [`ClientError`] that says what happened in words a user can act on.
 //!
 //! Answers are returned as JSON values: `-o json` prints them as the server
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde_json::Value;
-use skein_raft::api::ErrorBody;
+use skein_raft::api::{ErrorBody, ErrorCode};
 
 use crate::addr::{AddrList, NodeAddr};
 
@@ -26,13 +27,14 @@ pub enum ClientError {
     /// A node answered with an error status and (usually) an `ErrorBody`.
     Api {
         status: u16,
-        /// `not_found`, `invalid`, `unavailable`, ...; `unknown` when the body
-        /// was not an `ErrorBody`.
-        code: String,
+        /// `Unknown` when the body was not an `ErrorBody`.
+        code: ErrorCode,
         message: String,
         /// The leader's HTTP address, when the node knows it.
         leader: Option<String>,
     },
+    /// The node runs an older release that lacks the route.
+    OlderNode { message: String },
     /// No node could be reached; one reason per node tried.
     NoNodeAnswered { tried: Vec<(String, String)> },
     /// The request was sent but no answer came in time. Not retried on
@@ -47,7 +49,9 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Api { code, message, .. } if code == "unknown" => f.write_str(message),
+            ClientError::Api { code: ErrorCode::Unknown, message, .. } | ClientError::OlderNode { message } => {
+                f.write_str(message)
+            }
             ClientError::Api { status, code, message, .. } => write!(f, "{message} ({code}, HTTP {status})"),
             ClientError::NoNodeAnswered { tried } => {
                 let list: Vec<String> = tried.iter().map(|(node, why)| format!("{node} ({why})")).collect();
@@ -74,10 +78,17 @@ impl ClientError {
     /// A line of advice to print under the error, if there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
+            ClientError::Api { code: ErrorCode::OutcomeUnknown, .. } => Some(
+                "it may have taken effect: check (`skein tasks list`) before running it again, or run it again with \
+                 the same --idempotency-key"
+                    .into(),
+            ),
             ClientError::Api { leader: Some(leader), .. } => Some(format!("the leader is at {leader}")),
-            ClientError::Api { code, .. } if code == "unavailable" || code == "not_leader" => {
-                Some("the cluster may be electing a leader or has lost its quorum; try again shortly".into())
-            }
+            ClientError::Api { code: ErrorCode::Unavailable | ErrorCode::NotLeader, .. } => Some(
+                "nothing was carried out; the cluster may be electing a leader or has lost its quorum: try again \
+                 shortly"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -127,8 +138,8 @@ impl Client {
     /// A node that cannot be connected to is skipped (the request never
     /// left, so this is safe for writes too); a GET is also retried on the
     /// next node after any transport error. An answer with an error status
-    /// is final, except `not_leader` naming the leader, which is retried
-    /// there once (the write was not applied).
+    /// is final, except one that names the leader and says nothing was
+    /// carried out (`not_leader`, `unavailable`), which is sent there once.
     pub async fn send(
         &self,
         method: Method,
@@ -300,23 +311,21 @@ fn older_node(
     if !unknown_route || release.is_some() {
         return None;
     }
-    Some(ClientError::Api {
-        status: status.as_u16(),
-        code: "older_node".into(),
+    Some(ClientError::OlderNode {
         message: format!(
             "{node} runs skein 0.1.0 (its answers name no release), which does not know `{route}` (this CLI is \
              skein {}): upgrade that node, or use a CLI of its release (README, \"Upgrading\")",
             env!("CARGO_PKG_VERSION")
         ),
-        leader: None,
     })
 }
 
-/// The leader a `not_leader` answer from `from` names, if it is another node:
-/// the one redirect [`Client::send`] and [`Client::download`] follow.
+/// The leader an answer from `from` names when nothing was carried out, if
+/// it is another node: the one redirect [`Client::send`] and
+/// [`Client::download`] follow.
 fn leader_to_follow(err: &ClientError, from: &NodeAddr) -> Option<NodeAddr> {
     match err {
-        ClientError::Api { code, leader: Some(leader), .. } if code == "not_leader" => {
+        ClientError::Api { code, leader: Some(leader), .. } if code.not_carried_out() => {
             NodeAddr::parse(leader).ok().filter(|l| l.base != from.base)
         }
         _ => None,
@@ -413,7 +422,7 @@ pub fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
         let short: String = text.chars().take(200).collect();
         format!("the node answered HTTP {} {reason}: {short}", status.as_u16())
     };
-    ClientError::Api { status: status.as_u16(), code: "unknown".into(), message, leader: None }
+    ClientError::Api { status: status.as_u16(), code: ErrorCode::Unknown, message, leader: None }
 }
 
 #[cfg(test)]
@@ -427,7 +436,34 @@ mod tests {
         let body = br#"{"error":{"code":"unavailable","message":"no leader elected yet"}}"#;
         let err = api_error(StatusCode::SERVICE_UNAVAILABLE, body);
         assert_eq!(err.to_string(), "no leader elected yet (unavailable, HTTP 503)");
-        assert!(err.hint().is_some_and(|h| h.contains("try again")));
+        assert!(err.hint().is_some_and(|h| h.contains("nothing was carried out")));
+        let body = br#"{"error":{"code":"outcome_unknown","message":"no majority answered in time"}}"#;
+        let err = api_error(StatusCode::SERVICE_UNAVAILABLE, body);
+        assert!(err.hint().is_some_and(|h| h.contains("--idempotency-key")), "{:?}", err.hint());
+        // A code from a newer node is kept as unknown, with its message.
+        let body = br#"{"error":{"code":"rate_limited","message":"slow down"}}"#;
+        let err = api_error(StatusCode::TOO_MANY_REQUESTS, body);
+        assert!(matches!(err, ClientError::Api { code: ErrorCode::Unknown, status: 429, .. }), "{err:?}");
+        assert_eq!(err.to_string(), "slow down");
+    }
+
+    #[test]
+    fn only_answers_that_changed_nothing_are_sent_to_the_leader() {
+        let from = NodeAddr::parse("127.0.0.1:7701").unwrap();
+        let answer = |code: &str| {
+            let body = format!(r#"{{"error":{{"code":"{code}","message":"m","leader":"127.0.0.1:7711"}}}}"#);
+            api_error(StatusCode::SERVICE_UNAVAILABLE, body.as_bytes())
+        };
+        for (code, follows) in
+            [("unavailable", true), ("not_leader", true), ("outcome_unknown", false), ("invalid", false)]
+        {
+            assert_eq!(leader_to_follow(&answer(code), &from).is_some(), follows, "{code}");
+        }
+        let same = api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"error":{"code":"unavailable","message":"m","leader":"127.0.0.1:7701"}}"#,
+        );
+        assert!(leader_to_follow(&same, &from).is_none(), "not back to the node that answered");
     }
 
     #[test]

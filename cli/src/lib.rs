@@ -59,7 +59,7 @@ mod tests {
     fn report_shows_message_code_and_hint() {
         let err = anyhow::Error::new(ClientError::Api {
             status: 503,
-            code: "unavailable".into(),
+            code: skein_raft::api::ErrorCode::Unavailable,
             message: "no leader elected yet".into(),
             leader: None,
         });

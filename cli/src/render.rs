@@ -8,6 +8,7 @@ use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
 use serde::Serialize;
 use serde_json::Value;
 use skein_raft::api::{ClusterStatus, EnqueueReply, StuckList, TaskDetail};
+use skein_raft::fsm::types::{SettingUnit, QUEUE_SETTINGS};
 use skein_raft::fsm::{Event, EventKind, QueueStats, Task, TaskStatus};
 
 // ---------------------------------------------------------------- time
@@ -401,6 +402,35 @@ pub fn queues(queues: &[QueueStats]) -> String {
     finish(t, &[2, 3, 4, 5, 6, 7, 10])
 }
 
+/// `skein queue show`: the queue's state and counts, then every queue
+/// setting (the rows of [`QUEUE_SETTINGS`], in their order) with its default.
+pub fn queue_detail(q: &QueueStats) -> String {
+    let mut head = Table::new();
+    head.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).force_no_tty();
+    for (k, v) in [
+        ("queue", q.name.clone()),
+        ("state", if q.paused { "paused" } else { "active" }.to_string()),
+        ("tasks", counts_line(&q.counts)),
+        ("oldest pending", q.oldest_pending_age_ms.map_or_else(|| "-".to_string(), fmt_duration)),
+    ] {
+        head.add_row(vec![k.to_string(), v]);
+    }
+    let mut t = table(&["SETTING", "VALUE", "DEFAULT"]);
+    for s in QUEUE_SETTINGS {
+        let value = q.config.get(s.name).map_or_else(|| "?".to_string(), |v| setting_value(s.unit, v));
+        t.add_row(vec![s.name.to_string(), value, setting_value(s.unit, s.default)]);
+    }
+    format!("{}\n\n{}", finish(head, &[]), finish(t, &[]))
+}
+
+/// A setting's value: milliseconds also as people read them (`60000 (1m 0s)`).
+fn setting_value(unit: SettingUnit, v: u64) -> String {
+    match unit {
+        SettingUnit::Millis if v >= 1000 => format!("{v} ({})", fmt_duration(v)),
+        SettingUnit::Millis | SettingUnit::Count => v.to_string(),
+    }
+}
+
 // ---------------------------------------------------------------- cluster
 
 /// `skein cluster status`: the members, then leader, term and indexes.
@@ -716,6 +746,45 @@ mod tests {
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(cells, ["demo", "paused", "12", "0", "0", "0", "1", "0", "3m", "12s", "30s", "5", "unlimited"]);
         assert!(queues(&[]).starts_with("no queues"));
+    }
+
+    #[test]
+    fn queue_detail_shows_every_setting() {
+        let q = QueueStats {
+            name: "demo".into(),
+            paused: false,
+            config: QueueConfig { lease_ms: 60_000, concurrency: 4, stuck_run_ms: 0, ..QueueConfig::default() },
+            counts: [(TaskStatus::Pending, 12), (TaskStatus::Dead, 1)].into_iter().collect(),
+            oldest_pending_age_ms: None,
+        };
+        let out = queue_detail(&q);
+        for want in [
+            "queue           demo\n",
+            "state           active\n",
+            "tasks           13 tasks: 12 pending, 1 dead\n",
+            "oldest pending  -\n\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        // The settings: cells two spaces apart or more, one row per setting.
+        let rows: Vec<Vec<&str>> = out
+            .split("\n\n")
+            .nth(1)
+            .expect("a settings table")
+            .lines()
+            .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+            .collect();
+        assert_eq!(rows[0], ["SETTING", "VALUE", "DEFAULT"]);
+        let row = |name: &str| rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("no {name} in\n{out}"));
+        assert_eq!(row("lease_ms"), &["lease_ms", "60000 (1m 0s)", "30000 (30s)"]);
+        assert_eq!(row("max_attempts"), &["max_attempts", "5", "5"]);
+        assert_eq!(row("concurrency"), &["concurrency", "4", "0"]);
+        assert_eq!(row("retention_ms"), &["retention_ms", "604800000 (7d 0h)", "604800000 (7d 0h)"]);
+        assert_eq!(row("stuck_run_ms"), &["stuck_run_ms", "0", "0"]);
+        assert_eq!(row("stuck_silence_ms"), &["stuck_silence_ms", "10000 (10s)", "10000 (10s)"]);
+        let names: Vec<&str> = rows[1..].iter().map(|r| r[0]).collect();
+        assert_eq!(names, QUEUE_SETTINGS.iter().map(|s| s.name).collect::<Vec<_>>());
+        assert_eq!(out.lines().count(), 4 + 1 + 1 + QUEUE_SETTINGS.len(), "{out}");
     }
 
     #[test]

@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use clap::Parser;
 use serde_json::{json, Value};
 use skein_cli::Cli;
 use skein_raft::api::TaskSpec;
+use skein_raft::fsm::types::QUEUE_SETTINGS;
+use skein_raft::fsm::{QueueConfig, QueuePatch};
 
 /// What the fake node was sent.
 #[derive(Default)]
@@ -314,4 +316,61 @@ async fn tries_the_next_node_and_follows_the_leader() {
     let out =
         skein(&["--addr", &format!("127.0.0.1:{dead},{follower}"), "queue", "pause", "q"]).await.expect("pause works");
     assert_eq!(out, "queue \"q\" paused: running tasks finish, no new ones start until `skein queue resume q`\n");
+}
+
+#[tokio::test]
+async fn queue_set_sends_only_the_given_settings() {
+    let bodies: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = bodies.clone();
+    let node = serve(Router::new().route(
+        "/api/v1/queues/{name}",
+        patch(move |Path(name): Path<String>, Json(body): Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock not poisoned").push((name, body));
+                Json(json!({}))
+            }
+        }),
+    ))
+    .await;
+    let args = ["queue", "set", "etl jobs", "--max-attempts", "3", "--stuck-silence-ms", "0", "--lease-ms", "60000"];
+    let out = skein(&[&["--addr", &node.to_string()][..], &args].concat()).await.expect("set works");
+    assert_eq!(out, "queue \"etl jobs\" updated: lease_ms=60000, max_attempts=3, stuck_silence_ms=0\n");
+    let sent = bodies.lock().expect("lock not poisoned").clone();
+    assert_eq!(sent, [("etl jobs".to_string(), json!({"lease_ms": 60000, "max_attempts": 3, "stuck_silence_ms": 0}))]);
+    // What the node parses it into.
+    let patch: QueuePatch = serde_json::from_value(sent[0].1.clone()).expect("a QueuePatch");
+    assert_eq!(
+        patch,
+        QueuePatch { lease_ms: Some(60_000), max_attempts: Some(3), stuck_silence_ms: Some(0), ..Default::default() }
+    );
+}
+
+#[tokio::test]
+async fn queue_show_renders_every_setting_of_one_queue() {
+    let config = serde_json::to_value(QueueConfig { concurrency: 4, ..QueueConfig::default() }).expect("json");
+    let list = json!({"queues": [
+        {"name": "other", "paused": false, "config": QueueConfig::default(), "counts": {}, "oldest_pending_age_ms": null},
+        {"name": "etl", "paused": true, "config": config, "counts": {"pending": 2, "dead": 1}, "oldest_pending_age_ms": 5000},
+    ]});
+    let answer = list.clone();
+    let node = serve(Router::new().route("/api/v1/queues", get(move || async move { Json(answer) }))).await;
+    let addr = node.to_string();
+
+    let out = skein(&["--addr", &addr, "queue", "show", "etl"]).await.expect("show works");
+    for want in ["state           paused\n", "tasks           3 tasks: 2 pending, 1 dead\n", "oldest pending  5s\n"] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    for s in QUEUE_SETTINGS {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{} ", s.name))), "no row for {} in\n{out}", s.name);
+    }
+    let concurrency = out.lines().find(|l| l.starts_with("concurrency ")).expect("a concurrency row");
+    assert_eq!(concurrency.split_whitespace().collect::<Vec<_>>(), ["concurrency", "4", "0"]);
+
+    let json_out = skein(&["--addr", &addr, "-o", "json", "queue", "show", "etl"]).await.expect("show works");
+    assert_eq!(serde_json::from_str::<Value>(&json_out).expect("json"), list["queues"][1]);
+
+    let (code, _, stderr) = skein_bin(&["--addr", &addr, "queue", "show", "nope"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no queue named \"nope\""), "{stderr}");
 }

@@ -152,7 +152,7 @@ pub struct Config {
     pub leases_in_flight: usize,
     /// Advertised peer RPC address -> address to dial (tests only).
     pub routes: std::collections::HashMap<String, String>,
-    /// The worker's journal file, if any (see [`crate::journal`]).
+    /// The worker's journal file, if any (see [`crate::worker::journal`]).
     pub journal: Option<PathBuf>,
     /// A backup to start a new cluster from (`--restore`, with `--bootstrap`).
     pub restore: Option<PathBuf>,

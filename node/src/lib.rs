@@ -1,51 +1,48 @@
 //! skein-node: one member of a skein cluster.
 //!
-//! The flow of a request: HTTP API ([`http`]) → the leader, over RPC when
-//! this node is a follower ([`app`], [`rpc`]) → the leader's batching
-//! proposer ([`proposer`]) → Raft → the state machine on every node. Around
-//! that:
-//! - [`config`]: flags, `SKEIN_*` variables and the TOML file;
-//! - [`leader`]: the leader's timed duties (lease expiry, garbage, promotions);
-//! - [`worker`]: leasing, heartbeats, running tasks and reporting them;
-//! - [`transform`]: what running a task of each kind means;
-//! - [`dashboard`]: the web dashboard, its JSON, stuck tasks and `/metrics`
-//!   ([`metrics`]);
-//! - [`migration`]: the `migration` transform: a catalog plan run by `skein-migrate`;
-//! - [`http`] also serves the plan catalog (`/api/v1/plans...`).
+//! The folders are the layers of the node, and imports only go down
+//! (ARCHITECTURE.md, "The node's layers"; `node/build.rs` checks it):
 //!
-//! [`run`] is what `main` calls, and what tests call in-process.
+//! - [`api`]: the HTTP API, the dashboard's routes and `/metrics`;
+//! - [`worker`]: leasing, heartbeats, running tasks ([`worker::transform`])
+//!   and reporting them;
+//! - [`cluster`]: the shared context and the routing of a call to the
+//!   leader, the batching proposer, the leader's duties, the node-to-node
+//!   RPC answers, membership, versions and the leader handover;
+//! - [`metrics`]: this node's counters and the OpenMetrics page;
+//! - [`views`]: pure read models of the state (cluster status, status rows,
+//!   stuck tasks) shared by the API, the dashboard and the metrics;
+//! - [`config`] and [`clock`] at the bottom.
+//!
+//! [`run`] (here, at the top) starts them and stops them in order; it is what
+//! `main` calls, and what tests call in-process.
 
-pub mod app;
+pub mod api;
+pub mod clock;
+pub mod cluster;
 pub mod config;
-pub mod dashboard;
-pub mod handover;
-pub mod http;
-pub mod journal;
-pub mod leader;
 pub mod metrics;
-pub mod migration;
-pub mod proposer;
-pub mod rpc;
-pub mod transform;
-pub mod versions;
+pub mod views;
 pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use skein_raft::config::{Raft, SkeinNode};
 use skein_raft::fsm::Command;
-use skein_transport::{CallError, LeaseRequest, Network, NodeError, Peers, PeersConfig};
+use skein_transport::{Network, Peers, PeersConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::app::App;
+use crate::cluster::app::App;
+use crate::cluster::proposer::Proposer;
+use crate::cluster::rpc::RpcHandler;
+use crate::cluster::{handover, leader, membership, version_watch, versions};
 use crate::config::Config;
-use crate::proposer::Proposer;
-use crate::rpc::RpcHandler;
 use crate::worker::Worker;
 
 /// openraft's settings: quick failure detection (a leader silent for
@@ -73,11 +70,41 @@ fn raft_config() -> anyhow::Result<openraft::Config> {
     config.validate().context("raft config")
 }
 
+/// The steps of a node's shutdown, in the order [`run`] takes them (a test
+/// checks the order; the log shows each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Leasing stopped; running tasks get up to the drain timeout.
+    Draining,
+    /// Tasks still running were stopped and handed back (or none were left),
+    /// and the worker's loops ended.
+    WorkerStopped,
+    /// A leader handed leadership over (a no-op on a follower).
+    HandedOver,
+    /// Raft stopped: no more votes, appends or applies.
+    RaftStopped,
+    /// The HTTP and RPC servers stopped accepting and closed their
+    /// connections; the proposer and the background duties ended.
+    ServersStopped,
+    /// Every task the node started has ended (one `TaskTracker`).
+    TasksEnded,
+    /// The last handle on RocksDB was dropped: the database is closed.
+    StoreClosed,
+}
+
 /// Runs a node until `shutdown` is cancelled (SIGTERM, or a test), then
-/// drains it: stop leasing, let running tasks finish for up to the drain
-/// timeout, hand back the rest, hand leadership over if it leads
-/// ([`handover`]), shut Raft down, close the database.
+/// stops it in the order of [`Stage`]. Returns only once every task it
+/// started has ended and the database is closed.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_observed(config, shutdown, |stage| info!(?stage, "shutdown")).await
+}
+
+/// [`run`], telling `observe` each [`Stage`] of the shutdown as it is reached.
+pub async fn run_observed(
+    config: Config,
+    shutdown: CancellationToken,
+    observe: impl Fn(Stage),
+) -> anyhow::Result<()> {
     // A restore first: it checks the backup before it creates anything.
     if let Some(backup) = &config.restore {
         let report = skein_raft::store::restore(&config.data_dir, backup)
@@ -106,10 +133,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let raft =
         Raft::new(config.id, Arc::new(raft_config()?), network, log_store, sm_store).await.context("starting raft")?;
 
-    // Servers and the proposer live until the very end of the shutdown.
+    // Every task the node starts, from here on, is spawned on `tasks`.
+    let tasks = TaskTracker::new();
+    // Servers, the proposer and the background duties live until the very
+    // end of the shutdown.
     let node_stop = CancellationToken::new();
     let me = SkeinNode { rpc_addr: config.listen.to_string(), http_addr: config.http.to_string() };
-    let proposer = Proposer::spawn(raft.clone(), node_stop.clone());
+    let proposer = Proposer::spawn(raft.clone(), node_stop.clone(), &tasks);
     let app = Arc::new(App {
         id: config.id,
         me: me.clone(),
@@ -122,15 +152,78 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown: shutdown.clone(),
         removed: std::sync::atomic::AtomicBool::new(false),
         versions: versions::MemberVersions::new(config.routes.clone()),
+        tasks: tasks.clone(),
     });
-    let rpc_task = tokio::spawn(skein_transport::serve(
+    let rpc_server = tasks.spawn(skein_transport::serve(
         rpc_listener,
         Arc::new(RpcHandler(app.clone())),
         node_stop.clone().cancelled_owned(),
     ));
-    let http_task = tokio::spawn(http::serve(http_listener, app.clone(), node_stop.clone()));
+    let http_server = tasks.spawn(api::serve(http_listener, app.clone(), node_stop.clone()));
     info!(node_id = config.id, rpc = %config.listen, http = %config.http, "node started");
 
+    if let Err(e) = start_membership(&app, &me, &shutdown).await {
+        node_stop.cancel();
+        let _ = raft.shutdown().await;
+        tasks.close();
+        tasks.wait().await;
+        return Err(e);
+    }
+
+    tasks.spawn(leader::run(app.clone(), node_stop.clone()));
+    tasks.spawn(version_watch::watch(app.clone(), node_stop.clone()));
+    let stop_leasing = shutdown.child_token();
+    let stop_worker = CancellationToken::new();
+    let journal = match &config.journal {
+        Some(path) => Some(worker::journal::Journal::open(path, config.id)?),
+        None => None,
+    };
+    let worker = Worker::spawn(app.clone(), journal, stop_leasing.clone(), stop_worker.clone());
+    tasks.spawn(membership::exit_when_removed(app.clone(), shutdown.clone()));
+    tasks.spawn(membership::probe_when_leaderless(app.clone(), shutdown.clone()));
+
+    shutdown.cancelled().await;
+    observe(Stage::Draining);
+    drain(&app, &worker).await;
+    stop_worker.cancel();
+    worker.stopped().await;
+    drop(worker);
+    observe(Stage::WorkerStopped);
+    // Right before Raft stops (a drain may take its 30 s leading), so the
+    // write gap is the handover's alone.
+    handover::at_shutdown(&app).await;
+    observe(Stage::HandedOver);
+    if let Err(e) = raft.shutdown().await {
+        warn!(error = %e, "raft shutdown");
+    }
+    observe(Stage::RaftStopped);
+    node_stop.cancel();
+    let _ = http_server.await;
+    let _ = rpc_server.await;
+    observe(Stage::ServersStopped);
+    tasks.close();
+    wait_for_tasks(&tasks).await;
+    observe(Stage::TasksEnded);
+    let removed = app.is_removed();
+    // The last handles on the store: the state machine's (in `app.store`
+    // and in Raft) and the log's (in Raft). Every task holding a clone has
+    // ended above, so dropping these closes RocksDB.
+    drop(app);
+    drop(raft);
+    observe(Stage::StoreClosed);
+    if removed {
+        info!(node_id = config.id, "stopped: this node was removed from the cluster");
+    } else {
+        info!(node_id = config.id, "stopped");
+    }
+    Ok(())
+}
+
+/// Bootstraps a new cluster, joins one, or says that this node is not a
+/// member of any, as its flags and its data directory say.
+async fn start_membership(app: &Arc<App>, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let config = &app.config;
+    let raft = &app.raft;
     let already_member = raft.metrics().borrow().membership_config.membership().get_node(&config.id).is_some();
     if config.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
         info!(node_id = config.id, "bootstrapping a new cluster");
@@ -140,49 +233,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let restored = app.store.snapshot_meta().is_some_and(|m| m.last_log_id.is_none());
         raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
         if restored {
-            seal_restored_state(&app).await.context("snapshotting the restored state")?;
+            seal_restored_state(app).await.context("snapshotting the restored state")?;
         } else {
-            start_at_newest_format(&app).await.context("setting the new cluster's stored format")?;
+            start_at_newest_format(app).await.context("setting the new cluster's stored format")?;
         }
     } else if let (Some(addr), false) = (&config.join, already_member) {
-        if let Err(e) = join_cluster(addr, config.id, &me, &shutdown).await {
-            node_stop.cancel();
-            let _ = raft.shutdown().await;
-            return Err(e);
-        }
+        membership::join_cluster(addr, config.id, me, shutdown).await?;
     } else if !already_member && !raft.is_initialized().await.unwrap_or(false) {
         warn!(
             node_id = config.id,
             "not a member of any cluster: start with --bootstrap or --join, or add it with POST /api/v1/cluster/join"
         );
     }
+    Ok(())
+}
 
-    tokio::spawn(leader::run(app.clone(), node_stop.clone()));
-    tokio::spawn(versions::watch(app.clone(), node_stop.clone()));
-    let stop_leasing = shutdown.child_token();
-    let stop_worker = CancellationToken::new();
-    let journal = match &config.journal {
-        Some(path) => Some(journal::Journal::open(path, config.id)?),
-        None => None,
-    };
-    let worker = Worker::spawn(app.clone(), journal, stop_leasing.clone(), stop_worker.clone());
-    tokio::spawn(exit_when_removed(app.clone(), shutdown.clone()));
-    tokio::spawn(probe_when_leaderless(app.clone(), shutdown.clone()));
-
-    shutdown.cancelled().await;
+/// The drain: leasing has stopped (its token is a child of `shutdown`);
+/// running tasks get up to the drain timeout to finish, and what still runs
+/// then is stopped and handed back. A removed node stops its tasks at once.
+async fn drain(app: &App, worker: &Worker) {
     if app.is_removed() {
         // The removal handed our leases back and the leader refuses our
         // reports: what still runs is someone else's now. Stop it.
         info!(
-            node_id = config.id,
+            node_id = app.id,
             running = worker.running_count(),
             "removed: stopping running tasks without reporting them"
         );
         worker.abandon_all();
     } else {
-        info!(node_id = config.id, running = worker.running_count(), "draining");
+        info!(node_id = app.id, running = worker.running_count(), "draining");
     }
-    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    let deadline = tokio::time::Instant::now() + app.config.drain_timeout;
     while worker.running_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -190,7 +272,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         worker.abandon_all();
         match tokio::time::timeout(
             Duration::from_secs(3),
-            app.write(Command::ReleaseNode { node: config.id, forget: false }),
+            app.write(Command::ReleaseNode { node: app.id, forget: false }),
         )
         .await
         {
@@ -198,22 +280,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ => warn!("could not hand back unfinished tasks; their leases will expire"),
         }
     }
-    stop_worker.cancel();
-    // Right before Raft stops (a drain may take its 30 s leading), so the
-    // write gap is the handover's alone.
-    handover::at_shutdown(&app).await;
-    if let Err(e) = raft.shutdown().await {
-        warn!(error = %e, "raft shutdown");
+}
+
+/// Waits for every tracked task, saying every few seconds which count is
+/// still running (a task that ignores its stop token would hang here, and
+/// the log should say so rather than the node going quiet).
+async fn wait_for_tasks(tasks: &TaskTracker) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await {
+            Ok(()) => return,
+            Err(_) => warn!(running = tasks.len(), "shutdown: waiting for the node's tasks to end"),
+        }
     }
-    node_stop.cancel();
-    let _ = rpc_task.await;
-    let _ = http_task.await;
-    if app.is_removed() {
-        info!(node_id = config.id, "stopped: this node was removed from the cluster");
-    } else {
-        info!(node_id = config.id, "stopped");
-    }
-    Ok(())
 }
 
 /// A restored state is in the node's snapshot, not in its log: a member that
@@ -245,116 +323,3 @@ async fn start_at_newest_format(app: &App) -> anyhow::Result<()> {
     Ok(app.raise_format(app.config.format).await?)
 }
 
-/// Asks a member at `addr` (HTTP) to add this node, retrying for a while:
-/// the member may itself be starting.
-async fn join_cluster(addr: &str, id: u64, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let base = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
-    let url = format!("{}/api/v1/cluster/join", base.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(70))
-        .build()
-        .context("building HTTP client")?;
-    let body = skein_raft::api::JoinBody { id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
-    let mut last_error = String::new();
-    for attempt in 1..=10 {
-        if shutdown.is_cancelled() {
-            bail!("shut down while joining");
-        }
-        match client.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => {
-                info!(node_id = id, via = %addr, "joined the cluster as a learner");
-                return Ok(());
-            }
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                last_error = format!("{status}: {text}");
-                if status.is_client_error() {
-                    break;
-                }
-            }
-            Err(e) => {
-                last_error = if e.is_connect() {
-                    "nothing answers there (connection refused or unreachable)".into()
-                } else {
-                    e.to_string()
-                }
-            }
-        }
-        warn!(node_id = id, attempt, error = %last_error, "join failed; retrying");
-        tokio::time::sleep(Duration::from_millis(500 * attempt.min(4))).await;
-    }
-    bail!("could not join the cluster through {addr}: {last_error}")
-}
-
-/// A node removed from the membership has nothing left to do: it stops.
-async fn exit_when_removed(app: Arc<App>, shutdown: CancellationToken) {
-    let mut metrics = app.raft.metrics();
-    let mut was_member = false;
-    loop {
-        let is_member = metrics.borrow().membership_config.membership().get_node(&app.id).is_some();
-        if is_member {
-            was_member = true;
-        } else if was_member {
-            app.note_removed("its membership no longer lists it");
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = metrics.changed() => if r.is_err() { return },
-        }
-    }
-}
-
-/// How long a node goes without a leader before it asks its peers whether
-/// it is still a member: several elections' worth (400-800 ms each).
-const LEADERLESS_PROBE_AFTER: Duration = Duration::from_secs(3);
-
-/// A node removed from the membership is no longer sent the log, so it may
-/// never see its removal there: it sees the leader fall silent, campaigns
-/// in vain and knows no leader to send its worker's calls to. So a node
-/// without a leader for a while asks the members it knows of with a lease
-/// probe (`max` 0, no wait: nothing is written). A follower answers with
-/// its leader, which is asked in turn; the leader answers `Removed` if the
-/// state machine has removed this node (committed state, so never a false
-/// alarm), and anything else leaves the node running as it was.
-async fn probe_when_leaderless(app: Arc<App>, shutdown: CancellationToken) {
-    let mut leaderless_since: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if app.leader().is_some() {
-            leaderless_since = None;
-            continue;
-        }
-        let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() < LEADERLESS_PROBE_AFTER {
-            continue;
-        }
-        let members: Vec<SkeinNode> = {
-            let m = app.raft.metrics();
-            let m = m.borrow();
-            m.membership_config.membership().nodes().filter(|(id, _)| **id != app.id).map(|(_, n)| n.clone()).collect()
-        };
-        let probe = LeaseRequest { node: app.id, queues: Vec::new(), max: 0, wait_ms: 0 };
-        for member in members {
-            let answer = app.peers.lease(&member.rpc_addr, probe.clone()).await;
-            let answer = match answer {
-                Err(CallError::Remote {
-                    error: NodeError::NotLeader { leader_id: Some(leader), leader: Some(node) },
-                    ..
-                }) if leader != app.id => app.peers.lease(&node.rpc_addr, probe.clone()).await,
-                other => other,
-            };
-            if let Err(CallError::Remote { error: NodeError::Removed(node), .. }) = answer {
-                if node == app.id {
-                    app.note_removed("the leader answered its probe: no leader had been heard of for a while");
-                    return;
-                }
-            }
-        }
-    }
-}

@@ -26,8 +26,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use skein_raft::fsm::TaskStatus;
 
-use crate::app::App;
-use crate::proposer::now_ms;
+use openraft::RaftMetrics;
+use skein_raft::api::ClusterStatus;
+use skein_raft::config::SkeinNode;
+use skein_raft::fsm::StateMachine;
 
 /// Label pairs; every family here has a fixed set of keys.
 pub type Labels = Vec<(&'static str, String)>;
@@ -128,14 +130,14 @@ impl Metrics {
         f.get_or_create(&labels).inc_by(n);
     }
 
-    /// The whole exposition: node-local metrics, then the state-derived
-    /// and Raft gauges, then `# EOF`.
-    pub fn render(&self, app: &App) -> Result<String, std::fmt::Error> {
+    /// The whole exposition: node-local metrics, then the gauges read from
+    /// the state and from Raft at scrape time, then `# EOF`.
+    pub fn render(&self, state: &StateMachine, scrape: &Scrape) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         if let Ok(r) = self.registry.lock() {
             encode_registry(&mut out, &r)?;
         }
-        encode_registry(&mut out, &snapshot_registry(app))?;
+        encode_registry(&mut out, &snapshot_registry(state, scrape))?;
         encode_eof(&mut out)?;
         Ok(out)
     }
@@ -159,8 +161,21 @@ impl Gauges {
     }
 }
 
+/// What a scrape reads besides the state: this node's view of Raft and of
+/// its own files.
+pub struct Scrape {
+    pub me: u64,
+    pub now_ms: u64,
+    pub raft: RaftMetrics<u64, SkeinNode>,
+    pub cluster: ClusterStatus,
+    /// The newest snapshot file's size.
+    pub snapshot_bytes: u64,
+    /// The kept log's estimated size in RocksDB.
+    pub log_bytes: u64,
+}
+
 /// The gauges read from the state and from Raft at scrape time.
-fn snapshot_registry(app: &App) -> Registry {
+fn snapshot_registry(state: &StateMachine, scrape: &Scrape) -> Registry {
     let mut r = Registry::default();
     let cw = " (cluster-wide, from the replicated state: do not sum over nodes)";
     let tasks = Gauges::register(&mut r, "skein_tasks", &format!("Tasks by queue and status{cw}"));
@@ -187,9 +202,8 @@ fn snapshot_registry(app: &App) -> Registry {
     let plans =
         Gauges::register(&mut r, "skein_plans", &format!("Migration plans by the status of their newest run{cw}"));
 
-    let now = now_ms();
+    let now = scrape.now_ms;
     {
-        let state = app.store.state();
         for q in state.queue_stats(now) {
             for (status, n) in &q.counts {
                 tasks.set(vec![("queue", q.name.clone()), ("status", status.to_string())], *n as f64);
@@ -229,14 +243,14 @@ fn snapshot_registry(app: &App) -> Registry {
     }
 
     let mut raft = |name: &str, help: &str| Gauges::register(&mut r, name, &format!("{help} (this node's view)"));
-    let m = app.raft.metrics().borrow().clone();
-    let status = crate::http::cluster_status(app);
+    let m = &scrape.raft;
+    let status = &scrape.cluster;
     let g = raft("skein_raft_term", "The current Raft term");
     g.set(vec![], m.current_term as f64);
     let g = raft("skein_raft_leader_id", "The leader's node id as this node knows it (-1: none)");
     g.set(vec![], m.current_leader.map_or(-1.0, |l| l as f64));
     let g = raft("skein_raft_is_leader", "1 when this node leads");
-    g.set(vec![], if m.current_leader == Some(app.id) { 1.0 } else { 0.0 });
+    g.set(vec![], if m.current_leader == Some(scrape.me) { 1.0 } else { 0.0 });
     let g = raft("skein_raft_last_log_index", "The last log index this node has");
     g.set(vec![], m.last_log_index.unwrap_or(0) as f64);
     let g = raft("skein_raft_applied_index", "The last log index applied to the state machine");
@@ -252,15 +266,13 @@ fn snapshot_registry(app: &App) -> Registry {
     g.set(vec![], lag as f64);
     let g = raft("skein_raft_snapshot_index", "The log index of the newest snapshot");
     g.set(vec![], m.snapshot.map_or(0, |l| l.index) as f64);
-    let snap_bytes =
-        std::fs::metadata(app.config.data_dir.join("snapshots").join("current.snap")).map_or(0, |m| m.len());
     let g = raft("skein_raft_snapshot_bytes", "Size of the newest snapshot file");
-    g.set(vec![], snap_bytes as f64);
+    g.set(vec![], scrape.snapshot_bytes as f64);
     let first = m.purged.map_or(0, |l| l.index + 1);
     let g = raft("skein_raft_log_entries", "Log entries kept (not yet purged behind a snapshot)");
     g.set(vec![], (m.last_log_index.map_or(0, |l| l + 1)).saturating_sub(first) as f64);
     let g = raft("skein_raft_log_bytes", "Estimated bytes of the kept log in RocksDB");
-    g.set(vec![], app.store.log_bytes() as f64);
+    g.set(vec![], scrape.log_bytes as f64);
     let g = raft("skein_raft_members", "Members by role");
     for role in ["leader", "voter", "learner"] {
         g.set(vec![("role", role.to_string())], status.nodes.iter().filter(|n| n.role == role).count() as f64);

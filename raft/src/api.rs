@@ -175,13 +175,100 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `not_found`, `invalid`, `payload_too_large`,
-    /// `stale_token`, `conflict`, `unavailable`, `not_leader`, `internal`.
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// With `not_leader` or `unavailable`: the leader's HTTP address, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+}
+
+/// What went wrong, machine-readable: the `code` of every error answer
+/// (README, "Errors"). The node picks one and its HTTP status follows from
+/// it ([`ErrorCode::status`]); clients match on it, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is wrong; the same request fails again.
+    Invalid,
+    /// 404: no such task, queue, node, plan or route.
+    NotFound,
+    /// 409: the task is not in a state that allows it.
+    Conflict,
+    /// 409: a completion under a fencing token that is no longer current.
+    StaleToken,
+    /// 409: the command needs a newer stored format (upgrade, then
+    /// `skein cluster finalize`).
+    NeedsFormat,
+    /// 409: a finalize while some member runs an older release.
+    UpgradeNeeded,
+    /// 410: the node asking was removed from the cluster.
+    Removed,
+    /// 413: a payload or a batch over its limit.
+    PayloadTooLarge,
+    /// 421: only the leader answers this; `leader` names it.
+    NotLeader,
+    /// 429: the queue is at its `max_depth`, or too many queues.
+    QueueFull,
+    /// 503: not carried out (no leader, or none reachable in time):
+    /// nothing changed, safe to retry, at `leader` if it is named.
+    Unavailable,
+    /// 503: sent, and no answer came back in time: it may or may not have
+    /// taken effect. Retry with the same idempotency key.
+    OutcomeUnknown,
+    /// 500: the node failed (its log says why).
+    Internal,
+    /// A code this build does not know (a newer node's): read the status.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status a node answers with this code.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::Invalid => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict | ErrorCode::StaleToken | ErrorCode::NeedsFormat | ErrorCode::UpgradeNeeded => 409,
+            ErrorCode::Removed => 410,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::NotLeader => 421,
+            ErrorCode::QueueFull => 429,
+            ErrorCode::Unavailable | ErrorCode::OutcomeUnknown => 503,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+        }
+    }
+
+    /// Whether the request certainly did not take effect and may be sent
+    /// again as it is (at the leader, when one is named).
+    pub fn not_carried_out(self) -> bool {
+        matches!(self, ErrorCode::NotLeader | ErrorCode::Unavailable)
+    }
+
+    /// The code as it is written in answers (`"not_found"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::StaleToken => "stale_token",
+            ErrorCode::NeedsFormat => "needs_format",
+            ErrorCode::UpgradeNeeded => "upgrade_needed",
+            ErrorCode::Removed => "removed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::NotLeader => "not_leader",
+            ErrorCode::QueueFull => "queue_full",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 // ----- plans ----------------------------------------------------------------

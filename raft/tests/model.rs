@@ -1,26 +1,90 @@
 //! Property tests: random command sequences against a small reference model.
 //!
-//! Invariants checked after every command: the state machine's own index
-//! invariants (each task in exactly one state, leases consistent); the
-//! model agrees on every task's status and on which completions are accepted;
-//! fencing tokens only grow; at most one live lease per task. At the end:
-//! two replicas fed the same log are byte-identical, and a replica restored
-//! from a snapshot taken midway ends identical too.
+//! Every `Command` variant is generated (`op_for` maps each variant to the
+//! op that produces it, with no wildcard, and `every_command_variant_is_generated`
+//! checks over a fixed-seed run that each variant, as serde lists them, was
+//! applied at least once, inside batches too).
+//!
+//! After every command the model predicts the response exactly (ids, tokens,
+//! expiries, statuses, rejections) and, after every op, every task's fields,
+//! the queues' settings, the nodes, the catalog and the cold data of
+//! forgotten tasks. A refused command must change nothing but the clock and
+//! write nothing cold. A `Batch` must equal its items applied one by one.
+//! The state machine's own index invariants hold after every op.
+//!
+//! Restarts happen in the middle of a sequence: the state is encoded as a
+//! snapshot stores it (`format::StoredState`, file version 3 or 4 by the
+//! cluster's format), decoded into a fresh state machine (from the newest
+//! snapshot, replaying the log after it, or from nothing replaying it all),
+//! and the run goes on on the restored one, which must stay identical to a
+//! replica that never restarted. With the `storage` feature, a few runs'
+//! logs also go through the real RocksDB stores, with real restarts
+//! (snapshot file, reopen, log replay) and snapshot transfers at the same
+//! points, and must give the same digests and cold data.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use skein_raft::format::{StateV3, StateV4, StoredState};
+use skein_raft::fsm::catalog::{run_key, MIGRATION_KIND};
 use skein_raft::fsm::*;
 
 const NODES: u64 = 3;
+/// The catalog's universe: four plans, a plain entity, and a reference that
+/// is never stored (a dependency on it is refused).
+const REFS: [&str; 6] = [
+    "component:default/p0",
+    "component:default/p1",
+    "component:default/p2",
+    "component:default/p3",
+    "resource:default/d0",
+    "component:default/ghost",
+];
+const PLANS: u8 = 4;
+const BAD_REF: &str = "Component:default/Bad";
+
+/// Queues 0 and 1 take tasks; 2 is only named by admin commands; 3 is not a
+/// valid name.
+fn qname(q: u8) -> String {
+    match q {
+        0..=2 => format!("q{q}"),
+        _ => "bad name".into(),
+    }
+}
+
+// ------------------------------------------------------------------ ops
+
+#[derive(Debug, Clone, Copy)]
+enum Dep {
+    /// An existing task (or, past the end, a forgotten one).
+    Id(usize),
+    /// By idempotency key (which may be unknown).
+    Key(u8),
+}
+
+#[derive(Debug, Clone)]
+struct EntitySpec {
+    /// Index into `REFS` (5 never: ghost is never stored), or 6: a malformed reference.
+    which: u8,
+    queue: Option<u8>,
+    deps: Vec<u8>,
+    doc: u8,
+}
 
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue {
         n: usize,
         key: Option<u8>,
-        dep: Option<usize>,
+        deps: Vec<Dep>,
         queue: u8,
+        priority: i32,
+        max_attempts: Option<u32>,
+        delay_ms: u64,
+        bad_name: bool,
     },
     Lease {
         node: u64,
@@ -34,8 +98,11 @@ enum Op {
         stale: bool,
         outcome: u8,
     },
+    /// Renew the node's leases, plus one that is not its own (`stale`).
     Heartbeat {
         node: u64,
+        stale: Option<usize>,
+        progress: bool,
     },
     Advance {
         ms: u64,
@@ -51,8 +118,17 @@ enum Op {
         queue: u8,
         paused: bool,
     },
+    Configure {
+        queue: u8,
+        patch: QueuePatch,
+    },
+    Drain {
+        node: u64,
+        draining: bool,
+    },
     Release {
         node: u64,
+        forget: bool,
     },
     /// The node leaves the cluster (`RemoveNode`), or joins it again.
     Remove {
@@ -61,49 +137,412 @@ enum Op {
     Admit {
         node: u64,
     },
+    CollectGarbage,
+    ApplyPlans {
+        entities: Vec<EntitySpec>,
+    },
+    RunPlans {
+        refs: Vec<u8>,
+        force: bool,
+        default_queue: u8,
+        priority: i32,
+    },
+    SetFormat {
+        format: u32,
+    },
+    Redrive {
+        queue: u8,
+        max: u32,
+    },
+    /// These ops' commands in one `Command::Batch`.
+    Batch(Vec<Op>),
+    /// Take a snapshot (kept for a later restart).
     Snapshot,
+    /// Restart: from the newest snapshot (or from nothing) replaying the log
+    /// after it, or from a snapshot taken now.
+    Restart {
+        from_snapshot: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum OpKind {
+    Enqueue,
+    Lease,
+    Complete,
+    Heartbeat,
+    Advance,
+    Expire,
+    Cancel,
+    Retry,
+    Pause,
+    Configure,
+    Drain,
+    Release,
+    Remove,
+    Admit,
+    CollectGarbage,
+    ApplyPlans,
+    RunPlans,
+    SetFormat,
+    Redrive,
+    Batch,
+    Snapshot,
+    Restart,
+}
+
+impl Op {
+    fn kind(&self) -> OpKind {
+        match self {
+            Op::Enqueue { .. } => OpKind::Enqueue,
+            Op::Lease { .. } => OpKind::Lease,
+            Op::Complete { .. } => OpKind::Complete,
+            Op::Heartbeat { .. } => OpKind::Heartbeat,
+            Op::Advance { .. } => OpKind::Advance,
+            Op::Expire => OpKind::Expire,
+            Op::Cancel { .. } => OpKind::Cancel,
+            Op::Retry { .. } => OpKind::Retry,
+            Op::Pause { .. } => OpKind::Pause,
+            Op::Configure { .. } => OpKind::Configure,
+            Op::Drain { .. } => OpKind::Drain,
+            Op::Release { .. } => OpKind::Release,
+            Op::Remove { .. } => OpKind::Remove,
+            Op::Admit { .. } => OpKind::Admit,
+            Op::CollectGarbage => OpKind::CollectGarbage,
+            Op::ApplyPlans { .. } => OpKind::ApplyPlans,
+            Op::RunPlans { .. } => OpKind::RunPlans,
+            Op::SetFormat { .. } => OpKind::SetFormat,
+            Op::Redrive { .. } => OpKind::Redrive,
+            Op::Batch(_) => OpKind::Batch,
+            Op::Snapshot => OpKind::Snapshot,
+            Op::Restart { .. } => OpKind::Restart,
+        }
+    }
+}
+
+/// The op that produces each command variant. No wildcard on purpose: a new
+/// `Command` variant does not compile here until an op generates it (and
+/// `every_command_variant_is_generated` checks that it really is).
+fn op_for(command: &Command) -> OpKind {
+    match command {
+        Command::Enqueue { .. } => OpKind::Enqueue,
+        Command::Lease { .. } => OpKind::Lease,
+        Command::Heartbeat { .. } => OpKind::Heartbeat,
+        Command::Complete { .. } => OpKind::Complete,
+        Command::ExpireLeases => OpKind::Expire,
+        Command::Cancel { .. } => OpKind::Cancel,
+        Command::Retry { .. } => OpKind::Retry,
+        Command::SetQueuePaused { .. } => OpKind::Pause,
+        Command::ConfigureQueue { .. } => OpKind::Configure,
+        Command::DrainNode { .. } => OpKind::Drain,
+        Command::ReleaseNode { .. } => OpKind::Release,
+        Command::CollectGarbage => OpKind::CollectGarbage,
+        Command::Batch(_) => OpKind::Batch,
+        Command::ApplyPlans { .. } => OpKind::ApplyPlans,
+        Command::RunPlans { .. } => OpKind::RunPlans,
+        Command::RemoveNode { .. } => OpKind::Remove,
+        Command::AdmitNode { .. } => OpKind::Admit,
+        Command::SetFormat { .. } => OpKind::SetFormat,
+        Command::RedriveQueue { .. } => OpKind::Redrive,
+    }
+}
+
+/// Every variant name of `Command`, as its serde derive lists them: taken
+/// from the type itself, so a new variant is in this list without anyone
+/// adding it.
+fn all_command_variants() -> Vec<&'static str> {
+    use serde::de::{Error, Visitor};
+    struct Grab(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Grab {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Error::custom("only an enum is expected"))
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(variants);
+            Err(Error::custom("variants taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map struct identifier ignored_any
+        }
+    }
+    let mut grab = Grab(None);
+    let _ = <Command as serde::Deserialize>::deserialize(&mut grab);
+    grab.0.expect("Command deserializes as an enum").to_vec()
+}
+
+/// The serde name of a command's variant.
+fn variant_name(command: &Command) -> String {
+    match serde_json::to_value(command).expect("a command serializes") {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Object(map) => map.keys().next().cloned().unwrap_or_default(),
+        other => panic!("unexpected serialized command {other}"),
+    }
+}
+
+fn patch() -> impl Strategy<Value = QueuePatch> {
+    use proptest::option::weighted as maybe;
+    (
+        maybe(0.3, prop_oneof![1 => Just(50u64), 4 => 200u64..3_000]),
+        maybe(0.3, 0u32..4),
+        maybe(0.2, 0u64..2_000),
+        maybe(0.2, 0u64..5_000),
+        maybe(0.3, 0u32..3),
+        maybe(0.2, 1u64..12),
+        maybe(0.3, prop_oneof![1 => Just(0u64), 3 => 500u64..8_000]),
+        maybe(0.1, 0u32..5),
+        maybe(0.1, 0u64..10_000),
+    )
+        .prop_map(
+            |(
+                lease_ms,
+                max_attempts,
+                backoff_base_ms,
+                backoff_cap_ms,
+                concurrency,
+                max_depth,
+                retention_ms,
+                stuck_expiries,
+                stuck_run_ms,
+            )| QueuePatch {
+                lease_ms,
+                max_attempts,
+                backoff_base_ms,
+                backoff_cap_ms,
+                concurrency,
+                max_depth,
+                retention_ms,
+                stuck_expiries,
+                stuck_run_ms,
+                stuck_factor: None,
+                stuck_silence_ms: None,
+            },
+        )
+}
+
+fn entity() -> impl Strategy<Value = EntitySpec> {
+    (
+        prop_oneof![12 => 0u8..5, 1 => Just(6u8)],
+        proptest::option::of(0u8..2),
+        proptest::collection::vec(prop_oneof![12 => 0u8..5, 1 => Just(5u8)], 0..3),
+        0u8..2,
+    )
+        .prop_map(|(which, queue, deps, doc)| EntitySpec { which, queue, deps, doc })
+}
+
+/// An op that applies one command (what a batch may hold).
+fn command_op() -> BoxedStrategy<Op> {
+    let dep = prop_oneof![
+        3 => (0usize..40).prop_map(Dep::Id),
+        1 => (0u8..6).prop_map(Dep::Key),
+    ];
+    let deps = prop_oneof![3 => Just(Vec::new()), 3 => proptest::collection::vec(dep, 1..3)];
+    prop_oneof![
+        5 => (
+            1usize..4,
+            proptest::option::of(0u8..6),
+            deps,
+            0u8..2,
+            -1i32..=1,
+            proptest::option::weighted(0.5, 1u32..4),
+            prop_oneof![4 => Just(0u64), 1 => 100u64..3_000],
+            proptest::bool::weighted(0.05),
+        )
+            .prop_map(|(n, key, deps, queue, priority, max_attempts, delay_ms, bad_name)| Op::Enqueue {
+                n,
+                key,
+                deps,
+                queue,
+                priority,
+                max_attempts,
+                delay_ms,
+                bad_name
+            }),
+        5 => (1..=NODES, 0u32..4, proptest::option::of(0u8..3))
+            .prop_map(|(node, max, queue)| Op::Lease { node, max, queue }),
+        6 => (0usize..20, proptest::bool::weighted(0.2), 0u8..3)
+            .prop_map(|(pick, stale, outcome)| Op::Complete { pick, stale, outcome }),
+        2 => (1..=NODES, proptest::option::weighted(0.3, 0usize..40), any::<bool>())
+            .prop_map(|(node, stale, progress)| Op::Heartbeat { node, stale, progress }),
+        2 => Just(Op::Expire),
+        1 => (0usize..40).prop_map(|pick| Op::Cancel { pick }),
+        1 => (0usize..40).prop_map(|pick| Op::Retry { pick }),
+        1 => (0u8..4, any::<bool>()).prop_map(|(queue, paused)| Op::Pause { queue, paused }),
+        2 => (0u8..4, patch()).prop_map(|(queue, patch)| Op::Configure { queue, patch }),
+        1 => (1..=NODES, proptest::bool::weighted(0.6)).prop_map(|(node, draining)| Op::Drain { node, draining }),
+        1 => (1..=NODES, any::<bool>()).prop_map(|(node, forget)| Op::Release { node, forget }),
+        1 => (1..=NODES).prop_map(|node| Op::Remove { node }),
+        1 => (1..=NODES).prop_map(|node| Op::Admit { node }),
+        1 => Just(Op::CollectGarbage),
+        2 => proptest::collection::vec(entity(), 1..4).prop_map(|entities| Op::ApplyPlans { entities }),
+        2 => (proptest::collection::vec(0u8..6, 1..3), proptest::bool::weighted(0.2), 0u8..2, -1i32..=1)
+            .prop_map(|(refs, force, default_queue, priority)| Op::RunPlans { refs, force, default_queue, priority }),
+        1 => (1u32..=2).prop_map(|format| Op::SetFormat { format }),
+        1 => (0u8..4, 0u32..4).prop_map(|(queue, max)| Op::Redrive { queue, max }),
+    ]
+    .boxed()
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1usize..4, proptest::option::of(0u8..6), proptest::option::of(0usize..40), 0u8..2)
-            .prop_map(|(n, key, dep, queue)| Op::Enqueue { n, key, dep, queue }),
-        4 => (1..=NODES, 0u32..4, proptest::option::of(0u8..2)).prop_map(|(node, max, queue)| Op::Lease { node, max, queue }),
-        5 => (0usize..20, proptest::bool::weighted(0.2), 0u8..3).prop_map(|(pick, stale, outcome)| Op::Complete { pick, stale, outcome }),
-        2 => (1..=NODES).prop_map(|node| Op::Heartbeat { node }),
-        3 => (1u64..4_000).prop_map(|ms| Op::Advance { ms }),
-        2 => Just(Op::Expire),
-        1 => (0usize..40).prop_map(|pick| Op::Cancel { pick }),
-        1 => (0usize..40).prop_map(|pick| Op::Retry { pick }),
-        1 => (0u8..2, any::<bool>()).prop_map(|(queue, paused)| Op::Pause { queue, paused }),
-        1 => (1..=NODES).prop_map(|node| Op::Release { node }),
-        1 => (1..=NODES).prop_map(|node| Op::Remove { node }),
-        1 => (1..=NODES).prop_map(|node| Op::Admit { node }),
+        44 => command_op(),
+        5 => prop_oneof![4 => 1u64..4_000, 1 => 10_000u64..40_000].prop_map(|ms| Op::Advance { ms }),
+        3 => proptest::collection::vec(command_op(), 0..5).prop_map(Op::Batch),
         1 => Just(Op::Snapshot),
+        1 => any::<bool>().prop_map(|from_snapshot| Op::Restart { from_snapshot }),
     ]
 }
 
-/// The reference: what each task's status must be, and its live token.
+// ------------------------------------------------------------------ the model
+
 #[derive(Debug, Clone)]
-struct ModelTask {
+struct MTask {
+    queue: String,
+    kind: &'static str,
+    priority: i32,
     status: TaskStatus,
-    token: Option<FencingToken>,
-    node: Option<u64>,
+    attempt: u32,
+    max_attempts: u32,
+    not_before: u64,
+    lease: Option<Lease>,
     deps: Vec<TaskId>,
+    key: Option<String>,
+    finished: Option<u64>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone)]
+struct MEntry {
+    entity: NewEntity,
+    revision: u64,
+    generation: u64,
+}
+
+/// Where a plan's current run stands (as `RunPlans` sees it).
+enum RunState {
+    Never,
+    Forgotten,
+    Live(TaskId, TaskStatus),
+}
+
+#[derive(Debug, Clone)]
 struct Model {
-    tasks: BTreeMap<TaskId, ModelTask>,
+    tasks: BTreeMap<TaskId, MTask>,
     keys: BTreeMap<String, TaskId>,
-    max_token: Option<FencingToken>,
-    /// Nodes removed and not admitted again: refused every worker command.
-    removed: std::collections::BTreeSet<u64>,
+    /// Config and paused, by name.
+    queues: BTreeMap<String, (QueueConfig, bool)>,
+    /// Known nodes and whether they drain.
+    nodes: BTreeMap<u64, bool>,
+    removed: BTreeSet<u64>,
+    catalog: BTreeMap<String, MEntry>,
+    next_id: u64,
+    next_token: u64,
+    format: u32,
+    forgotten: BTreeSet<TaskId>,
+    /// Keys of forgotten tasks.
+    forgotten_keys: BTreeSet<String>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            tasks: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            catalog: BTreeMap::new(),
+            next_id: 0,
+            next_token: 0,
+            format: 1,
+            forgotten: BTreeSet::new(),
+            forgotten_keys: BTreeSet::new(),
+        }
+    }
+}
+
+fn invalid_entity() -> Rejection {
+    Rejection::InvalidEntity { index: 0, entity: String::new(), field: String::new(), reason: String::new() }
+}
+
+fn invalid_name(field: &str) -> Rejection {
+    Rejection::InvalidName { index: 0, field: field.into(), reason: String::new() }
+}
+
+/// Drops the free-text parts of rejections (messages, which check of an
+/// entity batch failed first), which the model does not predict.
+fn norm_rejection(r: Rejection) -> Rejection {
+    match r {
+        Rejection::WrongStatus { task, status, .. } => Rejection::WrongStatus { task, status, expected: String::new() },
+        Rejection::InvalidName { index, field, .. } => Rejection::InvalidName { index, field, reason: String::new() },
+        Rejection::InvalidEntity { .. } => invalid_entity(),
+        Rejection::InvalidConfig(_) => Rejection::InvalidConfig(String::new()),
+        Rejection::UnknownDependency { index, .. } => Rejection::UnknownDependency { index, dependency: String::new() },
+        other => other,
+    }
+}
+
+fn norm(r: Response) -> Response {
+    match r {
+        Response::Rejected(j) => Response::Rejected(norm_rejection(j)),
+        Response::Batch(v) => Response::Batch(v.into_iter().map(norm).collect()),
+        Response::Completed(v) => Response::Completed(v.into_iter().map(|x| x.map_err(norm_rejection)).collect()),
+        other => other,
+    }
 }
 
 impl Model {
+    fn config(&self, q: &str) -> QueueConfig {
+        self.queues.get(q).map(|(c, _)| c.clone()).unwrap_or_default()
+    }
+
+    fn ensure_queue(&mut self, q: &str) {
+        self.queues.entry(q.to_string()).or_insert((QueueConfig::default(), false));
+    }
+
+    /// Tasks of `q` not yet ended: what its depth limit counts.
+    fn depth(&self, q: &str) -> u64 {
+        self.tasks
+            .values()
+            .filter(|t| {
+                t.queue == q && matches!(t.status, TaskStatus::Pending | TaskStatus::Blocked | TaskStatus::Leased)
+            })
+            .count() as u64
+    }
+
+    fn leased(&self) -> Vec<TaskId> {
+        self.tasks.iter().filter(|(_, t)| t.status == TaskStatus::Leased).map(|(i, _)| *i).collect()
+    }
+
+    fn leased_by(&self, node: u64) -> Vec<TaskId> {
+        self.tasks.iter().filter(|(_, t)| t.lease.as_ref().is_some_and(|l| l.node == node)).map(|(i, _)| *i).collect()
+    }
+
+    /// A task to name: one that exists, or now and then one forgotten.
+    fn pick(&self, pick: usize) -> Option<TaskId> {
+        let n = self.tasks.len();
+        let i = pick % (n + 1);
+        if i < n {
+            self.tasks.keys().nth(i).copied()
+        } else {
+            self.forgotten.iter().next().copied().or_else(|| self.tasks.keys().next().copied())
+        }
+    }
+
+    fn end(&mut self, id: TaskId, status: TaskStatus, now: u64) {
+        let t = self.tasks.get_mut(&id).expect("a model task");
+        t.status = status;
+        t.lease = None;
+        t.finished = Some(now);
+    }
+
     /// Cancels everything blocked on `id`, transitively.
-    fn cancel_dependents(&mut self, id: TaskId) {
+    fn cancel_dependents(&mut self, id: TaskId, now: u64) {
         let mut stack = vec![id];
         while let Some(f) = stack.pop() {
             let waiting: Vec<TaskId> = self
@@ -113,27 +552,400 @@ impl Model {
                 .map(|(i, _)| *i)
                 .collect();
             for w in waiting {
-                self.tasks.get_mut(&w).unwrap().status = TaskStatus::Cancelled;
+                self.end(w, TaskStatus::Cancelled, now);
                 stack.push(w);
             }
         }
     }
 
-    fn unblock_dependents(&mut self) {
+    /// Blocked tasks whose dependencies all succeeded (or were forgotten) run.
+    fn unblock(&mut self, now: u64) {
         let ready: Vec<TaskId> = self
             .tasks
             .iter()
             .filter(|(_, t)| {
                 t.status == TaskStatus::Blocked
-                    && t.deps.iter().all(|d| self.tasks.get(d).is_some_and(|dt| dt.status == TaskStatus::Succeeded))
+                    && t.deps.iter().all(|d| self.tasks.get(d).is_none_or(|dt| dt.status == TaskStatus::Succeeded))
             })
             .map(|(i, _)| *i)
             .collect();
         for r in ready {
-            self.tasks.get_mut(&r).unwrap().status = TaskStatus::Pending;
+            let t = self.tasks.get_mut(&r).expect("a model task");
+            t.status = TaskStatus::Pending;
+            t.not_before = t.not_before.max(now);
         }
     }
+
+    /// An attempt ended without success (failure, expiry, release): dead once
+    /// its attempts are spent, else pending after a backoff within the
+    /// documented bounds (the exact value, spread by task id, is the state
+    /// machine's: read from `sm`).
+    fn fail(&mut self, id: TaskId, now: u64, sm: &StateMachine) -> Result<TaskStatus, TestCaseError> {
+        let t = &self.tasks[&id];
+        if t.attempt >= t.max_attempts {
+            self.end(id, TaskStatus::Dead, now);
+            self.cancel_dependents(id, now);
+            return Ok(TaskStatus::Dead);
+        }
+        let c = self.config(&t.queue);
+        let exp = t.attempt.saturating_sub(1).min(40);
+        let full = c.backoff_base_ms.saturating_mul(1u64 << exp).min(c.backoff_cap_ms);
+        let got = sm.task(id).map_or(0, |x| x.not_before_ms);
+        prop_assert!(
+            got >= now + full - full / 4 && got <= now + full,
+            "task {} backs off to {} at {}: outside [{}, {}]",
+            id,
+            got,
+            now,
+            now + full - full / 4,
+            now + full
+        );
+        let t = self.tasks.get_mut(&id).expect("a model task");
+        t.status = TaskStatus::Pending;
+        t.lease = None;
+        t.not_before = got;
+        Ok(TaskStatus::Pending)
+    }
+
+    fn touch(&mut self, node: u64) -> bool {
+        *self.nodes.entry(node).or_insert(false)
+    }
+
+    fn retry(&mut self, id: TaskId, now: u64) -> Response {
+        let Some(t) = self.tasks.get(&id) else { return Response::Rejected(Rejection::UnknownTask(id)) };
+        if !matches!(t.status, TaskStatus::Dead | TaskStatus::Cancelled) {
+            return Response::Rejected(Rejection::WrongStatus { task: id, status: t.status, expected: String::new() });
+        }
+        let mut blocked = false;
+        for d in &t.deps {
+            match self.tasks.get(d).map(|x| x.status) {
+                None | Some(TaskStatus::Succeeded) => {}
+                Some(s @ (TaskStatus::Dead | TaskStatus::Cancelled)) => {
+                    return Response::Rejected(Rejection::DependencyFailed { index: 0, dependency: *d, status: s })
+                }
+                Some(_) => blocked = true,
+            }
+        }
+        let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Pending };
+        let t = self.tasks.get_mut(&id).expect("a model task");
+        t.status = status;
+        t.attempt = 0;
+        t.not_before = now;
+        t.finished = None;
+        t.lease = None;
+        Response::Task { id, status }
+    }
+
+    fn release(&mut self, node: u64, now: u64, sm: &StateMachine) -> Result<Vec<(TaskId, TaskStatus)>, TestCaseError> {
+        let mut out = Vec::new();
+        for id in self.leased_by(node) {
+            out.push((id, self.fail(id, now, sm)?));
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        q: &str,
+        kind: &'static str,
+        key: Option<&str>,
+        deps: &[TaskRef],
+        n: usize,
+        priority: i32,
+        max_attempts: Option<u32>,
+        delay: u64,
+        now: u64,
+    ) -> Response {
+        if kind != "noop" {
+            return Response::Rejected(invalid_name("kind"));
+        }
+        if let Some(id) = key.and_then(|k| self.keys.get(k)).copied() {
+            let status = self.tasks[&id].status;
+            return Response::Enqueued(vec![Enqueued { id, created: false, status }; n]);
+        }
+        let mut dep_ids = Vec::new();
+        for dep in deps {
+            let d = match dep {
+                TaskRef::Id(id) => *id,
+                TaskRef::Key(k) => match self.keys.get(k.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        return Response::Rejected(Rejection::UnknownDependency { index: 0, dependency: String::new() })
+                    }
+                },
+            };
+            match self.tasks.get(&d) {
+                None => {
+                    return Response::Rejected(Rejection::UnknownDependency { index: 0, dependency: String::new() })
+                }
+                Some(t) if matches!(t.status, TaskStatus::Dead | TaskStatus::Cancelled) => {
+                    return Response::Rejected(Rejection::DependencyFailed {
+                        index: 0,
+                        dependency: d,
+                        status: t.status,
+                    })
+                }
+                Some(_) => dep_ids.push(d),
+            }
+        }
+        let added = if key.is_some() { 1 } else { n };
+        let (depth, limit) = (self.depth(q), self.config(q).max_depth);
+        if depth + added as u64 > limit {
+            return Response::Rejected(Rejection::QueueFull { queue: q.into(), depth, limit });
+        }
+        self.ensure_queue(q);
+        let config = self.config(q);
+        let blocked = dep_ids.iter().any(|d| self.tasks[d].status != TaskStatus::Succeeded);
+        let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Pending };
+        let mut out = Vec::new();
+        for _ in 0..added {
+            let id = TaskId(self.next_id);
+            self.next_id += 1;
+            self.tasks.insert(
+                id,
+                MTask {
+                    queue: q.into(),
+                    kind,
+                    priority,
+                    status,
+                    attempt: 0,
+                    max_attempts: max_attempts.unwrap_or(config.max_attempts).max(1),
+                    not_before: now + delay,
+                    lease: None,
+                    deps: dep_ids.clone(),
+                    key: key.map(String::from),
+                    finished: None,
+                },
+            );
+            if let Some(k) = key {
+                self.keys.insert(k.into(), id);
+            }
+            out.push(Enqueued { id, created: true, status });
+        }
+        while out.len() < n {
+            let first = out[0].clone();
+            out.push(Enqueued { created: false, ..first });
+        }
+        Response::Enqueued(out)
+    }
+
+    fn configure(&mut self, q: &str, patch: &QueuePatch) -> Response {
+        if q == "bad name" {
+            return Response::Rejected(invalid_name("queue"));
+        }
+        // The queue is made before the patch is checked, even when it is
+        // then refused: see `a_refused_configure_queue_changes_nothing`.
+        self.ensure_queue(q);
+        let mut c = self.config(q);
+        let p = patch.clone();
+        c.lease_ms = p.lease_ms.unwrap_or(c.lease_ms);
+        c.max_attempts = p.max_attempts.unwrap_or(c.max_attempts);
+        c.backoff_base_ms = p.backoff_base_ms.unwrap_or(c.backoff_base_ms);
+        c.backoff_cap_ms = p.backoff_cap_ms.unwrap_or(c.backoff_cap_ms);
+        c.concurrency = p.concurrency.unwrap_or(c.concurrency);
+        c.max_depth = p.max_depth.unwrap_or(c.max_depth);
+        c.retention_ms = p.retention_ms.unwrap_or(c.retention_ms);
+        c.stuck_expiries = p.stuck_expiries.unwrap_or(c.stuck_expiries);
+        c.stuck_run_ms = p.stuck_run_ms.unwrap_or(c.stuck_run_ms);
+        c.stuck_factor = p.stuck_factor.unwrap_or(c.stuck_factor);
+        c.stuck_silence_ms = p.stuck_silence_ms.unwrap_or(c.stuck_silence_ms);
+        if c.lease_ms < 100 || c.max_attempts == 0 || c.backoff_base_ms > c.backoff_cap_ms {
+            return Response::Rejected(Rejection::InvalidConfig(String::new()));
+        }
+        self.queues.get_mut(q).expect("made above").0 = c;
+        Response::Done
+    }
+
+    /// Ended tasks past their queue's retention are forgotten.
+    fn collect_garbage(&mut self, now: u64) -> Vec<TaskId> {
+        let doomed: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                let retention = self.config(&t.queue).retention_ms;
+                retention > 0 && t.finished.is_some_and(|at| at.saturating_add(retention) <= now)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for id in &doomed {
+            if let Some(t) = self.tasks.remove(id) {
+                if let Some(k) = t.key {
+                    self.keys.remove(&k);
+                    self.forgotten_keys.insert(k);
+                }
+            }
+            self.forgotten.insert(*id);
+        }
+        doomed
+    }
+
+    fn apply_plans(&mut self, entities: &[NewEntity], now: u64) -> Response {
+        let _ = now;
+        let refuse = Response::Rejected(invalid_entity());
+        let mut batch: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, e) in entities.iter().enumerate() {
+            if e.entity_ref == BAD_REF
+                || batch.insert(&e.entity_ref, i).is_some()
+                || e.depends_on.contains(&e.entity_ref)
+            {
+                return refuse;
+            }
+        }
+        for e in entities {
+            if e.depends_on.iter().any(|d| !batch.contains_key(d.as_str()) && !self.catalog.contains_key(d)) {
+                return refuse;
+            }
+        }
+        // The graph as it would be: the catalog's edges, replaced by the batch's.
+        let edges = |r: &str| -> Vec<String> {
+            match batch.get(r) {
+                Some(&i) => entities[i].depends_on.clone(),
+                None => self.catalog.get(r).map(|c| c.entity.depends_on.clone()).unwrap_or_default(),
+            }
+        };
+        let nodes: BTreeSet<String> = batch.keys().map(|s| s.to_string()).chain(self.catalog.keys().cloned()).collect();
+        if has_cycle(&nodes, edges) {
+            return refuse;
+        }
+        let mut out = Vec::new();
+        for e in entities {
+            let applied = match self.catalog.get_mut(&e.entity_ref) {
+                Some(entry) => {
+                    let changed = entry.entity != *e;
+                    if changed {
+                        entry.entity = e.clone();
+                        entry.revision += 1;
+                    }
+                    AppliedEntity {
+                        entity_ref: e.entity_ref.clone(),
+                        created: false,
+                        changed,
+                        revision: entry.revision,
+                    }
+                }
+                None => {
+                    self.catalog.insert(e.entity_ref.clone(), MEntry { entity: e.clone(), revision: 1, generation: 0 });
+                    AppliedEntity { entity_ref: e.entity_ref.clone(), created: true, changed: true, revision: 1 }
+                }
+            };
+            out.push(applied);
+        }
+        Response::PlansApplied(out)
+    }
+
+    fn run_state(&self, r: &str) -> RunState {
+        let entry = &self.catalog[r];
+        if entry.generation == 0 {
+            return RunState::Never;
+        }
+        match self.keys.get(&run_key(r, entry.generation)) {
+            Some(id) => RunState::Live(*id, self.tasks[id].status),
+            None => RunState::Forgotten,
+        }
+    }
+
+    fn is_plan(&self, r: &str) -> bool {
+        self.catalog.get(r).is_some_and(|c| c.entity.is_plan)
+    }
 }
+
+/// Whether the graph over `nodes` has a cycle.
+fn has_cycle(nodes: &BTreeSet<String>, edges: impl Fn(&str) -> Vec<String>) -> bool {
+    // 0 unvisited, 1 on the stack, 2 done.
+    fn visit(n: &str, color: &mut BTreeMap<String, u8>, edges: &dyn Fn(&str) -> Vec<String>) -> bool {
+        match color.get(n).copied().unwrap_or(0) {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        color.insert(n.to_string(), 1);
+        for d in edges(n) {
+            if visit(&d, color, edges) {
+                return true;
+            }
+        }
+        color.insert(n.to_string(), 2);
+        false
+    }
+    let mut color = BTreeMap::new();
+    nodes.iter().any(|n| visit(n, &mut color, &edges))
+}
+
+// ------------------------------------------------------------------ snapshots
+
+/// A state as a snapshot file stores it: `codec::encode_state`'s encoding
+/// (which is crate-private): the version its cluster format calls for, and
+/// the bincode of [`StoredState`].
+fn encode_state(sm: &StateMachine) -> (u32, Vec<u8>) {
+    let state = StoredState(sm);
+    let version = state.snapshot_version();
+    (version, bincode::serde::encode_to_vec(state, bincode::config::standard()).expect("a state encodes"))
+}
+
+/// The inverse, as `codec::decode_state` reads a snapshot at restart.
+fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, TestCaseError> {
+    let config = bincode::config::standard();
+    let (sm, used) = match version {
+        3 => bincode::serde::decode_from_slice::<StateV3, _>(bytes, config).map(|(s, n)| (s.0, n)),
+        4 => bincode::serde::decode_from_slice::<StateV4, _>(bytes, config).map(|(s, n)| (s.0, n)),
+        v => return Err(TestCaseError::fail(format!("snapshot version {v}"))),
+    }
+    .map_err(|e| TestCaseError::fail(format!("decoding a version {version} snapshot: {e}")))?;
+    prop_assert_eq!(used, bytes.len(), "trailing bytes after a snapshot state");
+    Ok(sm)
+}
+
+fn bytes(sm: &StateMachine) -> Vec<u8> {
+    encode_state(sm).1
+}
+
+/// Counts the cold writes of one command.
+struct Counting<'a> {
+    inner: &'a mut MemCold,
+    writes: usize,
+}
+
+impl ColdSink for Counting<'_> {
+    fn put_payload(&mut self, task: TaskId, payload: &str) {
+        self.writes += 1;
+        self.inner.put_payload(task, payload)
+    }
+    fn put_result(&mut self, task: TaskId, result: &str) {
+        self.writes += 1;
+        self.inner.put_result(task, result)
+    }
+    fn put_event(&mut self, task: TaskId, seq: u32, event: &Event) {
+        self.writes += 1;
+        self.inner.put_event(task, seq, event)
+    }
+    fn delete_event(&mut self, task: TaskId, seq: u32) {
+        self.writes += 1;
+        self.inner.delete_event(task, seq)
+    }
+    fn forget_task(&mut self, task: TaskId, history_len: u32) {
+        self.writes += 1;
+        self.inner.forget_task(task, history_len)
+    }
+}
+
+/// Where a run snapshotted or restarted, for replaying its log through the
+/// real store at the same points.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "storage"), allow(dead_code))]
+enum Mark {
+    Snapshot,
+    Restart { from_snapshot: bool },
+}
+
+struct Snap {
+    version: u32,
+    bytes: Vec<u8>,
+    /// The log entries it covers.
+    at: usize,
+}
+
+// ------------------------------------------------------------------ a run
 
 struct Run {
     sm: StateMachine,
@@ -141,292 +953,1096 @@ struct Run {
     model: Model,
     now: u64,
     log: Vec<Stamped>,
-    /// A snapshot taken midway and the log position it covers.
-    snapshot: Option<(Vec<u8>, usize)>,
+    /// Fed every log entry, never restarted.
+    replica: StateMachine,
+    replica_cold: MemCold,
+    snapshot: Option<Snap>,
+    #[cfg_attr(not(feature = "storage"), allow(dead_code))]
+    marks: Vec<(usize, Mark)>,
+    /// While a batch op runs: its items' commands and responses.
+    batch: Option<Vec<(Command, Response)>>,
+    /// The op being run (a batch's item while it runs).
+    current: OpKind,
+    /// How many commands of each variant were applied, batch items included.
+    seen: BTreeMap<String, usize>,
+    /// Things worth having seen at least once (see `REQUIRED_OUTCOMES`).
+    outcomes: std::cell::RefCell<BTreeSet<&'static str>>,
 }
+
+/// What a fixed-seed run must have seen, beyond the command variants.
+const REQUIRED_OUTCOMES: &[&str] = &[
+    "enqueue blocked on a dependency",
+    "enqueue returned an existing key",
+    "enqueue refused: queue full",
+    "lease granted",
+    "lease to a draining node granted nothing",
+    "lease held back by a queue's concurrency",
+    "lease skipped a paused queue",
+    "completion refused: stale token",
+    "task succeeded and unblocked another",
+    "task dead: attempts spent",
+    "max attempts from the queue's config",
+    "lease expired",
+    "heartbeat revoked a lease",
+    "configure refused",
+    "garbage collected",
+    "key of a forgotten task reused",
+    "redrive retried a dead task",
+    "plans applied",
+    "plans refused",
+    "plans run: tasks created",
+    "plans run: existing run returned",
+    "plans run: refused",
+    "batch of several commands",
+    "restart from a version 3 snapshot",
+    "restart from a version 4 snapshot",
+    "restart replaying the whole log",
+    "refused command",
+];
 
 impl Run {
-    fn apply(&mut self, command: Command) -> Response {
-        let stamped = Stamped { now_ms: self.now, command };
-        let r = self.sm.apply(&stamped, &mut self.cold);
-        self.log.push(stamped);
-        r
-    }
-
-    fn leased(&self) -> Vec<(TaskId, ModelTask)> {
-        self.model.tasks.iter().filter(|(_, t)| t.status == TaskStatus::Leased).map(|(i, t)| (*i, t.clone())).collect()
-    }
-
-    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
-        match op {
-            Op::Enqueue { n, key, dep, queue } => {
-                let dep_id = dep.and_then(|d| self.model.tasks.keys().nth(d).copied());
-                let mut tasks = Vec::new();
-                for _ in 0..*n {
-                    let mut t = NewTask::new(&format!("q{queue}"), "noop", "{}");
-                    t.max_attempts = Some(2);
-                    t.idempotency_key = key.map(|k| format!("k{k}"));
-                    t.depends_on = dep_id.map(TaskRef::Id).into_iter().collect();
-                    tasks.push(t);
-                }
-                let dep_failed = dep_id
-                    .is_some_and(|d| matches!(self.model.tasks[&d].status, TaskStatus::Dead | TaskStatus::Cancelled));
-                let key_known = key.is_some_and(|k| self.model.keys.contains_key(&format!("k{k}")));
-                match self.apply(Command::Enqueue { tasks }) {
-                    Response::Enqueued(out) => {
-                        prop_assert!(!dep_failed || key_known);
-                        for e in out {
-                            if e.created {
-                                let blocked =
-                                    dep_id.is_some_and(|d| self.model.tasks[&d].status != TaskStatus::Succeeded);
-                                let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Pending };
-                                prop_assert_eq!(e.status, status);
-                                self.model.tasks.insert(
-                                    e.id,
-                                    ModelTask { status, token: None, node: None, deps: dep_id.into_iter().collect() },
-                                );
-                                if let Some(k) = key {
-                                    self.model.keys.insert(format!("k{k}"), e.id);
-                                }
-                            } else {
-                                prop_assert_eq!(Some(&e.id), key.and_then(|k| self.model.keys.get(&format!("k{k}"))));
-                            }
-                        }
-                    }
-                    Response::Rejected(Rejection::DependencyFailed { .. }) => prop_assert!(dep_failed),
-                    other => prop_assert!(false, "enqueue gave {:?}", other),
-                }
-            }
-            Op::Lease { node, max, queue } => {
-                let queues = queue.map(|q| vec![format!("q{q}")]).unwrap_or_default();
-                let removed = self.model.removed.contains(node);
-                match self.apply(Command::Lease { node: *node, queues, max: *max }) {
-                    Response::Rejected(Rejection::NodeRemoved(n)) => {
-                        prop_assert!(removed && n == *node, "lease refused to node {}", n)
-                    }
-                    Response::Leased(_) if removed => prop_assert!(false, "removed node {} leased", node),
-                    Response::Leased(granted) => {
-                        prop_assert!(granted.len() <= *max as usize);
-                        for g in granted {
-                            prop_assert!(self.model.max_token.is_none_or(|m| g.token > m), "token did not grow");
-                            self.model.max_token = Some(g.token);
-                            let t = self.model.tasks.get_mut(&g.task).unwrap();
-                            prop_assert_eq!(t.status, TaskStatus::Pending, "leased a task that was not pending");
-                            t.status = TaskStatus::Leased;
-                            t.token = Some(g.token);
-                            t.node = Some(*node);
-                        }
-                    }
-                    other => prop_assert!(false, "lease gave {:?}", other),
-                }
-            }
-            Op::Complete { pick, stale, outcome } => {
-                let leased = self.leased();
-                if leased.is_empty() {
-                    return Ok(());
-                }
-                let (id, mt) = &leased[pick % leased.len()];
-                let current = mt.token.unwrap();
-                let token = if *stale { FencingToken(current.0.saturating_sub(1)) } else { current };
-                let outcome = match outcome {
-                    0 => Outcome::Succeeded { result: "1".into() },
-                    1 => Outcome::Retryable { error: "retry".into() },
-                    _ => Outcome::Permanent { error: "fatal".into() },
-                };
-                let node = mt.node.unwrap();
-                let r = self.apply(Command::Complete {
-                    node,
-                    completions: vec![Completion { task: *id, token, outcome: outcome.clone() }],
-                });
-                let Response::Completed(mut v) = r else { return Err(TestCaseError::fail("complete")) };
-                let result = v.remove(0);
-                if token != current {
-                    prop_assert!(matches!(result, Err(Rejection::StaleToken { .. })), "stale token accepted");
-                    return Ok(());
-                }
-                let status = result.map_err(|e| TestCaseError::fail(format!("current token refused: {e}")))?;
-                let want = match outcome {
-                    Outcome::Succeeded { .. } => TaskStatus::Succeeded,
-                    Outcome::Retryable { .. } => {
-                        let attempt = self.sm.task(*id).unwrap().attempt;
-                        if attempt >= 2 {
-                            TaskStatus::Dead
-                        } else {
-                            TaskStatus::Pending
-                        }
-                    }
-                    Outcome::Permanent { .. } => TaskStatus::Dead,
-                };
-                prop_assert_eq!(status, want);
-                self.set_status(*id, status);
-            }
-            Op::Heartbeat { node } => {
-                let held: Vec<HeldLease> = self
-                    .leased()
-                    .into_iter()
-                    .filter(|(_, t)| t.node == Some(*node))
-                    .map(|(id, t)| HeldLease { task: id, token: t.token.unwrap(), progress: None })
-                    .collect();
-                let n = held.len();
-                let removed = self.model.removed.contains(node);
-                match self.apply(Command::Heartbeat { node: *node, slots: 2, held }) {
-                    Response::Rejected(Rejection::NodeRemoved(n)) => {
-                        prop_assert!(removed && n == *node, "heartbeat refused to node {}", n)
-                    }
-                    Response::HeartbeatAck(_) if removed => {
-                        prop_assert!(false, "removed node {} heartbeat accepted", node)
-                    }
-                    Response::HeartbeatAck(ack) => {
-                        prop_assert_eq!(ack.renewed.len(), n);
-                        prop_assert!(ack.revoked.is_empty());
-                    }
-                    other => prop_assert!(false, "heartbeat gave {:?}", other),
-                }
-            }
-            Op::Advance { ms } => self.now += ms,
-            Op::Expire => match self.apply(Command::ExpireLeases) {
-                Response::Expired(v) => {
-                    for (id, status) in v {
-                        prop_assert_eq!(self.model.tasks[&id].status, TaskStatus::Leased);
-                        self.set_status(id, status);
-                    }
-                }
-                other => prop_assert!(false, "expire gave {:?}", other),
-            },
-            Op::Cancel { pick } => {
-                let Some(id) = self.model.tasks.keys().nth(*pick).copied() else { return Ok(()) };
-                let terminal = self.model.tasks[&id].status.is_terminal();
-                match self.apply(Command::Cancel { task: id, reason: String::new() }) {
-                    Response::Task { status, .. } => {
-                        prop_assert!(!terminal);
-                        self.set_status(id, status);
-                    }
-                    Response::Rejected(Rejection::WrongStatus { .. }) => prop_assert!(terminal),
-                    other => prop_assert!(false, "cancel gave {:?}", other),
-                }
-            }
-            Op::Retry { pick } => {
-                let Some(id) = self.model.tasks.keys().nth(*pick).copied() else { return Ok(()) };
-                match self.apply(Command::Retry { task: id }) {
-                    Response::Task { status, .. } => {
-                        prop_assert!(matches!(self.model.tasks[&id].status, TaskStatus::Dead | TaskStatus::Cancelled));
-                        self.model.tasks.get_mut(&id).unwrap().status = status;
-                    }
-                    Response::Rejected(_) => {}
-                    other => prop_assert!(false, "retry gave {:?}", other),
-                }
-            }
-            Op::Pause { queue, paused } => {
-                self.apply(Command::SetQueuePaused { queue: format!("q{queue}"), paused: *paused });
-            }
-            Op::Release { node } => match self.apply(Command::ReleaseNode { node: *node, forget: false }) {
-                Response::Released(v) => {
-                    for (id, status) in v {
-                        prop_assert_eq!(self.model.tasks[&id].node, Some(*node));
-                        self.set_status(id, status);
-                    }
-                }
-                other => prop_assert!(false, "release gave {:?}", other),
-            },
-            Op::Remove { node } => match self.apply(Command::RemoveNode { node: *node }) {
-                Response::Released(v) => {
-                    for (id, status) in v {
-                        prop_assert_eq!(self.model.tasks[&id].node, Some(*node));
-                        self.set_status(id, status);
-                    }
-                    prop_assert!(self.leased().iter().all(|(_, t)| t.node != Some(*node)), "removed node kept a lease");
-                    self.model.removed.insert(*node);
-                }
-                other => prop_assert!(false, "remove gave {:?}", other),
-            },
-            Op::Admit { node } => {
-                prop_assert_eq!(self.apply(Command::AdmitNode { node: *node }), Response::Done);
-                self.model.removed.remove(node);
-            }
-            Op::Snapshot => {
-                if self.snapshot.is_none() {
-                    let bytes = bytes(&self.sm);
-                    self.snapshot = Some((bytes, self.log.len()));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Moves a model task to `status`, with what follows for its dependents.
-    fn set_status(&mut self, id: TaskId, status: TaskStatus) {
-        let t = self.model.tasks.get_mut(&id).unwrap();
-        t.status = status;
-        if status != TaskStatus::Leased {
-            t.token = None;
-            t.node = None;
-        }
-        match status {
-            TaskStatus::Succeeded => self.model.unblock_dependents(),
-            TaskStatus::Dead | TaskStatus::Cancelled => self.model.cancel_dependents(id),
-            _ => {}
-        }
-    }
-
-    fn check(&self) -> Result<(), TestCaseError> {
-        self.sm.check_invariants().map_err(TestCaseError::fail)?;
-        prop_assert_eq!(self.sm.task_count(), self.model.tasks.len());
-        let counts = self.sm.total_counts();
-        prop_assert_eq!(counts.values().sum::<u64>() as usize, self.model.tasks.len(), "a task in no state or two");
-        for (id, mt) in &self.model.tasks {
-            let t = self.sm.task(*id).unwrap();
-            prop_assert_eq!(t.status, mt.status, "task {} status", id);
-            prop_assert_eq!(t.lease.as_ref().map(|l| l.token), mt.token, "task {} token", id);
-        }
-        let mut leased: Vec<TaskId> = (1..=NODES).flat_map(|n| self.sm.leases_of(n)).map(|t| t.id).collect();
-        let total = leased.len();
-        leased.dedup();
-        prop_assert_eq!(leased.len(), total, "a task leased to two nodes");
-        Ok(())
-    }
-}
-
-fn bytes(sm: &StateMachine) -> Vec<u8> {
-    bincode::serde::encode_to_vec(skein_raft::format::StoredState(sm), bincode::config::standard()).unwrap()
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
-
-    #[test]
-    fn random_commands_match_the_model(ops in proptest::collection::vec(op(), 1..120)) {
-        let mut run = Run {
+    fn new() -> Self {
+        Run {
             sm: StateMachine::new(),
             cold: MemCold::default(),
             model: Model::default(),
             now: 1_000,
             log: Vec::new(),
+            replica: StateMachine::new(),
+            replica_cold: MemCold::default(),
             snapshot: None,
-        };
-        for op in &ops {
-            run.step(op)?;
-            run.check()?;
+            marks: Vec::new(),
+            batch: None,
+            current: OpKind::Advance,
+            seen: BTreeMap::new(),
+            outcomes: Default::default(),
         }
+    }
 
-        // A second replica fed the same log ends byte-identical, cold data too.
-        let mut replica = StateMachine::new();
-        let mut replica_cold = MemCold::default();
-        for entry in &run.log {
-            replica.apply(entry, &mut replica_cold);
-        }
-        prop_assert_eq!(bytes(&replica), bytes(&run.sm));
-        prop_assert_eq!(&replica_cold, &run.cold);
+    fn note(&self, what: &'static str) {
+        self.outcomes.borrow_mut().insert(what);
+    }
 
-        // A replica restored from the midway snapshot, then fed the rest.
-        if let Some((snap, at)) = &run.snapshot {
-            let (skein_raft::format::StateV3(mut restored), _): (skein_raft::format::StateV3, usize) =
-                bincode::serde::decode_from_slice(snap, bincode::config::standard()).unwrap();
-            restored.check_invariants().map_err(TestCaseError::fail)?;
-            let mut cold = MemCold::default();
-            for entry in &run.log[*at..] {
-                restored.apply(entry, &mut cold);
+    fn note_variants(&mut self, command: &Command) {
+        *self.seen.entry(variant_name(command)).or_default() += 1;
+        if let Command::Batch(items) = command {
+            for c in items {
+                self.note_variants(c);
             }
-            prop_assert_eq!(bytes(&restored), bytes(&run.sm));
+        }
+    }
+
+    /// Applies one command: checks that the op that made it is the one
+    /// `op_for` names, and that a refusal changed nothing but the clock.
+    fn apply(&mut self, command: Command) -> Result<Response, TestCaseError> {
+        prop_assert_eq!(op_for(&command), self.current, "{:?} made by the wrong op", command);
+        self.note_variants(&command);
+        let before = self.sm.clone();
+        let stamped = Stamped { now_ms: self.now, command };
+        let mut sink = Counting { inner: &mut self.cold, writes: 0 };
+        let response = self.sm.apply(&stamped, &mut sink);
+        let writes = sink.writes;
+        if let Response::Rejected(rejection) = &response {
+            self.note("refused command");
+            prop_assert_eq!(writes, 0, "refused {:?} ({}) wrote cold data", stamped.command, rejection);
+            let mut expected = before;
+            if let Command::ConfigureQueue { queue, .. } = &stamped.command {
+                // Known: a refused ConfigureQueue still makes the queue it
+                // names (see `a_refused_configure_queue_changes_nothing`).
+                if expected.queue(queue).is_none() {
+                    let make = Command::SetQueuePaused { queue: queue.clone(), paused: false };
+                    expected.apply(&Stamped { now_ms: self.now, command: make }, &mut DiscardCold);
+                }
+            }
+            expected.apply(&Stamped { now_ms: self.now, command: Command::Batch(Vec::new()) }, &mut DiscardCold);
+            prop_assert!(expected == self.sm, "refused {:?} ({}) changed the state", stamped.command, rejection);
+        }
+        if let Some(items) = self.batch.as_mut() {
+            items.push((stamped.command, response.clone()));
+        } else {
+            self.log_entry(stamped);
+        }
+        Ok(response)
+    }
+
+    fn log_entry(&mut self, stamped: Stamped) {
+        self.replica.apply(&stamped, &mut self.replica_cold);
+        self.log.push(stamped);
+    }
+
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let outer = std::mem::replace(&mut self.current, op.kind());
+        let result = self.step_inner(op);
+        self.current = outer;
+        result
+    }
+
+    fn step_inner(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let now = self.now;
+        match op {
+            Op::Enqueue { n, key, deps, queue, priority, max_attempts, delay_ms, bad_name } => {
+                let q = qname(*queue);
+                let kind = if *bad_name { "bad kind!" } else { "noop" };
+                let key = key.map(|k| format!("k{k}"));
+                let deps: Vec<TaskRef> = deps
+                    .iter()
+                    .filter_map(|d| match d {
+                        Dep::Id(p) => self.model.pick(*p).map(TaskRef::Id),
+                        Dep::Key(k) => Some(TaskRef::Key(format!("k{k}"))),
+                    })
+                    .collect();
+                let tasks = (0..*n)
+                    .map(|i| NewTask {
+                        queue: q.clone(),
+                        kind: kind.into(),
+                        payload: format!("{{\"i\":{i},\"at\":{now}}}"),
+                        priority: *priority,
+                        max_attempts: *max_attempts,
+                        delay_ms: *delay_ms,
+                        idempotency_key: key.clone(),
+                        depends_on: deps.clone(),
+                    })
+                    .collect();
+                let forgotten_key = key
+                    .as_ref()
+                    .is_some_and(|k| !self.model.keys.contains_key(k) && self.model.forgotten_keys.contains(k));
+                let want = self.model.enqueue(
+                    &q,
+                    if *bad_name { "bad" } else { "noop" },
+                    key.as_deref(),
+                    &deps,
+                    *n,
+                    *priority,
+                    *max_attempts,
+                    *delay_ms,
+                    now,
+                );
+                let got = self.apply(Command::Enqueue { tasks })?;
+                prop_assert_eq!(norm(got), want.clone());
+                match &want {
+                    Response::Enqueued(v) => {
+                        if v.iter().any(|e| !e.created) {
+                            self.note("enqueue returned an existing key");
+                        }
+                        if v.iter().any(|e| e.created && e.status == TaskStatus::Blocked) {
+                            self.note("enqueue blocked on a dependency");
+                        }
+                        if forgotten_key && v.iter().any(|e| e.created) {
+                            self.note("key of a forgotten task reused");
+                        }
+                        if max_attempts.is_none()
+                            && v.iter().any(|e| e.created && self.model.tasks[&e.id].max_attempts != 5)
+                        {
+                            self.note("max attempts from the queue's config");
+                        }
+                        for (i, e) in v.iter().enumerate().filter(|(_, e)| e.created) {
+                            let p = self.cold.payloads.get(&e.id).map(String::as_str);
+                            let want = format!("{{\"i\":{i},\"at\":{now}}}");
+                            prop_assert_eq!(p, Some(want.as_str()), "payload of {}", e.id);
+                        }
+                    }
+                    Response::Rejected(Rejection::QueueFull { .. }) => self.note("enqueue refused: queue full"),
+                    _ => {}
+                }
+            }
+            Op::Lease { node, max, queue } => {
+                let queues: Vec<String> = queue.map(|q| vec![qname(q)]).unwrap_or_default();
+                let got = self.apply(Command::Lease { node: *node, queues: queues.clone(), max: *max })?;
+                let want = if self.model.removed.contains(node) {
+                    Response::Rejected(Rejection::NodeRemoved(*node))
+                } else {
+                    let draining = self.model.touch(*node);
+                    let mut granted = Vec::new();
+                    let names: BTreeSet<String> = if queues.is_empty() {
+                        self.model.queues.keys().cloned().collect()
+                    } else {
+                        queues.iter().filter(|q| self.model.queues.contains_key(*q)).cloned().collect()
+                    };
+                    let mut candidates: Vec<(Reverse<i32>, TaskId)> = self
+                        .model
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| {
+                            t.status == TaskStatus::Pending && t.not_before <= now && names.contains(&t.queue)
+                        })
+                        .map(|(id, t)| (Reverse(t.priority), *id))
+                        .collect();
+                    candidates.sort();
+                    if draining && !candidates.is_empty() {
+                        self.note("lease to a draining node granted nothing");
+                    }
+                    let mut leased_in: BTreeMap<String, u64> = BTreeMap::new();
+                    for t in self.model.tasks.values().filter(|t| t.status == TaskStatus::Leased) {
+                        *leased_in.entry(t.queue.clone()).or_default() += 1;
+                    }
+                    for (_, id) in candidates {
+                        if draining || granted.len() >= *max as usize {
+                            break;
+                        }
+                        let q = self.model.tasks[&id].queue.clone();
+                        let (config, paused) = self.model.queues[&q].clone();
+                        if paused {
+                            self.note("lease skipped a paused queue");
+                            continue;
+                        }
+                        let in_q = leased_in.entry(q.clone()).or_default();
+                        if config.concurrency > 0 && *in_q >= u64::from(config.concurrency) {
+                            self.note("lease held back by a queue's concurrency");
+                            continue;
+                        }
+                        *in_q += 1;
+                        let token = FencingToken(self.model.next_token);
+                        self.model.next_token += 1;
+                        let t = self.model.tasks.get_mut(&id).expect("a model task");
+                        t.status = TaskStatus::Leased;
+                        t.attempt += 1;
+                        t.lease = Some(Lease { node: *node, token, expires_ms: now + config.lease_ms });
+                        granted.push(Granted {
+                            task: id,
+                            queue: q,
+                            kind: t.kind.to_string(),
+                            attempt: t.attempt,
+                            token,
+                            expires_ms: now + config.lease_ms,
+                        });
+                    }
+                    if !granted.is_empty() {
+                        self.note("lease granted");
+                    }
+                    Response::Leased(granted)
+                };
+                prop_assert_eq!(got, want);
+            }
+            Op::Complete { pick, stale, outcome } => {
+                let leased = self.model.leased();
+                if leased.is_empty() {
+                    return Ok(());
+                }
+                let id = leased[pick % leased.len()];
+                let lease = self.model.tasks[&id].lease.clone().expect("a leased task has a lease");
+                let token = match (*stale, lease.token.0) {
+                    (false, _) => lease.token,
+                    (true, 0) => FencingToken(1),
+                    (true, t) => FencingToken(t - 1),
+                };
+                let result = format!("{{\"done\":{id}}}");
+                let outcome = match outcome {
+                    0 => Outcome::Succeeded { result: result.clone() },
+                    1 => Outcome::Retryable { error: "retry".into() },
+                    _ => Outcome::Permanent { error: "fatal".into() },
+                };
+                let node = lease.node;
+                let got = self.apply(Command::Complete {
+                    node,
+                    completions: vec![Completion { task: id, token, outcome: outcome.clone() }],
+                })?;
+                let blocked_before = self.model.tasks.values().filter(|t| t.status == TaskStatus::Blocked).count();
+                let want = if self.model.removed.contains(&node) {
+                    Response::Rejected(Rejection::NodeRemoved(node))
+                } else {
+                    self.model.touch(node);
+                    let one = if token != lease.token {
+                        self.note("completion refused: stale token");
+                        Err(Rejection::StaleToken { task: id, token, current: Some(lease.token) })
+                    } else {
+                        match outcome {
+                            Outcome::Succeeded { .. } => {
+                                self.model.end(id, TaskStatus::Succeeded, now);
+                                self.model.unblock(now);
+                                let blocked_after =
+                                    self.model.tasks.values().filter(|t| t.status == TaskStatus::Blocked).count();
+                                if blocked_after < blocked_before {
+                                    self.note("task succeeded and unblocked another");
+                                }
+                                prop_assert_eq!(self.cold.results.get(&id), Some(&result), "result of {}", id);
+                                Ok(TaskStatus::Succeeded)
+                            }
+                            Outcome::Retryable { .. } => {
+                                let status = self.model.fail(id, now, &self.sm)?;
+                                if status == TaskStatus::Dead {
+                                    self.note("task dead: attempts spent");
+                                }
+                                Ok(status)
+                            }
+                            Outcome::Permanent { .. } => {
+                                self.model.end(id, TaskStatus::Dead, now);
+                                self.model.cancel_dependents(id, now);
+                                Ok(TaskStatus::Dead)
+                            }
+                        }
+                    };
+                    Response::Completed(vec![one])
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Heartbeat { node, stale, progress } => {
+                let mut held: Vec<HeldLease> = self
+                    .model
+                    .leased_by(*node)
+                    .into_iter()
+                    .map(|id| HeldLease {
+                        task: id,
+                        token: self.model.tasks[&id].lease.as_ref().expect("leased").token,
+                        progress: progress.then(|| ReportedProgress { fraction: 0.5, message: "half".into() }),
+                    })
+                    .collect();
+                if let Some(id) = stale.and_then(|p| self.model.pick(p)) {
+                    // A lease that is not this node's: another node's, an old one, or none.
+                    let token = match self.model.tasks.get(&id).and_then(|t| t.lease.clone()) {
+                        Some(l) if l.node == *node => FencingToken(l.token.0.wrapping_sub(1)),
+                        Some(l) => l.token,
+                        None => FencingToken(u64::MAX / 2),
+                    };
+                    held.push(HeldLease { task: id, token, progress: None });
+                }
+                let got = self.apply(Command::Heartbeat { node: *node, slots: 2, held: held.clone() })?;
+                let want = if self.model.removed.contains(node) {
+                    Response::Rejected(Rejection::NodeRemoved(*node))
+                } else {
+                    let draining = self.model.touch(*node);
+                    let mut ack = HeartbeatAck { renewed: Vec::new(), revoked: Vec::new(), draining };
+                    for h in &held {
+                        let lease_ms = self.model.tasks.get(&h.task).map(|t| self.model.config(&t.queue).lease_ms);
+                        match self.model.tasks.get_mut(&h.task).and_then(|t| t.lease.as_mut()) {
+                            Some(l) if l.node == *node && l.token == h.token => {
+                                l.expires_ms = now + lease_ms.expect("a known task");
+                                ack.renewed.push((h.task, l.expires_ms));
+                            }
+                            _ => ack.revoked.push((h.task, h.token)),
+                        }
+                    }
+                    if !ack.revoked.is_empty() {
+                        self.note("heartbeat revoked a lease");
+                    }
+                    Response::HeartbeatAck(ack)
+                };
+                prop_assert_eq!(got, want);
+            }
+            Op::Advance { ms } => self.now += ms,
+            Op::Expire => {
+                let got = self.apply(Command::ExpireLeases)?;
+                let mut due: Vec<(u64, TaskId)> = self
+                    .model
+                    .tasks
+                    .iter()
+                    .filter_map(|(id, t)| t.lease.as_ref().filter(|l| l.expires_ms <= now).map(|l| (l.expires_ms, *id)))
+                    .collect();
+                due.sort();
+                let mut out = Vec::new();
+                for (_, id) in due {
+                    out.push((id, self.model.fail(id, now, &self.sm)?));
+                    self.note("lease expired");
+                }
+                prop_assert_eq!(got, Response::Expired(out));
+            }
+            Op::Cancel { pick } => {
+                let Some(id) = self.model.pick(*pick) else { return Ok(()) };
+                let got = self.apply(Command::Cancel { task: id, reason: "not needed".into() })?;
+                let want = match self.model.tasks.get(&id).map(|t| t.status) {
+                    None => Response::Rejected(Rejection::UnknownTask(id)),
+                    Some(s) if s.is_terminal() => {
+                        Response::Rejected(Rejection::WrongStatus { task: id, status: s, expected: String::new() })
+                    }
+                    Some(_) => {
+                        self.model.end(id, TaskStatus::Cancelled, now);
+                        self.model.cancel_dependents(id, now);
+                        Response::Task { id, status: TaskStatus::Cancelled }
+                    }
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Retry { pick } => {
+                let Some(id) = self.model.pick(*pick) else { return Ok(()) };
+                let got = self.apply(Command::Retry { task: id })?;
+                let want = self.model.retry(id, now);
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Pause { queue, paused } => {
+                let q = qname(*queue);
+                let got = self.apply(Command::SetQueuePaused { queue: q.clone(), paused: *paused })?;
+                let want = if q == "bad name" {
+                    Response::Rejected(invalid_name("queue"))
+                } else {
+                    self.model.ensure_queue(&q);
+                    self.model.queues.get_mut(&q).expect("made above").1 = *paused;
+                    Response::Done
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Configure { queue, patch } => {
+                let q = qname(*queue);
+                let got = self.apply(Command::ConfigureQueue { queue: q.clone(), patch: patch.clone() })?;
+                let want = self.model.configure(&q, patch);
+                if matches!(want, Response::Rejected(Rejection::InvalidConfig(_))) {
+                    self.note("configure refused");
+                }
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Drain { node, draining } => {
+                let got = self.apply(Command::DrainNode { node: *node, draining: *draining })?;
+                let want = if self.model.removed.contains(node) {
+                    Response::Rejected(Rejection::NodeRemoved(*node))
+                } else {
+                    self.model.nodes.insert(*node, *draining);
+                    Response::Done
+                };
+                prop_assert_eq!(got, want);
+            }
+            Op::Release { node, forget } => {
+                let got = self.apply(Command::ReleaseNode { node: *node, forget: *forget })?;
+                let released = self.model.release(*node, now, &self.sm)?;
+                if *forget {
+                    self.model.nodes.remove(node);
+                }
+                prop_assert_eq!(got, Response::Released(released));
+            }
+            Op::Remove { node } => {
+                let got = self.apply(Command::RemoveNode { node: *node })?;
+                let released = self.model.release(*node, now, &self.sm)?;
+                self.model.nodes.remove(node);
+                self.model.removed.insert(*node);
+                prop_assert_eq!(got, Response::Released(released));
+            }
+            Op::Admit { node } => {
+                let got = self.apply(Command::AdmitNode { node: *node })?;
+                self.model.removed.remove(node);
+                prop_assert_eq!(got, Response::Done);
+            }
+            Op::CollectGarbage => {
+                let got = self.apply(Command::CollectGarbage)?;
+                let doomed = self.model.collect_garbage(now);
+                if !doomed.is_empty() {
+                    self.note("garbage collected");
+                }
+                prop_assert_eq!(got, Response::Collected { tasks: doomed.len() as u64 });
+            }
+            Op::ApplyPlans { entities } => {
+                let entities: Vec<NewEntity> = entities
+                    .iter()
+                    .map(|s| NewEntity {
+                        entity_ref: if s.which == 6 { BAD_REF.into() } else { REFS[s.which as usize].into() },
+                        is_plan: s.which < PLANS,
+                        queue: s.queue.map(qname),
+                        owner: None,
+                        labels: BTreeMap::new(),
+                        depends_on: s.deps.iter().map(|d| REFS[*d as usize].to_string()).collect(),
+                        document: format!("{{\"doc\":{}}}", s.doc),
+                    })
+                    .collect();
+                let got = self.apply(Command::ApplyPlans { entities: entities.clone() })?;
+                let want = self.model.apply_plans(&entities, now);
+                self.note(if matches!(want, Response::Rejected(_)) { "plans refused" } else { "plans applied" });
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::RunPlans { refs, force, default_queue, priority } => {
+                let refs: Vec<String> = refs.iter().map(|r| REFS[*r as usize].to_string()).collect();
+                let dq = qname(*default_queue);
+                let got = self.apply(Command::RunPlans {
+                    refs: refs.clone(),
+                    force: *force,
+                    default_queue: dq.clone(),
+                    priority: *priority,
+                })?;
+                self.check_run_plans(&refs, *force, &dq, *priority, got)?;
+            }
+            Op::SetFormat { format } => {
+                let got = self.apply(Command::SetFormat { format: *format })?;
+                self.model.format = self.model.format.max(*format);
+                prop_assert_eq!(got, Response::Done);
+            }
+            Op::Redrive { queue, max } => {
+                let q = qname(*queue);
+                let got = self.apply(Command::RedriveQueue { queue: q.clone(), max: *max })?;
+                let want = if !self.model.queues.contains_key(&q) {
+                    Response::Rejected(Rejection::UnknownQueue(q))
+                } else {
+                    let mut dead: Vec<(u64, TaskId)> = self
+                        .model
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| t.queue == q && t.status == TaskStatus::Dead)
+                        .map(|(id, t)| (t.finished.expect("a dead task ended"), *id))
+                        .collect();
+                    dead.sort();
+                    let mut out = Vec::new();
+                    for (_, id) in dead.into_iter().take(*max as usize) {
+                        let r = self.model.retry(id, now);
+                        if matches!(r, Response::Task { .. }) {
+                            self.note("redrive retried a dead task");
+                        }
+                        out.push(r);
+                    }
+                    Response::Batch(out)
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Batch(items) => {
+                let before = (self.sm.clone(), self.cold.clone());
+                self.batch = Some(Vec::new());
+                let mut result = Ok(());
+                for item in items {
+                    result = self.step(item);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                let done = self.batch.take().unwrap_or_default();
+                result?;
+                if done.len() >= 2 {
+                    self.note("batch of several commands");
+                }
+                // The same commands as one entry: the same responses and state.
+                let (commands, responses): (Vec<Command>, Vec<Response>) = done.into_iter().unzip();
+                let stamped = Stamped { now_ms: now, command: Command::Batch(commands) };
+                prop_assert_eq!(op_for(&stamped.command), OpKind::Batch);
+                self.note_variants(&stamped.command);
+                let (mut sm, mut cold) = before;
+                let got = sm.apply(&stamped, &mut cold);
+                // The entry's clock, which an empty batch still takes.
+                let tick = Stamped { now_ms: now, command: Command::Batch(Vec::new()) };
+                self.sm.apply(&tick, &mut DiscardCold);
+                prop_assert_eq!(got, Response::Batch(responses), "a batch answered unlike its items one by one");
+                prop_assert_eq!(bytes(&sm), bytes(&self.sm), "a batch left another state than its items one by one");
+                prop_assert!(cold == self.cold, "a batch wrote other cold data than its items one by one");
+                self.sm = sm;
+                self.cold = cold;
+                self.log_entry(stamped);
+            }
+            Op::Snapshot => {
+                let (version, bytes) = encode_state(&self.sm);
+                let back = decode_state(version, &bytes)?;
+                back.check_invariants().map_err(TestCaseError::fail)?;
+                prop_assert_eq!(encode_state(&back), (version, bytes.clone()), "a snapshot does not re-encode alike");
+                self.snapshot = Some(Snap { version, bytes, at: self.log.len() });
+                self.marks.push((self.log.len(), Mark::Snapshot));
+            }
+            Op::Restart { from_snapshot } => {
+                let cold_before = self.cold.clone();
+                let (mut restored, from) = match (&self.snapshot, from_snapshot) {
+                    (Some(s), true) => {
+                        self.note(if s.version == 3 {
+                            "restart from a version 3 snapshot"
+                        } else {
+                            "restart from a version 4 snapshot"
+                        });
+                        (decode_state(s.version, &s.bytes)?, s.at)
+                    }
+                    (None, true) => {
+                        self.note("restart replaying the whole log");
+                        (StateMachine::new(), 0)
+                    }
+                    (_, false) => {
+                        let (version, bytes) = encode_state(&self.sm);
+                        self.note(if version == 3 {
+                            "restart from a version 3 snapshot"
+                        } else {
+                            "restart from a version 4 snapshot"
+                        });
+                        (decode_state(version, &bytes)?, self.log.len())
+                    }
+                };
+                restored.check_invariants().map_err(TestCaseError::fail)?;
+                // The cold data survives a restart; replaying rewrites it alike.
+                for entry in &self.log[from..] {
+                    restored.apply(entry, &mut self.cold);
+                }
+                prop_assert_eq!(bytes(&restored), bytes(&self.sm), "restored from log entry {} and replayed", from);
+                prop_assert!(
+                    self.cold == cold_before,
+                    "replaying the log after a restart rewrote cold data differently"
+                );
+                self.sm = restored;
+                self.marks.push((self.log.len(), Mark::Restart { from_snapshot: *from_snapshot }));
+            }
+        }
+        Ok(())
+    }
+
+    /// `RunPlans`: what the model predicts of its refusals, of which plans run
+    /// again or return their run, and of the tasks it makes.
+    fn check_run_plans(
+        &mut self,
+        refs: &[String],
+        force: bool,
+        dq: &str,
+        priority: i32,
+        got: Response,
+    ) -> Result<(), TestCaseError> {
+        let now = self.now;
+        let model = &self.model;
+        for r in refs {
+            match model.catalog.get(r) {
+                None => {
+                    self.note("plans run: refused");
+                    prop_assert_eq!(norm(got), Response::Rejected(Rejection::UnknownEntity(r.clone())));
+                    return Ok(());
+                }
+                Some(e) if !e.entity.is_plan => {
+                    self.note("plans run: refused");
+                    prop_assert_eq!(norm(got), Response::Rejected(invalid_entity()));
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+        let requested: BTreeSet<&str> = refs.iter().map(String::as_str).collect();
+        // The requested plans and the plans they depend on.
+        let mut closure: BTreeSet<String> = BTreeSet::new();
+        let mut stack: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+        while let Some(r) = stack.pop() {
+            if closure.insert(r.clone()) {
+                stack.extend(model.catalog[&r].entity.depends_on.iter().filter(|d| model.is_plan(d)).cloned());
+            }
+        }
+        let rerun: BTreeSet<String> = closure
+            .iter()
+            .filter(|r| {
+                let asked = requested.contains(r.as_str());
+                match model.run_state(r) {
+                    RunState::Never => true,
+                    RunState::Forgotten => asked,
+                    RunState::Live(_, s) => (asked && force) || matches!(s, TaskStatus::Dead | TaskStatus::Cancelled),
+                }
+            })
+            .cloned()
+            .collect();
+        let queue_of = |r: &str| model.catalog[r].entity.queue.clone().unwrap_or_else(|| dq.to_string());
+        let mut per_queue: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &rerun {
+            *per_queue.entry(queue_of(r)).or_default() += 1;
+        }
+        for (q, added) in &per_queue {
+            let (depth, limit) = (model.depth(q), model.config(q).max_depth);
+            if depth + added > limit {
+                self.note("plans run: refused");
+                let want = Response::Rejected(Rejection::QueueFull { queue: q.clone(), depth, limit });
+                prop_assert_eq!(got, want);
+                return Ok(());
+            }
+        }
+        let Response::PlansRun(runs) = got else {
+            return Err(TestCaseError::fail(format!("run plans answered {got:?}")));
+        };
+        // Which plans answer, and how.
+        let mut want_refs = BTreeSet::new();
+        for r in &closure {
+            let asked = requested.contains(r.as_str());
+            let generation = model.catalog[r].generation;
+            let run = runs.iter().find(|p| &p.entity_ref == r);
+            if rerun.contains(r) {
+                let run = run.ok_or_else(|| TestCaseError::fail(format!("{r} should run again")))?;
+                prop_assert!(run.created, "{} should have a new run", r);
+                prop_assert_eq!(run.generation, generation + 1);
+                prop_assert_eq!(run.requested, asked);
+                want_refs.insert(r.clone());
+            } else if let RunState::Live(id, status) = model.run_state(r) {
+                let run = run.ok_or_else(|| TestCaseError::fail(format!("{r} should return its run")))?;
+                prop_assert_eq!(
+                    (run.created, run.generation, run.task, run.status, run.requested),
+                    (false, generation, id, status, asked),
+                    "{}'s existing run",
+                    r
+                );
+                want_refs.insert(r.clone());
+            }
+        }
+        let got_refs: BTreeSet<String> = runs.iter().map(|p| p.entity_ref.clone()).collect();
+        prop_assert_eq!(got_refs, want_refs, "which plans a run answers for");
+        // Dependencies come first.
+        for (i, p) in runs.iter().enumerate() {
+            for d in &model.catalog[&p.entity_ref].entity.depends_on {
+                if let Some(j) = runs.iter().position(|x| &x.entity_ref == d) {
+                    prop_assert!(j < i, "{} answered before its dependency {}", p.entity_ref, d);
+                }
+            }
+        }
+        let mut created: Vec<&PlanRun> = runs.iter().filter(|p| p.created).collect();
+        created.sort_by_key(|p| p.task);
+        let ids: Vec<u64> = created.iter().map(|p| p.task.0).collect();
+        let expected_ids: Vec<u64> = (model.next_id..model.next_id + created.len() as u64).collect();
+        prop_assert_eq!(ids, expected_ids, "new runs take the next task ids");
+        if !created.is_empty() {
+            self.note("plans run: tasks created");
+        }
+        if runs.iter().any(|p| !p.created) {
+            self.note("plans run: existing run returned");
+        }
+        let new_ids: BTreeMap<String, TaskId> = created.iter().map(|p| (p.entity_ref.clone(), p.task)).collect();
+        let mut made = Vec::new();
+        for p in &created {
+            let r = &p.entity_ref;
+            let mut deps = Vec::new();
+            for d in &model.catalog[r].entity.depends_on {
+                if !model.is_plan(d) {
+                    continue;
+                }
+                if let Some(id) = new_ids.get(d) {
+                    deps.push(*id);
+                } else if let RunState::Live(id, _) = model.run_state(d) {
+                    deps.push(id);
+                }
+            }
+            let blocked =
+                deps.iter().any(|d| new_ids.values().any(|n| n == d) || model.tasks[d].status != TaskStatus::Succeeded);
+            let status = if blocked { TaskStatus::Blocked } else { TaskStatus::Pending };
+            prop_assert_eq!(p.status, status, "status of {}'s new run", r);
+            let q = queue_of(r);
+            let t = self.sm.task(p.task).ok_or_else(|| TestCaseError::fail(format!("no task {}", p.task)))?;
+            prop_assert_eq!(
+                (&*t.queue, &*t.kind, t.priority, &t.depends_on),
+                (q.as_str(), MIGRATION_KIND, priority, &deps),
+                "{}'s new run",
+                r
+            );
+            let payload = format!("{{\"entity_ref\":\"{r}\",\"generation\":{}}}", p.generation);
+            prop_assert_eq!(self.cold.payloads.get(&p.task), Some(&payload));
+            made.push((p.task, r.clone(), p.generation, q, deps, status));
+        }
+        for (id, r, generation, q, deps, status) in made {
+            self.model.ensure_queue(&q);
+            let max_attempts = self.model.config(&q).max_attempts.max(1);
+            let key = run_key(&r, generation);
+            self.model.keys.insert(key.clone(), id);
+            self.model.tasks.insert(
+                id,
+                MTask {
+                    queue: q,
+                    kind: MIGRATION_KIND,
+                    priority,
+                    status,
+                    attempt: 0,
+                    max_attempts,
+                    not_before: now,
+                    lease: None,
+                    deps,
+                    key: Some(key),
+                    finished: None,
+                },
+            );
+            self.model.catalog.get_mut(&r).expect("a plan").generation = generation;
+            self.model.next_id += 1;
+        }
+        Ok(())
+    }
+
+    /// Everything the model knows agrees with the state machine.
+    fn check(&self) -> Result<(), TestCaseError> {
+        let sm = &self.sm;
+        let model = &self.model;
+        if let Err(e) = sm.check_invariants() {
+            // Known: a blocked task that depends on a forgotten task makes
+            // the live indexes differ from a rebuild (see
+            // `a_forgotten_dependency_leaves_the_indexes_as_a_rebuild_would`).
+            // Tolerated only in exactly that state.
+            let known = e == "lease or dependency indexes differ from a rebuild"
+                && model
+                    .tasks
+                    .values()
+                    .any(|t| t.status == TaskStatus::Blocked && t.deps.iter().any(|d| model.forgotten.contains(d)));
+            if !known {
+                return Err(TestCaseError::fail(e));
+            }
+            self.note("known bug tolerated: a blocked task's dependency was forgotten");
+        }
+        prop_assert_eq!(sm.task_count(), model.tasks.len());
+        let counts = sm.total_counts();
+        prop_assert_eq!(counts.values().sum::<u64>() as usize, model.tasks.len(), "a task in no state or two");
+        for (id, m) in &model.tasks {
+            let t = sm.task(*id).ok_or_else(|| TestCaseError::fail(format!("task {id} is missing")))?;
+            prop_assert_eq!(t.status, m.status, "task {} status", id);
+            prop_assert_eq!(&*t.queue, m.queue.as_str(), "task {} queue", id);
+            prop_assert_eq!(&*t.kind, m.kind, "task {} kind", id);
+            prop_assert_eq!(t.priority, m.priority, "task {} priority", id);
+            prop_assert_eq!(t.attempt, m.attempt, "task {} attempt", id);
+            prop_assert_eq!(t.max_attempts, m.max_attempts, "task {} max attempts", id);
+            prop_assert_eq!(t.not_before_ms, m.not_before, "task {} not before", id);
+            prop_assert_eq!(&t.lease, &m.lease, "task {} lease", id);
+            prop_assert_eq!(&t.depends_on, &m.deps, "task {} dependencies", id);
+            prop_assert_eq!(t.idempotency_key.as_deref(), m.key.as_deref(), "task {} key", id);
+            prop_assert_eq!(t.finished_ms, m.finished, "task {} end", id);
+            if m.status == TaskStatus::Blocked {
+                prop_assert!(
+                    m.deps.iter().any(|d| model.tasks.get(d).is_some_and(|x| x.status != TaskStatus::Succeeded)),
+                    "task {} is blocked on nothing",
+                    id
+                );
+            }
+            prop_assert!(self.cold.payloads.contains_key(id), "task {} has no payload", id);
+        }
+        for (k, id) in &model.keys {
+            prop_assert_eq!(sm.task_by_key(k).map(|t| t.id), Some(*id), "key {}", k);
+        }
+        for id in &model.forgotten {
+            prop_assert!(sm.task(*id).is_none(), "forgotten task {} is still there", id);
+            prop_assert!(
+                !self.cold.payloads.contains_key(id)
+                    && !self.cold.results.contains_key(id)
+                    && self.cold.history(*id).is_empty(),
+                "forgotten task {} left cold data",
+                id
+            );
+        }
+        let queues: BTreeMap<String, (QueueConfig, bool)> =
+            sm.queue_stats(self.now).into_iter().map(|s| (s.name, (s.config, s.paused))).collect();
+        prop_assert_eq!(&queues, &model.queues, "queues");
+        let nodes: BTreeMap<u64, bool> = sm.nodes().iter().map(|(id, n)| (*id, n.draining)).collect();
+        prop_assert_eq!(&nodes, &model.nodes, "nodes");
+        prop_assert_eq!(sm.removed_nodes(), &model.removed, "removed nodes");
+        prop_assert_eq!(sm.format(), model.format, "cluster format");
+        prop_assert_eq!(sm.catalog_len(), model.catalog.len());
+        for (r, m) in &model.catalog {
+            let c = sm.catalog_entry(r).ok_or_else(|| TestCaseError::fail(format!("{r} not in the catalog")))?;
+            prop_assert_eq!((&c.entity, c.revision, c.generation), (&m.entity, m.revision, m.generation), "{}", r);
+        }
+        let mut leased: Vec<TaskId> = (1..=NODES).flat_map(|n| sm.leases_of(n)).map(|t| t.id).collect();
+        let total = leased.len();
+        leased.sort();
+        leased.dedup();
+        prop_assert_eq!(leased.len(), total, "a task leased to two nodes");
+        prop_assert!(self.replica == self.sm, "diverged from a replica that never restarted");
+        Ok(())
+    }
+
+    /// At the end: byte-identical to the replica that never restarted and to
+    /// a fresh one fed the whole log, cold data too.
+    fn finish(&self) -> Result<(), TestCaseError> {
+        prop_assert_eq!(bytes(&self.replica), bytes(&self.sm));
+        prop_assert!(self.replica_cold == self.cold, "cold data differs from the replica that never restarted");
+        let mut fresh = StateMachine::new();
+        let mut fresh_cold = MemCold::default();
+        for entry in &self.log {
+            fresh.apply(entry, &mut fresh_cold);
+        }
+        prop_assert_eq!(bytes(&fresh), bytes(&self.sm));
+        prop_assert!(fresh_cold == self.cold, "cold data differs from a replica fed the whole log");
+        Ok(())
+    }
+}
+
+fn run_ops(ops: &[Op]) -> Result<Run, TestCaseError> {
+    let mut run = Run::new();
+    for op in ops {
+        run.step(op)?;
+        run.check()?;
+    }
+    run.finish()?;
+    Ok(run)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_commands_match_the_model(ops in proptest::collection::vec(op(), 1..400)) {
+        run_ops(&ops)?;
+    }
+}
+
+/// Over a fixed-seed run, every `Command` variant is applied at least once
+/// (inside batches too), each by the op `op_for` names, and the outcomes
+/// that make the model's checks meaningful all happen.
+#[test]
+fn every_command_variant_is_generated() {
+    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let strategy = proptest::collection::vec(op(), 100..150);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut outcomes = BTreeSet::new();
+    for _ in 0..48 {
+        let ops = strategy.new_tree(&mut runner).expect("a sequence").current();
+        let run = run_ops(&ops).unwrap_or_else(|e| panic!("{e}\nops: {ops:?}"));
+        for (name, n) in run.seen {
+            *seen.entry(name).or_default() += n;
+        }
+        outcomes.extend(run.outcomes.into_inner());
+    }
+    eprintln!("commands applied by variant: {seen:?}");
+    let all = all_command_variants();
+    assert!(all.len() >= 19, "serde lists {} Command variants: {all:?}", all.len());
+    let missing: Vec<&str> = all.iter().copied().filter(|v| !seen.contains_key(*v)).collect();
+    assert!(missing.is_empty(), "Command variants never generated: {missing:?} (give them an op: see `op_for`)");
+    let missing: Vec<&str> = REQUIRED_OUTCOMES.iter().copied().filter(|o| !outcomes.contains(o)).collect();
+    assert!(missing.is_empty(), "outcomes never reached: {missing:?}");
+}
+
+/// DESIGN/ARCHITECTURE: "A refused command returns `Response::Rejected(..)`
+/// and changes nothing but the clock." A `ConfigureQueue` refused for an
+/// invalid setting still makes the queue it names (`queue_for_admin` runs
+/// `ensure_queue` before the patch is checked). Deterministic, so replicas
+/// agree, but it contradicts the rule; the model test tolerates exactly this
+/// one case (see `Run::apply`). Remove the `ignore` once fixed.
+#[test]
+#[ignore = "known bug in raft/src/fsm/apply.rs: a refused ConfigureQueue creates the queue it names"]
+fn a_refused_configure_queue_changes_nothing() {
+    let mut sm = StateMachine::new();
+    let patch = QueuePatch { max_attempts: Some(0), ..QueuePatch::default() };
+    let command = Command::ConfigureQueue { queue: "fresh".into(), patch };
+    let r = sm.apply(&Stamped { now_ms: 1, command }, &mut DiscardCold);
+    assert!(matches!(r, Response::Rejected(Rejection::InvalidConfig(_))), "{r:?}");
+    assert!(sm.queue("fresh").is_none(), "a refused ConfigureQueue created queue `fresh`");
+}
+
+/// A blocked task depends on A (succeeded) and B (pending); `CollectGarbage`
+/// forgets A. `unblock_dependents` and `Retry` count a forgotten dependency
+/// as done, and GC drops `dependents[A]`, but `StateMachine::index`
+/// (raft/src/fsm/state.rs, `TaskStatus::Blocked`: `is_some_and(..)`) counts
+/// it as not done, so a rebuild (every restart from a snapshot) registers the
+/// task under A again: the live indexes differ from a rebuild and
+/// `check_invariants` fails. Harmless to behaviour (A's id never comes back)
+/// but a stale index entry per such task after each restore. Found by
+/// `random_commands_match_the_model` (a plan run depending on a succeeded and
+/// a new run). Remove the `ignore` once fixed.
+#[test]
+#[ignore = "known bug in raft/src/fsm/state.rs: a forgotten dependency is indexed as pending on rebuild"]
+fn a_forgotten_dependency_leaves_the_indexes_as_a_rebuild_would() {
+    let mut sm = StateMachine::new();
+    let mut cold = MemCold::default();
+    let mut apply =
+        |sm: &mut StateMachine, now_ms: u64, command: Command| sm.apply(&Stamped { now_ms, command }, &mut cold);
+    let patch = QueuePatch { retention_ms: Some(1_000), ..QueuePatch::default() };
+    apply(&mut sm, 1, Command::ConfigureQueue { queue: "q".into(), patch });
+    apply(
+        &mut sm,
+        1,
+        Command::Enqueue { tasks: vec![NewTask::new("q", "noop", "{}"), NewTask::new("q", "noop", "{}")] },
+    );
+    let Response::Leased(granted) = apply(&mut sm, 2, Command::Lease { node: 1, queues: vec![], max: 1 }) else {
+        panic!("no lease")
+    };
+    let (a, b) = (granted[0].task, TaskId(1 - granted[0].task.0));
+    let done = Completion { task: a, token: granted[0].token, outcome: Outcome::Succeeded { result: "1".into() } };
+    apply(&mut sm, 3, Command::Complete { node: 1, completions: vec![done] });
+    let mut waiting = NewTask::new("q", "noop", "{}");
+    waiting.depends_on = vec![TaskRef::Id(a), TaskRef::Id(b)];
+    apply(&mut sm, 4, Command::Enqueue { tasks: vec![waiting] });
+    assert_eq!(apply(&mut sm, 5_000, Command::CollectGarbage), Response::Collected { tasks: 1 });
+    assert!(sm.task(a).is_none(), "A is forgotten");
+    sm.check_invariants().expect("the live indexes are what a rebuild gives");
+}
+
+// ------------------------------------------------------------------ the real store
+
+/// A model run's log through the RocksDB stores: entries appended and
+/// applied as openraft does, a snapshot built (and the log purged up to it)
+/// where the run took one, and where it restarted, a real restart (reopen,
+/// load the snapshot file, replay the log after it) or a snapshot transfer
+/// to a fresh store (`install_snapshot`). After each step the store's digest
+/// is a fresh in-memory replica's at the same index; at the end the cold
+/// data is the replica's too.
+#[cfg(feature = "storage")]
+mod real_store {
+    use super::*;
+
+    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder};
+    use skein_raft::config::{Entry, LogId};
+    use skein_raft::store::{digest_of, open, LogStore, StateMachineStore};
+    use tempfile::TempDir;
+    use tokio::io::AsyncWriteExt;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn fail(what: &str) -> impl Fn(&dyn std::fmt::Display) -> TestCaseError + '_ {
+        move |e| TestCaseError::fail(format!("{what}: {e}"))
+    }
+
+    struct Store {
+        log: LogStore,
+        sm: StateMachineStore,
+        // Declared last, dropped last: the directory outlives the stores.
+        _dir: TempDir,
+    }
+
+    fn open_in(dir: TempDir) -> Result<Store, TestCaseError> {
+        let (log, sm) = open(dir.path()).map_err(|e| fail("open")(&e))?;
+        Ok(Store { log, sm, _dir: dir })
+    }
+
+    async fn replay(run: &Run) -> Result<(), TestCaseError> {
+        let mut store = open_in(TempDir::new().map_err(|e| fail("temp dir")(&e))?)?;
+        let mut reference = StateMachine::new();
+        let mut reference_cold = MemCold::default();
+        let mut at = 0usize;
+        let mut marks = run.marks.clone();
+        marks.push((run.log.len(), Mark::Snapshot));
+        for (upto, mark) in marks {
+            let entries: Vec<Entry> = (at..upto)
+                .map(|i| Entry { log_id: log_id(i as u64 + 1), payload: EntryPayload::Normal(run.log[i].clone()) })
+                .collect();
+            for e in &run.log[at..upto] {
+                reference.apply(e, &mut reference_cold);
+            }
+            if !entries.is_empty() {
+                store.log.append_entries(entries.clone()).await.map_err(|e| fail("append")(&e))?;
+                store.sm.apply(entries).await.map_err(|e| fail("apply")(&e))?;
+            }
+            at = upto;
+            let last = (at > 0).then(|| log_id(at as u64));
+            let want = digest_of(&reference, last).map_err(|e| fail("digest")(&e))?;
+            prop_assert_eq!(store.sm.handle().digest().map_err(|e| fail("digest")(&e))?, want, "at entry {}", at);
+            match mark {
+                Mark::Snapshot => {
+                    let snap = store.sm.get_snapshot_builder().await.build_snapshot().await;
+                    let snap = snap.map_err(|e| fail("build a snapshot")(&e))?;
+                    prop_assert_eq!(snap.meta.last_log_id, last);
+                    if let Some(l) = last {
+                        store.log.purge(l).await.map_err(|e| fail("purge")(&e))?;
+                    }
+                }
+                Mark::Restart { from_snapshot: true } => {
+                    // A real restart: the snapshot file, then the log after it.
+                    let Store { _dir, log, sm } = store;
+                    drop((log, sm));
+                    store = open_in(_dir)?;
+                    let (applied, _) = store.sm.applied_state().await.map_err(|e| fail("applied state")(&e))?;
+                    let from = applied.map_or(1, |l| l.index + 1);
+                    let tail = store.log.try_get_log_entries(from..).await.map_err(|e| fail("read the log")(&e))?;
+                    prop_assert_eq!(tail.len() as u64, at as u64 + 1 - from, "log entries after the snapshot");
+                    store.sm.apply(tail).await.map_err(|e| fail("replay")(&e))?;
+                }
+                Mark::Restart { from_snapshot: false } => {
+                    // A snapshot sent to a fresh node, which goes on from it.
+                    let snap = store.sm.get_snapshot_builder().await.build_snapshot().await;
+                    let snap = snap.map_err(|e| fail("build a snapshot")(&e))?;
+                    let current = store.sm.get_current_snapshot().await.map_err(|e| fail("current snapshot")(&e))?;
+                    let (meta, file) =
+                        current.map(|s| (s.meta, s.snapshot)).ok_or_else(|| fail("snapshot")(&"none"))?;
+                    prop_assert_eq!(&meta, &snap.meta);
+                    let bytes = std::fs::read(store._dir.path().join("snapshots/current.snap"))
+                        .map_err(|e| fail("read the snapshot")(&e))?;
+                    drop(file);
+                    let mut fresh = open_in(TempDir::new().map_err(|e| fail("temp dir")(&e))?)?;
+                    let mut recv = fresh.sm.begin_receiving_snapshot().await.map_err(|e| fail("receive")(&e))?;
+                    recv.write_all(&bytes).await.map_err(|e| fail("write the snapshot")(&e))?;
+                    recv.shutdown().await.map_err(|e| fail("write the snapshot")(&e))?;
+                    fresh.sm.install_snapshot(&meta, recv).await.map_err(|e| fail("install")(&e))?;
+                    store = fresh;
+                }
+            }
+            let got = store.sm.handle().digest().map_err(|e| fail("digest")(&e))?;
+            prop_assert_eq!(got, want, "after {:?} at entry {}", mark, at);
+        }
+        let h = store.sm.handle();
+        h.state().check_invariants().map_err(TestCaseError::fail)?;
+        for t in reference.tasks(None, None, None, usize::MAX).tasks {
+            let id = t.id;
+            prop_assert_eq!(h.payload(id).map_err(|e| fail("payload")(&e))?, reference_cold.payloads.get(&id).cloned());
+            prop_assert_eq!(h.result(id).map_err(|e| fail("result")(&e))?, reference_cold.results.get(&id).cloned());
+            prop_assert_eq!(h.history(id).map_err(|e| fail("history")(&e))?, reference_cold.history(id));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_real_store_restarts_like_the_model(ops in proptest::collection::vec(op(), 40..150)) {
+            let run = run_ops(&ops)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()
+                .map_err(|e| TestCaseError::fail(format!("runtime: {e}")))?;
+            rt.block_on(replay(&run))?;
         }
     }
 }

@@ -3,23 +3,15 @@
 //! shows exactly one success under the lease that was current.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use futures::StreamExt;
 use skein_raft::api::TaskDetail;
 use skein_raft::fsm::{Event, EventKind, Task, TaskStatus};
-
-use crate::api::Api;
-use crate::wait::wait_for;
-
-/// Prints a line prefixed with the seconds since the first call: the
-/// tests' running commentary (shown by `cargo nextest run --no-capture`).
-pub fn say(msg: impl AsRef<str>) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    eprintln!("[{:>7.3}s] {}", start.elapsed().as_secs_f64(), msg.as_ref());
-}
+/// The tests' running commentary (one clock with the harness's own lines).
+pub use skein_testkit::say;
+use skein_testkit::{wait_for, Api};
 
 /// Waits until `queue` has no task pending, blocked or leased, as the node
 /// at `addr` sees it; fails at once if a task went `dead` or `cancelled`

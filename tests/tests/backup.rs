@@ -18,10 +18,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use skein_raft::api::RunPlansReply;
 use skein_raft::fsm::{TaskStatus, EPOCH_SHIFT};
+use skein_testkit::process::free_port;
+use skein_testkit::{wait_for, wait_until, Cluster, Spec};
 use skein_tests::checks::say;
-use skein_tests::cluster::Layout;
-use skein_tests::process::free_port;
-use skein_tests::{wait_for, wait_until, Cluster};
 
 const QUEUE: &str = "migrations";
 
@@ -169,7 +168,7 @@ async fn run(old: &Cluster, dir: &Path) -> anyhow::Result<()> {
 
     // Restored: node 1 from the backup, two more join it.
     say(format!("damaged backups and a used directory refused; restoring (old tokens up to {old_max_token})"));
-    let mut layout = Layout::free(3)?;
+    let mut layout = Spec::free(3)?;
     layout.node_args.insert(1, vec!["--restore".into(), backup.display().to_string()]);
     let new = Cluster::start_layout(layout).await.context("the restored cluster")?;
     let result = check_restored(&new, dir, &at_backup, &slow, old_max_token, after_backup_publish).await;

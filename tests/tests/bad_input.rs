@@ -11,10 +11,10 @@ use anyhow::{ensure, Context};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use skein_raft::fsm::{Completion, EventKind, FencingToken, Outcome, Rejection, TaskId, TaskStatus};
-use skein_tests::api::Reply;
+use skein_testkit::api::Reply;
+use skein_testkit::process::{free_port, log_tail, Process};
+use skein_testkit::{wait_for, Cluster};
 use skein_tests::checks::say;
-use skein_tests::process::{free_port, log_tail, Process};
-use skein_tests::{wait_for, Cluster};
 use skein_transport::{CompleteRequest, Peers, PeersConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,8 +11,8 @@ use anyhow::{bail, ensure, Context};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use skein_raft::fsm::{EventKind, FencingToken, TaskStatus};
+use skein_testkit::{now_ms, wait_for, wait_until, Cluster, Load};
 use skein_tests::checks::{all_succeeded, details, leases_by_node, say, succeeded_once, wait_settled};
-use skein_tests::{now_ms, wait_for, wait_until, Cluster, Load};
 
 /// kill -9 of the leader while a few hundred 100 ms tasks run (leases of
 /// 2 s): a new leader within seconds, the dead node's leases expire and

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use serde_json::{json, Value};
 use skein_raft::fsm::{EventKind, TaskStatus};
+use skein_testkit::{now_ms, wait_for, wait_until, Cluster, Load};
 use skein_tests::checks::{
     all_succeeded, details, leases_by_node, say, succeeded_once, wait_replicas_agree, wait_settled,
 };
-use skein_tests::{now_ms, wait_for, wait_until, Cluster, Load};
 
 /// 2,000 noop tasks, half through the `skein` CLI (to a follower), the rest
 /// through the HTTP API of a follower and of the leader: all succeed, each

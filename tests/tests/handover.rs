@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use serde_json::json;
+use skein_testkit::{wait_for, Cluster, Load};
 use skein_tests::checks::{say, wait_settled};
-use skein_tests::{wait_for, Cluster, Load};
 
 /// Under a steady load, SIGTERM of the leader of 3 nodes: the old leader's
 /// log says it handed over, to the voter it chose, which is the leader

@@ -18,9 +18,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use skein_raft::api::{PlanDetail, RunPlansReply};
 use skein_raft::fsm::{EventKind, Task, TaskStatus};
+use skein_testkit::process::free_port;
+use skein_testkit::{wait_for, wait_until, Cluster};
 use skein_tests::checks::{say, succeeded_once};
-use skein_tests::process::free_port;
-use skein_tests::{wait_for, wait_until, Cluster};
 
 /// Every test's own deadline, cluster start included.
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);

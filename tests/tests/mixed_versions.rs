@@ -18,15 +18,14 @@ use anyhow::{ensure, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
 use skein_raft::fsm::TaskStatus;
+use skein_testkit::{wait_for, wait_until, Cluster, Spec};
 use skein_tests::checks::say;
-use skein_tests::cluster::{Cluster, Layout};
-use skein_tests::{wait_for, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mixed_version_cluster_refuses_new_commands_until_finalized() {
-    let mut layout = Layout::free(3).expect("free ports");
+    let mut layout = Spec::free(3).expect("free ports");
     layout.node_args.insert(1, vec!["--behave-as-format".into(), "1".into()]);
     let mut c = Cluster::start_layout(layout).await.expect("starting the cluster");
     let result = run(&mut c).await;

@@ -26,8 +26,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use skein_raft::api::Overview;
 use skein_raft::fsm::TaskStatus;
+use skein_testkit::{wait_for, wait_until, Cluster};
 use skein_tests::checks::{say, wait_replicas_agree};
-use skein_tests::{wait_for, wait_until, Cluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 

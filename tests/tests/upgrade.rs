@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
-use skein_tests::process::{free_port, log_tail, Binaries, Process};
-use skein_tests::{wait_for, wait_until, Api};
+use skein_testkit::process::{free_port, log_tail, Binaries, Process};
+use skein_testkit::{wait_for, wait_until, Api};
 
 const FIXTURE: &str = "datadir-0.1.0.tar.gz";
 

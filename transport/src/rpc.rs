@@ -175,6 +175,16 @@ pub enum NodeError {
         /// What to do, naming the nodes to upgrade.
         message: String,
     },
+    /// The call was sent, or proposed, and no answer came back: it may or
+    /// may not have taken effect (a timeout waiting for the majority, a
+    /// connection lost with the call in flight). Retry with an idempotency
+    /// key. Node-local, never sent between nodes (0.2.0 cannot decode it):
+    /// a node answering an RPC sends it as [`NodeError::Unavailable`]
+    /// ([`NodeError::for_the_wire`]), and a node that forwarded a write
+    /// reads a remote `Unavailable` as unknown, since it was sent.
+    #[error("outcome unknown: {0}")]
+    #[serde(skip)]
+    OutcomeUnknown(String),
 }
 
 fn leader_hint(leader_id: &Option<u64>, leader: &Option<SkeinNode>) -> String {
@@ -189,7 +199,15 @@ impl NodeError {
     /// Whether the same call may succeed if retried later or elsewhere
     /// (another leader, after an election).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, NodeError::NotLeader { .. } | NodeError::Unavailable(_))
+        matches!(self, NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::OutcomeUnknown(_))
+    }
+
+    /// This error as an RPC answer carries it: what every release decodes.
+    pub fn for_the_wire(self) -> NodeError {
+        match self {
+            NodeError::OutcomeUnknown(m) => NodeError::Unavailable(format!("outcome unknown: {m}")),
+            other => other,
+        }
     }
 }
 
@@ -242,6 +260,22 @@ impl From<RaftError<u64, CheckIsLeaderError<u64, SkeinNode>>> for NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_outcome_travels_as_unavailable() {
+        let e = NodeError::OutcomeUnknown("no majority answered in time".into());
+        assert!(e.is_retryable());
+        assert_eq!(
+            e.for_the_wire(),
+            NodeError::Unavailable("outcome unknown: no majority answered in time".into())
+        );
+        let other = NodeError::Invalid("x".into());
+        assert_eq!(other.clone().for_the_wire(), other);
+        // It cannot be sent: a node that tried would fail to encode, not
+        // send bytes an older release misreads.
+        let frame = crate::codec::encode(&Err::<(), _>(NodeError::OutcomeUnknown("x".into())));
+        assert!(frame.is_err());
+    }
 
     #[test]
     fn errors_read_well() {

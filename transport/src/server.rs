@@ -201,6 +201,8 @@ impl<H> Clone for Dispatch<H> {
     }
 }
 
+/// Every answer leaves through here: a node-local error becomes what every
+/// release decodes ([`NodeError::for_the_wire`]).
 impl<H: Handler> SkeinRpc for Dispatch<H> {
     async fn append_entries(
         self,
@@ -223,31 +225,31 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
     }
 
     async fn write(self, _: Context, command: Command) -> Result<Response, NodeError> {
-        self.0.write(command).await
+        self.0.write(command).await.map_err(NodeError::for_the_wire)
     }
 
     async fn lease(self, _: Context, req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError> {
-        self.0.lease(req).await
+        self.0.lease(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn heartbeat(self, _: Context, req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError> {
-        self.0.heartbeat(req).await
+        self.0.heartbeat(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn complete(self, _: Context, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
-        self.0.complete(req).await
+        self.0.complete(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn read_index(self, _: Context) -> Result<u64, NodeError> {
-        self.0.read_index().await
+        self.0.read_index().await.map_err(NodeError::for_the_wire)
     }
 
     async fn join(self, _: Context, req: JoinRequest) -> Result<(), NodeError> {
-        self.0.join(req).await
+        self.0.join(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn leave(self, _: Context, id: u64) -> Result<(), NodeError> {
-        self.0.leave(id).await
+        self.0.leave(id).await.map_err(NodeError::for_the_wire)
     }
 
     async fn node_version(self, _: Context) -> NodeVersion {
@@ -255,6 +257,6 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
     }
 
     async fn campaign(self, _: Context) -> Result<(), NodeError> {
-        self.0.campaign().await
+        self.0.campaign().await.map_err(NodeError::for_the_wire)
     }
 }

@@ -1,13 +1,15 @@
 //! `skein demo`: the main job on one machine. Starts a local cluster of
-//! `skein-node` processes, stores the example plans, runs them all, waits
-//! for every migration to end, prints the status table and stops the nodes.
+//! `skein-node` processes (with skein-testkit's harness, the one the tests
+//! and the bench use), stores the example plans, runs them all, waits for
+//! every migration to end, prints the status table and stops the nodes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::json;
+use skein_testkit::process::Binaries;
+use skein_testkit::{Cluster, Dirs, Spec};
 
 use super::{plan, status, Ctx};
 use crate::addr::parse_addr_list;
@@ -33,34 +35,9 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     let say = |ctx: &mut Ctx<'_>, s: &str| if ctx.output == Output::Table { ctx.line(s) } else { Ok(()) };
 
     say(ctx, &format!("starting {} skein-node processes (logs in {}/node*.log)...", a.nodes, dir.display()))?;
-    let mut cluster = LocalCluster { children: Vec::new(), keep: a.keep };
-    let http = |i: u64| format!("127.0.0.1:{}", u64::from(a.base_port) + i);
-    for i in 1..=a.nodes {
-        let log = std::fs::File::create(dir.join(format!("node{i}.log")))?;
-        let mut cmd = Command::new(&node_bin);
-        cmd.args(["--id", &i.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", u64::from(a.base_port) + 100 + i)])
-            .args(["--http", &http(i)])
-            .arg("--data-dir")
-            .arg(dir.join(format!("node{i}")))
-            .args(["--slots", "2"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        if i == 1 {
-            cmd.arg("--bootstrap");
-        } else {
-            cmd.args(["--join", &http(1)]);
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {}", node_bin.display()))?;
-        cluster.children.push(child);
-        if i == 1 {
-            wait_ready(&http(1), &mut cluster, Duration::from_secs(30)).await?;
-        }
-    }
-    let addrs: Vec<String> = (1..=a.nodes).map(http).collect();
+    let cluster = start_cluster(&a, node_bin, &dir).await?;
+    let addrs = cluster.live_addrs();
     let client = Client::new(parse_addr_list(&addrs.join(",")).map_err(anyhow::Error::msg)?)?;
-    wait_members(&client, a.nodes as usize, &mut cluster, Duration::from_secs(60)).await?;
 
     let mut dctx = Ctx { client: client.clone(), output: ctx.output, out: &mut *ctx.out };
     let plans = dir.join("examples").join("plans");
@@ -83,7 +60,8 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     status::run(&mut dctx, StatusArgs { queue: None }).await?;
     say(&mut dctx, &format!("\nmigrated datasets: {}", dir.join("examples").join("out").display()))?;
     if a.keep {
-        let pids: Vec<String> = cluster.children.iter().map(|c| c.id().to_string()).collect();
+        let pids: Vec<String> =
+            cluster.live_ids().iter().filter_map(|&id| cluster.node(id).pid()).map(|p| p.to_string()).collect();
         say(
             &mut dctx,
             &format!(
@@ -96,65 +74,24 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The local nodes; killed on drop unless kept.
-struct LocalCluster {
-    children: Vec<Child>,
-    keep: bool,
-}
-
-impl LocalCluster {
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (i, c) in self.children.iter_mut().enumerate() {
-            if let Some(status) = c.try_wait()? {
-                bail!("node {} exited ({status}); see its log node{}.log in the demo folder", i + 1, i + 1);
-            }
-        }
-        Ok(())
+/// Starts the local nodes: node i on HTTP port BASE+i and RPC port
+/// BASE+100+i, its data in `dir/node<i>/` and its log in `dir/node<i>.log`,
+/// two worker slots each; node 1 bootstraps, the others join it. Returns
+/// once every node is ready and a member. The nodes die with the returned
+/// cluster (also when the demo fails), unless `--keep`.
+async fn start_cluster(a: &DemoArgs, node_bin: PathBuf, dir: &Path) -> anyhow::Result<Cluster> {
+    let port = |offset: u64, i: u64| format!("127.0.0.1:{}", u64::from(a.base_port) + offset + i);
+    Spec {
+        addrs: (1..=a.nodes).map(|i| (i, (port(0, i), port(100, i)))).collect(),
+        slots: 2,
+        bins: Some(Binaries::beside(node_bin)),
+        dirs: Dirs::Flat(dir.to_path_buf()),
+        keep_running: a.keep,
+        membership_timeout: Duration::from_secs(60),
+        ..Spec::new(a.nodes as usize)
     }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn wait_ready(addr: &str, cluster: &mut LocalCluster, timeout: Duration) -> anyhow::Result<()> {
-    let client = Client::new(parse_addr_list(addr).map_err(anyhow::Error::msg)?)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        cluster.check_alive()?;
-        if client.get("/readyz", &[]).await.is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("node at {addr} was not ready after {} s", timeout.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_members(client: &Client, n: usize, cluster: &mut LocalCluster, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        cluster.check_alive()?;
-        if let Ok(c) = client.get("/api/v1/cluster", &[]).await {
-            let members = c["nodes"].as_array().map_or(0, Vec::len);
-            if members >= n && c["leader"].is_u64() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("the cluster did not reach {n} members in {} s", timeout.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    .start()
+    .await
 }
 
 /// `examples/` with a `plans/` folder: the one given, else under the

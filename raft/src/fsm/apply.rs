@@ -679,58 +679,14 @@ impl StateMachine {
             Ok(n) => n,
             Err(r) => return Response::Rejected(r),
         };
-        let Some(q) = self.core.queues.get(&name) else {
+        let Some(q) = self.core.queues.get_mut(&name) else {
             return Response::Rejected(Rejection::UnknownQueue(queue.into()));
         };
-        let mut c = q.config.clone();
-        if let Some(v) = patch.lease_ms {
-            c.lease_ms = v
+        // All or nothing: a refused patch leaves the settings as they were.
+        match q.config.patch(patch) {
+            Ok(()) => Response::Done,
+            Err(why) => Response::Rejected(Rejection::InvalidConfig(why)),
         }
-        if let Some(v) = patch.max_attempts {
-            c.max_attempts = v
-        }
-        if let Some(v) = patch.backoff_base_ms {
-            c.backoff_base_ms = v
-        }
-        if let Some(v) = patch.backoff_cap_ms {
-            c.backoff_cap_ms = v
-        }
-        if let Some(v) = patch.concurrency {
-            c.concurrency = v
-        }
-        if let Some(v) = patch.max_depth {
-            c.max_depth = v
-        }
-        if let Some(v) = patch.retention_ms {
-            c.retention_ms = v
-        }
-        if let Some(v) = patch.stuck_expiries {
-            c.stuck_expiries = v
-        }
-        if let Some(v) = patch.stuck_run_ms {
-            c.stuck_run_ms = v
-        }
-        if let Some(v) = patch.stuck_factor {
-            c.stuck_factor = v
-        }
-        if let Some(v) = patch.stuck_silence_ms {
-            c.stuck_silence_ms = v
-        }
-        if c.lease_ms < 100 {
-            return Response::Rejected(Rejection::InvalidConfig("lease_ms must be at least 100".into()));
-        }
-        if c.max_attempts == 0 {
-            return Response::Rejected(Rejection::InvalidConfig("max_attempts must be at least 1".into()));
-        }
-        if c.backoff_base_ms > c.backoff_cap_ms {
-            return Response::Rejected(Rejection::InvalidConfig(
-                "backoff_base_ms must not exceed backoff_cap_ms".into(),
-            ));
-        }
-        if let Some(q) = self.core.queues.get_mut(&name) {
-            q.config = c;
-        }
-        Response::Done
     }
 
     /// The queue an admin command names, made with the defaults if new.

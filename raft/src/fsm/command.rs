@@ -55,6 +55,10 @@ pub enum Command {
         queue: String,
         paused: bool,
     },
+    /// Change some of a queue's settings (the queue is made with the
+    /// defaults if new): all of `patch` or, if the result fails
+    /// `QueueConfig::validate`, none (`Rejection::InvalidConfig`). `patch`
+    /// keeps format 1's shape: see `queue_settings!` in `types.rs`.
     ConfigureQueue {
         queue: String,
         patch: QueuePatch,

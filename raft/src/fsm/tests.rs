@@ -617,6 +617,70 @@ fn configure_queue_validates() {
 }
 
 #[test]
+fn a_refused_patch_changes_no_setting() {
+    let mut h = Harness::new();
+    h.configure(QueuePatch { concurrency: Some(2), ..Default::default() });
+    let before = h.sm.queue(Q).unwrap().config.clone();
+    let patch = QueuePatch { concurrency: Some(5), lease_ms: Some(10), ..Default::default() };
+    assert_eq!(
+        h.run(Command::ConfigureQueue { queue: Q.into(), patch: patch.clone() }),
+        Response::Rejected(Rejection::InvalidConfig("lease_ms must be at least 100".into()))
+    );
+    assert_eq!(h.sm.queue(Q).unwrap().config, before);
+    let mut config = before.clone();
+    assert_eq!(config.patch(&patch), Err("lease_ms must be at least 100".to_string()));
+    assert_eq!(config, before);
+}
+
+#[test]
+fn the_settings_table_describes_queue_config() {
+    use super::types::{SettingType, QUEUE_SETTINGS};
+    // One row per field, in the fields' (serialized) order.
+    let json = serde_json::to_string(&QueueConfig::default()).unwrap();
+    let keys: Vec<&str> = json
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
+        .collect();
+    let names: Vec<&str> = QUEUE_SETTINGS.iter().map(|s| s.name).collect();
+    assert_eq!(names, keys);
+
+    let defaults = QueueConfig::default();
+    assert_eq!(defaults.validate(), Ok(()));
+    assert!(QueuePatch::default().is_empty());
+    for s in QUEUE_SETTINGS {
+        assert_eq!(defaults.get(s.name), Some(s.default), "{}", s.name);
+        assert!(!s.help.is_empty() && !s.help.ends_with('.'), "{}: one line, no final period", s.name);
+        // Each row sets its own field, and only it: in the patch, then in
+        // the settings (unless a check refuses the value).
+        let mut one = QueuePatch::default();
+        one.set(s.name, s.default + 1).unwrap();
+        assert!(!one.is_empty());
+        let body = serde_json::to_value(&one).unwrap();
+        let set: Vec<&String> =
+            body.as_object().unwrap().iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k).collect();
+        assert_eq!(set, [s.name], "{}", s.name);
+        let mut config = QueueConfig::default();
+        match config.patch(&one) {
+            Ok(()) => assert_eq!(config.get(s.name), Some(s.default + 1), "{}", s.name),
+            Err(_) => assert_eq!(config, defaults, "{}", s.name),
+        }
+        let too_big = u64::from(u32::MAX) + 1;
+        assert_eq!(one.set(s.name, too_big).is_ok(), s.ty == SettingType::U64, "{}", s.name);
+    }
+    assert_eq!(defaults.get("no_such_setting"), None);
+    assert!(QueuePatch::default().set("no_such_setting", 1).is_err());
+}
+
+#[test]
+fn a_queue_patch_refuses_unknown_keys() {
+    let patch: QueuePatch = serde_json::from_str(r#"{"lease_ms": 1000, "concurrency": null}"#).unwrap();
+    assert_eq!(patch, QueuePatch { lease_ms: Some(1_000), ..Default::default() });
+    assert!(serde_json::from_str::<QueuePatch>(r#"{"lease_msec": 1000}"#).is_err());
+    assert!(serde_json::from_str::<QueuePatch>(r#"{"max_attempts": 4294967296}"#).is_err());
+}
+
+#[test]
 fn history_is_bounded_per_task() {
     let mut h = Harness::new();
     h.sm = StateMachine::with_limits(Limits { max_history_per_task: 3, ..Limits::default() });

@@ -154,66 +154,272 @@ pub struct Task {
     pub history_len: u32,
 }
 
-/// A queue's settings. Every queue is created on first use with the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueConfig {
-    /// How long a lease lasts without a heartbeat.
-    pub lease_ms: u64,
-    pub max_attempts: u32,
-    /// Backoff after the n-th failure: `min(cap, base * 2^(n-1))`.
-    pub backoff_base_ms: u64,
-    pub backoff_cap_ms: u64,
-    /// At most this many tasks of the queue leased at once (0: no cap).
-    pub concurrency: u32,
-    /// At most this many tasks not yet ended (pending, blocked, leased).
-    pub max_depth: u64,
-    /// Ended tasks are forgotten this long after they ended (0: kept).
-    pub retention_ms: u64,
-    /// Stuck: a task whose lease expired this many times in a row (0: never).
-    pub stuck_expiries: u32,
-    /// Stuck: a task whose current attempt has run longer than this (0: no
-    /// fixed limit).
-    pub stuck_run_ms: u64,
-    /// Stuck: a task whose current attempt has run more than this many times
-    /// the queue's typical (median) duration (0: off). See `StateMachine::stuck`.
-    pub stuck_factor: u32,
-    /// Stuck: a task leased to a node that has sent no heartbeat for this
-    /// long (0: off).
-    pub stuck_silence_ms: u64,
+/// Declares every queue setting once: [`QueueConfig`] (the settings),
+/// its defaults, [`QueuePatch`] (a change to some of them), the validation
+/// ([`QueueConfig::validate`], [`QueueConfig::patch`]) and [`QUEUE_SETTINGS`],
+/// the table the CLI builds its `skein queue set` flags and its `skein queue
+/// show` rendering from. The node's `PATCH /api/v1/queues/{name}` body is a
+/// [`QueuePatch`] as JSON.
+///
+/// Each entry: the field's doc comment (for the code), its name (the field,
+/// the JSON key, and the flag with `-` for `_`), its type (`u32` or `u64`:
+/// see [`SettingValue`]), then its default, its unit, the flag's value name
+/// and help text, and optionally a check on the whole patched configuration
+/// (checks run in declaration order; the first that fails rejects the
+/// change with its message).
+///
+/// **A new setting is a stored-format change.** [`QueuePatch`] is also what
+/// the log's `Command::ConfigureQueue` carries (positional bincode, format 1:
+/// these eleven fields in this order), and snapshots store a queue's settings
+/// through the frozen `format::v1::QueueConfig`. So adding an entry here
+/// breaks the 0.1.0 fixtures in `raft/tests/compat.rs`, as it should; see
+/// ARCHITECTURE.md, "Adding a field": the log needs a new command variant
+/// (with this shape frozen for the old one) and the snapshot a new format.
+/// Never reorder, rename or remove an entry.
+macro_rules! queue_settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty {
+            default: $default:expr,
+            unit: $unit:ident,
+            value_name: $value_name:literal,
+            help: $help:literal,
+            $(check: |$c:ident| $ok:expr => $msg:literal,)?
+        }
+    )*) => {
+        /// A queue's settings. Every queue is created on first use with the
+        /// defaults. Declared by `queue_settings!`.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct QueueConfig {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for QueueConfig {
+            fn default() -> Self {
+                QueueConfig { $( $name: $default, )* }
+            }
+        }
+
+        /// A change to some of a queue's settings; `None` leaves one as it is.
+        /// The body of `PATCH /api/v1/queues/{name}` (unknown keys refused),
+        /// and what the log's `Command::ConfigureQueue` carries.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct QueuePatch {
+            $( $(#[doc = $doc])* pub $name: Option<$ty>, )*
+        }
+
+        /// Every queue setting, in declaration order.
+        pub const QUEUE_SETTINGS: &[QueueSetting] = &[
+            $(
+                QueueSetting {
+                    name: stringify!($name),
+                    ty: <$ty as SettingValue>::TYPE,
+                    unit: SettingUnit::$unit,
+                    default: {
+                        let v: $ty = $default;
+                        v as u64
+                    },
+                    value_name: $value_name,
+                    help: $help,
+                },
+            )*
+        ];
+
+        impl QueueConfig {
+            /// Checks the settings together: the first failed check's message.
+            pub fn validate(&self) -> Result<(), String> {
+                $($(
+                    let $c = self;
+                    if !($ok) {
+                        return Err($msg.to_string());
+                    }
+                )?)*
+                Ok(())
+            }
+
+            /// Applies `patch` and validates the result; on an error the
+            /// settings are left as they were.
+            pub fn patch(&mut self, patch: &QueuePatch) -> Result<(), String> {
+                let mut next = self.clone();
+                $(
+                    if let Some(v) = patch.$name {
+                        next.$name = v;
+                    }
+                )*
+                next.validate()?;
+                *self = next;
+                Ok(())
+            }
+
+            /// The value of the setting named `name` (see [`QUEUE_SETTINGS`]).
+            pub fn get(&self, name: &str) -> Option<u64> {
+                match name {
+                    $( stringify!($name) => Some(u64::from(self.$name)), )*
+                    _ => None,
+                }
+            }
+        }
+
+        impl QueuePatch {
+            /// Sets the setting named `name`; refuses an unknown name or a
+            /// value its type cannot hold.
+            pub fn set(&mut self, name: &str, value: u64) -> Result<(), String> {
+                match name {
+                    $(
+                        stringify!($name) => {
+                            let v = <$ty>::try_from(value)
+                                .map_err(|_| format!("{value} is too large for the queue setting {name}"))?;
+                            self.$name = Some(v);
+                        }
+                    )*
+                    _ => return Err(format!("unknown queue setting {name:?}")),
+                }
+                Ok(())
+            }
+
+            /// True when it changes nothing.
+            pub fn is_empty(&self) -> bool {
+                true $( && self.$name.is_none() )*
+            }
+        }
+    };
 }
 
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            lease_ms: 30_000,
-            max_attempts: 5,
-            backoff_base_ms: 1_000,
-            backoff_cap_ms: 300_000,
-            concurrency: 0,
-            max_depth: 5_000_000,
-            retention_ms: 7 * 24 * 3600 * 1000,
-            stuck_expiries: 3,
-            stuck_run_ms: 0,
-            stuck_factor: 10,
-            stuck_silence_ms: 10_000,
-        }
+queue_settings! {
+    /// How long a lease lasts without a heartbeat.
+    lease_ms: u64 {
+        default: 30_000,
+        unit: Millis,
+        value_name: "MS",
+        help: "How long a lease lasts without a heartbeat, in milliseconds",
+        check: |c| c.lease_ms >= 100 => "lease_ms must be at least 100",
+    }
+    /// Attempts before a failing task is dead (a task's own `max_attempts`
+    /// overrides it).
+    max_attempts: u32 {
+        default: 5,
+        unit: Count,
+        value_name: "N",
+        help: "Attempts before a failing task is dead",
+        check: |c| c.max_attempts >= 1 => "max_attempts must be at least 1",
+    }
+    /// Backoff after the n-th failure: `min(cap, base * 2^(n-1))`.
+    backoff_base_ms: u64 {
+        default: 1_000,
+        unit: Millis,
+        value_name: "MS",
+        help: "Backoff after the n-th failure is min(cap, base * 2^(n-1)): the base, in ms",
+        check: |c| c.backoff_base_ms <= c.backoff_cap_ms => "backoff_base_ms must not exceed backoff_cap_ms",
+    }
+    /// The backoff's cap.
+    backoff_cap_ms: u64 {
+        default: 300_000,
+        unit: Millis,
+        value_name: "MS",
+        help: "The backoff's cap, in milliseconds",
+    }
+    /// At most this many tasks of the queue leased at once (0: no cap).
+    concurrency: u32 {
+        default: 0,
+        unit: Count,
+        value_name: "N",
+        help: "At most this many of the queue's tasks leased at once (0: no cap)",
+    }
+    /// At most this many tasks not yet ended (pending, blocked, leased).
+    max_depth: u64 {
+        default: 5_000_000,
+        unit: Count,
+        value_name: "N",
+        help: "At most this many tasks not yet ended; enqueue beyond it is refused",
+    }
+    /// Ended tasks are forgotten this long after they ended (0: kept).
+    retention_ms: u64 {
+        default: 7 * 24 * 3600 * 1000,
+        unit: Millis,
+        value_name: "MS",
+        help: "Forget ended tasks this long after they ended, in ms (0: keep them)",
+    }
+    /// Stuck: a task whose lease expired this many times in a row (0: never).
+    stuck_expiries: u32 {
+        default: 3,
+        unit: Count,
+        value_name: "K",
+        help: "Stuck: leases that expired this many times in a row (0: off) [default: 3]",
+    }
+    /// Stuck: a task whose current attempt has run longer than this (0: no
+    /// fixed limit).
+    stuck_run_ms: u64 {
+        default: 0,
+        unit: Millis,
+        value_name: "MS",
+        help: "Stuck: an attempt running longer than this, in ms (0: no limit) [default: 0]",
+    }
+    /// Stuck: a task whose current attempt has run more than this many times
+    /// the queue's typical (median) duration (0: off). See `StateMachine::stuck`.
+    stuck_factor: u32 {
+        default: 10,
+        unit: Count,
+        value_name: "N",
+        help: "Stuck: an attempt running over this many times the queue's median success \
+               (and at least a minute) (0: off) [default: 10]",
+    }
+    /// Stuck: a task leased to a node that has sent no heartbeat for this
+    /// long (0: off).
+    stuck_silence_ms: u64 {
+        default: 10_000,
+        unit: Millis,
+        value_name: "MS",
+        help: "Stuck: a lease whose node sent no heartbeat for this long, in ms (0: off) [default: 10000]",
     }
 }
 
-/// A change to some of a queue's settings; `None` leaves one as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueuePatch {
-    pub lease_ms: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub backoff_base_ms: Option<u64>,
-    pub backoff_cap_ms: Option<u64>,
-    pub concurrency: Option<u32>,
-    pub max_depth: Option<u64>,
-    pub retention_ms: Option<u64>,
-    pub stuck_expiries: Option<u32>,
-    pub stuck_run_ms: Option<u64>,
-    pub stuck_factor: Option<u32>,
-    pub stuck_silence_ms: Option<u64>,
+/// One row of [`QUEUE_SETTINGS`]: what a client needs to offer, parse and
+/// show a queue setting without naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSetting {
+    /// The field of [`QueueConfig`] and [`QueuePatch`], the key in their
+    /// JSON, and (with `-` for `_`) the flag of `skein queue set`.
+    pub name: &'static str,
+    /// The value's type.
+    pub ty: SettingType,
+    /// How to read the value.
+    pub unit: SettingUnit,
+    /// [`QueueConfig::default`]'s value.
+    pub default: u64,
+    /// The flag's value name (`MS`, `N`, `K`).
+    pub value_name: &'static str,
+    /// The flag's help text (one line, no final period).
+    pub help: &'static str,
+}
+
+/// The type of a setting's value (every setting is an unsigned integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingType {
+    U32,
+    U64,
+}
+
+/// What a setting's number means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingUnit {
+    /// A duration in milliseconds.
+    Millis,
+    /// A count (of attempts, tasks, expiries; or a factor).
+    Count,
+}
+
+/// A type a queue setting may have.
+pub trait SettingValue: Copy + Into<u64> + TryFrom<u64> {
+    const TYPE: SettingType;
+}
+
+impl SettingValue for u32 {
+    const TYPE: SettingType = SettingType::U32;
+}
+
+impl SettingValue for u64 {
+    const TYPE: SettingType = SettingType::U64;
 }
 
 /// A queue: its settings and whether it is paused.

@@ -69,7 +69,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.nodes >= 3, "--nodes must be at least 3 (a minority must be able to fail)");
-    let seed = args.seed.unwrap_or_else(|| skein_tests::now_ms() % 1_000_000);
+    let seed = args.seed.unwrap_or_else(|| skein_testkit::now_ms() % 1_000_000);
     let secs = args.minutes.map(|m| m * 60).or(args.seconds).unwrap_or(60);
     let out =
         args.out.unwrap_or_else(|| std::env::temp_dir().join(format!("skein-chaos-{seed}-{}", std::process::id())));

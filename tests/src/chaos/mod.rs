@@ -26,12 +26,12 @@ use serde_json::json;
 use skein_raft::fsm::TaskStatus;
 
 use crate::checks::say;
-use crate::cluster::{Cluster, Layout};
 use crate::proxy::Net;
-use crate::{now_ms, wait_for};
 use checker::Report;
 use history::{Evidence, FinalTask, JournalLine, NodeDigest};
 use rng::Rng;
+use skein_testkit::{now_ms, wait_for};
+use skein_testkit::{Cluster, Spec};
 use workload::{Workload, QUEUE};
 
 /// One run's settings.
@@ -105,8 +105,8 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
 pub(crate) async fn start(cfg: &RunConfig, node_bin: Option<&Path>) -> anyhow::Result<(Cluster, Net)> {
     let mut attempt = 1;
     loop {
-        let mut layout = Layout::free(cfg.nodes)?;
-        layout.voters = if cfg.nodes >= 5 { 5 } else { cfg.nodes.min(3) };
+        let mut layout = Spec::free(cfg.nodes)?;
+        layout.voters = Some(if cfg.nodes >= 5 { 5 } else { cfg.nodes.min(3) });
         layout.node_bin = node_bin.map(Path::to_path_buf);
         let rpc: BTreeMap<u64, String> = layout.addrs.iter().map(|(&id, (_, rpc))| (id, rpc.clone())).collect();
         let net = Net::start(&rpc).await?;

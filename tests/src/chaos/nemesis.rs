@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::history::{Fault, FaultKind};
 use super::rng::Rng;
 use crate::checks::say;
-use crate::cluster::Cluster;
-use crate::now_ms;
 use crate::proxy::Net;
+use skein_testkit::now_ms;
+use skein_testkit::Cluster;
 
 /// How long a restarted node may take to be ready again.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(30);

@@ -28,8 +28,8 @@ use super::checker::Report;
 use super::history::{Evidence, Fault, FaultKind, Op, Outcome};
 use super::{conclude, start, start_load, summary, write_json, RunConfig};
 use crate::checks::say;
-use crate::cluster::Cluster;
-use crate::{now_ms, wait_for, wait_until};
+use skein_testkit::Cluster;
+use skein_testkit::{now_ms, wait_for, wait_until};
 
 /// How long a SIGTERMed node may take to drain and exit (its drain timeout
 /// is 30 s).

@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use skein_testkit::api::never_sent;
+use skein_testkit::Api;
 
 use super::history::{Op, OpKind, Outcome};
 use super::rng::Rng;
-use crate::now_ms;
+use skein_testkit::now_ms;
 
 /// The queue every chaos task goes to.
 pub const QUEUE: &str = "chaos";
@@ -62,11 +64,7 @@ impl Workload {
     /// Starts `clients` enqueuers and one reader against `nodes` (id → HTTP
     /// address).
     pub fn start(nodes: Vec<(u64, String)>, clients: u32, rng: &Rng) -> Workload {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(CLIENT_TIMEOUT)
-            .build()
-            .expect("building an HTTP client");
+        let http = Api::with_timeouts(Duration::from_secs(1), CLIENT_TIMEOUT);
         let stop = Arc::new(AtomicBool::new(false));
         let recorder = Recorder::default();
         let mut handles = Vec::new();
@@ -104,7 +102,7 @@ impl Workload {
 
 struct Client {
     id: u32,
-    http: reqwest::Client,
+    http: Api,
     nodes: Vec<(u64, String)>,
     rng: Rng,
     recorder: Recorder,
@@ -150,19 +148,14 @@ impl Client {
             let (node, addr) = self.nodes[self.rng.range(0, self.nodes.len() as u64 - 1) as usize].clone();
             let invoke_ms = now_ms();
             let a = self
-                .send(
-                    reqwest::Method::GET,
-                    &addr,
-                    &format!("/api/v1/tasks?queue={QUEUE}&status=leased&limit=1000"),
-                    None,
-                )
+                .send(Method::GET, &addr, &format!("/api/v1/tasks?queue={QUEUE}&status=leased&limit=1000"), None)
                 .await;
             self.record(node, OpKind::ListLeased, invoke_ms, &a, Vec::new());
             let acked = self.recorder.acked();
             if !acked.is_empty() {
                 let task = acked[self.rng.range(0, acked.len() as u64 - 1) as usize];
                 let invoke_ms = now_ms();
-                let a = self.send(reqwest::Method::GET, &addr, &format!("/api/v1/tasks/{task}"), None).await;
+                let a = self.send(Method::GET, &addr, &format!("/api/v1/tasks/{task}"), None).await;
                 self.record(node, OpKind::Read { task }, invoke_ms, &a, Vec::new());
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -188,7 +181,7 @@ impl Client {
         let (node, addr) = self.nodes[self.rng.range(0, self.nodes.len() as u64 - 1) as usize].clone();
         let count = specs.len();
         let invoke_ms = now_ms();
-        let mut a = self.send(reqwest::Method::POST, &addr, "/api/v1/tasks", Some(json!({"tasks": specs}))).await;
+        let mut a = self.send(Method::POST, &addr, "/api/v1/tasks", Some(json!({"tasks": specs}))).await;
         let ids: Vec<u64> = a
             .body
             .get("tasks")
@@ -219,26 +212,10 @@ impl Client {
     }
 
     /// Sends a request; classifies what came back (see [`Outcome`]).
-    async fn send(&self, method: reqwest::Method, addr: &str, path: &str, body: Option<Value>) -> Answer {
-        let mut req = self.http.request(method, format!("http://{addr}{path}"));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let body: Value = match resp.bytes().await {
-                    Ok(b) => {
-                        serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into()))
-                    }
-                    Err(e) => {
-                        return Answer {
-                            outcome: Outcome::Unknown,
-                            body: Value::Null,
-                            error: Some(format!("reading the answer: {e}")),
-                        }
-                    }
-                };
+    async fn send(&self, method: Method, addr: &str, path: &str, body: Option<Value>) -> Answer {
+        match self.http.raw(method, addr, path, body.map(|b| b.to_string().into_bytes())).await {
+            Ok(reply) => {
+                let status = reply.status;
                 let outcome = if status.is_success() {
                     Outcome::Ok
                 } else if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
@@ -247,14 +224,14 @@ impl Client {
                     // 503 "unavailable": it may or may not have been committed.
                     Outcome::Unknown
                 };
-                let error = (!status.is_success()).then(|| format!("{status}: {body}"));
-                Answer { outcome, body, error }
+                let error = (!status.is_success()).then(|| format!("{status}: {}", reply.body));
+                Answer { outcome, body: reply.body, error }
             }
             // Refused before anything was sent: certainly not applied.
-            Err(e) if e.is_connect() => {
-                Answer { outcome: Outcome::Failed, body: Value::Null, error: Some(format!("{e}")) }
+            Err(e) if never_sent(&e) => {
+                Answer { outcome: Outcome::Failed, body: Value::Null, error: Some(format!("{e:#}")) }
             }
-            Err(e) => Answer { outcome: Outcome::Unknown, body: Value::Null, error: Some(format!("{e}")) },
+            Err(e) => Answer { outcome: Outcome::Unknown, body: Value::Null, error: Some(format!("{e:#}")) },
         }
     }
 }

@@ -1,0 +1,91 @@
+//! The HTTP API every node serves (README.md documents each route).
+//!
+//! One file per resource. Writes go through
+//! [`crate::cluster::app::App::write`], which forwards to the leader; reads
+//! come from this node's applied state, which a follower may have a moment
+//! behind the leader. A lookup of a task this node has not seen yet first
+//! catches up with the leader (a read index), so a client that enqueued
+//! through one node and reads through another sees its task.
+
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::response::Response as HttpResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use skein_raft::api::ErrorCode;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cluster::app::SharedApp;
+
+pub mod admin;
+pub mod cluster;
+pub mod dashboard;
+pub mod errors;
+pub mod plans;
+pub mod queues;
+pub mod tasks;
+
+pub use errors::{ApiError, ApiResult};
+
+/// The largest request body: a batch of many tasks. One task's payload has
+/// its own, smaller limit (the state machine's `max_payload_bytes`).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+pub fn router(app: SharedApp) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(admin::readyz))
+        .route("/api/honk/tasks", post(tasks::honk_enqueue))
+        .route("/api/v1/tasks", post(tasks::enqueue).get(tasks::list_tasks))
+        .route("/api/v1/tasks/{id}", get(tasks::show_task))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel_task))
+        .route("/api/v1/tasks/{id}/retry", post(tasks::retry_task))
+        .route("/api/v1/queues", get(queues::list_queues))
+        .route("/api/v1/queues/{name}", axum::routing::patch(queues::configure_queue))
+        .route("/api/v1/queues/{name}/pause", post(queues::pause_queue))
+        .route("/api/v1/queues/{name}/resume", post(queues::resume_queue))
+        .route("/api/v1/queues/{name}/redrive", post(queues::redrive_queue))
+        .route("/api/v1/cluster", get(cluster::cluster))
+        .route("/api/v1/cluster/join", post(cluster::join))
+        .route("/api/v1/cluster/finalize", post(cluster::finalize))
+        .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(cluster::remove_node))
+        .route("/api/v1/cluster/nodes/{id}/drain", post(cluster::drain_node))
+        .route("/api/v1/admin/digest", get(admin::digest))
+        .route("/api/v1/admin/backup", get(admin::backup))
+        .route("/api/v1/plans", post(plans::apply).get(plans::list))
+        .route("/api/v1/plans/run", post(plans::run))
+        .route("/api/v1/plans/{entity_ref}", get(plans::show_one))
+        .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plans::show_three))
+        .merge(dashboard::routes())
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(with_release))
+        .with_state(app)
+}
+
+/// The header every answer carries: the node's release. A client that gets
+/// an answer without it talks to a 0.1.0 node, and can say so.
+pub const RELEASE_HEADER: &str = "x-skein-release";
+
+async fn with_release(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        axum::http::HeaderName::from_static(RELEASE_HEADER),
+        axum::http::HeaderValue::from_static(skein_raft::format::RELEASE),
+    );
+    response
+}
+
+/// Serves the API until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: SharedApp,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    info!(addr = ?addr, "http api listening");
+    axum::serve(listener, router(app)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+

@@ -1,0 +1,234 @@
+//! The plan catalog's routes (README.md documents them):
+//!
+//! - `POST /api/v1/plans`: store entities, all or none. The body is
+//!   `{"entities": [...]}` (JSON documents), or YAML (one or more
+//!   `catalog-info.yaml` documents) with `Content-Type: application/yaml`;
+//! - `GET /api/v1/plans?owner=&label=k=v,k2=v2&plans_only=true`: list;
+//! - `GET /api/v1/plans/{ref}` or `/api/v1/plans/{kind}/{namespace}/{name}`;
+//! - `POST /api/v1/plans/run`: enqueue plans' migrations.
+//!
+//! Entities are checked here with `skein-plan` (every field, every error
+//! reported) and against the catalog as this node sees it; the state
+//! machine checks references and cycles again, authoritatively.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use skein_plan::{Catalog, Entity, EntityRef, PlanErrors};
+use skein_raft::api::{ApplyPlansReply, PlanDetail, PlanList, PlanSummary, RunPlansBody, RunPlansReply, ErrorCode};
+use skein_raft::fsm::{CatalogEntry, Command, NewEntity, Rejection, Response};
+use skein_transport::NodeError;
+
+use crate::api::errors::{parse_json, ApiError, ApiResult};
+use crate::cluster::app::SharedApp;
+
+/// The queue of plans that name none.
+pub const DEFAULT_QUEUE: &str = "dataset-migrations";
+
+pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<ApplyPlansReply>> {
+    if body.is_empty() {
+        return Err(ApiError::new(ErrorCode::Invalid,
+            "the request needs a body: {\"entities\": [...]} or YAML documents",
+        ));
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_json = content_type.contains("json") || (!content_type.contains("yaml") && body.first() == Some(&b'{'));
+    let parsed = if is_json {
+        let body: skein_raft::api::ApplyPlansBody = parse_json(&body)?;
+        let mut entities = Vec::new();
+        let mut errors = Vec::new();
+        for (i, v) in body.entities.into_iter().enumerate() {
+            match Entity::from_value(v, &format!("entities[{i}]")) {
+                Ok(e) => entities.push(e),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(entities)
+        } else {
+            Err(PlanErrors(errors))
+        }
+    } else {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::new(ErrorCode::Invalid, "the YAML body is not UTF-8"))?;
+        skein_plan::parse_yaml(text, "body")
+    };
+    let entities = parsed.map_err(invalid)?;
+    if entities.is_empty() {
+        return Err(ApiError::new(ErrorCode::Invalid, "no entities in the request"));
+    }
+    skein_plan::validate_set(&entities, &catalog_graph(&app)).map_err(invalid)?;
+    let new: Vec<NewEntity> = entities.iter().map(new_entity).collect::<Result<_, _>>().map_err(invalid)?;
+    match app.write(Command::ApplyPlans { entities: new }).await? {
+        Response::PlansApplied(entities) => {
+            Ok(Json(ApplyPlansReply { entities: entities.into_iter().map(Into::into).collect() }))
+        }
+        Response::Rejected(r) => Err(rejection(r)),
+        other => Err(NodeError::Internal(format!("apply plans answered with {other:?}")).into()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListParams {
+    owner: Option<String>,
+    /// `k=v,k2=v2`: every label must match.
+    label: Option<String>,
+    #[serde(default)]
+    plans_only: bool,
+}
+
+pub async fn list(State(app): State<SharedApp>, Query(p): Query<ListParams>) -> ApiResult<Json<PlanList>> {
+    let labels = parse_labels(p.label.as_deref().unwrap_or(""))?;
+    let state = app.store.state();
+    let plans = if p.owner.is_some() || !labels.is_empty() || p.plans_only {
+        state
+            .select_plans(p.owner.as_deref().filter(|o| !o.is_empty()), &labels)
+            .into_iter()
+            .map(|c| summary(&state, c))
+            .collect()
+    } else {
+        state.catalog().map(|c| summary(&state, c)).collect()
+    };
+    Ok(Json(PlanList { plans }))
+}
+
+pub async fn show_one(State(app): State<SharedApp>, Path(r): Path<String>) -> ApiResult<Json<PlanDetail>> {
+    show(&app, &r).await
+}
+
+pub async fn show_three(
+    State(app): State<SharedApp>,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<PlanDetail>> {
+    show(&app, &format!("{kind}:{namespace}/{name}")).await
+}
+
+async fn show(app: &SharedApp, raw: &str) -> ApiResult<Json<PlanDetail>> {
+    let r = parse_ref(raw)?;
+    if app.store.state().catalog_entry(&r).is_none() {
+        app.catch_up().await?;
+    }
+    let state = app.store.state();
+    let entry = state.catalog_entry(&r).ok_or_else(|| rejection(Rejection::UnknownEntity(r.clone())))?;
+    let entity = serde_json::from_str(&entry.entity.document).unwrap_or(serde_json::Value::Null);
+    Ok(Json(PlanDetail { summary: summary(&state, entry), entity }))
+}
+
+pub async fn run(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(StatusCode, Json<RunPlansReply>)> {
+    let body: RunPlansBody = parse_json(&body)?;
+    let chosen = [!body.refs.is_empty(), body.all, body.selector.is_some()].iter().filter(|b| **b).count();
+    if chosen != 1 {
+        return Err(ApiError::new(ErrorCode::Invalid, "give exactly one of refs, all or selector"));
+    }
+    let refs: Vec<String> = if !body.refs.is_empty() {
+        body.refs.iter().map(|r| parse_ref(r)).collect::<Result<_, _>>()?
+    } else {
+        let sel = body.selector.clone().unwrap_or_default();
+        let labels: Vec<(String, String)> = sel.labels.into_iter().collect();
+        let state = app.store.state();
+        state.select_plans(sel.owner.as_deref(), &labels).into_iter().map(|c| c.entity.entity_ref.clone()).collect()
+    };
+    if refs.is_empty() {
+        return Err(ApiError::new(ErrorCode::NotFound, "no plan in the catalog matches"));
+    }
+    let queue = body.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
+    let command = Command::RunPlans { refs, force: body.force, default_queue: queue.clone(), priority: body.priority };
+    match app.write(command).await? {
+        Response::PlansRun(runs) => {
+            // The tasks a run enqueued count like any other (node-local):
+            // each in its plan's queue, else the run's default.
+            {
+                let state = app.store.state();
+                for r in runs.iter().filter(|r| r.created) {
+                    let q = state
+                        .catalog_entry(&r.entity_ref)
+                        .and_then(|c| c.entity.queue.clone())
+                        .unwrap_or_else(|| queue.clone());
+                    crate::metrics::Metrics::count(&app.metrics.enqueued, vec![("queue", q)], 1);
+                }
+            }
+            let created = runs.iter().any(|r| r.created);
+            Ok((
+                if created { StatusCode::CREATED } else { StatusCode::OK },
+                Json(RunPlansReply { runs: runs.into_iter().map(Into::into).collect() }),
+            ))
+        }
+        Response::Rejected(r) => Err(rejection(r)),
+        other => Err(NodeError::Internal(format!("run plans answered with {other:?}")).into()),
+    }
+}
+
+/// A reference as typed (`name`, `ns/name`, `kind:ns/name`, any case) in
+/// canonical form; the kind defaults to `component`.
+fn parse_ref(raw: &str) -> ApiResult<String> {
+    EntityRef::parse(raw, Some("component"))
+        .map(|r| r.to_string())
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, e.to_string()))
+}
+
+fn parse_labels(raw: &str) -> ApiResult<Vec<(String, String)>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => Err(ApiError::new(ErrorCode::Invalid, format!("label {kv:?} must be key=value"))),
+        })
+        .collect()
+}
+
+/// What the state machine stores of an entity.
+fn new_entity(e: &Entity) -> Result<NewEntity, PlanErrors> {
+    Ok(NewEntity {
+        entity_ref: e.entity_ref().to_string(),
+        is_plan: e.is_plan(),
+        queue: e.queue(),
+        owner: e.owner(),
+        labels: e.metadata.labels.clone(),
+        depends_on: e.depends_on()?.iter().map(ToString::to_string).collect(),
+        document: e.to_json(),
+    })
+}
+
+/// The catalog's dependency graph as this node sees it.
+fn catalog_graph(app: &SharedApp) -> Catalog {
+    let state = app.store.state();
+    state
+        .catalog()
+        .filter_map(|c| {
+            let r: EntityRef = c.entity.entity_ref.parse().ok()?;
+            let deps = c.entity.depends_on.iter().filter_map(|d| d.parse().ok()).collect();
+            Some((r, deps))
+        })
+        .collect::<BTreeMap<_, _>>()
+}
+
+fn summary(state: &skein_raft::fsm::StateMachine, c: &CatalogEntry) -> PlanSummary {
+    PlanSummary {
+        entity_ref: c.entity.entity_ref.clone(),
+        is_plan: c.entity.is_plan,
+        queue: c.entity.queue.clone(),
+        owner: c.entity.owner.clone(),
+        labels: c.entity.labels.clone(),
+        depends_on: c.entity.depends_on.clone(),
+        revision: c.revision,
+        generation: c.generation,
+        updated_ms: c.updated_ms,
+        task: state.plan_task(c).cloned(),
+    }
+}
+
+fn invalid(errors: PlanErrors) -> ApiError {
+    ApiError::new(ErrorCode::Invalid, errors.to_string())
+}
+
+fn rejection(r: Rejection) -> ApiError {
+    match r {
+        Rejection::UnknownEntity(_) => ApiError::new(ErrorCode::NotFound, r.to_string()),
+        other => other.into(),
+    }
+}

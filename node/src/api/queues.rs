@@ -1,0 +1,96 @@
+//! `/api/v1/queues`: list, pause, resume, configure, redrive.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+use skein_raft::api::{QueueList, RedriveReply, RetriedTask, ErrorCode};
+use skein_raft::fsm::{Command, QueuePatch, Response};
+use skein_transport::NodeError;
+
+use crate::api::errors::{done, parse_json, ApiError, ApiResult};
+use crate::clock::now_ms;
+use crate::cluster::app::SharedApp;
+
+pub async fn list_queues(State(app): State<SharedApp>) -> Json<QueueList> {
+    Json(QueueList { queues: app.store.state().queue_stats(now_ms()) })
+}
+
+pub async fn pause_queue(State(app): State<SharedApp>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    done(app.write(Command::SetQueuePaused { queue: name, paused: true }).await?)
+}
+
+pub async fn resume_queue(State(app): State<SharedApp>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    done(app.write(Command::SetQueuePaused { queue: name, paused: false }).await?)
+}
+
+pub async fn configure_queue(
+    State(app): State<SharedApp>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Patch {
+        lease_ms: Option<u64>,
+        max_attempts: Option<u32>,
+        backoff_base_ms: Option<u64>,
+        backoff_cap_ms: Option<u64>,
+        concurrency: Option<u32>,
+        max_depth: Option<u64>,
+        retention_ms: Option<u64>,
+        stuck_expiries: Option<u32>,
+        stuck_run_ms: Option<u64>,
+        stuck_factor: Option<u32>,
+        stuck_silence_ms: Option<u64>,
+    }
+    let p: Patch = parse_json(&body)?;
+    let patch = QueuePatch {
+        lease_ms: p.lease_ms,
+        max_attempts: p.max_attempts,
+        backoff_base_ms: p.backoff_base_ms,
+        backoff_cap_ms: p.backoff_cap_ms,
+        concurrency: p.concurrency,
+        max_depth: p.max_depth,
+        retention_ms: p.retention_ms,
+        stuck_expiries: p.stuck_expiries,
+        stuck_run_ms: p.stuck_run_ms,
+        stuck_factor: p.stuck_factor,
+        stuck_silence_ms: p.stuck_silence_ms,
+    };
+    done(app.write(Command::ConfigureQueue { queue: name, patch }).await?)
+}
+
+#[derive(Deserialize)]
+pub struct RedriveQuery {
+    max: Option<u32>,
+}
+
+/// The most dead tasks one redrive retries, and its default.
+const MAX_REDRIVE: u32 = 10_000;
+
+pub async fn redrive_queue(
+    State(app): State<SharedApp>,
+    Path(name): Path<String>,
+    Query(q): Query<RedriveQuery>,
+) -> ApiResult<Json<RedriveReply>> {
+    let max = q.max.unwrap_or(MAX_REDRIVE);
+    if max == 0 || max > MAX_REDRIVE {
+        return Err(ApiError::new(ErrorCode::Invalid, format!("max must be 1 to {MAX_REDRIVE}")));
+    }
+    match app.write(Command::RedriveQueue { queue: name, max }).await? {
+        Response::Batch(each) => {
+            let mut reply = RedriveReply { tasks: Vec::new(), refused: Vec::new() };
+            for r in each {
+                match r {
+                    Response::Task { id, status } => reply.tasks.push(RetriedTask { id, status }),
+                    Response::Rejected(why) => reply.refused.push(why.to_string()),
+                    other => return Err(NodeError::Internal(format!("redrive answered with {other:?}")).into()),
+                }
+            }
+            Ok(Json(reply))
+        }
+        Response::Rejected(r) => Err(r.into()),
+        other => Err(NodeError::Internal(format!("redrive answered with {other:?}")).into()),
+    }
+}

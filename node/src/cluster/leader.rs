@@ -1,0 +1,204 @@
+//! What only the leader does, on a timer: take back expired leases, forget
+//! ended tasks past their retention, promote caught-up learners to voters
+//! while the cluster has fewer voters than it aims for, and keep the state
+//! machine's removed nodes in line with the membership.
+//!
+//! Each duty is a command through the log, so a new leader picks up where
+//! the old one stopped; none of them needs state of its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use skein_raft::fsm::{Command, Response, TaskId, TaskStatus};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cluster::app::SharedApp;
+use crate::metrics::Metrics;
+use crate::clock::now_ms;
+
+const TICK: Duration = Duration::from_millis(200);
+const GC_EVERY: Duration = Duration::from_secs(60);
+/// A learner this close to the leader's last log index counts as caught up.
+const CAUGHT_UP_ENTRIES: u64 = 100;
+
+pub async fn run(app: SharedApp, shutdown: CancellationToken) {
+    let mut last_gc = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if !app.is_leader() {
+            continue;
+        }
+        let due = app.store.state().next_expiry_ms().is_some_and(|at| at <= now_ms());
+        if due {
+            // The leases as they were, for the log lines: the sweep ends them.
+            let leases: BTreeMap<TaskId, (String, u32, u64, u64)> = app
+                .store
+                .state()
+                .leases_due(now_ms())
+                .into_iter()
+                .filter_map(|t| {
+                    Some((t.id, (t.queue.to_string(), t.attempt, t.lease.as_ref()?.token.0, t.lease.as_ref()?.node)))
+                })
+                .collect();
+            match app.proposer.propose(Command::ExpireLeases).await {
+                Ok(Response::Expired(tasks)) if !tasks.is_empty() => {
+                    for (id, status) in &tasks {
+                        let (queue, attempt, token, node) = leases.get(id).cloned().unwrap_or_default();
+                        warn!(task_id = id.0, attempt, token, node_id = node, %status, "lease expired");
+                        let m = &app.metrics;
+                        match status {
+                            TaskStatus::Dead => Metrics::count(&m.dead, vec![("queue", queue)], 1),
+                            _ => Metrics::count(&m.retries, vec![("queue", queue), ("cause", "expired".into())], 1),
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "expiring leases failed"),
+            }
+        }
+        if last_gc.elapsed() >= GC_EVERY {
+            last_gc = Instant::now();
+            if let Ok(Response::Collected { tasks }) = app.proposer.propose(Command::CollectGarbage).await {
+                if tasks > 0 {
+                    info!(tasks, "forgot ended tasks past retention");
+                }
+            }
+        }
+        promote_learners(&app).await;
+        reconcile_removed(&app).await;
+    }
+}
+
+/// The state machine refuses nodes removed from the membership
+/// (`RemoveNode`, proposed by the removal itself) and accepts them again
+/// when they rejoin (`AdmitNode`, proposed by the join). Should the leader
+/// that changed the membership have stopped before proposing those (or
+/// removed itself), this catches up: a node the state machine knows
+/// (it leased or heartbeated) that the membership no longer lists is
+/// removed; a removed node the membership lists again is admitted.
+///
+/// The applied state is read before the membership: the membership read
+/// after is at least as new, and a removal changes the membership before
+/// its `RemoveNode` and a join before its node can heartbeat, so what this
+/// sees in that order is never a change on its way, only one left undone.
+async fn reconcile_removed(app: &SharedApp) {
+    let (known, removed): (Vec<u64>, Vec<u64>) = {
+        let state = app.store.state();
+        (state.nodes().keys().copied().collect(), state.removed_nodes().iter().copied().collect())
+    };
+    let members: BTreeSet<u64> =
+        app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    for command in reconciliation(&known, &removed, &members) {
+        match &command {
+            Command::RemoveNode { node } => info!(
+                node_id = node,
+                "node left the membership but still had its record: handing back its leases and refusing it"
+            ),
+            Command::AdmitNode { node } => info!(node_id = node, "removed node is a member again: accepting it"),
+            _ => {}
+        }
+        if let Err(e) = app.proposer.propose(command.clone()).await {
+            warn!(command = command.name(), error = %e, "reconciling the node records failed; will retry");
+        }
+    }
+}
+
+/// What makes the state machine's node records agree with the membership:
+/// `RemoveNode` for a node it knows (it leased or heartbeated) that the
+/// membership no longer lists, `AdmitNode` for a removed node the
+/// membership lists again.
+pub fn reconciliation(known: &[u64], removed: &[u64], members: &BTreeSet<u64>) -> Vec<Command> {
+    let remove = known.iter().filter(|id| !members.contains(id)).map(|&node| Command::RemoveNode { node });
+    let admit = removed.iter().filter(|id| members.contains(id)).map(|&node| Command::AdmitNode { node });
+    remove.chain(admit).collect()
+}
+
+/// Promotes caught-up learners, one at a time, while voters < the target.
+async fn promote_learners(app: &SharedApp) {
+    let (voters, learners, matched, last_log) = {
+        let m = app.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let matched = m.replication.clone().unwrap_or_default();
+        (voters, learners, matched, m.last_log_index.unwrap_or(0))
+    };
+    let matched: BTreeMap<u64, u64> =
+        matched.iter().filter_map(|(id, l)| Some((*id, l.as_ref()?.index))).collect();
+    let caught_up = learner_to_promote(voters.len(), app.config.voters, &learners, &matched, last_log);
+    if let Some(id) = caught_up {
+        info!(node_id = id, voters = voters.len() + 1, target = app.config.voters, "promoting learner to voter");
+        let ids: BTreeSet<u64> = [id].into();
+        if let Err(e) = app.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await {
+            warn!(node_id = id, error = %e, "promotion failed; will retry");
+        }
+    }
+}
+
+/// The learner to promote to voter now, if any: while the cluster has
+/// fewer voters than its target, the first learner (by id) whose matched
+/// log index is within [`CAUGHT_UP_ENTRIES`] of the leader's last one. One
+/// at a time: each promotion is a membership change of its own.
+pub fn learner_to_promote(
+    voters: usize,
+    target: usize,
+    learners: &[u64],
+    matched: &BTreeMap<u64, u64>,
+    last_log: u64,
+) -> Option<u64> {
+    if voters >= target {
+        return None;
+    }
+    learners.iter().copied().find(|id| matched.get(id).is_some_and(|m| m + CAUGHT_UP_ENTRIES >= last_log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_up_learner_is_promoted_while_voters_are_short() {
+        let matched = BTreeMap::from([(4, 1_000), (5, 950), (6, 10)]);
+        // (voters, target, learners, leader's last index, expected)
+        let cases: &[(usize, usize, &[u64], u64, Option<u64>)] = &[
+            (1, 3, &[4, 5], 1_000, Some(4)),
+            (2, 3, &[6, 5], 1_000, Some(5)),  // 6 lags; 5 is within 100
+            (2, 3, &[6], 1_000, None),         // nobody caught up yet
+            (3, 3, &[4, 5], 1_000, None),      // enough voters
+            (5, 3, &[4], 1_000, None),
+            (1, 3, &[], 1_000, None),
+            (1, 3, &[7], 1_000, None),         // not replicated to at all
+            (1, 3, &[4], 1_100, Some(4)),      // exactly 100 behind
+            (1, 3, &[4], 1_101, None),
+        ];
+        for (voters, target, learners, last, want) in cases {
+            assert_eq!(
+                learner_to_promote(*voters, *target, learners, &matched, *last),
+                *want,
+                "{voters} voters of {target}, learners {learners:?}, last {last}"
+            );
+        }
+    }
+
+    #[test]
+    fn node_records_follow_the_membership() {
+        let members: BTreeSet<u64> = [1, 2, 3].into();
+        let cases: &[(&[u64], &[u64], Vec<Command>)] = &[
+            (&[1, 2, 3], &[], vec![]),
+            (&[1, 2, 3, 4], &[], vec![Command::RemoveNode { node: 4 }]),
+            (&[1, 2], &[3], vec![Command::AdmitNode { node: 3 }]),
+            (&[1, 4], &[2, 5], vec![Command::RemoveNode { node: 4 }, Command::AdmitNode { node: 2 }]),
+            (&[], &[7], vec![]), // removed and gone: nothing to do
+        ];
+        for (known, removed, want) in cases {
+            assert_eq!(&reconciliation(known, removed, &members), want, "known {known:?}, removed {removed:?}");
+        }
+    }
+}

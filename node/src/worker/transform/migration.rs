@@ -1,0 +1,132 @@
+//! The `migration` transform: runs a plan of the replicated catalog with
+//! `skein-migrate`, on whichever node holds the task's lease.
+//!
+//! The payload names the plan: `{"entity_ref": "component:default/name"}`
+//! (what `skein plan run` and the seed's `POST /api/honk/tasks` send). The
+//! plan is read from this node's applied state; if this node has not seen
+//! it yet (it may be a moment behind), it first catches up with the leader.
+//!
+//! Fencing: the output is staged under the lease's token and published only
+//! after the lease is confirmed current through the state machine (a
+//! heartbeat for this one lease, which renews it), under the target's
+//! token-ordered publication record. A lease found revoked means another
+//! attempt owns the task: this one reports nothing. See ARCHITECTURE.md,
+//! "Fenced output".
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use skein_migrate::{Attempt, FenceFn, MigrateError, Options, Progress};
+use skein_plan::{EntityRef, Plan};
+use skein_raft::fsm::{HeldLease, Outcome};
+use skein_transport::{HeartbeatRequest, LeasedTask};
+use tracing::{info, warn};
+
+use crate::cluster::app::SharedApp;
+use super::{TaskContext, Transform};
+
+#[derive(Deserialize)]
+struct Payload {
+    entity_ref: String,
+}
+
+/// Prefix of a fence error when the lease could not be confirmed (as
+/// opposed to found revoked): the attempt then fails retryably.
+const UNCONFIRMED: &str = "could not confirm the lease";
+
+pub struct Migration;
+
+impl Transform for Migration {
+    fn kind(&self) -> &'static str {
+        "migration"
+    }
+
+    fn run<'a>(&'a self, task: &'a LeasedTask, ctx: &'a TaskContext) -> BoxFuture<'a, Option<Outcome>> {
+        Box::pin(run(task, ctx))
+    }
+}
+
+async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
+    let g = &task.grant;
+    let permanent = |error: String| Some(Outcome::Permanent { error });
+    let p: Payload = match serde_json::from_str(&task.payload) {
+        Ok(p) => p,
+        Err(e) => {
+            return permanent(format!("migration payload must be {{\"entity_ref\": \"component:default/name\"}}: {e}"))
+        }
+    };
+    let entity_ref = match EntityRef::parse(&p.entity_ref, Some("component")) {
+        Ok(r) => r.to_string(),
+        Err(e) => return permanent(format!("migration payload: {e}")),
+    };
+    let Some(app) = ctx.app.clone() else {
+        return permanent("this node has no plan catalog".into());
+    };
+    let mut document = plan_document(&app, &entity_ref);
+    if document.is_none() {
+        // Perhaps applied a moment ago and not yet applied here.
+        if let Err(e) = app.catch_up().await {
+            return Some(Outcome::Retryable { error: format!("reading plan {entity_ref}: {e}") });
+        }
+        document = plan_document(&app, &entity_ref);
+    }
+    let Some(document) = document else {
+        return permanent(format!("no plan {entity_ref} in the catalog (store it with `skein plan apply`)"));
+    };
+    let plan = match Plan::from_json(&document, "catalog") {
+        Ok(p) => p,
+        Err(e) => return permanent(format!("plan {entity_ref}: {e}")),
+    };
+
+    let attempt = Attempt { task: g.task.0, attempt: g.attempt, token: g.token.0 };
+    let mut opts = Options::new(app.config.data_dir.join("scratch"));
+    let progress_ctx = ctx.clone();
+    opts.progress = Some(Arc::new(move |p: &Progress| progress_ctx.report(p.fraction(), p.message())));
+    opts.fence = Some(fence(app.clone(), task));
+    info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, plan = %entity_ref, "migration started");
+    let result = tokio::select! {
+        r = skein_migrate::run(&plan.migration, attempt, &opts) => r,
+        _ = ctx.cancel.cancelled() => return None,
+    };
+    match result {
+        Ok(report) => {
+            info!(task_id = g.task.0, token = g.token.0, plan = %entity_ref, rows = report.rows_written, target = %report.target, "migration published");
+            let result = serde_json::json!({"entity_ref": entity_ref, "migration": report});
+            Some(Outcome::Succeeded { result: result.to_string() })
+        }
+        Err(MigrateError::Fenced(why)) if why.starts_with(UNCONFIRMED) => Some(Outcome::Retryable { error: why }),
+        Err(e) if e.is_fenced() => {
+            // Another attempt owns the task now: report nothing (the
+            // heartbeat drops this one when the leader says it is revoked).
+            warn!(task_id = g.task.0, token = g.token.0, error = %e, "migration fenced; not publishing");
+            None
+        }
+        Err(e) if e.is_retryable() => Some(Outcome::Retryable { error: e.to_string() }),
+        Err(e) => permanent(e.to_string()),
+    }
+}
+
+fn plan_document(app: &SharedApp, entity_ref: &str) -> Option<String> {
+    app.store.state().catalog_entry(entity_ref).map(|c| c.entity.document.clone())
+}
+
+/// Confirms (and renews) this task's lease through the state machine.
+fn fence(app: SharedApp, task: &LeasedTask) -> FenceFn {
+    let (id, token) = (task.grant.task, task.grant.token);
+    Arc::new(move || {
+        let app = app.clone();
+        Box::pin(async move {
+            let req = HeartbeatRequest {
+                node: app.id,
+                slots: app.config.slots,
+                held: vec![HeldLease { task: id, token, progress: None }],
+            };
+            match app.heartbeat(req).await {
+                Ok(ack) if ack.renewed.iter().any(|(t, _)| *t == id) => Ok(()),
+                Ok(_) => Err(format!("the lease of task {id} under token {token} is no longer current")),
+                Err(e) => Err(format!("{UNCONFIRMED} of task {id} before publishing: {e}")),
+            }
+        })
+    })
+}
