@@ -19,7 +19,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -53,10 +52,6 @@ pub struct PublishedRecord {
     /// publication is a copy; see [`publish_remote`]).
     pub staged: String,
     pub published_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 // ----- local files -----------------------------------------------------------
@@ -124,7 +119,7 @@ pub fn publish_local(t: &LocalTarget, attempt: &Attempt, rows: u64) -> Result<()
         attempt: attempt.attempt,
         rows,
         staged: staged.display().to_string(),
-        published_ms: now_ms(),
+        published_ms: skein_raft::clock::now_ms(),
     };
     write_atomically(
         &record_path,
@@ -252,7 +247,7 @@ pub async fn publish_remote(t: &RemoteTarget, attempt: &Attempt, rows: u64) -> R
             attempt: attempt.attempt,
             rows,
             staged: staged.to_string(),
-            published_ms: now_ms(),
+            published_ms: skein_raft::clock::now_ms(),
         };
         let body = PutPayload::from(serde_json::to_vec_pretty(&rec).map_err(|e| MigrateError::Storage(e.to_string()))?);
         let mode = match version {

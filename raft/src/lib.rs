@@ -8,6 +8,7 @@
 //! - `store` (feature `storage`): the RocksDB Raft log and state-machine
 //!   stores, with snapshots and log purge.
 
+pub mod clock;
 pub mod format;
 pub mod fsm;
 

@@ -6,8 +6,8 @@
 //! and then writes for ever, as openraft drives the stores: entries appended
 //! (synced) and applied, now and then a conflicting uncommitted suffix
 //! truncated and replaced under a new vote, snapshots built (some while more
-//! entries are applied between capture and build), the log purged behind
-//! them. Before the store sees an entry, the child writes it to a journal
+//! entries are applied between capture and build, some then installed as a
+//! follower receives one), the log purged behind them. Before the store sees an entry, the child writes it to a journal
 //! file beside the store, and it prints what was acknowledged (appended,
 //! committed, voted, snapshotted, purged).
 //!
@@ -46,6 +46,7 @@ use skein_raft::config::{Entry, LogId, StoredMembership, Vote};
 use skein_raft::fsm::catalog::NewEntity;
 use skein_raft::fsm::*;
 use skein_raft::store::{digest_of, open, LogStore, StateMachineStore, StoreHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHILD_ENV: &str = "SKEIN_CRASH_CHILD";
 const CHILD_SEED_ENV: &str = "SKEIN_CRASH_CHILD_SEED";
@@ -261,15 +262,29 @@ impl Writer {
     }
 
     /// Builds a snapshot (sometimes applying a round between capture and
-    /// build, as openraft lets `apply` go on) and purges the log behind it.
+    /// build, as openraft lets `apply` go on), sometimes installs it as a
+    /// follower would receive it, and purges the log behind it.
     async fn snapshot(&mut self) {
         let mut builder = self.sm.get_snapshot_builder().await;
-        if self.rng.chance(30) {
+        let behind = self.rng.chance(30);
+        if behind {
             self.round().await;
         }
-        let snap = builder.build_snapshot().await.expect("building a snapshot");
+        let mut snap = builder.build_snapshot().await.expect("building a snapshot");
         let Some(at) = snap.meta.last_log_id else { return };
         say(format!("snapshot {}", at.index));
+        // Installing is only right for a snapshot of the applied state
+        // (openraft never installs one older than what is applied).
+        if !behind && self.rng.chance(25) {
+            let mut bytes = Vec::new();
+            snap.snapshot.read_to_end(&mut bytes).await.expect("reading the snapshot");
+            let mut file = self.sm.begin_receiving_snapshot().await.expect("receiving a snapshot");
+            file.write_all(&bytes).await.expect("writing the received snapshot");
+            file.flush().await.expect("writing the received snapshot");
+            say(format!("installing {}", at.index));
+            self.sm.install_snapshot(&snap.meta, file).await.expect("installing a snapshot");
+            say(format!("installed {}", at.index));
+        }
         let keep = self.rng.below(4);
         if at.index > keep {
             let p = at.index - keep;
@@ -464,6 +479,7 @@ struct Acked {
     lines: usize,
     truncations: usize,
     snapshots: usize,
+    installs: usize,
 }
 
 impl Acked {
@@ -494,6 +510,7 @@ impl Acked {
                 self.snapshot = self.snapshot.max(n);
             }
             "purged" => self.purged = self.purged.max(n),
+            "installing" => self.installs += 1,
             _ => {}
         }
     }
@@ -531,6 +548,7 @@ struct Stats {
     early_kills: usize,
     entries: u64,
     snapshots: usize,
+    installs: usize,
     truncations: usize,
     max_log: u64,
     purged: u64,
@@ -594,13 +612,14 @@ fn crash_loop() {
     }
     let s = &parent.stats;
     eprintln!(
-        "crash loop: seed {seed}: {} kills ({} before the child was ready) in {:.1?}; {} entries, {} snapshots, \
-         {} truncated suffixes, log up to {}, purged up to {}",
+        "crash loop: seed {seed}: {} kills ({} before the child was ready) in {:.1?}; {} entries, {} snapshots \
+         ({} installed), {} truncated suffixes, longest log {} entries, purged up to {}",
         s.kills,
         s.early_kills,
         started.elapsed(),
         s.entries,
         s.snapshots,
+        s.installs,
         s.truncations,
         s.max_log,
         s.purged
@@ -686,6 +705,7 @@ impl Parent {
         }
         self.stats.truncations += acked.truncations - self.acked.truncations;
         self.stats.snapshots += acked.snapshots - self.acked.snapshots;
+        self.stats.installs += acked.installs - self.acked.installs;
         rt.block_on(self.verify(&acked)).map_err(|e| format!("{e}\nthe child's stderr:\n{stderr}"))?;
         self.acked = acked;
         Ok(())

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use skein_raft::api::{ClusterStatus, EnqueueReply, QueueList, TaskDetail, TaskList};
+use skein_raft::api::{ClusterStatus, EnqueueReply, ErrorCode, QueueList, TaskDetail, TaskList};
 use skein_raft::fsm::{QueueStats, Task, TaskStatus};
 
 /// The longest any one request may take.
@@ -28,8 +28,8 @@ pub struct Reply {
 
 impl Reply {
     /// `error.code` of an error answer.
-    pub fn error_code(&self) -> Option<&str> {
-        self.body.pointer("/error/code").and_then(Value::as_str)
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        serde_json::from_value(self.body.pointer("/error/code")?.clone()).ok()
     }
 }
 

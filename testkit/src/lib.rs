@@ -39,9 +39,7 @@ pub use wait::{wait_for, wait_until};
 
 /// Milliseconds since the Unix epoch: the clock the nodes stamp into the log
 /// (they run on this machine, so the two compare).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use skein_raft::clock::now_ms;
 
 /// Prints a line prefixed with the seconds since the first call: the
 /// tests' running commentary (shown by `cargo nextest run --no-capture`).

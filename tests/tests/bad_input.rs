@@ -6,6 +6,7 @@
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
 use std::time::{Duration, Instant};
+use skein_raft::api::ErrorCode;
 
 use anyhow::{ensure, Context};
 use reqwest::{Method, StatusCode};
@@ -25,7 +26,7 @@ async fn bad_input_never_crashes_a_node() {
 }
 
 /// Expects `status` and `{"error": {"code": code, ...}}`.
-fn expect(what: &str, reply: &Reply, status: StatusCode, code: &str) -> anyhow::Result<()> {
+fn expect(what: &str, reply: &Reply, status: StatusCode, code: ErrorCode) -> anyhow::Result<()> {
     ensure!(
         reply.status == status && reply.error_code() == Some(code),
         "{what}: expected {status} with code {code:?}, got {} {}",
@@ -78,84 +79,84 @@ async fn bad_input(c: &mut Cluster) -> anyhow::Result<()> {
             &who("malformed JSON"),
             &raw(Method::POST, "/api/v1/tasks", post(b"{\"tasks\": [")).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("wrong type"),
             &raw(Method::POST, "/api/v1/tasks", post(b"{\"queue\": 5}")).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("unknown field"),
             &raw(Method::POST, "/api/v1/tasks", post(br#"{"queue": "q", "colour": "red"}"#)).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("empty body"),
             &raw(Method::POST, "/api/v1/tasks", None).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("empty batch"),
             &raw(Method::POST, "/api/v1/tasks", post(br#"{"tasks": []}"#)).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("unknown task"),
             &raw(Method::GET, "/api/v1/tasks/987654321", None).await?,
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
         )?;
         expect(
             &who("task id abc"),
             &raw(Method::GET, "/api/v1/tasks/abc", None).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("task id -1"),
             &raw(Method::GET, "/api/v1/tasks/-1", None).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("status=bogus"),
             &raw(Method::GET, "/api/v1/tasks?status=bogus", None).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("cancel unknown task"),
             &raw(Method::POST, "/api/v1/tasks/987654321/cancel", None).await?,
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
         )?;
         expect(
             &who("bad queue setting"),
             &raw(Method::PATCH, "/api/v1/queues/q", post(br#"{"lease_ms": "soon"}"#)).await?,
             StatusCode::BAD_REQUEST,
-            "invalid",
+            ErrorCode::Invalid,
         )?;
         expect(
             &who("drain unknown node"),
             &raw(Method::POST, "/api/v1/cluster/nodes/12345/drain", None).await?,
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
         )?;
         expect(
             &who("no such route"),
             &raw(Method::GET, "/api/v1/nope", None).await?,
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
         )?;
 
         let big = json!({"queue": "q", "kind": "noop", "payload": {"blob": "x".repeat((1 << 20) + 1000)}}).to_string();
         let reply = raw(Method::POST, "/api/v1/tasks", Some(big.into_bytes())).await?;
-        expect(&who("payload over 1 MiB"), &reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")?;
+        expect(&who("payload over 1 MiB"), &reply, StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)?;
         // One oversized task fails the batch, and nothing of it is enqueued.
         let batch = json!({"tasks": [
             {"queue": "all-or-none", "kind": "noop"},
@@ -163,7 +164,7 @@ async fn bad_input(c: &mut Cluster) -> anyhow::Result<()> {
         ]})
         .to_string();
         let reply = raw(Method::POST, "/api/v1/tasks", Some(batch.into_bytes())).await?;
-        expect(&who("batch with one payload over 1 MiB"), &reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")?;
+        expect(&who("batch with one payload over 1 MiB"), &reply, StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)?;
         let counts = c.api.counts(&addr, "all-or-none").await?;
         ensure!(counts.values().all(|&n| n == 0), "a refused batch left tasks behind: {counts:?}");
 
@@ -193,7 +194,7 @@ async fn bad_input(c: &mut Cluster) -> anyhow::Result<()> {
     let addr = c.addr(follower);
     let reply = c.api.raw(Method::POST, &addr, "/api/v1/tasks", post(br#"{"queue": "q", "kind": "noop"}"#)).await?;
     say(format!("FIGURE write with no reachable leader: {} after {:?}", reply.status, reply.elapsed));
-    expect("write with no reachable leader", &reply, StatusCode::SERVICE_UNAVAILABLE, "unavailable")?;
+    expect("write with no reachable leader", &reply, StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)?;
     ensure!(reply.elapsed < Duration::from_secs(10), "the 503 took {:?}", reply.elapsed);
     ensure!(c.api.healthy(&addr).await?, "the survivor is not healthy");
     let reply = c.api.raw(Method::GET, &addr, "/api/v1/tasks?limit=5", None).await?;

@@ -13,7 +13,6 @@ mod tasks;
 mod watch;
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::de::DeserializeOwned;
@@ -71,9 +70,7 @@ pub fn typed<T: DeserializeOwned>(value: Value, what: &str) -> anyhow::Result<T>
 }
 
 /// The local wall clock, for "3s ago" in tables.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use skein_raft::clock::now_ms;
 
 pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
     match command {

@@ -36,6 +36,9 @@ pub enum Violation {
     DuplicateKey { key: String, tasks: Vec<u64> },
     /// Nodes disagree about the final state.
     Divergent { digests: Vec<(u64, Option<u64>, String)> },
+    /// Every enqueue of this key was answered "not carried out" (a 4xx, a
+    /// 503 `unavailable`, or refused before sending), yet a task holds it.
+    RefusedButApplied { key: String, task: u64 },
     /// A killed node's lease stood too long.
     LeasedToDead { task: u64, node: u64, token: u64, killed_ms: u64, ended_ms: Option<u64> },
 }
@@ -57,6 +60,10 @@ impl fmt::Display for Violation {
             Violation::Divergent { digests } => {
                 write!(f, "nodes disagree about the final state (node, applied, digest): {digests:?}")
             }
+            Violation::RefusedButApplied { key, task } => write!(
+                f,
+                "every enqueue of key {key:?} was answered as not carried out, yet task {task} holds it"
+            ),
             Violation::LeasedToDead { task, node, token, killed_ms, ended_ms } => match ended_ms {
                 Some(end) => write!(
                     f,
@@ -174,6 +181,22 @@ pub fn check(ev: &Evidence) -> Report {
     for (key, ids) in by_key {
         if ids.len() > 1 {
             v.push(Violation::DuplicateKey { key, tasks: ids.into_iter().collect() });
+        }
+    }
+
+    // What the nodes said was not carried out was not: a key all of whose
+    // enqueues failed names no task.
+    let mut answers: BTreeMap<&str, bool> = BTreeMap::new();
+    for o in &ev.ops {
+        if let OpKind::Enqueue { key: Some(key), .. } = &o.kind {
+            *answers.entry(key.as_str()).or_insert(true) &= o.outcome == Outcome::Failed;
+        }
+    }
+    for t in tasks.values() {
+        if let Some(key) = &t.key {
+            if answers.get(key.as_str()) == Some(&true) {
+                v.push(Violation::RefusedButApplied { key: key.clone(), task: t.id });
+            }
         }
     }
 
@@ -475,6 +498,19 @@ mod tests {
         e.tasks.push(FinalTask { key: Some("k".into()), ..good_task(4) });
         e.journal.push(commit(4, 40, 1));
         assert_eq!(check(&e).violations, vec![Violation::DuplicateKey { key: "k".into(), tasks: vec![3, 4] }]);
+    }
+
+    #[test]
+    fn a_refused_write_that_took_effect_is_reported() {
+        let mut e = clean();
+        e.ops.push(enqueue(&[], Some("z"), Outcome::Failed));
+        e.ops.push(enqueue(&[], Some("z"), Outcome::Failed));
+        e.tasks.push(FinalTask { key: Some("z".into()), ..good_task(4) });
+        e.journal.push(commit(4, 40, 1));
+        assert_eq!(check(&e).violations, vec![Violation::RefusedButApplied { key: "z".into(), task: 4 }]);
+        // One try of the key that may have taken effect: the task may exist.
+        e.ops.push(enqueue(&[], Some("z"), Outcome::Unknown));
+        assert_eq!(check(&e).violations, vec![]);
     }
 
     #[test]

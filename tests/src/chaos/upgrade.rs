@@ -16,6 +16,7 @@
 //! (`scripts/upgrade-test.sh`) is its command line.
 
 use std::collections::BTreeSet;
+use skein_raft::api::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -318,7 +319,7 @@ async fn finalize(c: &Cluster) -> anyhow::Result<()> {
             let reply = c.api.raw(Method::POST, &addr, "/api/v1/cluster/finalize", None).await?;
             match (reply.status, reply.error_code()) {
                 (StatusCode::OK, _) => return Ok(Some(reply.body)),
-                (StatusCode::MISDIRECTED_REQUEST, Some("not_leader")) => {
+                (StatusCode::MISDIRECTED_REQUEST, Some(ErrorCode::NotLeader)) => {
                     match reply.body.pointer("/error/leader").and_then(Value::as_str) {
                         Some(leader) => addr = leader.trim_start_matches("http://").to_string(),
                         None => bail!("{addr} is not the leader and names none"),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use skein_raft::api::ErrorCode;
 use skein_testkit::api::never_sent;
 use skein_testkit::Api;
 
@@ -220,8 +221,14 @@ impl Client {
                     Outcome::Ok
                 } else if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
                     Outcome::Failed
+                } else if reply.error_code().is_some_and(ErrorCode::not_carried_out) {
+                    // 503 `unavailable`: the node says nothing was carried
+                    // out. The checker holds it to that: a task of a write
+                    // answered so must never appear.
+                    Outcome::Failed
                 } else {
-                    // 503 "unavailable": it may or may not have been committed.
+                    // 503 `outcome_unknown`, or any other 5xx: it may or
+                    // may not have been committed.
                     Outcome::Unknown
                 };
                 let error = (!status.is_success()).then(|| format!("{status}: {}", reply.body));
