@@ -100,11 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// [`run`], telling `observe` each [`Stage`] of the shutdown as it is reached.
-pub async fn run_observed(
-    config: Config,
-    shutdown: CancellationToken,
-    observe: impl Fn(Stage),
-) -> anyhow::Result<()> {
+pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: impl Fn(Stage)) -> anyhow::Result<()> {
     // A restore first: it checks the backup before it creates anything.
     if let Some(backup) = &config.restore {
         let report = skein_raft::store::restore(&config.data_dir, backup)
@@ -322,4 +318,3 @@ async fn start_at_newest_format(app: &App) -> anyhow::Result<()> {
         .await?;
     Ok(app.raise_format(app.config.format).await?)
 }
-

@@ -169,11 +169,7 @@ fn node_imports_only_go_down() {
     let (modules, edges) = parse(NODE);
     assert!(modules.len() > 10 && edges.len() > 20, "the graph looks empty: {modules:?}");
     let bad = violations(LAYERS, &modules, &edges);
-    assert!(
-        bad.is_empty(),
-        "node/src breaks its layers (ARCHITECTURE.md, \"The node's layers\"):\n{}",
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "node/src breaks its layers (ARCHITECTURE.md, \"The node's layers\"):\n{}", bad.join("\n"));
 }
 
 #[test]

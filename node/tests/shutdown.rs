@@ -110,7 +110,10 @@ async fn a_node_stops_in_order_and_leaves_nothing_running() {
         ]
     );
     for (what, addr) in [("HTTP", http), ("RPC", rpc)] {
-        assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(), "the {what} port still answers");
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+            "the {what} port still answers"
+        );
     }
     // Closed: RocksDB lets this process open it again. The drain let the
     // task finish, and its success was applied before Raft stopped (its

@@ -21,7 +21,11 @@ mod tests {
             let path = entry.expect("an entry").path();
             let text = std::fs::read_to_string(&path).expect("a source file");
             for clock in ["SystemTime", "Instant::now", "clock::now_ms", "chrono::"] {
-                assert!(!text.contains(clock), "{} reads a clock ({clock}): time enters as the entry's now_ms", path.display());
+                assert!(
+                    !text.contains(clock),
+                    "{} reads a clock ({clock}): time enters as the entry's now_ms",
+                    path.display()
+                );
             }
             read += 1;
         }

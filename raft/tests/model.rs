@@ -1833,10 +1833,10 @@ fn run_ops(ops: &[Op]) -> Result<Run, TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_commands_match_the_model(ops in proptest::collection::vec(op(), 1..150)) {
+    fn random_commands_match_the_model(ops in proptest::collection::vec(op(), 1..200)) {
         run_ops(&ops)?;
     }
 }
@@ -2042,7 +2042,7 @@ mod real_store {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
         #[test]
         fn the_real_store_restarts_like_the_model(ops in proptest::collection::vec(op(), 40..150)) {

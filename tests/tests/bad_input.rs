@@ -5,8 +5,8 @@
 //!
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
-use std::time::{Duration, Instant};
 use skein_raft::api::ErrorCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use reqwest::{Method, StatusCode};
@@ -164,7 +164,12 @@ async fn bad_input(c: &mut Cluster) -> anyhow::Result<()> {
         ]})
         .to_string();
         let reply = raw(Method::POST, "/api/v1/tasks", Some(batch.into_bytes())).await?;
-        expect(&who("batch with one payload over 1 MiB"), &reply, StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)?;
+        expect(
+            &who("batch with one payload over 1 MiB"),
+            &reply,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+        )?;
         let counts = c.api.counts(&addr, "all-or-none").await?;
         ensure!(counts.values().all(|&n| n == 0), "a refused batch left tasks behind: {counts:?}");
 

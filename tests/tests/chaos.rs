@@ -4,8 +4,8 @@
 //!
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
-use std::collections::BTreeMap;
 use skein_raft::api::ErrorCode;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};

@@ -265,10 +265,7 @@ mod tests {
     fn an_unknown_outcome_travels_as_unavailable() {
         let e = NodeError::OutcomeUnknown("no majority answered in time".into());
         assert!(e.is_retryable());
-        assert_eq!(
-            e.for_the_wire(),
-            NodeError::Unavailable("outcome unknown: no majority answered in time".into())
-        );
+        assert_eq!(e.for_the_wire(), NodeError::Unavailable("outcome unknown: no majority answered in time".into()));
         let other = NodeError::Invalid("x".into());
         assert_eq!(other.clone().for_the_wire(), other);
         // It cannot be sent: a node that tried would fail to encode, not

@@ -18,18 +18,14 @@ pub async fn readyz(State(app): State<SharedApp>) -> HttpResponse {
         (Some(leader), Some(applied)) => {
             Json(json!({"status": "ready", "leader": leader, "applied_index": applied.index})).into_response()
         }
-        _ => ApiError::new(ErrorCode::Unavailable, "no leader known yet, or nothing applied")
-            .into_response(),
+        _ => ApiError::new(ErrorCode::Unavailable, "no leader known yet, or nothing applied").into_response(),
     }
 }
 
 /// A hash of the applied state, for comparing replicas: equal digests at
 /// equal applied indexes mean identical state machines.
 pub async fn digest(State(app): State<SharedApp>) -> ApiResult<Json<serde_json::Value>> {
-    let (applied, digest) = app
-        .store
-        .digest_at()
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let (applied, digest) = app.store.digest_at().map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     Ok(Json(json!({"node_id": app.id, "applied_index": applied, "digest": format!("{digest:016x}")})))
 }
 

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::json;
-use skein_raft::api::{ClusterStatus, FinalizeReply, JoinBody, ErrorCode};
+use skein_raft::api::{ClusterStatus, ErrorCode, FinalizeReply, JoinBody};
 use skein_raft::config::SkeinNode;
 use skein_raft::fsm::{Command, Rejection};
 use skein_transport::JoinRequest;
@@ -32,7 +32,8 @@ pub async fn finalize(State(app): State<SharedApp>) -> ApiResult<Json<FinalizeRe
         Finalize::AlreadyAt(format) => Ok(Json(FinalizeReply { format, changed: false })),
         Finalize::Upgrade(behind) => {
             let names: Vec<String> = behind.iter().map(|(id, what)| format!("node {id} {what}")).collect();
-            Err(ApiError::new(ErrorCode::UpgradeNeeded,
+            Err(ApiError::new(
+                ErrorCode::UpgradeNeeded,
                 format!(
                     "not finalized: every member must run skein {} or later first; {}. Nothing changed: the \
                      cluster stays at format {cluster}, readable by the older release",
@@ -56,9 +57,7 @@ pub async fn join(State(app): State<SharedApp>, body: Bytes) -> ApiResult<Json<s
 }
 
 fn parse_node_id(raw: &str) -> ApiResult<u64> {
-    raw.parse::<u64>().map_err(|_| {
-        ApiError::new(ErrorCode::Invalid, format!("node id must be a number, not {raw:?}"))
-    })
+    raw.parse::<u64>().map_err(|_| ApiError::new(ErrorCode::Invalid, format!("node id must be a number, not {raw:?}")))
 }
 
 pub async fn drain_node(State(app): State<SharedApp>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {

@@ -51,7 +51,8 @@ impl From<NodeError> for ApiError {
             )
             .with_leader(leader.map(|l| l.http_addr)),
             NodeError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
-            NodeError::OutcomeUnknown(m) => ApiError::new(ErrorCode::OutcomeUnknown,
+            NodeError::OutcomeUnknown(m) => ApiError::new(
+                ErrorCode::OutcomeUnknown,
                 format!("{m}: it may or may not have been carried out; retry with the same idempotency key"),
             ),
             NodeError::Invalid(m) => ApiError::new(ErrorCode::Invalid, m),
@@ -86,14 +87,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
         return Err(ApiError::new(ErrorCode::Invalid, "the request needs a JSON body"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("invalid JSON body: {e}")))
 }
 
 pub fn parse_task_id(raw: &str) -> ApiResult<TaskId> {
-    raw.parse::<u64>().map(TaskId).map_err(|_| {
-        ApiError::new(ErrorCode::Invalid, format!("task id must be a number, not {raw:?}"))
-    })
+    raw.parse::<u64>()
+        .map(TaskId)
+        .map_err(|_| ApiError::new(ErrorCode::Invalid, format!("task id must be a number, not {raw:?}")))
 }
 
 /// A command's plain "done" answer as `{}`.

@@ -88,4 +88,3 @@ pub async fn serve(
     info!(addr = ?addr, "http api listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
-

@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use skein_plan::{Catalog, Entity, EntityRef, PlanErrors};
-use skein_raft::api::{ApplyPlansReply, PlanDetail, PlanList, PlanSummary, RunPlansBody, RunPlansReply, ErrorCode};
+use skein_raft::api::{ApplyPlansReply, ErrorCode, PlanDetail, PlanList, PlanSummary, RunPlansBody, RunPlansReply};
 use skein_raft::fsm::{CatalogEntry, Command, NewEntity, Rejection, Response};
 use skein_transport::NodeError;
 
@@ -31,7 +31,8 @@ pub const DEFAULT_QUEUE: &str = "dataset-migrations";
 
 pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<ApplyPlansReply>> {
     if body.is_empty() {
-        return Err(ApiError::new(ErrorCode::Invalid,
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
             "the request needs a body: {\"entities\": [...]} or YAML documents",
         ));
     }
@@ -53,8 +54,8 @@ pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes
             Err(PlanErrors(errors))
         }
     } else {
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| ApiError::new(ErrorCode::Invalid, "the YAML body is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(&body).map_err(|_| ApiError::new(ErrorCode::Invalid, "the YAML body is not UTF-8"))?;
         skein_plan::parse_yaml(text, "body")
     };
     let entities = parsed.map_err(invalid)?;

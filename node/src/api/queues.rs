@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
-use skein_raft::api::{QueueList, RedriveReply, RetriedTask, ErrorCode};
+use skein_raft::api::{ErrorCode, QueueList, RedriveReply, RetriedTask};
 use skein_raft::fsm::{Command, QueuePatch, Response};
 use skein_transport::NodeError;
 
@@ -20,7 +20,10 @@ pub async fn pause_queue(State(app): State<SharedApp>, Path(name): Path<String>)
     done(app.write(Command::SetQueuePaused { queue: name, paused: true }).await?)
 }
 
-pub async fn resume_queue(State(app): State<SharedApp>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn resume_queue(
+    State(app): State<SharedApp>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     done(app.write(Command::SetQueuePaused { queue: name, paused: false }).await?)
 }
 

@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use skein_raft::api::{DependencySpec, EnqueueBody, EnqueueReply, EnqueuedTask, HonkBody, TaskDetail, TaskList, TaskSpec, ErrorCode};
+use skein_raft::api::{
+    DependencySpec, EnqueueBody, EnqueueReply, EnqueuedTask, ErrorCode, HonkBody, TaskDetail, TaskList, TaskSpec,
+};
 use skein_raft::fsm::{Command, NewTask, Rejection, Response, TaskId, TaskRef, TaskStatus};
 use skein_transport::NodeError;
 
@@ -109,8 +111,7 @@ pub async fn show_task(State(app): State<SharedApp>, Path(id): Path<String>) -> 
     }
     let task = app.store.state().task(id).cloned().ok_or(Rejection::UnknownTask(id))?;
     let as_json = |s: Option<String>| s.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)));
-    let internal =
-        |e: skein_raft::store::StoreError| ApiError::new(ErrorCode::Internal, e.to_string());
+    let internal = |e: skein_raft::store::StoreError| ApiError::new(ErrorCode::Internal, e.to_string());
     Ok(Json(TaskDetail {
         task,
         payload: as_json(app.store.payload(id).map_err(internal)?),

@@ -14,24 +14,23 @@ use std::time::Duration;
 use skein_raft::config::{Raft, SkeinNode};
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_raft::store::StoreHandle;
-use skein_transport::{
-    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, Peers,
-};
+use skein_transport::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, Peers};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::versions::Reported;
-use crate::config::Config;
-use crate::views::cluster::MemberVersion;
 use crate::clock::now_ms;
 use crate::cluster::proposer::Proposer;
 use crate::cluster::routing::{self, from_transport, no_leader, RetryPolicy, Route};
+use crate::cluster::versions::Reported;
+use crate::config::Config;
+use crate::views::cluster::MemberVersion;
 
 /// How long a call keeps looking for a leader before answering `unavailable`,
 /// trying again every 50 ms (see [`crate::cluster::routing`]).
 pub const CALLS: RetryPolicy = RetryPolicy { deadline: Duration::from_secs(5), pause: Duration::from_millis(50) };
 /// The same for membership changes, which take longer to settle.
-const MEMBERSHIP_CALLS: RetryPolicy = RetryPolicy { deadline: Duration::from_secs(5), pause: Duration::from_millis(100) };
+const MEMBERSHIP_CALLS: RetryPolicy =
+    RetryPolicy { deadline: Duration::from_secs(5), pause: Duration::from_millis(100) };
 /// The longest a write proposed on this node (as leader) may wait for its
 /// commit before the client hears `503 unavailable` (outcome unknown).
 ///
@@ -141,7 +140,8 @@ impl App {
         if needs <= cluster {
             return Ok(());
         }
-        let message = crate::cluster::versions::needs_format_message(command.name(), needs, cluster, &self.member_versions());
+        let message =
+            crate::cluster::versions::needs_format_message(command.name(), needs, cluster, &self.member_versions());
         Err(NodeError::NeedsFormat { needs, cluster, message })
     }
 

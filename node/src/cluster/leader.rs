@@ -15,9 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::now_ms;
 use crate::cluster::app::SharedApp;
 use crate::metrics::Metrics;
-use crate::clock::now_ms;
 
 const TICK: Duration = Duration::from_millis(200);
 const GC_EVERY: Duration = Duration::from_secs(60);
@@ -130,8 +130,7 @@ async fn promote_learners(app: &SharedApp) {
         let matched = m.replication.clone().unwrap_or_default();
         (voters, learners, matched, m.last_log_index.unwrap_or(0))
     };
-    let matched: BTreeMap<u64, u64> =
-        matched.iter().filter_map(|(id, l)| Some((*id, l.as_ref()?.index))).collect();
+    let matched: BTreeMap<u64, u64> = matched.iter().filter_map(|(id, l)| Some((*id, l.as_ref()?.index))).collect();
     let caught_up = learner_to_promote(voters.len(), app.config.voters, &learners, &matched, last_log);
     if let Some(id) = caught_up {
         info!(node_id = id, voters = voters.len() + 1, target = app.config.voters, "promoting learner to voter");
@@ -169,13 +168,13 @@ mod tests {
         // (voters, target, learners, leader's last index, expected)
         let cases: &[(usize, usize, &[u64], u64, Option<u64>)] = &[
             (1, 3, &[4, 5], 1_000, Some(4)),
-            (2, 3, &[6, 5], 1_000, Some(5)),  // 6 lags; 5 is within 100
-            (2, 3, &[6], 1_000, None),         // nobody caught up yet
-            (3, 3, &[4, 5], 1_000, None),      // enough voters
+            (2, 3, &[6, 5], 1_000, Some(5)), // 6 lags; 5 is within 100
+            (2, 3, &[6], 1_000, None),       // nobody caught up yet
+            (3, 3, &[4, 5], 1_000, None),    // enough voters
             (5, 3, &[4], 1_000, None),
             (1, 3, &[], 1_000, None),
-            (1, 3, &[7], 1_000, None),         // not replicated to at all
-            (1, 3, &[4], 1_100, Some(4)),      // exactly 100 behind
+            (1, 3, &[7], 1_000, None),    // not replicated to at all
+            (1, 3, &[4], 1_100, Some(4)), // exactly 100 behind
             (1, 3, &[4], 1_101, None),
         ];
         for (voters, target, learners, last, want) in cases {

@@ -132,7 +132,12 @@ impl Bounds {
 /// bound is reached (the one write that crosses the byte bound is still
 /// taken: a batch is never empty, and a write bigger than the bound goes
 /// out alone).
-pub fn fill_batch<T>(first: T, size: impl Fn(&T) -> usize, mut next: impl FnMut() -> Option<T>, bounds: Bounds) -> Vec<T> {
+pub fn fill_batch<T>(
+    first: T,
+    size: impl Fn(&T) -> usize,
+    mut next: impl FnMut() -> Option<T>,
+    bounds: Bounds,
+) -> Vec<T> {
     let mut bytes = size(&first);
     let mut batch = vec![first];
     while batch.len() < bounds.commands && bytes < bounds.bytes {
@@ -221,11 +226,11 @@ mod tests {
         let bounds = Bounds { commands: 4, bytes: 100 };
         // (sizes waiting, the first's size, expected batch length)
         let cases: &[(&[usize], usize, usize)] = &[
-            (&[], 10, 1),                  // a lone write goes out at once
-            (&[10, 10], 10, 3),            // everything ready, under both bounds
+            (&[], 10, 1),                   // a lone write goes out at once
+            (&[10, 10], 10, 3),             // everything ready, under both bounds
             (&[10, 10, 10, 10, 10], 10, 4), // the command bound
-            (&[50, 50, 50], 10, 3),        // 10+50+50 crosses 100: taken, then stop
-            (&[10], 500, 1),               // a write bigger than the bound, alone
+            (&[50, 50, 50], 10, 3),         // 10+50+50 crosses 100: taken, then stop
+            (&[10], 500, 1),                // a write bigger than the bound, alone
         ];
         for (waiting, first, want) in cases {
             let mut queue = waiting.iter().copied();

@@ -52,4 +52,3 @@ async fn wait_for_membership_or_leader_change(
         }
     }
 }
-

@@ -19,7 +19,6 @@ use std::sync::{Mutex, PoisonError};
 use skein_raft::format;
 use skein_transport::{NodeVersion, Peers, PeersConfig};
 
-
 /// What a member said when asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {

@@ -28,8 +28,7 @@ pub fn cluster_status(
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let matched = m.replication.clone().unwrap_or_default();
     let commit_index = m.replication.as_ref().map(|r| {
-        let matched: BTreeMap<u64, u64> =
-            r.iter().map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index))).collect();
+        let matched: BTreeMap<u64, u64> = r.iter().map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index))).collect();
         commit_index(me, m.last_log_index.unwrap_or(0), &voters, &matched)
     });
     let nodes = membership
@@ -79,10 +78,8 @@ pub fn cluster_status(
 /// voters has (the leader counts its own last index); a follower does not
 /// know it.
 pub fn commit_index(leader: u64, leader_last: u64, voters: &BTreeSet<u64>, matched: &BTreeMap<u64, u64>) -> u64 {
-    let mut idx: Vec<u64> = voters
-        .iter()
-        .map(|v| if *v == leader { leader_last } else { matched.get(v).copied().unwrap_or(0) })
-        .collect();
+    let mut idx: Vec<u64> =
+        voters.iter().map(|v| if *v == leader { leader_last } else { matched.get(v).copied().unwrap_or(0) }).collect();
     idx.sort_unstable_by(|a, b| b.cmp(a));
     idx.get(voters.len() / 2).copied().unwrap_or(0)
 }
@@ -127,7 +124,9 @@ mod tests {
 
     #[test]
     fn heartbeat_ages_read_as_health() {
-        for (age, want) in [(None, "unknown"), (Some(0), "ok"), (Some(3_000), "ok"), (Some(3_001), "late"), (Some(10_001), "silent")] {
+        for (age, want) in
+            [(None, "unknown"), (Some(0), "ok"), (Some(3_000), "ok"), (Some(3_001), "late"), (Some(10_001), "silent")]
+        {
             assert_eq!(heartbeat_health(age), want, "{age:?}");
         }
     }

@@ -190,12 +190,7 @@ pub fn owner_matches(owner: &str, wanted: &str) -> bool {
     owner.eq_ignore_ascii_case(wanted) || short(owner) == short(wanted)
 }
 
-fn stuck_list(
-    store: &StoreHandle,
-    report: StuckReport,
-    plan_owners: &BTreeMap<String, String>,
-    now: u64,
-) -> StuckList {
+fn stuck_list(store: &StoreHandle, report: StuckReport, plan_owners: &BTreeMap<String, String>, now: u64) -> StuckList {
     StuckList {
         now_ms: now,
         tasks: report

@@ -60,10 +60,9 @@ impl fmt::Display for Violation {
             Violation::Divergent { digests } => {
                 write!(f, "nodes disagree about the final state (node, applied, digest): {digests:?}")
             }
-            Violation::RefusedButApplied { key, task } => write!(
-                f,
-                "every enqueue of key {key:?} was answered as not carried out, yet task {task} holds it"
-            ),
+            Violation::RefusedButApplied { key, task } => {
+                write!(f, "every enqueue of key {key:?} was answered as not carried out, yet task {task} holds it")
+            }
             Violation::LeasedToDead { task, node, token, killed_ms, ended_ms } => match ended_ms {
                 Some(end) => write!(
                     f,

@@ -15,8 +15,8 @@
 //! `skein-chaos --upgrade-from OLD --upgrade-to NEW [--back]`
 //! (`scripts/upgrade-test.sh`) is its command line.
 
-use std::collections::BTreeSet;
 use skein_raft::api::ErrorCode;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

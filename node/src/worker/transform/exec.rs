@@ -172,9 +172,7 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
 }
 
 /// The next line of stderr; never ready once stderr ended (`None` reader).
-async fn next_line(
-    stderr: &mut Option<tokio::io::Lines<BufReader<tokio::process::ChildStderr>>>,
-) -> Option<String> {
+async fn next_line(stderr: &mut Option<tokio::io::Lines<BufReader<tokio::process::ChildStderr>>>) -> Option<String> {
     match stderr {
         Some(lines) => lines.next_line().await.ok().flatten(),
         None => std::future::pending().await,

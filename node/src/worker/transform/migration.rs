@@ -23,8 +23,8 @@ use skein_raft::fsm::{HeldLease, Outcome};
 use skein_transport::{HeartbeatRequest, LeasedTask};
 use tracing::{info, warn};
 
-use crate::cluster::app::SharedApp;
 use super::{TaskContext, Transform};
+use crate::cluster::app::SharedApp;
 
 #[derive(Deserialize)]
 struct Payload {
