@@ -162,7 +162,9 @@ impl StateMachine {
             }
             TaskStatus::Blocked => {
                 for dep in &task.depends_on {
-                    let done = self.core.tasks.get(dep).is_some_and(|d| d.status == TaskStatus::Succeeded);
+                    // A forgotten dependency (collected after it ended) counts
+                    // as done, as in `unblock_dependents` and `retry`.
+                    let done = self.core.tasks.get(dep).is_none_or(|d| d.status == TaskStatus::Succeeded);
                     if !done {
                         self.idx.dependents.entry(*dep).or_default().insert(id);
                     }
