@@ -80,7 +80,7 @@ impl ClientError {
         match self {
             ClientError::Api { code: ErrorCode::OutcomeUnknown, .. } => Some(
                 "it may have taken effect: check (`skein tasks list`) before running it again, or run it again with \
-                 the same --idempotency-key"
+                 the same --key"
                     .into(),
             ),
             ClientError::Api { leader: Some(leader), .. } => Some(format!("the leader is at {leader}")),
@@ -439,7 +439,7 @@ mod tests {
         assert!(err.hint().is_some_and(|h| h.contains("nothing was carried out")));
         let body = br#"{"error":{"code":"outcome_unknown","message":"no majority answered in time"}}"#;
         let err = api_error(StatusCode::SERVICE_UNAVAILABLE, body);
-        assert!(err.hint().is_some_and(|h| h.contains("--idempotency-key")), "{:?}", err.hint());
+        assert!(err.hint().is_some_and(|h| h.contains("--key")), "{:?}", err.hint());
         // A code from a newer node is kept as unknown, with its message.
         let body = br#"{"error":{"code":"rate_limited","message":"slow down"}}"#;
         let err = api_error(StatusCode::TOO_MANY_REQUESTS, body);

@@ -51,10 +51,8 @@ impl From<NodeError> for ApiError {
             )
             .with_leader(leader.map(|l| l.http_addr)),
             NodeError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
-            NodeError::OutcomeUnknown(m) => ApiError::new(
-                ErrorCode::OutcomeUnknown,
-                format!("{m}: it may or may not have been carried out; retry with the same idempotency key"),
-            ),
+            // The code says what to do (retry with the idempotency key).
+            NodeError::OutcomeUnknown(m) => ApiError::new(ErrorCode::OutcomeUnknown, m),
             NodeError::Invalid(m) => ApiError::new(ErrorCode::Invalid, m),
             NodeError::Internal(m) => ApiError::new(ErrorCode::Internal, m),
             e @ NodeError::Removed(_) => ApiError::new(ErrorCode::Removed, e.to_string()),

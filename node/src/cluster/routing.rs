@@ -47,12 +47,14 @@ pub fn no_leader() -> NodeError {
 /// tell).
 pub fn from_transport(e: CallError) -> NodeError {
     match e {
-        CallError::Remote { error: NodeError::Unavailable(m), .. } => NodeError::OutcomeUnknown(m),
+        CallError::Remote { error: NodeError::Unavailable(m), .. } => {
+            NodeError::OutcomeUnknown(format!("the leader took the call, then answered: {m}"))
+        }
         CallError::Remote { error, .. } => error,
         CallError::Unreachable { .. } => no_leader(),
         // Not sent, and it would not fit next time either.
         e @ CallError::TooLarge { .. } => NodeError::Invalid(e.to_string()),
-        other => NodeError::OutcomeUnknown(other.to_string()),
+        other => NodeError::OutcomeUnknown(format!("sent to the leader, then: {other}")),
     }
 }
 
@@ -144,7 +146,7 @@ mod tests {
         let lost = CallError::Timeout { peer: "p".into(), after: Duration::from_secs(3) };
         assert!(matches!(from_transport(lost), NodeError::OutcomeUnknown(_)));
         let busy = CallError::Remote { peer: "p".into(), error: NodeError::Unavailable("no majority".into()) };
-        assert_eq!(from_transport(busy), NodeError::OutcomeUnknown("no majority".into()));
+        assert!(matches!(from_transport(busy), NodeError::OutcomeUnknown(m) if m.ends_with("no majority")));
     }
 
     #[tokio::test(start_paused = true)]
