@@ -25,7 +25,7 @@ const GC_EVERY: Duration = Duration::from_secs(60);
 const CAUGHT_UP_ENTRIES: u64 = 100;
 
 pub async fn run(app: SharedApp, shutdown: CancellationToken) {
-    let mut last_gc = Instant::now();
+    let mut schedule = Schedule::new(Instant::now());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -34,8 +34,9 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
         if !app.is_leader() {
             continue;
         }
-        let due = app.store.state().next_expiry_ms().is_some_and(|at| at <= now_ms());
-        if due {
+        let next_expiry = app.store.state().next_expiry_ms();
+        let due = schedule.due(Instant::now(), now_ms(), next_expiry);
+        if due.expire {
             // The leases as they were, for the log lines: the sweep ends them.
             let leases: BTreeMap<TaskId, (String, u32, u64, u64)> = app
                 .store
@@ -62,8 +63,7 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
                 Err(e) => warn!(error = %e, "expiring leases failed"),
             }
         }
-        if last_gc.elapsed() >= GC_EVERY {
-            last_gc = Instant::now();
+        if due.collect {
             if let Ok(Response::Collected { tasks }) = app.proposer.propose(Command::CollectGarbage).await {
                 if tasks > 0 {
                     info!(tasks, "forgot ended tasks past retention");
@@ -72,6 +72,42 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
         }
         promote_learners(&app).await;
         reconcile_removed(&app).await;
+    }
+}
+
+/// Which timed duties are due on a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// A lease has run out (by the leader's clock): sweep.
+    pub expire: bool,
+    /// [`GC_EVERY`] has passed since the last collection.
+    pub collect: bool,
+}
+
+/// When the leader's timed duties are due: lease expiry as soon as the
+/// earliest lease's expiry has passed, garbage collection every
+/// [`GC_EVERY`] (counted from when this node started, then from each
+/// collection). Promotions and the reconciliation of node records are
+/// checked on every tick ([`learner_to_promote`], [`reconciliation`]).
+#[derive(Debug)]
+pub struct Schedule {
+    last_gc: Instant,
+}
+
+impl Schedule {
+    pub fn new(now: Instant) -> Schedule {
+        Schedule { last_gc: now }
+    }
+
+    /// The duties due at `now` (`now_ms` by the wall clock the leases are
+    /// stamped with), given the earliest lease expiry; a collection is
+    /// counted as done once reported due.
+    pub fn due(&mut self, now: Instant, now_ms: u64, next_expiry_ms: Option<u64>) -> Due {
+        let collect = now.duration_since(self.last_gc) >= GC_EVERY;
+        if collect {
+            self.last_gc = now;
+        }
+        Due { expire: next_expiry_ms.is_some_and(|at| at <= now_ms), collect }
     }
 }
 
@@ -161,6 +197,27 @@ pub fn learner_to_promote(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duties_fall_due_on_time() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(start);
+        let s = Duration::from_secs;
+        // (seconds since start, wall ms, earliest expiry, expected)
+        let steps: &[(u64, u64, Option<u64>, Due)] = &[
+            (0, 1_000, None, Due { expire: false, collect: false }),
+            (1, 1_000, Some(1_001), Due { expire: false, collect: false }),
+            (2, 1_001, Some(1_001), Due { expire: true, collect: false }), // at its expiry
+            (59, 5_000, Some(1_001), Due { expire: true, collect: false }),
+            (60, 5_000, None, Due { expire: false, collect: true }), // a minute since start
+            (61, 5_000, None, Due { expire: false, collect: false }), // counted from the last
+            (119, 5_000, None, Due { expire: false, collect: false }),
+            (120, 5_000, Some(4_000), Due { expire: true, collect: true }),
+        ];
+        for (secs, wall, expiry, want) in steps {
+            assert_eq!(schedule.due(start + s(*secs), *wall, *expiry), *want, "at {secs} s");
+        }
+    }
 
     #[test]
     fn a_caught_up_learner_is_promoted_while_voters_are_short() {
