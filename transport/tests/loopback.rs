@@ -451,8 +451,12 @@ async fn a_restarted_server_is_dialled_again() {
         assert_eq!(peers.read_index(&addr.to_string()).await.expect("first server"), 1000);
 
         server.stop().await;
+        // Usually refused or disconnected at once; on a loaded machine the
+        // client may not have read the closed connection's end before it
+        // sends, and then the call times out (seen once in the full suite
+        // on 2 busy cores). Any failure will do: the server is down.
         match peers.read_index(&addr.to_string()).await {
-            Err(CallError::Unreachable { .. } | CallError::Disconnected { .. }) => {}
+            Err(CallError::Unreachable { .. } | CallError::Disconnected { .. } | CallError::Timeout { .. }) => {}
             other => panic!("expected the call to fail while the server is down, got {other:?}"),
         }
 
@@ -460,17 +464,24 @@ async fn a_restarted_server_is_dialled_again() {
         let listener = TcpListener::bind(addr).await.expect("rebind the same port");
         let server = Server::start(listener, Fake::new(2)).await;
 
-        // Within the backoff cap (1 s) and a margin, calls reach the new
+        // Within the backoff cap (1 s) and a margin (wide: a call on the
+        // dead connection may time out first, 3 s), calls reach the new
         // server, over a new connection, with no action from the caller.
         let started = Instant::now();
         let answer = loop {
             match peers.read_index(&addr.to_string()).await {
                 Ok(index) => break index,
-                Err(e) if started.elapsed() < Duration::from_secs(3) => {
-                    assert!(matches!(e, CallError::Unreachable { .. } | CallError::Disconnected { .. }), "{e:?}");
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    assert!(
+                        matches!(
+                            e,
+                            CallError::Unreachable { .. } | CallError::Disconnected { .. } | CallError::Timeout { .. }
+                        ),
+                        "{e:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => panic!("not dialled again within 3 s: {e}"),
+                Err(e) => panic!("not dialled again within 10 s: {e}"),
             }
         };
         assert_eq!(answer, 2000);
