@@ -57,10 +57,16 @@ pub fn entities_from_value(value: Value, origin: &str) -> Result<Vec<Entity>, Pl
         },
         other => vec![other],
     };
+    entities_from_items(items.into_iter().map(|v| (v, origin.to_string())))
+}
+
+/// Entities from JSON values, each with the origin its errors name; every
+/// bad one is reported, not only the first.
+pub fn entities_from_items(items: impl IntoIterator<Item = (Value, String)>) -> Result<Vec<Entity>, PlanErrors> {
     let mut entities = Vec::new();
     let mut errors = Vec::new();
-    for v in items {
-        match Entity::from_value(v, origin) {
+    for (v, origin) in items {
+        match Entity::from_value(v, &origin) {
             Ok(e) => entities.push(e),
             Err(e) => errors.push(e),
         }

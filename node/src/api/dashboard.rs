@@ -40,14 +40,12 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn metrics(State(app): State<SharedApp>) -> Response {
     let scrape = {
         let raft = app.raft.metrics().borrow().clone();
-        let snapshot_bytes =
-            std::fs::metadata(app.config.data_dir.join("snapshots").join("current.snap")).map_or(0, |m| m.len());
         Scrape {
             me: app.id,
             now_ms: now_ms(),
             cluster: app.cluster_status(),
             raft,
-            snapshot_bytes,
+            snapshot_bytes: app.store.snapshot_bytes(),
             log_bytes: app.store.log_bytes(),
         }
     };

@@ -40,19 +40,9 @@ pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes
     let is_json = content_type.contains("json") || (!content_type.contains("yaml") && body.first() == Some(&b'{'));
     let parsed = if is_json {
         let body: skein_raft::api::ApplyPlansBody = parse_json(&body)?;
-        let mut entities = Vec::new();
-        let mut errors = Vec::new();
-        for (i, v) in body.entities.into_iter().enumerate() {
-            match Entity::from_value(v, &format!("entities[{i}]")) {
-                Ok(e) => entities.push(e),
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(entities)
-        } else {
-            Err(PlanErrors(errors))
-        }
+        skein_plan::entities_from_items(
+            body.entities.into_iter().enumerate().map(|(i, v)| (v, format!("entities[{i}]"))),
+        )
     } else {
         let text =
             std::str::from_utf8(&body).map_err(|_| ApiError::new(ErrorCode::Invalid, "the YAML body is not UTF-8"))?;

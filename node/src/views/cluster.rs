@@ -26,11 +26,12 @@ pub fn cluster_status(
 ) -> ClusterStatus {
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let matched = m.replication.clone().unwrap_or_default();
-    let commit_index = m.replication.as_ref().map(|r| {
-        let matched: BTreeMap<u64, u64> = r.iter().map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index))).collect();
-        commit_index(me, m.last_log_index.unwrap_or(0), &voters, &matched)
-    });
+    // The log index each member is known to have (the leader's view; a
+    // follower knows none).
+    let matched: BTreeMap<u64, u64> =
+        m.replication.iter().flatten().filter_map(|(id, l)| Some((*id, l.as_ref()?.index))).collect();
+    let commit_index =
+        m.replication.as_ref().map(|_| commit_index(me, m.last_log_index.unwrap_or(0), &voters, &matched));
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
@@ -48,11 +49,7 @@ pub fn cluster_status(
                     "learner"
                 }
                 .into(),
-                matched_index: if *id == me {
-                    m.last_log_index
-                } else {
-                    matched.get(id).cloned().flatten().map(|l| l.index)
-                },
+                matched_index: if *id == me { m.last_log_index } else { matched.get(id).copied() },
                 slots: info.map(|i| i.slots),
                 leases_held: state.lease_count(*id) as u64,
                 draining: info.is_some_and(|i| i.draining),

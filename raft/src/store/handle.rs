@@ -81,6 +81,11 @@ impl StoreHandle {
         prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
     }
 
+    /// The size of the current snapshot file (0 without one).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.shared.snapshots.current_bytes()
+    }
+
     /// The meta of the current snapshot, if any (for status pages).
     pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
         self.shared.snapshots.current_meta()

@@ -190,6 +190,11 @@ impl SnapshotDir {
         Ok(true)
     }
 
+    /// The current snapshot file's size (0 without one).
+    pub(crate) fn current_bytes(&self) -> u64 {
+        fs::metadata(self.current_path()).map_or(0, |m| m.len())
+    }
+
     /// The current snapshot's meta.
     pub(crate) fn current_meta(&self) -> Option<SnapshotMeta> {
         lock(&self.current).clone()

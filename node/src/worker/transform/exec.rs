@@ -46,6 +46,9 @@ struct ExecPayload {
     env: std::collections::BTreeMap<String, String>,
 }
 
+/// How long a program may run when its payload does not say: 10 minutes.
+const DEFAULT_TIMEOUT_MS: u64 = 600_000;
+
 /// Exit code meaning "try again later" (sysexits' EX_TEMPFAIL).
 pub const EXIT_RETRY: i32 = 75;
 
@@ -114,7 +117,8 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         }
         out
     };
-    let timeout = tokio::time::sleep(Duration::from_millis(p.timeout_ms.unwrap_or(600_000)));
+    let timeout_ms = p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    let timeout = tokio::time::sleep(Duration::from_millis(timeout_ms));
     let run = async {
         let ((), out) = tokio::join!(write_stdin, read_stdout);
         let status = child.wait().await;
@@ -133,7 +137,7 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
             _ = ctx.cancel.cancelled() => return None,
             _ = &mut timeout => {
                 warn!(task_id = g.task.0, "exec timed out");
-                return Some(Outcome::Retryable { error: format!("timed out after {} ms", p.timeout_ms.unwrap_or(600_000)) });
+                return Some(Outcome::Retryable { error: format!("timed out after {timeout_ms} ms") });
             }
         }
     };
