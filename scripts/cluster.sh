@@ -13,6 +13,10 @@
 # keeps its data in nodeI/, its log in nodeI.log and its pid in nodeI.pid.
 # Node I listens for HTTP on 127.0.0.1:$((SKEIN_BASE_PORT + I)) and for RPC
 # on 127.0.0.1:$((SKEIN_BASE_PORT + 100 + I)); SKEIN_BASE_PORT defaults to 7700.
+#
+# The cluster is secure by default: node 1 writes the first admin token to
+# node1/admin.token (mode 0600) when it bootstraps, the joining nodes present
+# it, and the CLI needs it:  export SKEIN_TOKEN=$(cat .skein-cluster/node1/admin.token)
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -51,8 +55,15 @@ wait_ready() {
   done
 }
 
+# The first admin token, once node 1 has bootstrapped: joining needs it.
+token_file() { echo "$dir/node1/admin.token"; }
+use_token() {
+  if [[ -z ${SKEIN_TOKEN:-} && -f $(token_file) ]]; then export SKEIN_TOKEN; SKEIN_TOKEN=$(cat "$(token_file)"); fi
+}
+
 start_node() {
   local i=$1; shift
+  use_token
   if pid_alive "$i"; then echo "node $i already runs (pid $(cat "$dir/node$i.pid"))"; return; fi
   mkdir -p "$dir/node$i"
   # `--id I ` with the trailing space is what pid_alive looks for.
@@ -80,7 +91,7 @@ case $cmd in
     mkdir -p "$dir"
     start_node 1 --bootstrap
     for ((i = 2; i <= n; i++)); do start_node "$i" --join "$(http_of 1)"; done
-    echo "cluster of $n up; try: $bin/skein --addr $(http_of 1) cluster status"
+    echo "cluster of $n up; try: export SKEIN_TOKEN=\$(cat $(token_file)); $bin/skein --addr $(http_of 1) cluster status"
     ;;
   add)
     i=${2:?usage: cluster.sh add I}

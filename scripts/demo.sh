@@ -34,6 +34,8 @@ if [[ ${SAMPLES:-1} == 0 ]]; then
 fi
 scripts/cluster.sh up 3
 trap 'scripts/cluster.sh down' EXIT
+# The first admin token, which node 1 wrote when it bootstrapped.
+export SKEIN_TOKEN; SKEIN_TOKEN=$(cat "$SKEIN_CLUSTER_DIR/node1/admin.token")
 
 out=$SKEIN_CLUSTER_DIR/out
 typed() {

@@ -60,6 +60,17 @@ pub struct Cli {
     )]
     pub addr: AddrList,
 
+    /// The API token to send (`Authorization: Bearer`). The first admin token
+    /// of a new cluster is in <data-dir>/admin.token of the node that
+    /// bootstrapped it. Prefer the environment variable: flags show in `ps`.
+    #[arg(long, global = true, help_heading = "Global options", env = "SKEIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The cluster's CA certificate (ca.pem, from `skein cert ca`): talk
+    /// HTTPS to the nodes, and trust only certificates this CA signed.
+    #[arg(long, global = true, help_heading = "Global options", env = "SKEIN_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
     /// Output format: a table for people, or the server's JSON (pretty) for scripts.
     #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -203,6 +214,55 @@ Examples:
     )]
     Admin(AdminCommand),
 
+    /// API tokens: create, list, revoke, rotate (role admin).
+    #[command(
+        subcommand,
+        long_about = "\
+API tokens. Each has a role (read < submit < operate < admin; each includes the
+ones before) and, optionally, owners: Backstage group references. A token with
+owners may enqueue, cancel and retry only tasks of those owners, and apply and
+run only their plans. A token's text is shown once, when it is made; the
+cluster keeps only a hash.
+
+  read     every GET: tasks, queues, plans, cluster status, /metrics, the dashboard
+  submit   enqueue, cancel, retry tasks; apply and run plans
+  operate  queue settings, pause, redrive; node drain, join, remove; finalize; the audit log
+  admin    tokens, the auth mode, backups",
+        after_help = "\
+Examples:
+  skein token create --role submit --owner group:default/team-infra --name infra-ci --expires 90d
+  skein token list
+  skein token rotate 3f2a9c0d1e2b4a5c
+  skein token revoke 3f2a9c0d1e2b4a5c
+  skein token generate > admin.token     # for skein-node --admin-token-file"
+    )]
+    Token(TokenCommand),
+
+    /// The auth mode: enforce (calls without a token refused) or warn.
+    #[command(
+        subcommand,
+        long_about = "\
+A new cluster enforces tokens from its first second. A cluster upgraded from a
+release without tokens starts in `warn`: calls without a token are served,
+logged and counted (skein_auth_requests{outcome=\"anonymous\"} in /metrics) so
+that you can find every caller still without one. Create tokens, give them to
+every caller, then `skein auth enforce`.",
+        after_help = "\
+Examples:
+  skein auth status
+  skein auth enforce
+  skein auth retention 30d"
+    )]
+    Auth(AuthCommand),
+
+    /// Who did what: the audit trail of every client write (role operate).
+    #[command(after_help = "\
+Examples:
+  skein audit
+  skein audit --since 2h --principal infra-ci
+  skein -o json audit --limit 10000")]
+    Audit(AuditArgs),
+
     /// Migration plans (Backstage catalog entities): apply, list, show, import from Backstage, run.
     #[command(subcommand, after_help = crate::plan_args::PLAN_EXAMPLES)]
     Plan(crate::plan_args::PlanCommand),
@@ -210,6 +270,10 @@ Examples:
     /// Start a local 3-node cluster, migrate the bundled examples, print their status.
     #[command(long_about = crate::plan_args::DEMO_ABOUT)]
     Demo(crate::plan_args::DemoArgs),
+
+    /// Make the cluster's CA and node certificates for TLS (local files only).
+    #[command(subcommand)]
+    Cert(crate::cert::CertCommand),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +281,12 @@ pub struct EnqueueArgs {
     /// The queue to add the task to (created on first use).
     #[arg(long, short)]
     pub queue: String,
+
+    /// The group the task belongs to (group:default/team-infra): tokens
+    /// scoped to owners cancel and retry only their owners' tasks [default:
+    /// the token's first owner, if it has any].
+    #[arg(long, value_name = "GROUP")]
+    pub owner: Option<String>,
 
     /// The transform to run: noop, sleep, exec, migration [server default: noop].
     #[arg(long)]
@@ -757,4 +827,85 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         assert_eq!(err.exit_code(), 2);
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it (once).
+    Create {
+        /// read, submit, operate or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: skein_raft::fsm::Role,
+        /// A group the token acts for (repeatable): `group:default/team-infra`
+        /// or `team-infra`. Without any, the token acts for every owner.
+        #[arg(long = "owner", value_name = "GROUP")]
+        owners: Vec<String>,
+        /// A name for audit logs and listings (default: <role>-<id>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime: 30m, 12h, 90d (default: no expiry).
+        #[arg(long, value_parser = parse_duration_ms, value_name = "DURATION")]
+        expires: Option<u64>,
+    },
+    /// Every token: id, name, role, owners, expiry, last use.
+    List,
+    /// Revoke a token: it can write nothing once this commits, and reads stop within a second.
+    Revoke {
+        /// The token's id (16 hex digits, as `skein token list` shows).
+        id: String,
+    },
+    /// A new secret for a token (same name, role, owners, lifetime); the old one stops at once.
+    Rotate { id: String },
+    /// Print a new token without contacting any node (for skein-node
+    /// --admin-token-file; it becomes valid when a cluster bootstraps with it).
+    Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// The mode, the cluster's format, the number of tokens, the audit retention.
+    Status,
+    /// Refuse every call without a valid token (401).
+    Enforce,
+    /// Serve calls without a token again, logging and counting them.
+    Warn,
+    /// How long audit records are kept: 30d, 12h...
+    Retention {
+        #[arg(value_parser = parse_duration_ms, value_name = "DURATION")]
+        keep: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records this recent: 30m, 2h, 7d.
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub since: Option<u64>,
+    /// Only this principal's records (a token's name, or anonymous).
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+fn parse_role(s: &str) -> Result<skein_raft::fsm::Role, String> {
+    skein_raft::fsm::Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: read, submit, operate or admin"))
+}
+
+/// `90d`, `12h`, `30m`, `45s`, `500ms` as milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 30m, 12h or 90d"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m, h or d")),
+    };
+    n.checked_mul(scale).filter(|&ms| ms > 0).ok_or_else(|| format!("{s:?} is out of range"))
 }

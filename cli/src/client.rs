@@ -99,18 +99,41 @@ impl ClientError {
 pub struct Client {
     nodes: Vec<NodeAddr>,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (`--token`, `SKEIN_TOKEN`).
+    token: Option<String>,
 }
 
 impl Client {
-    pub fn new(addrs: AddrList) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder()
+    /// A client of `addrs`, sending `token`; with `ca` (`--ca`, `SKEIN_CA`)
+    /// it speaks HTTPS to addresses given without a scheme, trusting only
+    /// certificates that CA signed.
+    pub fn new(addrs: AddrList, token: Option<String>, ca: Option<&std::path::Path>) -> anyhow::Result<Client> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .no_proxy()
-            .user_agent(concat!("skein-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
-        Ok(Client { nodes: addrs.0, http })
+            .user_agent(concat!("skein-cli/", env!("CARGO_PKG_VERSION")));
+        let mut nodes = addrs.0;
+        if let Some(ca) = ca {
+            let tls = skein_tls::client_trusting(ca).map_err(|e| anyhow::anyhow!("--ca {}: {e}", ca.display()))?;
+            builder = builder.use_preconfigured_tls(tls);
+            for node in &mut nodes {
+                if !node.shown.starts_with("http://") {
+                    node.base = node.base.replacen("http://", "https://", 1);
+                }
+            }
+        }
+        let http = builder.build().map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        let token = token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        Ok(Client { nodes, http, token })
+    }
+
+    /// Adds the bearer token, if any.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
@@ -194,13 +217,14 @@ impl Client {
             i += 1;
             let url = format!("{}{}", node.base, path);
             // A large state takes longer than the usual request timeout.
-            let mut response = match self.http.get(&url).timeout(Duration::from_secs(3600)).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tried.push((node.shown.clone(), innermost(&e)));
-                    continue;
-                }
-            };
+            let mut response =
+                match self.authorized(self.http.get(&url)).timeout(Duration::from_secs(3600)).send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tried.push((node.shown.clone(), innermost(&e)));
+                        continue;
+                    }
+                };
             let status = response.status();
             if !status.is_success() {
                 let bytes = response.bytes().await.unwrap_or_default();
@@ -268,7 +292,7 @@ impl Client {
             }
         }
         let route = format!("{method} {path}");
-        let mut request = self.http.request(method, url);
+        let mut request = self.authorized(self.http.request(method, url));
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -14,6 +14,7 @@
 
 pub mod addr;
 pub mod args;
+pub mod cert;
 pub mod client;
 pub mod commands;
 pub mod plan_args;
@@ -26,7 +27,9 @@ use client::ClientError;
 
 /// Runs one parsed command line, printing its answer to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
-    let client = client::Client::new(cli.addr)?;
+    // One crypto provider, named, before any HTTPS client is built.
+    skein_tls::install_provider();
+    let client = client::Client::new(cli.addr, cli.token, cli.ca.as_deref())?;
     let mut ctx = commands::Ctx { client, output: cli.output, out };
     commands::run(&mut ctx, cli.command).await?;
     ctx.out.flush()?;

@@ -247,7 +247,50 @@ fn event_text(kind: &EventKind) -> (&'static str, String) {
         EventKind::Cancelled { reason } => ("cancelled", short(reason, 100)),
         EventKind::Retried => ("retried", "by request".into()),
         EventKind::Released { retry_at_ms } => ("released", format!("handed back; {}", retry(retry_at_ms))),
+        EventKind::Requested { by, action } => ("requested", format!("{action} by {by}")),
     }
+}
+
+// ---------------------------------------------------------------- access
+
+/// `skein token list`.
+pub fn tokens(tokens: &[skein_raft::api::TokenInfo], now_ms: u64) -> String {
+    if tokens.is_empty() {
+        return "no tokens".to_string();
+    }
+    let mut t = table(&["ID", "NAME", "ROLE", "OWNERS", "CREATED", "EXPIRES", "LAST USED", "BY"]);
+    for k in tokens {
+        t.add_row(vec![
+            k.id.clone(),
+            k.name.clone(),
+            k.role.to_string(),
+            if k.owners.is_empty() { "any".to_string() } else { k.owners.join(", ") },
+            fmt_time(k.created_ms),
+            k.expires_ms.map_or_else(|| "never".to_string(), fmt_time),
+            k.last_used_ms.map_or_else(|| "-".to_string(), |at| fmt_relative(at, now_ms)),
+            k.created_by.clone(),
+        ]);
+    }
+    finish(t, &[])
+}
+
+/// `skein audit`.
+pub fn audit(records: &[skein_raft::api::AuditEntry]) -> String {
+    if records.is_empty() {
+        return "no audit records".to_string();
+    }
+    let mut t = table(&["SEQ", "TIME", "PRINCIPAL", "ACTION", "TARGET", "OUTCOME"]);
+    for r in records {
+        t.add_row(vec![
+            r.seq.to_string(),
+            fmt_time(r.record.at_ms),
+            r.record.principal.clone(),
+            r.record.action.clone(),
+            short(&r.record.target, 60),
+            short(&r.record.outcome, 60),
+        ]);
+    }
+    finish(t, &[0])
 }
 
 // ---------------------------------------------------------------- status

@@ -102,6 +102,55 @@ pub struct Args {
     /// would, so that finalizing waits for it.
     #[arg(long, env = "SKEIN_BEHAVE_AS_FORMAT", value_name = "N", hide = true)]
     pub behave_as_format: Option<u32>,
+
+    /// A directory with ca.pem, node.pem and node.key (made by `skein cert
+    /// ca` and `skein cert node`): node-to-node RPCs become mutual TLS and
+    /// the HTTP API HTTPS. The files are re-read when they change, so
+    /// certificates rotate without a restart.
+    #[arg(long, env = "SKEIN_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// off, permissive or required (default: required with --tls-dir, off
+    /// without). permissive accepts TLS and plain connections and dials TLS
+    /// first: the step between the two while certificates roll out.
+    #[arg(long, env = "SKEIN_TLS_MODE", value_name = "MODE")]
+    pub tls_mode: Option<String>,
+
+    /// Allow a non-loopback --listen or --http address without TLS. Anyone
+    /// who can reach such a node can then read its traffic and, over RPC,
+    /// act as a member: only for networks you trust entirely.
+    #[arg(long, env = "SKEIN_INSECURE")]
+    pub insecure: bool,
+
+    /// With --bootstrap: the first admin token, read from this file (for
+    /// automation) instead of a new one written to <data-dir>/admin.token.
+    #[arg(long, env = "SKEIN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Serve /metrics without a token (for a scraper on a trusted network).
+    #[arg(long, env = "SKEIN_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// The token --join presents to the member it joins (role operate or
+    /// above). Prefer the environment variable: flags show in `ps`.
+    #[arg(long, env = "SKEIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// A secret that `Debug` never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 const EXAMPLES: &str = "\
@@ -130,6 +179,11 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     log_format: Option<String>,
     journal: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    tls_mode: Option<String>,
+    insecure: Option<bool>,
+    admin_token_file: Option<PathBuf>,
+    metrics_public: Option<bool>,
 }
 
 /// Settings resolved and checked.
@@ -159,6 +213,14 @@ pub struct Config {
     /// The newest stored format this node says it reads and writes
     /// (`skein_raft::format::LATEST`, lower only in mixed-version tests).
     pub format: u32,
+    /// The certificates for mutual TLS and HTTPS (`--tls-dir`).
+    pub tls_dir: Option<PathBuf>,
+    pub tls_mode: skein_tls::TlsMode,
+    /// The bootstrap's first admin token comes from this file.
+    pub admin_token_file: Option<PathBuf>,
+    pub metrics_public: bool,
+    /// What `--join` presents (`--token` / `SKEIN_TOKEN`).
+    pub token: Option<Secret>,
 }
 
 impl Config {
@@ -206,7 +268,36 @@ impl Config {
         if !(1..=skein_raft::format::LATEST).contains(&format) {
             bail!("--behave-as-format must be 1 to {}", skein_raft::format::LATEST);
         }
+        let tls_dir = args.tls_dir.or(file.tls_dir);
+        let tls_mode = match args.tls_mode.or(file.tls_mode) {
+            Some(m) => m.parse::<skein_tls::TlsMode>().map_err(|e| anyhow::anyhow!("--tls-mode: {e}"))?,
+            None if tls_dir.is_some() => skein_tls::TlsMode::Required,
+            None => skein_tls::TlsMode::Off,
+        };
+        if tls_mode != skein_tls::TlsMode::Off && tls_dir.is_none() {
+            bail!("--tls-mode {tls_mode} needs --tls-dir (a directory with ca.pem, node.pem and node.key)");
+        }
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
+        if tls_mode == skein_tls::TlsMode::Off && !insecure {
+            for (flag, addr) in [("--listen", listen), ("--http", http)] {
+                if !addr.ip().is_loopback() {
+                    bail!(
+                        "{flag} {addr} is reachable from other hosts, and this node has no TLS: give it \
+                         --tls-dir (see `skein cert --help`), or --insecure to serve in the clear anyway"
+                    );
+                }
+            }
+        }
+        let admin_token_file = args.admin_token_file.or(file.admin_token_file);
+        if admin_token_file.is_some() && !bootstrap {
+            bail!("--admin-token-file sets the first admin token of a new cluster: give --bootstrap too");
+        }
         Ok(Config {
+            tls_dir,
+            tls_mode,
+            admin_token_file,
+            metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
+            token: args.token.map(Secret),
             format,
             restore: args.restore,
             routes,
@@ -274,5 +365,28 @@ mod tests {
         assert_eq!((c.id, c.slots, c.bootstrap), (7, 5, true));
         std::fs::write(&path, "id = 7\nbogus = 1\n").unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
+    }
+
+    fn node_on(listen: &str, http: &str, extra: &[&str]) -> anyhow::Result<Config> {
+        let mut args = vec!["--id", "1", "--listen", listen, "--http", http, "--data-dir", "/tmp/x"];
+        args.extend_from_slice(extra);
+        parse(&args)
+    }
+
+    #[test]
+    fn a_non_loopback_address_without_tls_is_refused() {
+        for (listen, http) in [("0.0.0.0:1", "127.0.0.1:2"), ("127.0.0.1:1", "10.1.2.3:2")] {
+            let e = node_on(listen, http, &[]).unwrap_err().to_string();
+            assert!(e.contains("no TLS") && e.contains("--insecure"), "{e}");
+            let c = node_on(listen, http, &["--insecure"]).unwrap();
+            assert_eq!(c.tls_mode, skein_tls::TlsMode::Off);
+        }
+        assert!(node_on("127.0.0.1:1", "127.0.0.1:2", &[]).is_ok());
+        let c = node_on("0.0.0.0:1", "0.0.0.0:2", &["--tls-dir", "/etc/skein/tls"]).unwrap();
+        assert_eq!(c.tls_mode, skein_tls::TlsMode::Required);
+        let e = node_on("127.0.0.1:1", "127.0.0.1:2", &["--tls-mode", "required"]).unwrap_err();
+        assert!(e.to_string().contains("needs --tls-dir"), "{e}");
+        let e = node_on("127.0.0.1:1", "127.0.0.1:2", &["--tls-dir", "/d", "--tls-mode", "bogus"]).unwrap_err();
+        assert!(e.to_string().contains("--tls-mode"), "{e}");
     }
 }

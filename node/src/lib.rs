@@ -32,6 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use skein_raft::config::{Raft, SkeinNode};
 use skein_raft::fsm::Command;
+use skein_tls::token as tokens;
 use skein_transport::{Network, Peers, PeersConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -119,12 +120,35 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
     let (log_store, sm_store) = skein_raft::store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store = sm_store.handle();
+    let tls = match &config.tls_dir {
+        Some(dir) => {
+            skein_tls::install_provider();
+            let tls = skein_tls::NodeTls::load(dir)
+                .with_context(|| format!("loading certificates from {}", dir.display()))?;
+            if tls.node_id() != config.id {
+                anyhow::bail!(
+                    "the certificate in {} names node {}, but this is node {}: issue one with `skein cert node --id {}`",
+                    dir.display(),
+                    tls.node_id(),
+                    config.id,
+                    config.id
+                );
+            }
+            Some(tls)
+        }
+        None => None,
+    };
     let rpc_listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("listening for RPCs on {}", config.listen))?;
     let http_listener =
         TcpListener::bind(config.http).await.with_context(|| format!("listening for HTTP on {}", config.http))?;
 
-    let peers = Peers::new(PeersConfig { routes: config.routes.clone(), ..PeersConfig::default() });
+    let peers = Peers::new(PeersConfig {
+        routes: config.routes.clone(),
+        tls: tls.clone().map(|t| (config.tls_mode, t)),
+        ..PeersConfig::default()
+    });
+    let versions = versions::MemberVersions::new(peers.config());
     let network = Network::new(config.id, peers.clone());
     let raft =
         Raft::new(config.id, Arc::new(raft_config()?), network, log_store, sm_store).await.context("starting raft")?;
@@ -147,15 +171,29 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
         metrics: Arc::new(metrics::Metrics::new()),
         shutdown: shutdown.clone(),
         removed: std::sync::atomic::AtomicBool::new(false),
-        versions: versions::MemberVersions::new(config.routes.clone()),
+        versions,
         tasks: tasks.clone(),
+        tls: tls.clone(),
+        token_uses: Default::default(),
     });
-    let rpc_server = tasks.spawn(skein_transport::serve(
+    let rpc_tls = match &tls {
+        Some(t) => skein_transport::ServerTls::new(config.tls_mode, t),
+        None => skein_transport::ServerTls::off(),
+    };
+    let rpc_server = tasks.spawn(skein_transport::serve_with(
         rpc_listener,
         Arc::new(RpcHandler(app.clone())),
         node_stop.clone().cancelled_owned(),
+        rpc_tls,
     ));
+    let http_listener =
+        skein_tls::HttpsListener::new(http_listener, config.tls_mode, tls.as_ref()).context("serving HTTPS")?;
     let http_server = tasks.spawn(api::serve(http_listener, app.clone(), node_stop.clone()));
+    if let Some(t) = &tls {
+        // Certificates rotate without a restart: new files are picked up here.
+        tasks.spawn(t.spawn_reloader(Duration::from_secs(5), node_stop.clone()));
+    }
+    tasks.spawn(report_token_use(app.clone(), node_stop.clone()));
     info!(node_id = config.id, rpc = %config.listen, http = %config.http, "node started");
 
     if let Err(e) = start_membership(&app, &me, &shutdown).await {
@@ -232,9 +270,10 @@ async fn start_membership(app: &Arc<App>, me: &SkeinNode, shutdown: &Cancellatio
             seal_restored_state(app).await.context("snapshotting the restored state")?;
         } else {
             start_at_newest_format(app).await.context("setting the new cluster's stored format")?;
+            secure_new_cluster(app).await.context("making the first admin token")?;
         }
     } else if let (Some(addr), false) = (&config.join, already_member) {
-        membership::join_cluster(addr, config.id, me, shutdown).await?;
+        membership::join_cluster(app, addr, me, shutdown).await?;
     } else if !already_member && !raft.is_initialized().await.unwrap_or(false) {
         warn!(
             node_id = config.id,
@@ -302,6 +341,81 @@ async fn seal_restored_state(app: &App) -> anyhow::Result<()> {
     wait(30).metrics(|m| m.purged.is_some_and(|p| p.index >= applied.index), "the log purged up to it").await?;
     info!(log_index = applied.index, "restored state snapshotted; members that join receive it");
     Ok(())
+}
+
+/// A new cluster is secure from its first second: its first admin token is
+/// created with it (from `--admin-token-file`, or new and written to
+/// `<data-dir>/admin.token`, mode 0600), and calls without a token are
+/// refused from then on.
+async fn secure_new_cluster(app: &App) -> anyhow::Result<()> {
+    if app.store.state().format() < 3 {
+        return Ok(()); // a mixed-version test behaving as an older release
+    }
+    let (id, hash, written) = match &app.config.admin_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let (id, secret) = tokens::parse(&text).with_context(|| {
+                format!("{} does not hold a skein token (make one with `skein token generate`)", path.display())
+            })?;
+            (id, tokens::hash(secret).to_vec(), None)
+        }
+        None => {
+            let issued = tokens::issue();
+            let path = app.config.data_dir.join(ADMIN_TOKEN_FILE);
+            write_secret(&path, &issued.text)?;
+            (issued.id, issued.hash, Some(path))
+        }
+    };
+    let token = skein_raft::fsm::NewToken {
+        id,
+        name: "admin".into(),
+        role: skein_raft::fsm::Role::Admin,
+        owners: Vec::new(),
+        hash,
+        expires_ms: None,
+    };
+    let first = Command::Batch(vec![
+        Command::CreateToken { token },
+        Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None },
+    ]);
+    match app.proposer.propose(first).await? {
+        skein_raft::fsm::Response::Batch(rs) if rs.iter().all(|r| matches!(r, skein_raft::fsm::Response::Done)) => {}
+        other => anyhow::bail!("the first admin token was refused: {other:?}"),
+    }
+    match written {
+        Some(path) => info!(file = %path.display(), "the first admin token is in this file (mode 0600); auth: enforce"),
+        None => info!("the first admin token is the one of --admin-token-file; auth: enforce"),
+    }
+    Ok(())
+}
+
+/// Where a bootstrapping node writes the first admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Writes `text` to a new file only its owner can read.
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replicates which tokens were used through this node, every few seconds.
+async fn report_token_use(app: Arc<App>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(10)) => app.report_token_use().await,
+        }
+    }
 }
 
 /// A new cluster has no older data and no older nodes: it starts at the

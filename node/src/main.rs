@@ -7,6 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // One crypto provider, named, before any TLS config or HTTPS client.
+    skein_tls::install_provider();
     let args = Args::parse();
     let config = match Config::resolve(args) {
         Ok(c) => c,

@@ -68,6 +68,9 @@ pub struct Metrics {
     pub task_duration: HistogramFamily,
     /// Transforms running on this node now.
     pub running: Gauge,
+    /// Requests without a token this node served (auth mode `warn`), and
+    /// requests it refused (401, 403), by `outcome`.
+    pub auth: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +91,7 @@ impl Metrics {
             lease_wait: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             task_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             running: Gauge::default(),
+            auth: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             let local = " (node-local: sum over nodes)";
@@ -121,6 +125,11 @@ impl Metrics {
                 m.task_duration.clone(),
             );
             r.register("skein_running_tasks", "Transforms running on this node now (node-local)", m.running.clone());
+            r.register(
+                "skein_auth_requests",
+                format!("Requests by auth outcome: anonymous (served without a token, auth mode warn), unauthenticated (401), forbidden (403){local}"),
+                m.auth.clone(),
+            );
         }
         m
     }
@@ -172,6 +181,8 @@ pub struct Scrape {
     pub snapshot_bytes: u64,
     /// The kept log's estimated size in RocksDB.
     pub log_bytes: u64,
+    /// This node's certificates (`--tls-dir`) and when each expires.
+    pub certificates: Vec<skein_tls::CertExpiry>,
 }
 
 /// The gauges read from the state and from Raft at scrape time.
@@ -179,6 +190,20 @@ fn snapshot_registry(state: &StateMachine, scrape: &Scrape) -> Registry {
     let mut r = Registry::default();
     let cw = " (cluster-wide, from the replicated state: do not sum over nodes)";
     let tasks = Gauges::register(&mut r, "skein_tasks", &format!("Tasks by queue and status{cw}"));
+    let expiry = Gauges::register(
+        &mut r,
+        "skein_certificate_expiry_timestamp_seconds",
+        "When each of this node's certificates (ca, node) expires, as a Unix time (node-local)",
+    );
+    for c in &scrape.certificates {
+        expiry.set(vec![("cert", c.name.to_string())], c.not_after_unix as f64);
+    }
+    let auth = Gauges::register(
+        &mut r,
+        "skein_auth_enforced",
+        &format!("1 when calls without a token are refused (auth enforce), 0 in warn{cw}"),
+    );
+    auth.set(Vec::new(), if state.auth_enforced() { 1.0 } else { 0.0 });
     let oldest = Gauges::register(
         &mut r,
         "skein_queue_oldest_pending_age_seconds",

@@ -59,6 +59,7 @@ async fn a_node_stops_in_order_and_leaves_nothing_running() {
     // Whatever happens below, the node is told to stop.
     let _stop_on_exit = stop.clone().drop_guard();
 
+    skein_tls::install_provider();
     let client = reqwest::Client::new();
     let base = format!("http://{http}");
     let ready = async {
@@ -70,6 +71,11 @@ async fn a_node_stops_in_order_and_leaves_nothing_running() {
         }
     };
     tokio::time::timeout(Duration::from_secs(30), ready).await.expect("the node became ready");
+    // The bootstrap wrote the first admin token; every API call needs one.
+    let token = std::fs::read_to_string(data_dir.join(skein_node::ADMIN_TOKEN_FILE)).expect("the admin token file");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.trim()).parse().expect("a header"));
+    let client = reqwest::Client::builder().default_headers(headers).build().expect("a client");
     let enqueued: serde_json::Value = client
         .post(format!("{base}/api/v1/tasks"))
         .json(&serde_json::json!({"queue": "q", "kind": "sleep", "payload": {"ms": 1500}}))

@@ -38,6 +38,11 @@ pub struct TaskSpec {
     /// Task ids (numbers) or idempotency keys (strings).
     #[serde(default)]
     pub depends_on: Vec<DependencySpec>,
+    /// The group the task belongs to (`group:default/team-infra`): a token
+    /// scoped to owners may cancel and retry only its owners' tasks. One
+    /// owner per request; default: an owner-scoped token's first owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +222,11 @@ pub enum ErrorCode {
     OutcomeUnknown,
     /// 500: the node failed (its log says why).
     Internal,
+    /// 401: no valid token (missing while the cluster enforces, malformed,
+    /// unknown, revoked or expired).
+    Unauthenticated,
+    /// 403: the token's role or owners do not allow this; the message says which.
+    Forbidden,
     /// A code this build does not know (a newer node's): read the status.
     #[serde(other)]
     Unknown,
@@ -235,6 +245,8 @@ impl ErrorCode {
             ErrorCode::QueueFull => 429,
             ErrorCode::Unavailable | ErrorCode::OutcomeUnknown => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
         }
     }
 
@@ -261,6 +273,8 @@ impl ErrorCode {
             ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -549,4 +563,103 @@ pub struct Overview {
     pub owners: Vec<String>,
     /// Absent when asked with `stuck=false`.
     pub stuck: Option<StuckList>,
+}
+
+// ----- tokens, auth mode, audit (format 3) -----------------------------------
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    pub role: crate::fsm::Role,
+    /// Group references; empty: the token may act for any owner.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// Default: `<role>-<first 8 characters of the id>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long the token lives; default: for ever.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// A token as listed: never its secret, never its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// 16 hex digits; the token's text starts with `skein_<id>_`.
+    pub id: String,
+    pub name: String,
+    pub role: crate::fsm::Role,
+    pub owners: Vec<String>,
+    pub created_ms: u64,
+    pub expires_ms: Option<u64>,
+    pub last_used_ms: Option<u64>,
+    pub created_by: String,
+}
+
+impl From<&crate::fsm::TokenRecord> for TokenInfo {
+    fn from(t: &crate::fsm::TokenRecord) -> Self {
+        TokenInfo {
+            id: crate::fsm::auth::hex_id(t.id),
+            name: t.name.clone(),
+            role: t.role,
+            owners: t.owners.clone(),
+            created_ms: t.created_ms,
+            expires_ms: t.expires_ms,
+            last_used_ms: t.last_used_ms,
+            created_by: t.created_by.clone(),
+        }
+    }
+}
+
+/// `POST /api/v1/tokens` and `POST /api/v1/tokens/{id}/rotate`: the token's
+/// text, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `GET /api/v1/auth`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthStatus {
+    /// `enforce`: calls without a token are refused; `warn`: served, logged
+    /// and counted (`skein_auth_requests{outcome="anonymous"}`).
+    pub mode: String,
+    /// The cluster's stored format (tokens need 3).
+    pub format: u32,
+    pub tokens: usize,
+    pub audit_retention_ms: u64,
+}
+
+/// `POST /api/v1/auth`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthBody {
+    /// `enforce` or `warn`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub audit_retention_ms: Option<u64>,
+}
+
+/// One record of `GET /api/v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub record: crate::fsm::AuditRecord,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    pub records: Vec<AuditEntry>,
+    /// Pass back as `after` for the next page.
+    pub next: Option<u64>,
 }

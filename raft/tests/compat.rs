@@ -25,8 +25,8 @@ use serde::Serialize;
 use skein_raft::config::{Entry, SkeinNode};
 use skein_raft::fsm::catalog::NewEntity;
 use skein_raft::fsm::{
-    Command, Completion, Event, EventKind, FencingToken, HeldLease, NewTask, Outcome, QueuePatch, ReportedProgress,
-    Stamped, TaskId, TaskRef, TaskStatus,
+    AuditRecord, Caller, Command, Completion, Event, EventKind, FencingToken, HeldLease, NewTask, NewToken, Outcome,
+    QueuePatch, ReportedProgress, Role, Stamped, TaskId, TaskRef, TaskStatus,
 };
 
 fn dir(version: &str) -> PathBuf {
@@ -277,6 +277,14 @@ fn variant(command: &Command) -> &'static str {
         Command::AdmitNode { .. } => "AdmitNode",
         Command::SetFormat { .. } => "SetFormat",
         Command::RedriveQueue { .. } => "RedriveQueue",
+        Command::AsCaller { .. } => "AsCaller",
+        Command::EnqueueOwned { .. } => "EnqueueOwned",
+        Command::CreateToken { .. } => "CreateToken",
+        Command::RevokeToken { .. } => "RevokeToken",
+        Command::RotateToken { .. } => "RotateToken",
+        Command::TouchTokens { .. } => "TouchTokens",
+        Command::ConfigureAuth { .. } => "ConfigureAuth",
+        Command::Record { .. } => "Record",
     }
 }
 
@@ -304,6 +312,114 @@ fn fixtures_of_0_2_0_decode_and_encode_alike() {
     assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
 }
 
+fn new_token(id: u64, name: &str, role: Role, owners: &[&str], expires_ms: Option<u64>) -> NewToken {
+    NewToken {
+        id,
+        name: name.into(),
+        role,
+        owners: owners.iter().map(|o| o.to_string()).collect(),
+        hash: (0..32).map(|i| (i as u8).wrapping_mul(7) ^ id as u8).collect(),
+        expires_ms,
+    }
+}
+
+/// The commands format 3 (0.3.0) added, logged only once a cluster has
+/// finalized it: each variant once, `AsCaller` with each kind of caller,
+/// and every role.
+fn commands_of_format_3() -> Vec<(&'static str, Command)> {
+    let as_token =
+        |id: u64, command: Command| Command::AsCaller { caller: Caller::Token(id), command: Box::new(command) };
+    vec![
+        ("as_caller_token", as_token(0x1234_5678_9abc_def0, Command::Enqueue { tasks: vec![new_task_full()] })),
+        (
+            "as_caller_anonymous",
+            Command::AsCaller {
+                caller: Caller::Anonymous,
+                command: Box::new(Command::Cancel { task: TaskId(5), reason: "not needed".into() }),
+            },
+        ),
+        (
+            "enqueue_owned",
+            Command::EnqueueOwned {
+                tasks: vec![new_task_full(), NewTask::new("default", "noop", "{}")],
+                owner: Some("group:default/team-data".into()),
+            },
+        ),
+        (
+            "enqueue_owned_none",
+            Command::EnqueueOwned { tasks: vec![NewTask::new("default", "noop", "{}")], owner: None },
+        ),
+        (
+            "create_token",
+            Command::CreateToken {
+                token: new_token(
+                    0xfeed,
+                    "ci-data",
+                    Role::Submit,
+                    &["group:default/team-data", "team-ml"],
+                    Some(1_800_000_000_000),
+                ),
+            },
+        ),
+        ("create_token_read", Command::CreateToken { token: new_token(7, "dashboards", Role::Read, &[], None) }),
+        ("create_token_operate", Command::CreateToken { token: new_token(8, "oncall", Role::Operate, &[], None) }),
+        (
+            "create_token_admin_as_caller",
+            as_token(1, Command::CreateToken { token: new_token(9, "root", Role::Admin, &[], None) }),
+        ),
+        ("revoke_token", Command::RevokeToken { id: 0xfeed }),
+        (
+            "rotate_token",
+            Command::RotateToken { old: 0xfeed, new: new_token(0xbeef, "ci-data", Role::Submit, &[], None) },
+        ),
+        ("touch_tokens", Command::TouchTokens { used: vec![(0xfeed, 1_790_000_000_500), (7, 1_790_000_001_000)] }),
+        ("configure_auth", Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: Some(30 * 86_400_000) }),
+        ("configure_auth_none", Command::ConfigureAuth { enforce: None, audit_retention_ms: None }),
+        ("record", Command::Record { action: "add node".into(), target: "node 4 (10.0.0.4:7804)".into() }),
+    ]
+}
+
+fn audit_record() -> AuditRecord {
+    AuditRecord {
+        at_ms: 1_790_000_000_000,
+        principal: "ci-data".into(),
+        action: "enqueue".into(),
+        target: "2 task(s) in etl,default".into(),
+        outcome: "refused: forbidden: token ci-data acts only for group:default/team-data, not team-ml".into(),
+    }
+}
+
+#[test]
+fn fixtures_of_0_3_0_decode_and_encode_alike() {
+    const V: &str = "0.3.0";
+    let mut problems = Vec::new();
+    for (i, (name, command)) in commands_of_format_3().into_iter().enumerate() {
+        assert_eq!(command.format(), 3, "{name} is a format 3 command");
+        let entry = Entry {
+            log_id: log_id(7, 3, 500 + i as u64),
+            payload: EntryPayload::Normal(Stamped { now_ms: 1_800_000_000_000 + i as u64, command }),
+        };
+        problems.extend(check(V, &format!("log/{name}"), &entry));
+    }
+    // The `history` CF: the event format 3 added, and an audit record (kept
+    // in the same CF under its own prefix), in their stored shapes.
+    let requested = Event {
+        at_ms: 1_790_000_000_000,
+        node: None,
+        token: None,
+        what: EventKind::Requested { by: "ci-data".into(), action: "run plans".into() },
+    };
+    problems.extend(check(V, "history/requested", &skein_raft::format::v1::Event::from(&requested)));
+    let record = audit_record();
+    problems.extend(check(V, "history/audit", &skein_raft::format::v3::Audit::from(&record)));
+    let bytes = std::fs::read(dir(V).join("history/audit.bin")).expect("the audit fixture");
+    assert_eq!(
+        skein_raft::fsm::AuditRecord::from(decode::<skein_raft::format::v3::Audit>(&bytes).expect("decodes")),
+        record
+    );
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
+}
+
 #[test]
 fn format_1_commands_are_format_1() {
     for (name, command) in commands() {
@@ -313,7 +429,7 @@ fn format_1_commands_are_format_1() {
 
 #[test]
 fn every_command_variant_has_a_fixture() {
-    const ALL: [&str; 19] = [
+    const ALL: [&str; 27] = [
         "Enqueue",
         "Lease",
         "Heartbeat",
@@ -333,8 +449,21 @@ fn every_command_variant_has_a_fixture() {
         "AdmitNode",
         "SetFormat",
         "RedriveQueue",
+        "AsCaller",
+        "EnqueueOwned",
+        "CreateToken",
+        "RevokeToken",
+        "RotateToken",
+        "TouchTokens",
+        "ConfigureAuth",
+        "Record",
     ];
-    let covered: BTreeSet<&str> = commands().iter().chain(&commands_of_format_2()).map(|(_, c)| variant(c)).collect();
+    let covered: BTreeSet<&str> = commands()
+        .iter()
+        .chain(&commands_of_format_2())
+        .chain(&commands_of_format_3())
+        .map(|(_, c)| variant(c))
+        .collect();
     let missing: Vec<&str> = ALL.iter().copied().filter(|v| !covered.contains(v)).collect();
     assert!(missing.is_empty(), "commands without a compatibility fixture: {missing:?}");
 }
@@ -472,6 +601,144 @@ async fn the_format_2_snapshot_loads() -> Result<(), Box<dyn std::error::Error>>
     sm.get_snapshot_builder().await.build_snapshot().await?;
     let rewritten = std::fs::read(fresh.path().join("snapshots/current.snap"))?;
     assert_eq!(u32::from_be_bytes(rewritten[8..12].try_into()?), 4);
+    assert_eq!(hot_state(&rewritten), hot_state(&bytes));
+    Ok(())
+}
+
+/// A version 5 snapshot (format 3): the format 2 snapshot after
+/// `SetFormat { format: 3 }`, two tokens, an owned task enqueued by a token
+/// (its `Requested` event), a refused anonymous request, and the audit
+/// records of each request (snapshot records of tag 4). Written once by
+/// `SKEIN_WRITE_FIXTURES=1` and then kept: it loads, installs, says format 3,
+/// and is written again byte for byte alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_format_3_snapshot_loads_and_installs() -> Result<(), Box<dyn std::error::Error>> {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+
+    const KEY: &str = "owned-by-team-data";
+    let path = dir("0.3.0").join("snapshot-v5.snap");
+    if !path.exists() && std::env::var_os("SKEIN_WRITE_FIXTURES").is_some() {
+        // Installed (not restarted from), so that its cold records come along.
+        let v4 = std::fs::read(dir("0.2.0").join("snapshot-v4.snap"))?;
+        let from = tempfile::tempdir()?;
+        std::fs::create_dir_all(from.path().join("snapshots"))?;
+        std::fs::write(from.path().join("snapshots/current.snap"), &v4)?;
+        let v4_meta = {
+            let (_log, mut sm) = skein_raft::store::open(from.path())?;
+            sm.get_current_snapshot().await?.ok_or("no snapshot")?.meta
+        };
+        let tmp = tempfile::tempdir()?;
+        let (_log, mut sm) = skein_raft::store::open(tmp.path())?;
+        let mut file = sm.begin_receiving_snapshot().await?;
+        file.write_all(&v4).await?;
+        file.shutdown().await?;
+        sm.install_snapshot(&v4_meta, file).await?;
+        let last = v4_meta.last_log_id.ok_or("no log id")?;
+        let as_caller = |caller, command| Command::AsCaller { caller, command: Box::new(command) };
+        let mut owned = NewTask::new("etl", "noop", r#"{"rows":12}"#);
+        owned.idempotency_key = Some(KEY.into());
+        let commands = vec![
+            Command::SetFormat { format: 3 },
+            Command::CreateToken { token: new_token(1, "admin", Role::Admin, &[], None) },
+            as_caller(
+                Caller::Token(1),
+                Command::CreateToken {
+                    token: new_token(2, "ci-data", Role::Submit, &["team-data"], Some(1_900_000_000_000)),
+                },
+            ),
+            as_caller(
+                Caller::Token(2),
+                Command::EnqueueOwned { tasks: vec![owned], owner: Some("group:default/team-data".into()) },
+            ),
+            as_caller(Caller::Anonymous, Command::Record { action: "add node".into(), target: "node 4".into() }),
+            as_caller(Caller::Token(1), Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None }),
+            Command::TouchTokens { used: vec![(2, 1_800_000_000_003)] },
+            as_caller(Caller::Anonymous, Command::Enqueue { tasks: vec![NewTask::new("etl", "noop", "{}")] }),
+        ];
+        let entries: Vec<Entry> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| Entry {
+                log_id: log_id(last.leader_id.term, last.leader_id.node_id, last.index + 1 + i as u64),
+                payload: EntryPayload::Normal(Stamped { now_ms: 1_800_000_000_000 + i as u64, command }),
+            })
+            .collect();
+        sm.apply(entries).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        std::fs::create_dir_all(dir("0.3.0"))?;
+        std::fs::copy(tmp.path().join("snapshots/current.snap"), &path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let bytes =
+        std::fs::read(&path).map_err(|e| format!("{}: {e} (SKEIN_WRITE_FIXTURES=1 writes it)", path.display()))?;
+    assert_eq!(u32::from_be_bytes(bytes[8..12].try_into()?), 5, "the fixture is a version 5 snapshot");
+
+    // A restart on a directory holding it.
+    let restarted = tempfile::tempdir()?;
+    std::fs::create_dir_all(restarted.path().join("snapshots"))?;
+    std::fs::write(restarted.path().join("snapshots/current.snap"), &bytes)?;
+    let (_log, mut sm) = skein_raft::store::open(restarted.path())?;
+    let meta = sm.get_current_snapshot().await?.ok_or("no snapshot after a restart")?.meta;
+    let loaded = sm.handle();
+
+    // A fresh store receives and installs it (the audit records too).
+    let fresh = tempfile::tempdir()?;
+    let (_log2, mut sm2) = skein_raft::store::open(fresh.path())?;
+    let mut file = sm2.begin_receiving_snapshot().await?;
+    file.write_all(&bytes).await?;
+    file.shutdown().await?;
+    sm2.install_snapshot(&meta, file).await?;
+    let installed = sm2.handle();
+    assert_eq!(installed.digest()?, loaded.digest()?, "restart and install give one state");
+
+    let owned = {
+        let state = installed.state();
+        assert_eq!(state.format(), 3);
+        assert_eq!(state.task_count(), 15, "0.1.0's 14 tasks and the owned one");
+        assert!(state.task_by_key("always-fails").is_some());
+        assert!(state.auth_enforced());
+        let tokens: Vec<(u64, &str, Role, &str)> =
+            state.tokens().map(|t| (t.id, t.name.as_str(), t.role, t.created_by.as_str())).collect();
+        assert_eq!(tokens, vec![(1, "admin", Role::Admin, "bootstrap"), (2, "ci-data", Role::Submit, "admin")]);
+        let ci = state.token(2).ok_or("no token 2")?;
+        assert_eq!(ci.owners, vec!["group:default/team-data".to_string()]);
+        assert_eq!((ci.expires_ms, ci.last_used_ms), (Some(1_900_000_000_000), Some(1_800_000_000_003)));
+        assert_eq!(ci.hash, new_token(2, "", Role::Read, &[], None).hash, "the hash survives");
+        let owned = state.task_by_key(KEY).ok_or("the owned task is missing")?.id;
+        assert_eq!(state.task_owner(owned), Some("group:default/team-data"));
+        assert_eq!(state.audit_range(0), (0, 5));
+        owned
+    };
+    // The cold records (history, audit) come with an install; a restart
+    // finds them in RocksDB, not in the snapshot file.
+    {
+        let handle = &installed;
+        let history = handle.history(owned)?;
+        assert_eq!(
+            history.last().map(|e| &e.what),
+            Some(&EventKind::Requested { by: "ci-data".into(), action: "enqueue".into() })
+        );
+        let audit = handle.audit(0, 100)?;
+        let summary: Vec<(u64, &str, &str, &str)> =
+            audit.iter().map(|(s, r)| (*s, r.principal.as_str(), r.action.as_str(), r.outcome.as_str())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, "admin", "create token", "ok"),
+                (1, "ci-data", "enqueue", "ok"),
+                (2, "anonymous", "add node", "ok"),
+                (3, "admin", "configure auth", "ok"),
+                (4, "anonymous", "enqueue", "refused: unauthenticated: a token is required"),
+            ]
+        );
+        assert_eq!(handle.audit(3, 1)?.len(), 1, "from a sequence number, at most limit");
+    }
+
+    // A format 3 state is written as version 5 again, byte for byte alike.
+    sm2.get_snapshot_builder().await.build_snapshot().await?;
+    let rewritten = std::fs::read(fresh.path().join("snapshots/current.snap"))?;
+    assert_eq!(u32::from_be_bytes(rewritten[8..12].try_into()?), 5);
     assert_eq!(hot_state(&rewritten), hot_state(&bytes));
     Ok(())
 }

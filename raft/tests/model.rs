@@ -12,8 +12,31 @@
 //! write nothing cold. A `Batch` must equal its items applied one by one.
 //! The state machine's own index invariants hold after every op.
 //!
+//! Auth (format 3): commands of format 3 are applied only once the model's
+//! cluster format is 3 (the leader refuses them before: 409). A universe of
+//! token ids 1 to 7 (`TOKEN_SPECS`: a read token that expires 20 s after it
+//! is made, a submit token scoped to `group:default/t0`, an operate and an
+//! admin token; never all of them at once) is created, revoked, rotated and
+//! touched; `AsCaller` wraps any other command op, as anonymous or as a token
+//! (sometimes unknown, revoked or expired), in `warn` or `enforce` mode. The
+//! model predicts whether the request is refused (`Unauthenticated` or
+//! `Forbidden`: role, owners, or not a client command) or applied (then the
+//! wrapped op predicts its response as it does bare), the one audit record
+//! each request writes (principal, action, target, outcome: the outcome's
+//! text is the actual rejection's, whose kind and fields the model predicts),
+//! the `Requested` events it writes (exactly, in order), task owners, the
+//! tokens, the auth mode and retention, and which audit records retention
+//! drops (`MemCold::audit`, compared after every op). A refused request must
+//! change nothing but the clock and the audit index, and write nothing but
+//! its audit record; the op that made it is then undone in the model
+//! (`REFUSED_AS_A_WHOLE`). While enforcing, a client's command that does not
+//! come as `AsCaller` is refused (`Unauthenticated`), undone the same way.
+//! Coarse: rejection messages (as elsewhere), and
+//! `AsCaller` is not generated around a `Batch` or another `AsCaller` (the
+//! unit tests in `fsm/tests.rs` cover those).
+//!
 //! Restarts happen in the middle of a sequence: the state is encoded as a
-//! snapshot stores it (`format::StoredState`, file version 3 or 4 by the
+//! snapshot stores it (`format::StoredState`, file version 3, 4 or 5 by the
 //! cluster's format), decoded into a fresh state machine (from the newest
 //! snapshot, replaying the log after it, or from nothing replaying it all),
 //! and the run goes on on the restored one, which must stay identical to a
@@ -28,7 +51,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use skein_raft::format::{StateV3, StateV4, StoredState};
+use skein_raft::format::{StateV3, StateV4, StateV5, StoredState};
 use skein_raft::fsm::catalog::{run_key, MIGRATION_KIND};
 use skein_raft::fsm::*;
 
@@ -45,6 +68,34 @@ const REFS: [&str; 6] = [
 ];
 const PLANS: u8 = 4;
 const BAD_REF: &str = "Component:default/Bad";
+
+/// Owners as clients spell them: three spellings of one group, another
+/// group, and the same name in another namespace.
+const OWNERS: [&str; 5] = ["t0", "group:default/t0", "Default/T0", "group:default/t1", "group:other/t0"];
+
+/// The model's own table of canonical owners (see `auth::canonical_owner`).
+fn canonical(owner: &str) -> &'static str {
+    match owner {
+        "t0" | "group:default/t0" | "Default/T0" => "group:default/t0",
+        "group:default/t1" => "group:default/t1",
+        "group:other/t0" => "group:other/t0",
+        other => panic!("owner {other:?} is not in the model's universe"),
+    }
+}
+
+/// Tokens by spec: name, role, owners, lifetime. Specs 4 and 5 are
+/// malformed (a short hash, an empty name).
+const TOKEN_SPECS: [(&str, Role, &[&str], Option<u64>); 4] = [
+    ("reader", Role::Read, &[], Some(20_000)),
+    ("t0-bot", Role::Submit, &["Default/T0"], None),
+    ("ops", Role::Operate, &[], None),
+    ("admin", Role::Admin, &[], None),
+];
+const HOUR_MS: u64 = 3_600_000;
+/// Audit retentions `ConfigureAuth` sets (0 is refused).
+const RETENTIONS: [u64; 4] = [0, 1, 1_800_000, 7_200_000];
+/// What `Record` audits.
+const RECORDS: [(&str, &str); 2] = [("add node", "node 4"), ("remove node", "node 2")];
 
 /// Queues 0 and 1 take tasks; 2 is only named by admin commands; 3 is not a
 /// valid name.
@@ -72,6 +123,8 @@ struct EntitySpec {
     queue: Option<u8>,
     deps: Vec<u8>,
     doc: u8,
+    /// Index into `OWNERS`.
+    owner: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +138,8 @@ enum Op {
         max_attempts: Option<u32>,
         delay_ms: u64,
         bad_name: bool,
+        /// `Some`: `EnqueueOwned` with this owner (an index into `OWNERS`).
+        owner: Option<Option<u8>>,
     },
     Lease {
         node: u64,
@@ -154,6 +209,36 @@ enum Op {
         queue: u8,
         max: u32,
     },
+    /// The op's command as a client's request: anonymous (`None`) or a token.
+    AsCaller {
+        caller: Option<u64>,
+        inner: Box<Op>,
+    },
+    /// A token of `TOKEN_SPECS[spec]` (4, 5: malformed).
+    CreateToken {
+        id: u64,
+        spec: u8,
+    },
+    RevokeToken {
+        id: u64,
+    },
+    RotateToken {
+        old: u64,
+        new: u64,
+        bad_hash: bool,
+    },
+    /// Tokens used `ago` ms before now.
+    TouchTokens {
+        used: Vec<(u64, u64)>,
+    },
+    ConfigureAuth {
+        enforce: Option<bool>,
+        /// Index into `RETENTIONS`.
+        retention: Option<u8>,
+    },
+    Record {
+        which: u8,
+    },
     /// These ops' commands in one `Command::Batch`.
     Batch(Vec<Op>),
     /// Take a snapshot (kept for a later restart).
@@ -186,6 +271,14 @@ enum OpKind {
     RunPlans,
     SetFormat,
     Redrive,
+    EnqueueOwned,
+    AsCaller,
+    CreateToken,
+    RevokeToken,
+    RotateToken,
+    TouchTokens,
+    ConfigureAuth,
+    Record,
     Batch,
     Snapshot,
     Restart,
@@ -194,6 +287,7 @@ enum OpKind {
 impl Op {
     fn kind(&self) -> OpKind {
         match self {
+            Op::Enqueue { owner: Some(_), .. } => OpKind::EnqueueOwned,
             Op::Enqueue { .. } => OpKind::Enqueue,
             Op::Lease { .. } => OpKind::Lease,
             Op::Complete { .. } => OpKind::Complete,
@@ -213,6 +307,13 @@ impl Op {
             Op::RunPlans { .. } => OpKind::RunPlans,
             Op::SetFormat { .. } => OpKind::SetFormat,
             Op::Redrive { .. } => OpKind::Redrive,
+            Op::AsCaller { .. } => OpKind::AsCaller,
+            Op::CreateToken { .. } => OpKind::CreateToken,
+            Op::RevokeToken { .. } => OpKind::RevokeToken,
+            Op::RotateToken { .. } => OpKind::RotateToken,
+            Op::TouchTokens { .. } => OpKind::TouchTokens,
+            Op::ConfigureAuth { .. } => OpKind::ConfigureAuth,
+            Op::Record { .. } => OpKind::Record,
             Op::Batch(_) => OpKind::Batch,
             Op::Snapshot => OpKind::Snapshot,
             Op::Restart { .. } => OpKind::Restart,
@@ -244,6 +345,14 @@ fn op_for(command: &Command) -> OpKind {
         Command::AdmitNode { .. } => OpKind::Admit,
         Command::SetFormat { .. } => OpKind::SetFormat,
         Command::RedriveQueue { .. } => OpKind::Redrive,
+        Command::AsCaller { .. } => OpKind::AsCaller,
+        Command::EnqueueOwned { .. } => OpKind::EnqueueOwned,
+        Command::CreateToken { .. } => OpKind::CreateToken,
+        Command::RevokeToken { .. } => OpKind::RevokeToken,
+        Command::RotateToken { .. } => OpKind::RotateToken,
+        Command::TouchTokens { .. } => OpKind::TouchTokens,
+        Command::ConfigureAuth { .. } => OpKind::ConfigureAuth,
+        Command::Record { .. } => OpKind::Record,
     }
 }
 
@@ -295,7 +404,7 @@ fn patch() -> impl Strategy<Value = QueuePatch> {
         maybe(0.2, 0u64..5_000),
         maybe(0.3, 0u32..3),
         maybe(0.2, 1u64..12),
-        maybe(0.3, prop_oneof![1 => Just(0u64), 3 => 500u64..8_000]),
+        maybe(0.5, prop_oneof![1 => Just(0u64), 3 => 500u64..8_000]),
         maybe(0.1, 0u32..5),
         maybe(0.1, 0u64..10_000),
     )
@@ -331,12 +440,58 @@ fn entity() -> impl Strategy<Value = EntitySpec> {
         proptest::option::of(0u8..2),
         proptest::collection::vec(prop_oneof![12 => 0u8..5, 1 => Just(5u8)], 0..3),
         0u8..2,
+        proptest::option::weighted(0.6, 0u8..5),
     )
-        .prop_map(|(which, queue, deps, doc)| EntitySpec { which, queue, deps, doc })
+        .prop_map(|(which, queue, deps, doc, owner)| EntitySpec { which, queue, deps, doc, owner })
 }
 
-/// An op that applies one command (what a batch may hold).
+/// An op that applies one command (what a batch may hold), maybe as a
+/// client's request.
 fn command_op() -> BoxedStrategy<Op> {
+    let caller = prop_oneof![1 => Just(None), 6 => (1u64..=4).prop_map(Some), 1 => (5u64..=7).prop_map(Some)];
+    prop_oneof![
+        40 => plain_command_op(),
+        12 => (caller, plain_command_op()).prop_map(|(caller, inner)| Op::AsCaller { caller, inner: Box::new(inner) }),
+        3 => (prop_oneof![3 => Just(2u64), 1 => Just(4u64)], for_t0())
+            .prop_map(|(caller, inner)| Op::AsCaller { caller: Some(caller), inner: Box::new(inner) }),
+    ]
+    .boxed()
+}
+
+/// Client ops for what group `t0` owns: what the t0 bot (token 2, when it
+/// is of spec 1) may send, mostly.
+fn for_t0() -> BoxedStrategy<Op> {
+    let t0 = 0u8..3;
+    prop_oneof![
+        3 => (1usize..3, proptest::option::of(0u8..6), 0u8..2, proptest::option::weighted(0.9, t0.clone())).prop_map(
+            |(n, key, queue, owner)| Op::Enqueue {
+                n,
+                key,
+                deps: Vec::new(),
+                queue,
+                priority: 0,
+                max_attempts: None,
+                delay_ms: 0,
+                bad_name: false,
+                owner: Some(owner),
+            }
+        ),
+        1 => (0usize..40).prop_map(|pick| Op::Cancel { pick }),
+        1 => (0usize..40).prop_map(|pick| Op::Retry { pick }),
+        2 => (proptest::collection::vec(0u8..PLANS, 1..3), 0u8..2)
+            .prop_map(|(refs, default_queue)| Op::RunPlans { refs, force: false, default_queue, priority: 0 }),
+        2 => proptest::collection::vec(
+            (0u8..5, proptest::option::of(0u8..2), proptest::collection::vec(0u8..5, 0..2), 0u8..2, t0)
+                .prop_map(|(which, queue, deps, doc, owner)| EntitySpec { which, queue, deps, doc, owner: Some(owner) }),
+            1..3
+        )
+        .prop_map(|entities| Op::ApplyPlans { entities }),
+    ]
+    .boxed()
+}
+
+/// An op that applies one command, not as a client's request.
+fn plain_command_op() -> BoxedStrategy<Op> {
     let dep = prop_oneof![
         3 => (0usize..40).prop_map(Dep::Id),
         1 => (0u8..6).prop_map(Dep::Key),
@@ -352,8 +507,9 @@ fn command_op() -> BoxedStrategy<Op> {
             proptest::option::weighted(0.5, 1u32..4),
             prop_oneof![4 => Just(0u64), 1 => 100u64..3_000],
             proptest::bool::weighted(0.05),
+            proptest::option::weighted(0.4, proptest::option::weighted(0.85, 0u8..5)),
         )
-            .prop_map(|(n, key, deps, queue, priority, max_attempts, delay_ms, bad_name)| Op::Enqueue {
+            .prop_map(|(n, key, deps, queue, priority, max_attempts, delay_ms, bad_name, owner)| Op::Enqueue {
                 n,
                 key,
                 deps,
@@ -361,7 +517,8 @@ fn command_op() -> BoxedStrategy<Op> {
                 priority,
                 max_attempts,
                 delay_ms,
-                bad_name
+                bad_name,
+                owner
             }),
         5 => (1..=NODES, 0u32..4, proptest::option::of(0u8..3))
             .prop_map(|(node, max, queue)| Op::Lease { node, max, queue }),
@@ -378,12 +535,26 @@ fn command_op() -> BoxedStrategy<Op> {
         1 => (1..=NODES, any::<bool>()).prop_map(|(node, forget)| Op::Release { node, forget }),
         1 => (1..=NODES).prop_map(|node| Op::Remove { node }),
         1 => (1..=NODES).prop_map(|node| Op::Admit { node }),
-        1 => Just(Op::CollectGarbage),
+        2 => Just(Op::CollectGarbage),
         2 => proptest::collection::vec(entity(), 1..4).prop_map(|entities| Op::ApplyPlans { entities }),
         2 => (proptest::collection::vec(0u8..6, 1..3), proptest::bool::weighted(0.2), 0u8..2, -1i32..=1)
             .prop_map(|(refs, force, default_queue, priority)| Op::RunPlans { refs, force, default_queue, priority }),
-        1 => (1u32..=2).prop_map(|format| Op::SetFormat { format }),
+        2 => prop_oneof![1 => 1u32..=2, 2 => Just(3u32)].prop_map(|format| Op::SetFormat { format }),
         1 => (0u8..4, 0u32..4).prop_map(|(queue, max)| Op::Redrive { queue, max }),
+        // Mostly token `n` of spec `n - 1`, so that the callers 1 to 4 are
+        // usually the reader, the t0 bot, the operator and the admin.
+        3 => prop_oneof![
+            8 => (1u64..=4).prop_map(|id| (id, id as u8 - 1)),
+            3 => (1u64..=6, prop_oneof![6 => 0u8..4, 1 => 4u8..6]),
+        ]
+        .prop_map(|(id, spec)| Op::CreateToken { id, spec }),
+        1 => (1u64..=6).prop_map(|id| Op::RevokeToken { id }),
+        1 => (1u64..=6, 1u64..=6, proptest::bool::weighted(0.1))
+            .prop_map(|(old, new, bad_hash)| Op::RotateToken { old, new, bad_hash }),
+        1 => proptest::collection::vec((1u64..=7, 0u64..3_000), 0..3).prop_map(|used| Op::TouchTokens { used }),
+        1 => (proptest::option::of(proptest::bool::weighted(0.3)), proptest::option::of(0u8..4))
+            .prop_map(|(enforce, retention)| Op::ConfigureAuth { enforce, retention }),
+        1 => (0u8..2).prop_map(|which| Op::Record { which }),
     ]
     .boxed()
 }
@@ -391,7 +562,8 @@ fn command_op() -> BoxedStrategy<Op> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         44 => command_op(),
-        5 => prop_oneof![4 => 1u64..4_000, 1 => 10_000u64..40_000].prop_map(|ms| Op::Advance { ms }),
+        5 => prop_oneof![40 => 1u64..4_000, 10 => 10_000u64..40_000, 2 => HOUR_MS..HOUR_MS * 3]
+            .prop_map(|ms| Op::Advance { ms }),
         3 => proptest::collection::vec(command_op(), 0..5).prop_map(Op::Batch),
         1 => Just(Op::Snapshot),
         1 => any::<bool>().prop_map(|from_snapshot| Op::Restart { from_snapshot }),
@@ -429,6 +601,19 @@ enum RunState {
     Live(TaskId, TaskStatus),
 }
 
+/// A token as the model knows it (owners canonical).
+#[derive(Debug, Clone, PartialEq)]
+struct MToken {
+    name: String,
+    role: Role,
+    owners: Vec<String>,
+    hash: Vec<u8>,
+    created_ms: u64,
+    expires_ms: Option<u64>,
+    last_used_ms: Option<u64>,
+    created_by: String,
+}
+
 #[derive(Debug, Clone)]
 struct Model {
     tasks: BTreeMap<TaskId, MTask>,
@@ -445,6 +630,14 @@ struct Model {
     forgotten: BTreeSet<TaskId>,
     /// Keys of forgotten tasks.
     forgotten_keys: BTreeSet<String>,
+    tokens: BTreeMap<u64, MToken>,
+    enforce: bool,
+    audit_retention_ms: u64,
+    /// Canonical owners of tasks that have one.
+    task_owners: BTreeMap<TaskId, &'static str>,
+    /// The audit records the cold store must hold, by sequence number.
+    audit: BTreeMap<u64, AuditRecord>,
+    next_audit: u64,
 }
 
 impl Default for Model {
@@ -461,6 +654,12 @@ impl Default for Model {
             format: 1,
             forgotten: BTreeSet::new(),
             forgotten_keys: BTreeSet::new(),
+            tokens: BTreeMap::new(),
+            enforce: false,
+            audit_retention_ms: 90 * 24 * HOUR_MS,
+            task_owners: BTreeMap::new(),
+            audit: BTreeMap::new(),
+            next_audit: 0,
         }
     }
 }
@@ -482,6 +681,9 @@ fn norm_rejection(r: Rejection) -> Rejection {
         Rejection::InvalidEntity { .. } => invalid_entity(),
         Rejection::InvalidConfig(_) => Rejection::InvalidConfig(String::new()),
         Rejection::UnknownDependency { index, .. } => Rejection::UnknownDependency { index, dependency: String::new() },
+        Rejection::Unauthenticated(_) => Rejection::Unauthenticated(String::new()),
+        Rejection::Forbidden(_) => Rejection::Forbidden(String::new()),
+        Rejection::InvalidToken(_) => Rejection::InvalidToken(String::new()),
         other => other,
     }
 }
@@ -774,9 +976,113 @@ impl Model {
                     self.forgotten_keys.insert(k);
                 }
             }
+            self.task_owners.remove(id);
             self.forgotten.insert(*id);
         }
         doomed
+    }
+
+    /// Audit records of every hour that ended a retention ago are dropped,
+    /// an hour at a time; returns how many.
+    fn collect_audit(&mut self, now: u64) -> usize {
+        let before = self.audit.len();
+        while let Some(hour) = self.audit.values().next().map(|r| r.at_ms / HOUR_MS) {
+            if (hour + 1) * HOUR_MS + self.audit_retention_ms > now {
+                break;
+            }
+            self.audit.retain(|_, r| r.at_ms / HOUR_MS != hour);
+        }
+        before - self.audit.len()
+    }
+
+    /// Who a request is from (for its audit record), and whether it is
+    /// refused, with a note of why it is or is not.
+    fn authorize(&self, caller: Caller, command: &Command, now: u64) -> (String, Option<Rejection>, &'static str) {
+        let needed = needed_role(command);
+        let forbidden = Some(Rejection::Forbidden(String::new()));
+        let unauthenticated = Some(Rejection::Unauthenticated(String::new()));
+        let token = match caller {
+            Caller::Anonymous => None,
+            Caller::Token(id) => self.tokens.get(&id),
+        };
+        let principal = match (caller, token) {
+            (Caller::Anonymous, _) => "anonymous".to_string(),
+            (_, Some(t)) => t.name.clone(),
+            (Caller::Token(id), None) => format!("{id:016x}"),
+        };
+        let Some(needed) = needed else { return (principal, forbidden, "as caller: not a client command") };
+        let (refusal, why) = match (caller, token) {
+            (Caller::Anonymous, _) if self.enforce => (unauthenticated, "as caller: anonymous refused while enforcing"),
+            (Caller::Anonymous, _) => (None, "as caller: anonymous served in warn mode"),
+            (_, None) => (unauthenticated, "as caller: unknown or revoked token refused"),
+            (_, Some(t)) if t.expires_ms.is_some_and(|e| e <= now) => {
+                (unauthenticated, "as caller: expired token refused")
+            }
+            (_, Some(t)) if t.role < needed => (forbidden, "as caller: role too low"),
+            (_, Some(t)) if t.owners.is_empty() => (None, "as caller: token applied"),
+            (_, Some(t)) if self.owners_allow(&t.owners, command) => (None, "as caller: owner-scoped token applied"),
+            (_, Some(_)) => (forbidden, "as caller: owner-scoped token refused"),
+        };
+        (principal, refusal, why)
+    }
+
+    /// Whether a token scoped to `owners` may send `command`.
+    fn owners_allow(&self, owners: &[String], command: &Command) -> bool {
+        let mine = |owner: Option<&str>| owner.is_some_and(|o| owners.iter().any(|m| m == canonical(o)));
+        match command {
+            Command::Enqueue { .. } => false,
+            Command::EnqueueOwned { owner, .. } => mine(owner.as_deref()),
+            Command::Cancel { task, .. } | Command::Retry { task } => mine(self.task_owners.get(task).copied()),
+            Command::RunPlans { refs, .. } => {
+                refs.iter().all(|r| mine(self.catalog.get(r).and_then(|e| e.entity.owner.as_deref())))
+            }
+            Command::ApplyPlans { entities } => entities.iter().all(|e| {
+                mine(e.owner.as_deref())
+                    && self.catalog.get(&e.entity_ref).is_none_or(|c| mine(c.entity.owner.as_deref()))
+            }),
+            _ => true,
+        }
+    }
+
+    fn create_token(&mut self, id: u64, spec: u8, now: u64, created_by: &str) -> Response {
+        let Some(&(name, role, owners, lifetime)) = TOKEN_SPECS.get(spec as usize) else {
+            return Response::Rejected(Rejection::InvalidToken(String::new()));
+        };
+        if self.tokens.contains_key(&id) {
+            return Response::Rejected(Rejection::InvalidToken(String::new()));
+        }
+        let token = MToken {
+            name: name.into(),
+            role,
+            owners: owners.iter().map(|o| canonical(o).to_string()).collect(),
+            hash: token_hash(id, spec),
+            created_ms: now,
+            expires_ms: lifetime.map(|l| now + l),
+            last_used_ms: None,
+            created_by: created_by.into(),
+        };
+        self.tokens.insert(id, token);
+        Response::Done
+    }
+
+    fn rotate_token(&mut self, old: u64, new: u64, bad_hash: bool, now: u64, created_by: &str) -> Response {
+        let refused = Response::Rejected(Rejection::InvalidToken(String::new()));
+        let Some(previous) = self.tokens.get(&old).cloned() else { return refused };
+        if new == old || self.tokens.contains_key(&new) || bad_hash {
+            return refused;
+        }
+        self.tokens.remove(&old);
+        let lifetime = previous.expires_ms.map(|e| e.saturating_sub(previous.created_ms));
+        let token = MToken {
+            hash: rotated_hash(new),
+            created_ms: now,
+            expires_ms: lifetime.map(|l| now + l),
+            last_used_ms: None,
+            created_by: created_by.into(),
+            ..previous
+        };
+        self.tokens.insert(new, token);
+        Response::Done
     }
 
     fn apply_plans(&mut self, entities: &[NewEntity], now: u64) -> Response {
@@ -853,6 +1159,142 @@ impl Model {
     }
 }
 
+/// The role a client's request needs (the model's own table); `None`: not
+/// a client's command.
+fn needed_role(command: &Command) -> Option<Role> {
+    match command {
+        Command::Enqueue { .. }
+        | Command::EnqueueOwned { .. }
+        | Command::Cancel { .. }
+        | Command::Retry { .. }
+        | Command::ApplyPlans { .. }
+        | Command::RunPlans { .. } => Some(Role::Submit),
+        Command::SetQueuePaused { .. }
+        | Command::ConfigureQueue { .. }
+        | Command::DrainNode { .. }
+        | Command::RedriveQueue { .. }
+        | Command::SetFormat { .. }
+        | Command::Record { .. } => Some(Role::Operate),
+        Command::CreateToken { .. }
+        | Command::RevokeToken { .. }
+        | Command::RotateToken { .. }
+        | Command::ConfigureAuth { .. } => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+/// What an op returns (as a rejected test case, caught by `Run::step`) when
+/// its command was refused before anything it predicts could happen: the
+/// model goes back to what it was before the op.
+const REFUSED_AS_A_WHOLE: &str = "the request was refused as a whole";
+
+fn token_hash(id: u64, spec: u8) -> Vec<u8> {
+    if spec == 4 {
+        return vec![spec; 3];
+    }
+    vec![(id as u8) | (spec << 4); 32]
+}
+
+fn rotated_hash(id: u64) -> Vec<u8> {
+    vec![0x80 | id as u8; 32]
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Read => "read",
+        Role::Submit => "submit",
+        Role::Operate => "operate",
+        Role::Admin => "admin",
+    }
+}
+
+/// The action an audit record names (the model's own table).
+fn audit_action(command: &Command) -> String {
+    let name = match command {
+        Command::Record { action, .. } => return action.clone(),
+        Command::Enqueue { .. } | Command::EnqueueOwned { .. } => "enqueue",
+        Command::Lease { .. } => "lease",
+        Command::Heartbeat { .. } => "heartbeat",
+        Command::Complete { .. } => "complete",
+        Command::ExpireLeases => "expire leases",
+        Command::Cancel { .. } => "cancel",
+        Command::Retry { .. } => "retry",
+        Command::SetQueuePaused { .. } => "pause queue",
+        Command::ConfigureQueue { .. } => "configure queue",
+        Command::DrainNode { .. } => "drain node",
+        Command::ReleaseNode { .. } => "release node",
+        Command::CollectGarbage => "collect garbage",
+        Command::ApplyPlans { .. } => "apply plans",
+        Command::RunPlans { .. } => "run plans",
+        Command::RemoveNode { .. } => "remove node",
+        Command::AdmitNode { .. } => "admit node",
+        Command::SetFormat { .. } => "finalize",
+        Command::RedriveQueue { .. } => "redrive queue",
+        Command::CreateToken { .. } => "create token",
+        Command::RevokeToken { .. } => "revoke token",
+        Command::RotateToken { .. } => "rotate token",
+        Command::TouchTokens { .. } => "touch tokens",
+        Command::ConfigureAuth { .. } => "configure auth",
+        other => panic!("the model does not audit {other:?}"),
+    };
+    name.to_string()
+}
+
+/// What an audit record names (the model's commands only).
+fn audit_target(command: &Command) -> String {
+    match command {
+        Command::Enqueue { tasks } | Command::EnqueueOwned { tasks, .. } => {
+            format!("{} task(s) in {}", tasks.len(), tasks[0].queue)
+        }
+        Command::Cancel { task, .. } | Command::Retry { task } => format!("task {task}"),
+        Command::SetQueuePaused { queue, paused } => format!("queue {queue} paused={paused}"),
+        Command::ConfigureQueue { queue, .. } | Command::RedriveQueue { queue, .. } => format!("queue {queue}"),
+        Command::DrainNode { node, draining } => format!("node {node} draining={draining}"),
+        Command::ApplyPlans { entities } => entities.iter().map(|e| e.entity_ref.clone()).collect::<Vec<_>>().join(","),
+        Command::RunPlans { refs, .. } => refs.join(","),
+        Command::SetFormat { format } => format!("format {format}"),
+        Command::CreateToken { token } => {
+            format!("token {} ({:016x}, role {})", token.name, token.id, role_name(token.role))
+        }
+        Command::RevokeToken { id } => format!("token {id:016x}"),
+        Command::RotateToken { old, new } => format!("token {old:016x} -> {:016x}", new.id),
+        Command::ConfigureAuth { enforce, audit_retention_ms } => {
+            format!("enforce={enforce:?} audit_retention_ms={audit_retention_ms:?}")
+        }
+        Command::Record { target, .. } => target.clone(),
+        _ => String::new(),
+    }
+}
+
+/// An audit record's outcome, from the response (which the model predicts).
+fn audit_outcome(response: &Response) -> String {
+    let first_refusal = |rs: &[Response]| {
+        rs.iter().find_map(|r| match r {
+            Response::Rejected(j) => Some(j.to_string()),
+            _ => None,
+        })
+    };
+    match response {
+        Response::Rejected(j) => format!("refused: {j}"),
+        Response::Batch(rs) => first_refusal(rs).map_or_else(|| "ok".to_string(), |j| format!("refused in part: {j}")),
+        _ => "ok".to_string(),
+    }
+}
+
+/// The tasks an applied request must give a `Requested` event, in order.
+fn requested_tasks(command: &Command, response: &Response) -> Vec<TaskId> {
+    match (command, response) {
+        (Command::Enqueue { .. } | Command::EnqueueOwned { .. }, Response::Enqueued(made)) => {
+            made.iter().filter(|e| e.created).map(|e| e.id).collect()
+        }
+        (Command::Cancel { task, .. } | Command::Retry { task }, Response::Task { .. }) => vec![*task],
+        (Command::RunPlans { .. }, Response::PlansRun(runs)) => {
+            runs.iter().filter(|r| r.created).map(|r| r.task).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Whether the graph over `nodes` has a cycle.
 fn has_cycle(nodes: &BTreeSet<String>, edges: impl Fn(&str) -> Vec<String>) -> bool {
     // 0 unvisited, 1 on the stack, 2 done.
@@ -892,6 +1334,7 @@ fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, TestCaseErro
     let (sm, used) = match version {
         3 => bincode::serde::decode_from_slice::<StateV3, _>(bytes, config).map(|(s, n)| (s.0, n)),
         4 => bincode::serde::decode_from_slice::<StateV4, _>(bytes, config).map(|(s, n)| (s.0, n)),
+        5 => bincode::serde::decode_from_slice::<StateV5, _>(bytes, config).map(|(s, n)| (s.0, n)),
         v => return Err(TestCaseError::fail(format!("snapshot version {v}"))),
     }
     .map_err(|e| TestCaseError::fail(format!("decoding a version {version} snapshot: {e}")))?;
@@ -899,14 +1342,32 @@ fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, TestCaseErro
     Ok(sm)
 }
 
+fn restart_note(version: u32) -> &'static str {
+    match version {
+        3 => "restart from a version 3 snapshot",
+        4 => "restart from a version 4 snapshot",
+        _ => "restart from a version 5 snapshot",
+    }
+}
+
 fn bytes(sm: &StateMachine) -> Vec<u8> {
     encode_state(sm).1
 }
 
-/// Counts the cold writes of one command.
+/// Counts the cold writes of one command, and keeps the events and audit
+/// records it wrote.
 struct Counting<'a> {
     inner: &'a mut MemCold,
     writes: usize,
+    events: Vec<(TaskId, Event)>,
+    audits: Vec<(u64, AuditRecord)>,
+}
+
+/// What [`Counting`] saw.
+struct Written {
+    writes: usize,
+    events: Vec<(TaskId, Event)>,
+    audits: Vec<(u64, AuditRecord)>,
 }
 
 impl ColdSink for Counting<'_> {
@@ -920,6 +1381,7 @@ impl ColdSink for Counting<'_> {
     }
     fn put_event(&mut self, task: TaskId, seq: u32, event: &Event) {
         self.writes += 1;
+        self.events.push((task, event.clone()));
         self.inner.put_event(task, seq, event)
     }
     fn delete_event(&mut self, task: TaskId, seq: u32) {
@@ -929,6 +1391,15 @@ impl ColdSink for Counting<'_> {
     fn forget_task(&mut self, task: TaskId, history_len: u32) {
         self.writes += 1;
         self.inner.forget_task(task, history_len)
+    }
+    fn put_audit(&mut self, seq: u64, record: &AuditRecord) {
+        self.writes += 1;
+        self.audits.push((seq, record.clone()));
+        self.inner.put_audit(seq, record)
+    }
+    fn delete_audit(&mut self, from: u64, to: u64) {
+        self.writes += 1;
+        self.inner.delete_audit(from, to)
     }
 }
 
@@ -970,6 +1441,13 @@ struct Run {
     seen: BTreeMap<String, usize>,
     /// Things worth having seen at least once (see `REQUIRED_OUTCOMES`).
     outcomes: std::cell::RefCell<BTreeSet<&'static str>>,
+    /// While an `AsCaller` op runs: who the next command applied is from.
+    caller: Option<Caller>,
+    /// While an applied `AsCaller` op runs: the principal it acts for.
+    acting: Option<String>,
+    /// A refused `AsCaller`'s audit record, for the model once the op that
+    /// made it is undone.
+    refused: Option<(u64, AuditRecord)>,
 }
 
 /// What a fixed-seed run must have seen, beyond the command variants.
@@ -999,8 +1477,27 @@ const REQUIRED_OUTCOMES: &[&str] = &[
     "batch of several commands",
     "restart from a version 3 snapshot",
     "restart from a version 4 snapshot",
+    "restart from a version 5 snapshot",
     "restart replaying the whole log",
     "refused command",
+    "as caller: not a client command",
+    "as caller: anonymous refused while enforcing",
+    "as caller: anonymous served in warn mode",
+    "as caller: unknown or revoked token refused",
+    "as caller: expired token refused",
+    "as caller: role too low",
+    "as caller: token applied",
+    "as caller: owner-scoped token applied",
+    "as caller: owner-scoped token refused",
+    "as caller: applied, refused inside",
+    "bare client write refused while enforcing",
+    "requested event written",
+    "task owned",
+    "plan run owned by its plan's owner",
+    "token created by an admin",
+    "token rotated",
+    "token expired",
+    "audit records dropped by retention",
 ];
 
 impl Run {
@@ -1019,6 +1516,9 @@ impl Run {
             current: OpKind::Advance,
             seen: BTreeMap::new(),
             outcomes: Default::default(),
+            caller: None,
+            acting: None,
+            refused: None,
         }
     }
 
@@ -1028,36 +1528,95 @@ impl Run {
 
     fn note_variants(&mut self, command: &Command) {
         *self.seen.entry(variant_name(command)).or_default() += 1;
-        if let Command::Batch(items) = command {
-            for c in items {
-                self.note_variants(c);
+        match command {
+            Command::Batch(items) => {
+                for c in items {
+                    self.note_variants(c);
+                }
             }
+            Command::AsCaller { command, .. } => self.note_variants(command),
+            _ => {}
         }
     }
 
     /// Applies one command: checks that the op that made it is the one
-    /// `op_for` names, and that a refusal changed nothing but the clock.
+    /// `op_for` names; inside an `AsCaller` op, applies it as that caller's
+    /// request (see [`Run::apply_as`]).
     fn apply(&mut self, command: Command) -> Result<Response, TestCaseError> {
         prop_assert_eq!(op_for(&command), self.current, "{:?} made by the wrong op", command);
+        match self.caller.take() {
+            None if self.model.enforce
+                && !matches!(command, Command::SetFormat { .. })
+                && needed_role(&command).is_some() =>
+            {
+                // While enforcing, a client's write that does not name its
+                // caller is refused (a node proposed it before it applied
+                // the `enforce`).
+                let (got, _) = self.apply_logged(command)?;
+                prop_assert_eq!(norm(got), Response::Rejected(Rejection::Unauthenticated(String::new())));
+                self.note("bare client write refused while enforcing");
+                Err(TestCaseError::reject(REFUSED_AS_A_WHOLE))
+            }
+            None => Ok(self.apply_logged(command)?.0),
+            Some(caller) => self.apply_as(caller, command),
+        }
+    }
+
+    /// Applies one log entry's command, and checks that a refusal changed
+    /// nothing but the clock (and a refused request's audit index), and
+    /// wrote nothing cold (but a request's audit record).
+    fn apply_logged(&mut self, command: Command) -> Result<(Response, Written), TestCaseError> {
         self.note_variants(&command);
         let before = self.sm.clone();
         let stamped = Stamped { now_ms: self.now, command };
-        let mut sink = Counting { inner: &mut self.cold, writes: 0 };
+        let mut sink = Counting { inner: &mut self.cold, writes: 0, events: Vec::new(), audits: Vec::new() };
         let response = self.sm.apply(&stamped, &mut sink);
-        let writes = sink.writes;
+        let written = Written { writes: sink.writes, events: sink.events, audits: sink.audits };
+        let request = matches!(stamped.command, Command::AsCaller { .. });
+        if !request {
+            let requested = written.events.iter().any(|(_, e)| matches!(e.what, EventKind::Requested { .. }));
+            prop_assert!(
+                written.audits.is_empty() && !requested,
+                "{:?}, not a request, wrote an audit record or a Requested event",
+                stamped.command
+            );
+        }
         if let Response::Rejected(rejection) = &response {
             self.note("refused command");
-            prop_assert_eq!(writes, 0, "refused {:?} ({}) wrote cold data", stamped.command, rejection);
+            prop_assert_eq!(
+                written.writes,
+                usize::from(request),
+                "refused {:?} ({}) wrote cold data",
+                stamped.command,
+                rejection
+            );
             let mut expected = before;
-            if let Command::ConfigureQueue { queue, .. } = &stamped.command {
+            let inner = match &stamped.command {
+                Command::AsCaller { command, .. } => &**command,
+                other => other,
+            };
+            // The entry's clock; a request's audit record moves the audit
+            // index as any refused request's does.
+            let mut tick = if request {
+                Command::AsCaller { caller: Caller::Anonymous, command: Box::new(Command::ExpireLeases) }
+            } else {
+                Command::Batch(Vec::new())
+            };
+            if let (Command::ConfigureQueue { queue, .. }, Rejection::InvalidConfig(_)) = (inner, rejection) {
                 // Known: a refused ConfigureQueue still makes the queue it
                 // names (see `a_refused_configure_queue_changes_nothing`).
                 if expected.queue(queue).is_none() {
                     let make = Command::SetQueuePaused { queue: queue.clone(), paused: false };
-                    expected.apply(&Stamped { now_ms: self.now, command: make }, &mut DiscardCold);
+                    tick = match &stamped.command {
+                        // As the same caller (who may), audited alike.
+                        Command::AsCaller { caller, .. } => {
+                            Command::AsCaller { caller: *caller, command: Box::new(make) }
+                        }
+                        _ => Command::Batch(vec![make]),
+                    };
                 }
             }
-            expected.apply(&Stamped { now_ms: self.now, command: Command::Batch(Vec::new()) }, &mut DiscardCold);
+            expected.apply(&Stamped { now_ms: self.now, command: tick }, &mut DiscardCold);
             prop_assert!(expected == self.sm, "refused {:?} ({}) changed the state", stamped.command, rejection);
         }
         if let Some(items) = self.batch.as_mut() {
@@ -1065,7 +1624,62 @@ impl Run {
         } else {
             self.log_entry(stamped);
         }
-        Ok(response)
+        Ok((response, written))
+    }
+
+    /// Applies `command` as `caller`'s request (`AsCaller`): checks the
+    /// refusal or application the model predicts, the request's audit
+    /// record and `Requested` events, and the owners of plan runs. Refused,
+    /// the op that made it is undone in the model (see `REFUSED_AS_A_WHOLE`),
+    /// and the `AsCaller` op adds the audit record.
+    fn apply_as(&mut self, caller: Caller, command: Command) -> Result<Response, TestCaseError> {
+        let now = self.now;
+        let (principal, refusal, why) = self.model.authorize(caller, &command, now);
+        self.note(why);
+        let wrapped = Command::AsCaller { caller, command: Box::new(command.clone()) };
+        prop_assert_eq!(op_for(&wrapped), OpKind::AsCaller);
+        let seq = self.model.next_audit;
+        let (response, written) = self.apply_logged(wrapped)?;
+        let action = audit_action(&command);
+        let record = AuditRecord {
+            at_ms: now,
+            principal: principal.clone(),
+            action: action.clone(),
+            target: audit_target(&command),
+            outcome: audit_outcome(&response),
+        };
+        prop_assert_eq!(&written.audits, &vec![(seq, record.clone())], "the audit record of {:?}", command);
+        let Some(want) = refusal else {
+            self.model.audit.insert(seq, record);
+            self.model.next_audit += 1;
+            self.acting = Some(principal.clone());
+            if matches!(response, Response::Rejected(_)) {
+                self.note("as caller: applied, refused inside");
+            }
+            let requested = EventKind::Requested { by: principal, action };
+            let want: Vec<(TaskId, Event)> = requested_tasks(&command, &response)
+                .into_iter()
+                .map(|id| (id, Event { at_ms: now, node: None, token: None, what: requested.clone() }))
+                .collect();
+            let got: Vec<(TaskId, Event)> =
+                written.events.into_iter().filter(|(_, e)| matches!(e.what, EventKind::Requested { .. })).collect();
+            prop_assert_eq!(&got, &want, "the Requested events of {:?}", command);
+            if !got.is_empty() {
+                self.note("requested event written");
+            }
+            if let (Command::RunPlans { .. }, Response::PlansRun(runs)) = (&command, &response) {
+                for run in runs.iter().filter(|r| r.created) {
+                    if let Some(owner) = self.model.catalog[&run.entity_ref].entity.owner.as_deref() {
+                        self.model.task_owners.insert(run.task, canonical(owner));
+                        self.note("plan run owned by its plan's owner");
+                    }
+                }
+            }
+            return Ok(response);
+        };
+        prop_assert_eq!(norm(response), Response::Rejected(want), "{:?} as {:?}", command, caller);
+        self.refused = Some((seq, record));
+        Err(TestCaseError::reject(REFUSED_AS_A_WHOLE))
     }
 
     fn log_entry(&mut self, stamped: Stamped) {
@@ -1075,7 +1689,18 @@ impl Run {
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let outer = std::mem::replace(&mut self.current, op.kind());
-        let result = self.step_inner(op);
+        // Only format 3 refuses a request as a whole.
+        let saved = (self.model.format >= 3).then(|| self.model.clone());
+        let result = match self.step_inner(op) {
+            Err(TestCaseError::Reject(why)) if why.message() == REFUSED_AS_A_WHOLE => match saved {
+                Some(saved) => {
+                    self.model = saved;
+                    Ok(())
+                }
+                None => Err(TestCaseError::fail("a request refused as a whole below format 3")),
+            },
+            other => other,
+        };
         self.current = outer;
         result
     }
@@ -1083,7 +1708,10 @@ impl Run {
     fn step_inner(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let now = self.now;
         match op {
-            Op::Enqueue { n, key, deps, queue, priority, max_attempts, delay_ms, bad_name } => {
+            Op::Enqueue { n, key, deps, queue, priority, max_attempts, delay_ms, bad_name, owner } => {
+                if owner.is_some() && self.model.format < 3 {
+                    return Ok(());
+                }
                 let q = qname(*queue);
                 let kind = if *bad_name { "bad kind!" } else { "noop" };
                 let key = key.map(|k| format!("k{k}"));
@@ -1120,8 +1748,20 @@ impl Run {
                     *delay_ms,
                     now,
                 );
-                let got = self.apply(Command::Enqueue { tasks })?;
+                let got = match owner {
+                    None => self.apply(Command::Enqueue { tasks })?,
+                    Some(o) => {
+                        let owner = o.map(|o| OWNERS[o as usize].to_string());
+                        self.apply(Command::EnqueueOwned { tasks, owner })?
+                    }
+                };
                 prop_assert_eq!(norm(got), want.clone());
+                if let (Some(Some(o)), Response::Enqueued(v)) = (owner, &want) {
+                    for e in v.iter().filter(|e| e.created) {
+                        self.model.task_owners.insert(e.id, canonical(OWNERS[*o as usize]));
+                        self.note("task owned");
+                    }
+                }
                 match &want {
                     Response::Enqueued(v) => {
                         if v.iter().any(|e| !e.created) {
@@ -1417,6 +2057,9 @@ impl Run {
                 if !doomed.is_empty() {
                     self.note("garbage collected");
                 }
+                if self.model.collect_audit(now) > 0 {
+                    self.note("audit records dropped by retention");
+                }
                 prop_assert_eq!(got, Response::Collected { tasks: doomed.len() as u64 });
             }
             Op::ApplyPlans { entities } => {
@@ -1426,7 +2069,7 @@ impl Run {
                         entity_ref: if s.which == 6 { BAD_REF.into() } else { REFS[s.which as usize].into() },
                         is_plan: s.which < PLANS,
                         queue: s.queue.map(qname),
-                        owner: None,
+                        owner: s.owner.map(|o| OWNERS[o as usize].to_string()),
                         labels: BTreeMap::new(),
                         depends_on: s.deps.iter().map(|d| REFS[*d as usize].to_string()).collect(),
                         document: format!("{{\"doc\":{}}}", s.doc),
@@ -1479,6 +2122,112 @@ impl Run {
                 };
                 prop_assert_eq!(norm(got), want);
             }
+            Op::AsCaller { caller, inner } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let caller = caller.map_or(Caller::Anonymous, Caller::Token);
+                self.caller = Some(caller);
+                let result = self.step(inner);
+                self.caller = None;
+                self.acting = None;
+                let refused = self.refused.take();
+                result?;
+                if let Some((seq, record)) = refused {
+                    self.model.audit.insert(seq, record);
+                    self.model.next_audit += 1;
+                }
+            }
+            Op::CreateToken { id, spec } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let (name, role, owners, lifetime) =
+                    TOKEN_SPECS.get(*spec as usize).copied().unwrap_or(("", Role::Read, &[], None));
+                let token = NewToken {
+                    id: *id,
+                    name: name.into(),
+                    role,
+                    owners: owners.iter().map(|o| o.to_string()).collect(),
+                    hash: token_hash(*id, *spec),
+                    expires_ms: lifetime.map(|l| now + l),
+                };
+                let got = self.apply(Command::CreateToken { token })?;
+                let by = self.acting.clone();
+                if by.is_some() && got == Response::Done {
+                    self.note("token created by an admin");
+                }
+                let want = self.model.create_token(*id, *spec, now, by.as_deref().unwrap_or("bootstrap"));
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::RevokeToken { id } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let got = self.apply(Command::RevokeToken { id: *id })?;
+                let want = match self.model.tokens.remove(id) {
+                    Some(_) => Response::Done,
+                    None => Response::Rejected(Rejection::InvalidToken(String::new())),
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::RotateToken { old, new, bad_hash } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let hash = if *bad_hash { vec![1; 3] } else { rotated_hash(*new) };
+                let token = NewToken {
+                    id: *new,
+                    name: "ignored".into(),
+                    role: Role::Admin,
+                    owners: vec![],
+                    hash,
+                    expires_ms: None,
+                };
+                let got = self.apply(Command::RotateToken { old: *old, new: token })?;
+                let by = self.acting.clone();
+                let want = self.model.rotate_token(*old, *new, *bad_hash, now, by.as_deref().unwrap_or("bootstrap"));
+                if want == Response::Done {
+                    self.note("token rotated");
+                }
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::TouchTokens { used } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let used: Vec<(u64, u64)> = used.iter().map(|(id, ago)| (*id, now.saturating_sub(*ago))).collect();
+                let got = self.apply(Command::TouchTokens { used: used.clone() })?;
+                for (id, at) in used {
+                    if let Some(t) = self.model.tokens.get_mut(&id) {
+                        t.last_used_ms = Some(t.last_used_ms.unwrap_or(0).max(at));
+                    }
+                }
+                prop_assert_eq!(got, Response::Done);
+            }
+            Op::ConfigureAuth { enforce, retention } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let retention = retention.map(|r| RETENTIONS[r as usize]);
+                let got = self.apply(Command::ConfigureAuth { enforce: *enforce, audit_retention_ms: retention })?;
+                let want = if retention == Some(0) {
+                    Response::Rejected(Rejection::InvalidConfig(String::new()))
+                } else {
+                    self.model.enforce = enforce.unwrap_or(self.model.enforce);
+                    self.model.audit_retention_ms = retention.unwrap_or(self.model.audit_retention_ms);
+                    Response::Done
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::Record { which } => {
+                if self.model.format < 3 {
+                    return Ok(());
+                }
+                let (action, target) = RECORDS[*which as usize % RECORDS.len()];
+                let got = self.apply(Command::Record { action: action.into(), target: target.into() })?;
+                prop_assert_eq!(got, Response::Done);
+            }
             Op::Batch(items) => {
                 let before = (self.sm.clone(), self.cold.clone());
                 self.batch = Some(Vec::new());
@@ -1523,11 +2272,7 @@ impl Run {
                 let cold_before = self.cold.clone();
                 let (mut restored, from) = match (&self.snapshot, from_snapshot) {
                     (Some(s), true) => {
-                        self.note(if s.version == 3 {
-                            "restart from a version 3 snapshot"
-                        } else {
-                            "restart from a version 4 snapshot"
-                        });
+                        self.note(restart_note(s.version));
                         (decode_state(s.version, &s.bytes)?, s.at)
                     }
                     (None, true) => {
@@ -1536,11 +2281,7 @@ impl Run {
                     }
                     (_, false) => {
                         let (version, bytes) = encode_state(&self.sm);
-                        self.note(if version == 3 {
-                            "restart from a version 3 snapshot"
-                        } else {
-                            "restart from a version 4 snapshot"
-                        });
+                        self.note(restart_note(version));
                         (decode_state(version, &bytes)?, self.log.len())
                     }
                 };
@@ -1778,6 +2519,38 @@ impl Run {
         prop_assert_eq!(&nodes, &model.nodes, "nodes");
         prop_assert_eq!(sm.removed_nodes(), &model.removed, "removed nodes");
         prop_assert_eq!(sm.format(), model.format, "cluster format");
+        let tokens: BTreeMap<u64, MToken> = sm
+            .tokens()
+            .map(|t| {
+                let token = MToken {
+                    name: t.name.clone(),
+                    role: t.role,
+                    owners: t.owners.clone(),
+                    hash: t.hash.clone(),
+                    created_ms: t.created_ms,
+                    expires_ms: t.expires_ms,
+                    last_used_ms: t.last_used_ms,
+                    created_by: t.created_by.clone(),
+                };
+                (t.id, token)
+            })
+            .collect();
+        prop_assert_eq!(&tokens, &model.tokens, "tokens");
+        if model.tokens.values().any(|t| t.expires_ms.is_some_and(|e| e <= self.now)) {
+            self.note("token expired");
+        }
+        prop_assert_eq!(sm.auth_enforced(), model.enforce, "auth mode");
+        prop_assert_eq!(sm.audit_retention_ms(), model.audit_retention_ms, "audit retention");
+        for id in model.tasks.keys() {
+            prop_assert_eq!(sm.task_owner(*id), model.task_owners.get(id).copied(), "owner of task {}", id);
+        }
+        for id in &model.forgotten {
+            prop_assert_eq!(sm.task_owner(*id), None, "owner of forgotten task {}", id);
+        }
+        prop_assert!(model.task_owners.keys().all(|id| model.tasks.contains_key(id)), "owners of no task");
+        prop_assert_eq!(&self.cold.audit, &model.audit, "audit records");
+        let first = model.audit.keys().next().copied().unwrap_or(model.next_audit);
+        prop_assert_eq!(sm.audit_range(0), (first, model.next_audit), "audit range");
         prop_assert_eq!(sm.catalog_len(), model.catalog.len());
         for (r, m) in &model.catalog {
             let c = sm.catalog_entry(r).ok_or_else(|| TestCaseError::fail(format!("{r} not in the catalog")))?;
@@ -1836,7 +2609,7 @@ fn every_command_variant_is_generated() {
     let strategy = proptest::collection::vec(op(), 100..150);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut outcomes = BTreeSet::new();
-    for _ in 0..48 {
+    for _ in 0..96 {
         let ops = strategy.new_tree(&mut runner).expect("a sequence").current();
         let run = run_ops(&ops).unwrap_or_else(|e| panic!("{e}\nops: {ops:?}"));
         for (name, n) in run.seen {
@@ -1846,7 +2619,7 @@ fn every_command_variant_is_generated() {
     }
     eprintln!("commands applied by variant: {seen:?}");
     let all = all_command_variants();
-    assert!(all.len() >= 19, "serde lists {} Command variants: {all:?}", all.len());
+    assert!(all.len() >= 27, "serde lists {} Command variants: {all:?}", all.len());
     let missing: Vec<&str> = all.iter().copied().filter(|v| !seen.contains_key(*v)).collect();
     assert!(missing.is_empty(), "Command variants never generated: {missing:?} (give them an op: see `op_for`)");
     let missing: Vec<&str> = REQUIRED_OUTCOMES.iter().copied().filter(|o| !outcomes.contains(o)).collect();
@@ -2018,6 +2791,9 @@ mod real_store {
             prop_assert_eq!(h.result(id).map_err(|e| fail("result")(&e))?, reference_cold.results.get(&id).cloned());
             prop_assert_eq!(h.history(id).map_err(|e| fail("history")(&e))?, reference_cold.history(id));
         }
+        let audit: BTreeMap<u64, AuditRecord> =
+            h.audit(0, usize::MAX).map_err(|e| fail("audit")(&e))?.into_iter().collect();
+        prop_assert_eq!(&audit, &reference_cold.audit, "audit records in the store");
         Ok(())
     }
 

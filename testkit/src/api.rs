@@ -46,6 +46,10 @@ pub fn never_sent(e: &anyhow::Error) -> bool {
 pub struct Api {
     client: reqwest::Client,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer`; [`crate::auth::admin_token`] by default.
+    token: Option<String>,
+    /// `https` with [`Api::with_ca`].
+    scheme: &'static str,
 }
 
 impl Default for Api {
@@ -67,6 +71,8 @@ impl Api {
     /// A client that gives up connecting after `connect` and on any request
     /// after `timeout`.
     pub fn with_timeouts(connect: Duration, timeout: Duration) -> Api {
+        // reqwest's rustls needs a crypto provider before any client is built.
+        skein_tls::install_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(connect)
             .timeout(timeout)
@@ -76,7 +82,32 @@ impl Api {
             .build()
             // Only fails when the TLS backend or resolver cannot start; we use neither.
             .expect("building an HTTP client");
-        Api { client, timeout }
+        Api { client, timeout, token: Some(crate::auth::admin_token().to_string()), scheme: "http" }
+    }
+
+    /// The same client sending no token.
+    pub fn without_token(mut self) -> Api {
+        self.token = None;
+        self
+    }
+
+    /// The same client sending `token`.
+    pub fn with_token(mut self, token: &str) -> Api {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// A client that speaks HTTPS and trusts only the CA in `ca_pem`.
+    pub fn with_ca(mut self, ca_pem: &std::path::Path) -> anyhow::Result<Api> {
+        let tls = skein_tls::client_trusting(ca_pem)?;
+        self.client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(self.timeout)
+            .use_preconfigured_tls(tls)
+            .build()
+            .context("building an HTTPS client")?;
+        self.scheme = "https";
+        Ok(self)
     }
 
     /// The longest one request may take.
@@ -86,8 +117,11 @@ impl Api {
 
     /// Sends a request and returns the answer whatever its status.
     pub async fn raw(&self, method: Method, addr: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Reply> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme);
         let mut req = self.client.request(method.clone(), &url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
@@ -132,10 +166,12 @@ impl Api {
     /// returns the new ids when `want_ids`, else an empty list (decoding
     /// nothing).
     pub async fn enqueue_raw(&self, addr: &str, body: Vec<u8>, want_ids: bool) -> anyhow::Result<Vec<u64>> {
-        let url = format!("http://{addr}/api/v1/tasks");
-        let resp = self
-            .client
-            .post(&url)
+        let url = format!("{}://{addr}/api/v1/tasks", self.scheme);
+        let mut req = self.client.post(&url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -93,6 +93,9 @@ pub struct Spec {
     pub request_timeout: Duration,
     /// The pause between two checks when the harness waits.
     pub poll: Duration,
+    /// The cluster's CA (`ca.pem`) when the nodes serve HTTPS (`--tls-dir`):
+    /// the harness's clients then speak HTTPS and trust only it.
+    pub ca: Option<PathBuf>,
 }
 
 impl Spec {
@@ -116,6 +119,7 @@ impl Spec {
             membership_timeout: MEMBERSHIP_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             poll: POLL,
+            ca: None,
         }
     }
 
@@ -233,14 +237,12 @@ impl Cluster {
             Some(bin) => (1..=n as u64).map(|id| (id, bin.clone())).collect(),
             None => BTreeMap::new(),
         };
-        let mut c = Cluster {
-            api: Api::with_timeout(spec.request_timeout),
-            probe: Api::with_timeout(PROBE_TIMEOUT),
-            bins,
-            nodes: BTreeMap::new(),
-            spec,
-            node_bins,
-        };
+        let (mut api, mut probe) = (Api::with_timeout(spec.request_timeout), Api::with_timeout(PROBE_TIMEOUT));
+        if let Some(ca) = &spec.ca {
+            api = api.with_ca(ca)?;
+            probe = probe.with_ca(ca)?;
+        }
+        let mut c = Cluster { api, probe, bins, nodes: BTreeMap::new(), spec, node_bins };
         match c.start_nodes(n).await {
             Ok(()) => Ok(c),
             Err(e) => {
@@ -382,7 +384,16 @@ impl Cluster {
         args.extend(spec.args.iter().cloned());
         args.extend(spec.node_args.get(&id).into_iter().flatten().cloned());
         args.extend(extra.iter().cloned());
-        let mut process = Process::spawn_with_env(bin, &args, &node.log, &spec.env)?;
+        // The cluster's first admin token is this process's (see `crate::auth`).
+        // Older releases (upgrade tests) have no tokens and no such flag.
+        if extra.iter().any(|a| a == "--bootstrap") && *bin == self.bins.node {
+            let file = PathBuf::from(format!("{}.admin-token", node.data.display()));
+            std::fs::write(&file, crate::auth::admin_token()).with_context(|| format!("writing {}", file.display()))?;
+            args.extend(["--admin-token-file".to_string(), file.display().to_string()]);
+        }
+        let mut env = spec.env.clone();
+        env.push(("SKEIN_TOKEN".into(), crate::auth::admin_token().into()));
+        let mut process = Process::spawn_with_env(bin, &args, &node.log, &env)?;
         if spec.keep_running {
             process.detach();
         }
@@ -572,7 +583,7 @@ impl Cluster {
     /// Runs the `skein` CLI with `args` (at most 60 s).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let mut cmd = tokio::process::Command::new(&self.bins.cli);
-        cmd.args(args).env_remove("SKEIN_ADDR").kill_on_drop(true);
+        cmd.args(args).env_remove("SKEIN_ADDR").env("SKEIN_TOKEN", crate::auth::admin_token()).kill_on_drop(true);
         tokio::time::timeout(Duration::from_secs(60), cmd.output())
             .await
             .with_context(|| format!("skein {} did not finish within 60 s", args.join(" ")))?
@@ -663,4 +674,25 @@ impl Drop for Cluster {
 /// How many voters (the leader included) a status lists.
 pub fn voter_count(s: &ClusterStatus) -> usize {
     s.nodes.iter().filter(|n| n.role == "leader" || n.role == "voter").count()
+}
+
+impl Spec {
+    /// The same cluster with mutual TLS and HTTPS: a CA made in `dir/ca`,
+    /// a certificate for each node `1..=nodes + spare` (spares for nodes
+    /// added later) in `dir/node-<id>`, given as `--tls-dir`, and the
+    /// harness's clients trusting that CA.
+    pub fn with_tls(mut self, dir: &Path, spare: usize) -> anyhow::Result<Spec> {
+        skein_tls::install_provider();
+        let ca = dir.join("ca");
+        skein_tls::issue::make_ca(&ca).context("making the test CA")?;
+        let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        for id in 1..=(self.nodes + spare) as u64 {
+            let out = dir.join(format!("node-{id}"));
+            skein_tls::issue::issue_node(&ca, id, "member", &hosts, &out)
+                .with_context(|| format!("issuing node {id}'s certificate"))?;
+            self.node_args.entry(id).or_default().extend(["--tls-dir".to_string(), out.display().to_string()]);
+        }
+        self.ca = Some(ca.join("ca.pem"));
+        Ok(self)
+    }
 }

@@ -18,7 +18,11 @@
 //!   tests that send bad input), on one connection pool per client;
 //! - [`load`]: [`Load`], a background enqueuer that remembers every task id
 //!   the cluster acknowledged and when each answer came;
-//! - [`wait`]: [`wait_for`] and [`wait_until`], polling with a deadline.
+//! - [`wait`]: [`wait_for`] and [`wait_until`], polling with a deadline;
+//! - [`auth`]: the admin token of every cluster this process starts (made
+//!   here, given to the bootstrap with `--admin-token-file`), which every
+//!   [`Api`] sends unless told otherwise, so tests, the bench and the demo
+//!   need no extra step.
 //!
 //! What is *not* here: the chaos tests' fault-injecting TCP proxy. It lives
 //! in skein-tests, so that it never ships in the `skein` binary, which links
@@ -26,6 +30,7 @@
 //! across the workspace build, so the proxy would ship anyway).
 
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod load;
 pub mod process;

@@ -476,6 +476,7 @@ impl Moto {
             }
         };
         let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        skein_tls::install_provider();
         let http = reqwest::Client::new();
         let url = moto.endpoint.clone();
         let up = wait_until(Duration::from_secs(30), "moto's S3 server to answer", async || {

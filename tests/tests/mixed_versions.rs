@@ -103,7 +103,10 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     })
     .await?;
     let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(text.contains("finalized: the cluster now writes stored format 2"), "finalize said: {text}");
+    ensure!(
+        text.contains(&format!("finalized: the cluster now writes stored format {}", skein_raft::format::LATEST)),
+        "finalize said: {text}"
+    );
     let out = c.cli(&strs(&skein(&["cluster", "finalize"]))).await?;
     ensure!(String::from_utf8_lossy(&out.stdout).contains("already finalized"), "a second finalize changes nothing");
 
@@ -112,6 +115,10 @@ async fn run(c: &mut Cluster) -> anyhow::Result<()> {
     let reply: Value = serde_json::from_slice(&out.stdout).context("redrive's JSON")?;
     ensure!(reply["tasks"][0]["id"] == json!(id), "redrive retried task {id}: {reply}");
     ensure!(c.api.task(&http, id).await?.history.len() > 3, "the retry is in the task's history");
-    ensure!(backup_version(c, tmp.path(), "after.snap").await? == 4, "after finalize, snapshots are version 4");
+    let newest = skein_raft::format::snapshot_version_of(skein_raft::format::LATEST);
+    ensure!(
+        backup_version(c, tmp.path(), "after.snap").await? == newest,
+        "after finalize, snapshots are version {newest}"
+    );
     Ok(())
 }

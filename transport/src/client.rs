@@ -7,6 +7,11 @@
 //! [`PeersConfig::backoff_max`]), and calls in that window fail at once with
 //! [`CallError::Unreachable`] rather than wait. Every call has a deadline,
 //! which covers the dial too.
+//!
+//! With [`PeersConfig::tls`] a dial is mutual TLS (the TLS handshake is part
+//! of the dial). In permissive mode a peer whose handshake fails is dialled
+//! again in plain TCP, and dialled in plain for [`PLAIN_FALLBACK`] after that
+//! (a node not yet moved to TLS, during a rolling migration).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,10 +26,14 @@ use openraft::raft::{
 };
 use skein_raft::config::TypeConfig;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
+use skein_tls::rustls::pki_types::ServerName;
+use skein_tls::tokio_rustls::TlsConnector;
+use skein_tls::{NodeTls, TlsMode};
 use tarpc::client::RpcError;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 use crate::codec;
 use crate::rpc::{
@@ -37,6 +46,16 @@ const TARPC_GRACE: Duration = Duration::from_millis(500);
 
 /// No call waits longer than this, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// In permissive mode, how long a peer that failed a TLS handshake is
+/// dialled in plain TCP before TLS is tried again.
+pub const PLAIN_FALLBACK: Duration = Duration::from_secs(60);
+
+/// The server name every TLS dial sends. Node certificates are checked for
+/// the CA and for being a node certificate, not for a name: peers are
+/// dialled by address, and which node answers there is the membership's
+/// business.
+const TLS_SERVER_NAME: &str = "node.skein";
 
 /// How [`Peers`] calls and dials.
 #[derive(Debug, Clone)]
@@ -61,6 +80,9 @@ pub struct PeersConfig {
     /// actual). Empty in production; fault-injection tests put a proxy on
     /// every link this way, to cut or delay one direction of one link.
     pub routes: HashMap<String, String>,
+    /// Mutual TLS: the mode and this node's certificates. `None` (or mode
+    /// off): plain TCP.
+    pub tls: Option<(TlsMode, NodeTls)>,
 }
 
 impl Default for PeersConfig {
@@ -73,6 +95,7 @@ impl Default for PeersConfig {
             backoff_min: Duration::from_millis(25),
             backoff_max: Duration::from_secs(1),
             routes: HashMap::new(),
+            tls: None,
         }
     }
 }
@@ -170,6 +193,8 @@ pub struct Peers {
 
 struct PeersInner {
     config: PeersConfig,
+    /// Made once from `config.tls`; follows certificate reloads by itself.
+    tls: Option<ClientTls>,
     /// Keyed by `rpc_addr`. A peer's entry lives until [`Peers::forget`]:
     /// the number of peers is the cluster's size, small.
     peers: Mutex<HashMap<String, Arc<Peer>>>,
@@ -190,7 +215,13 @@ impl Default for Peers {
 impl Peers {
     /// No connections yet: each is dialled on its first call.
     pub fn new(config: PeersConfig) -> Self {
-        Peers { inner: Arc::new(PeersInner { config, peers: Mutex::new(HashMap::new()) }) }
+        let tls = match &config.tls {
+            Some((mode @ (TlsMode::Permissive | TlsMode::Required), tls)) => {
+                Some(ClientTls { mode: *mode, connector: TlsConnector::from(tls.rpc_client_config()) })
+            }
+            _ => None,
+        };
+        Peers { inner: Arc::new(PeersInner { config, tls, peers: Mutex::new(HashMap::new()) }) }
     }
 
     /// The timeouts and backoff in use.
@@ -333,7 +364,8 @@ impl Peers {
         let deadline = Instant::now() + timeout;
         let timed_out = || CallError::Timeout { peer: addr.to_string(), after: timeout };
 
-        let conn = match tokio::time::timeout_at(deadline, peer.connection(deadline, &self.inner.config)).await {
+        let connecting = peer.connection(deadline, &self.inner.config, self.inner.tls.as_ref());
+        let conn = match tokio::time::timeout_at(deadline, connecting).await {
             Ok(conn) => conn?,
             Err(_) => return Err(timed_out()),
         };
@@ -415,7 +447,20 @@ struct PeerState {
     last_error: String,
     /// How many connections were made, for the logs.
     generation: u64,
+    /// Permissive mode: the peer failed a TLS handshake; dial it in plain
+    /// until then.
+    plain_until: Option<Instant>,
 }
+
+/// How [`Peers`] dials with TLS.
+struct ClientTls {
+    mode: TlsMode,
+    connector: TlsConnector,
+}
+
+/// A connected socket, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// A tarpc connection, live until retired.
 #[derive(Clone)]
@@ -449,7 +494,12 @@ impl Peer {
 
     /// The live connection, dialling one if there is none and the backoff
     /// allows. The dial is bounded by `deadline` and the connect timeout.
-    async fn connection(&self, deadline: Instant, config: &PeersConfig) -> Result<Connection, CallError> {
+    async fn connection(
+        &self,
+        deadline: Instant,
+        config: &PeersConfig,
+        tls: Option<&ClientTls>,
+    ) -> Result<Connection, CallError> {
         let mut state = self.state.lock().await;
         if let Some(conn) = &state.conn {
             if !conn.is_retired() {
@@ -470,10 +520,9 @@ impl Peer {
         }
 
         let limit = config.connect_timeout.min(deadline.saturating_duration_since(now));
-        let dialled = match tokio::time::timeout(limit, TcpStream::connect(self.dial.as_str())).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("connect timed out after {} ms", limit.as_millis())),
+        let dialled = match tls {
+            None => self.dial_tcp(limit).await.map(|s| Box::new(s) as Box<dyn Io>),
+            Some(tls) => self.dial_tls(limit, tls, &mut state).await,
         };
         let stream = match dialled {
             Ok(stream) => stream,
@@ -492,10 +541,6 @@ impl Peer {
                 return Err(CallError::Unreachable { peer: self.addr.clone(), reason });
             }
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(peer = %self.addr, error = %e, "setting TCP_NODELAY failed");
-        }
-
         state.failures = 0;
         state.retry_at = None;
         state.generation += 1;
@@ -505,8 +550,52 @@ impl Peer {
         Ok(conn)
     }
 
+    /// A TCP connection to the peer within `limit`, or why not.
+    async fn dial_tcp(&self, limit: Duration) -> Result<TcpStream, String> {
+        let stream = match tokio::time::timeout(limit, TcpStream::connect(self.dial.as_str())).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("connect timed out after {} ms", limit.as_millis())),
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(peer = %self.addr, error = %e, "setting TCP_NODELAY failed");
+        }
+        Ok(stream)
+    }
+
+    /// A TLS connection to the peer (TCP and handshake each within
+    /// `limit`); in permissive mode, plain TCP if the peer does not speak
+    /// TLS.
+    async fn dial_tls(&self, limit: Duration, tls: &ClientTls, state: &mut PeerState) -> Result<Box<dyn Io>, String> {
+        let permissive = tls.mode == TlsMode::Permissive;
+        if permissive && state.plain_until.is_some_and(|t| t > Instant::now()) {
+            return Ok(Box::new(self.dial_tcp(limit).await?));
+        }
+        let stream = self.dial_tcp(limit).await?;
+        let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
+        let reason = match tokio::time::timeout(limit, tls.connector.connect(name, stream)).await {
+            Ok(Ok(stream)) => {
+                state.plain_until = None;
+                return Ok(Box::new(stream));
+            }
+            Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+            Err(_) => format!("TLS handshake timed out after {} ms", limit.as_millis()),
+        };
+        if !permissive {
+            return Err(reason);
+        }
+        info!(
+            peer = %self.addr,
+            error = %reason,
+            for_s = PLAIN_FALLBACK.as_secs(),
+            "peer does not speak TLS; using plain TCP (permissive mode)"
+        );
+        state.plain_until = Some(Instant::now() + PLAIN_FALLBACK);
+        Ok(Box::new(self.dial_tcp(limit).await?))
+    }
+
     /// Starts tarpc's dispatch task for a new socket.
-    fn spawn_connection(&self, stream: TcpStream, generation: u64) -> Connection {
+    fn spawn_connection(&self, stream: Box<dyn Io>, generation: u64) -> Connection {
         let tarpc::client::NewClient { client, dispatch } =
             SkeinRpcClient::new(tarpc::client::Config::default(), codec::transport(stream));
         let retired = Arc::new(AtomicBool::new(false));

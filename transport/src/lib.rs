@@ -6,9 +6,11 @@
 //! - [`codec`]: the wire format, length-delimited frames of bincode 2
 //!   (serde mode), and its size cap;
 //! - [`server`]: the [`Handler`] a node implements and [`serve`], the accept
-//!   loop (a task per connection, a task per request);
+//!   loop (a task per connection, a task per request); [`serve_with`] adds
+//!   mutual TLS ([`ServerTls`]);
 //! - [`client`]: [`Peers`], one lazily dialled connection per peer with
-//!   backoff and a deadline on every call, and [`CallError`];
+//!   backoff and a deadline on every call (over TLS with
+//!   [`PeersConfig::tls`]), and [`CallError`];
 //! - [`network`]: openraft's `RaftNetworkFactory` and `RaftNetwork` over
 //!   [`Peers`], with the one mapping from transport failures to openraft's
 //!   `RPCError`.
@@ -28,4 +30,6 @@ pub use rpc::{
     CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpc,
     SkeinRpcClient,
 };
-pub use server::{serve, Handler};
+pub use server::{serve, serve_with, Handler, ServerTls};
+/// The TLS library the transport uses (its modes, a node's certificates).
+pub use skein_tls;

@@ -4,6 +4,14 @@
 //! Every connection is one task and every request one more, so a long-poll
 //! lease never holds up the Raft RPCs that share its connection. Errors are
 //! logged where the task that met them was spawned.
+//!
+//! With TLS ([`serve_with`], [`ServerTls`]) every connection first goes
+//! through `skein_tls::accept` (in its own task, so a slow handshake holds
+//! up no one), and the peer's certificate decides what it may do: a
+//! certificate is good only for the node id it names (a request claiming
+//! another sender closes the connection) and only while
+//! [`Handler::admits`] that id. The wire format of errors is frozen, so a
+//! refusal is a closed connection, never a new error.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,9 +26,11 @@ use openraft::raft::{
 };
 use skein_raft::config::TypeConfig;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
+use skein_tls::rustls::ServerConfig;
+use skein_tls::{MaybeTls, NodeIdentity, NodeTls, TlsMode};
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -89,6 +99,44 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Start an election now (the leader hands over).
     fn campaign(&self) -> impl Future<Output = Result<(), NodeError>> + Send;
+
+    /// Whether a peer with a certificate of node `node` may still call (a
+    /// removed node may not). Asked before every request of a TLS
+    /// connection; a refused one closes the connection. Plain connections
+    /// (permissive mode) are not asked.
+    fn admits(&self, node: u64) -> bool {
+        let _ = node;
+        true
+    }
+}
+
+/// The TLS of an RPC server: [`ServerTls::off`], or a mode and the node's
+/// certificates.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    mode: TlsMode,
+    /// `None` exactly when the mode is off.
+    config: Option<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Plain TCP.
+    pub fn off() -> ServerTls {
+        ServerTls { mode: TlsMode::Off, config: None }
+    }
+
+    /// `mode` with `tls`'s RPC config (mutual TLS; it follows reloads).
+    pub fn new(mode: TlsMode, tls: &NodeTls) -> ServerTls {
+        match mode {
+            TlsMode::Off => ServerTls::off(),
+            _ => ServerTls { mode, config: Some(tls.rpc_server_config()) },
+        }
+    }
+
+    /// The mode it serves.
+    pub fn mode(&self) -> TlsMode {
+        self.mode
+    }
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes, then closes
@@ -99,14 +147,23 @@ pub trait Handler: Send + Sync + 'static {
 /// accepted) are logged and retried after a pause; they never end the loop,
 /// because a node that stops serving Raft stops being a member.
 pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, handler, shutdown, ServerTls::off()).await;
+}
+
+/// [`serve`] with TLS as `tls` says.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+    tls: ServerTls,
+) {
     let local = listener.local_addr().ok();
-    info!(addr = ?local, "rpc server listening");
+    info!(addr = ?local, tls = %tls.mode, "rpc server listening");
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
-    let service = Dispatch(handler);
 
     tokio::select! {
-        () = accept_loop(&listener, &service, &stop, &connections) => {}
+        () = accept_loop(&listener, &handler, &tls, &stop, &connections) => {}
         () = shutdown => {}
     }
 
@@ -121,7 +178,8 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, shutdown:
 /// Accepts connections for ever, spawning one task each on `connections`.
 async fn accept_loop<H: Handler>(
     listener: &TcpListener,
-    service: &Dispatch<H>,
+    handler: &Arc<H>,
+    tls: &ServerTls,
     stop: &CancellationToken,
     connections: &TaskTracker,
 ) {
@@ -139,11 +197,35 @@ async fn accept_loop<H: Handler>(
                 continue;
             }
         };
-        let service = service.clone();
+        let handler = Arc::clone(handler);
+        let tls = tls.clone();
         let stop = stop.clone();
         connections.spawn(async move {
             debug!(peer = %peer, "connection accepted");
-            run_connection(stream, peer, service, stop).await;
+            let stream = match tls.config {
+                None => MaybeTls::Plain(stream),
+                Some(config) => {
+                    let handshake = tokio::select! {
+                        () = stop.cancelled() => return,
+                        handshake = skein_tls::accept(stream, tls.mode, config) => handshake,
+                    };
+                    match handshake {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            // A peer of another CA, a plain client of a
+                            // TLS-only server, a port scanner.
+                            info!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
+                            return;
+                        }
+                    }
+                }
+            };
+            let identity = stream.peer();
+            debug!(peer = %peer, identity = ?identity, "connection ready");
+            // Cancelled to close this connection (a refused request).
+            let close = stop.child_token();
+            let service = Dispatch { handler, peer: identity.map(Arc::new), close: close.clone() };
+            run_connection(stream, peer, service, close).await;
             debug!(peer = %peer, "connection closed");
         });
     }
@@ -152,13 +234,8 @@ async fn accept_loop<H: Handler>(
 /// Serves one connection until the client closes it, it fails, or `stop` is
 /// cancelled. Each request is spawned on a `JoinSet` owned here, so that when
 /// the connection ends its unfinished requests are aborted with it.
-async fn run_connection<H: Handler>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    service: Dispatch<H>,
-    stop: CancellationToken,
-) {
-    if let Err(e) = stream.set_nodelay(true) {
+async fn run_connection<H: Handler>(stream: MaybeTls, peer: SocketAddr, service: Dispatch<H>, stop: CancellationToken) {
+    if let Err(e) = stream.tcp().set_nodelay(true) {
         // Only latency suffers (Nagle's algorithm delays small frames).
         debug!(peer = %peer, error = %e, "setting TCP_NODELAY failed");
     }
@@ -191,13 +268,47 @@ async fn run_connection<H: Handler>(
     // Dropping `running` aborts whatever is still in flight.
 }
 
-/// The tarpc service over a [`Handler`]. Holds the handler behind an `Arc`:
-/// tarpc takes the service by value for every request.
-struct Dispatch<H>(Arc<H>);
+/// The tarpc service over a [`Handler`], for one connection. Holds the
+/// handler behind an `Arc`: tarpc takes the service by value for every
+/// request.
+struct Dispatch<H> {
+    handler: Arc<H>,
+    /// Who the connection's certificate names; `None` for plain.
+    peer: Option<Arc<NodeIdentity>>,
+    /// Closes the connection.
+    close: CancellationToken,
+}
 
 impl<H> Clone for Dispatch<H> {
     fn clone(&self) -> Self {
-        Dispatch(Arc::clone(&self.0))
+        Dispatch { handler: Arc::clone(&self.handler), peer: self.peer.clone(), close: self.close.clone() }
+    }
+}
+
+impl<H: Handler> Dispatch<H> {
+    /// Lets a request of `rpc` through if the connection's peer may make
+    /// it: its node is admitted and, if the request claims a sender
+    /// (`sender`: `Some(claimed)`), the sender is that node. Otherwise
+    /// closes the connection and never returns, so that no answer is
+    /// written (the request's task is aborted with the connection).
+    async fn check(&self, rpc: &'static str, sender: Option<Option<u64>>) {
+        let Some(peer) = &self.peer else { return };
+        let refusal = if !self.handler.admits(peer.id) {
+            Some("its node is not admitted (removed?)".to_string())
+        } else {
+            match sender {
+                Some(Some(claimed)) if claimed == peer.id => None,
+                Some(Some(claimed)) => Some(format!("it claims to be node {claimed}")),
+                // A vote with no candidate: no node to match the certificate.
+                Some(None) => Some("it names no sender".to_string()),
+                None => None,
+            }
+        };
+        if let Some(why) = refusal {
+            warn!(rpc, certificate = %peer, certificate_id = peer.id, "refusing a request: {why}; closing the connection");
+            self.close.cancel();
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -209,11 +320,13 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
         _: Context,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>> {
-        self.0.append_entries(req).await
+        self.check("append_entries", Some(req.vote.leader_id().voted_for())).await;
+        self.handler.append_entries(req).await
     }
 
     async fn vote(self, _: Context, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, RaftError<u64>> {
-        self.0.vote(req).await
+        self.check("vote", Some(req.vote.leader_id().voted_for())).await;
+        self.handler.vote(req).await
     }
 
     async fn install_snapshot(
@@ -221,42 +334,52 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
         _: Context,
         req: InstallSnapshotRequest<TypeConfig>,
     ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
-        self.0.install_snapshot(req).await
+        self.check("install_snapshot", Some(req.vote.leader_id().voted_for())).await;
+        self.handler.install_snapshot(req).await
     }
 
     async fn write(self, _: Context, command: Command) -> Result<Response, NodeError> {
-        self.0.write(command).await.map_err(NodeError::for_the_wire)
+        self.check("write", None).await;
+        self.handler.write(command).await.map_err(NodeError::for_the_wire)
     }
 
     async fn lease(self, _: Context, req: LeaseRequest) -> Result<Vec<LeasedTask>, NodeError> {
-        self.0.lease(req).await.map_err(NodeError::for_the_wire)
+        self.check("lease", Some(Some(req.node))).await;
+        self.handler.lease(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn heartbeat(self, _: Context, req: HeartbeatRequest) -> Result<HeartbeatAck, NodeError> {
-        self.0.heartbeat(req).await.map_err(NodeError::for_the_wire)
+        self.check("heartbeat", Some(Some(req.node))).await;
+        self.handler.heartbeat(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn complete(self, _: Context, req: CompleteRequest) -> Result<Vec<Result<TaskStatus, Rejection>>, NodeError> {
-        self.0.complete(req).await.map_err(NodeError::for_the_wire)
+        self.check("complete", Some(Some(req.node))).await;
+        self.handler.complete(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn read_index(self, _: Context) -> Result<u64, NodeError> {
-        self.0.read_index().await.map_err(NodeError::for_the_wire)
+        self.check("read_index", None).await;
+        self.handler.read_index().await.map_err(NodeError::for_the_wire)
     }
 
     async fn join(self, _: Context, req: JoinRequest) -> Result<(), NodeError> {
-        self.0.join(req).await.map_err(NodeError::for_the_wire)
+        self.check("join", Some(Some(req.id))).await;
+        self.handler.join(req).await.map_err(NodeError::for_the_wire)
     }
 
     async fn leave(self, _: Context, id: u64) -> Result<(), NodeError> {
-        self.0.leave(id).await.map_err(NodeError::for_the_wire)
+        self.check("leave", None).await;
+        self.handler.leave(id).await.map_err(NodeError::for_the_wire)
     }
 
     async fn node_version(self, _: Context) -> NodeVersion {
-        self.0.node_version()
+        self.check("node_version", None).await;
+        self.handler.node_version()
     }
 
     async fn campaign(self, _: Context) -> Result<(), NodeError> {
-        self.0.campaign().await.map_err(NodeError::for_the_wire)
+        self.check("campaign", None).await;
+        self.handler.campaign().await.map_err(NodeError::for_the_wire)
     }
 }

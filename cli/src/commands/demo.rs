@@ -37,7 +37,9 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     say(ctx, &format!("starting {} skein-node processes (logs in {}/node*.log)...", a.nodes, dir.display()))?;
     let cluster = start_cluster(&a, node_bin, &dir).await?;
     let addrs = cluster.live_addrs();
-    let client = Client::new(parse_addr_list(&addrs.join(",")).map_err(anyhow::Error::msg)?)?;
+    // The harness gave the cluster this process's admin token.
+    let token = skein_testkit::auth::admin_token().to_string();
+    let client = Client::new(parse_addr_list(&addrs.join(",")).map_err(anyhow::Error::msg)?, Some(token), None)?;
 
     let mut dctx = Ctx { client: client.clone(), output: ctx.output, out: &mut *ctx.out };
     let plans = dir.join("examples").join("plans");
@@ -65,8 +67,9 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
         say(
             &mut dctx,
             &format!(
-                "the cluster keeps running: export SKEIN_ADDR={}; stop it with: kill {}",
+                "the cluster keeps running: export SKEIN_ADDR={} SKEIN_TOKEN=$(cat {}.admin-token); stop it with: kill {}",
                 addrs.join(","),
+                cluster.node(1).data_dir().display(),
                 pids.join(" ")
             ),
         )?;

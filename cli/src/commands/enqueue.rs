@@ -33,6 +33,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: EnqueueArgs) -> anyhow::Result<()> {
         delay_ms: args.delay_ms,
         idempotency_key: args.key,
         depends_on: args.depends_on,
+        owner: args.owner,
     };
     if args.count == 1 {
         let body = serde_json::to_value(EnqueueBody::One(spec))?;

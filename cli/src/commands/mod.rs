@@ -1,6 +1,7 @@
 //! One module per command group. Each command asks the cluster, then prints
 //! either the server's JSON (`-o json`) or a table made by [`crate::render`].
 
+mod access;
 mod admin;
 mod cluster;
 mod demo;
@@ -84,5 +85,9 @@ pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
         Command::Stuck(args) => stuck::run(ctx, args).await,
         Command::Plan(cmd) => plan::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(ctx, args).await,
+        Command::Cert(cmd) => crate::cert::run(cmd, ctx.out),
+        Command::Token(cmd) => access::token(ctx, cmd).await,
+        Command::Auth(cmd) => access::auth(ctx, cmd).await,
+        Command::Audit(args) => access::audit(ctx, args).await,
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/cluster`: status, join, drain, remove, finalize.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::Json;
 use serde_json::json;
 use skein_raft::api::{ClusterStatus, ErrorCode, FinalizeReply, JoinBody};
@@ -10,6 +10,7 @@ use skein_raft::fsm::{Command, Rejection};
 use skein_transport::JoinRequest;
 use tracing::info;
 
+use crate::api::auth::Who;
 use crate::api::errors::{done, not_leader, parse_json, ApiError, ApiResult};
 use crate::cluster::app::SharedApp;
 use crate::cluster::versions::{finalize_decision, Finalize};
@@ -22,7 +23,7 @@ pub async fn cluster(State(app): State<SharedApp>) -> Json<ClusterStatus> {
 /// the cluster's stored format once all of them read the newest one. On the
 /// leader only (a follower answers 421 with the leader), so that the check
 /// and the proposal are one node's view.
-pub async fn finalize(State(app): State<SharedApp>) -> ApiResult<Json<FinalizeReply>> {
+pub async fn finalize(State(app): State<SharedApp>, Extension(who): Extension<Who>) -> ApiResult<Json<FinalizeReply>> {
     if !app.is_leader() {
         return Err(not_leader(&app, "the leader finalizes: ask it"));
     }
@@ -45,14 +46,21 @@ pub async fn finalize(State(app): State<SharedApp>) -> ApiResult<Json<FinalizeRe
         Finalize::Raise(format) => {
             info!(from = cluster, to = format, "finalizing the upgrade: raising the stored format");
             app.raise_format(format).await?;
+            app.record(who.caller, "finalize", format!("format {format}")).await;
             Ok(Json(FinalizeReply { format, changed: true }))
         }
     }
 }
 
-pub async fn join(State(app): State<SharedApp>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
+pub async fn join(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
     let j: JoinBody = parse_json(&body)?;
+    let target = format!("node {} (rpc {}, http {})", j.id, j.rpc_addr, j.http_addr);
     app.join(JoinRequest { id: j.id, node: SkeinNode { rpc_addr: j.rpc_addr, http_addr: j.http_addr } }).await?;
+    app.record(who.caller, "join node", target).await;
     Ok(Json(json!({})))
 }
 
@@ -60,16 +68,25 @@ fn parse_node_id(raw: &str) -> ApiResult<u64> {
     raw.parse::<u64>().map_err(|_| ApiError::new(ErrorCode::Invalid, format!("node id must be a number, not {raw:?}")))
 }
 
-pub async fn drain_node(State(app): State<SharedApp>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn drain_node(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_node_id(&id)?;
     if app.raft.metrics().borrow().membership_config.membership().get_node(&id).is_none() {
         return Err(Rejection::UnknownNode(id).into());
     }
-    done(app.write(Command::DrainNode { node: id, draining: true }).await?)
+    done(app.write_as(who.caller, Command::DrainNode { node: id, draining: true }).await?)
 }
 
-pub async fn remove_node(State(app): State<SharedApp>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn remove_node(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_node_id(&id)?;
     app.leave(id).await?;
+    app.record(who.caller, "remove node", format!("node {id}")).await;
     Ok(Json(json!({})))
 }

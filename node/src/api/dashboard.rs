@@ -23,21 +23,63 @@ const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const DASHBOARD_JS: &str = include_str!("dashboard/dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
 
-pub fn routes() -> Router<SharedApp> {
+const SIGNIN_HTML: &str = include_str!("dashboard/signin.html");
+
+/// The page and its assets (no data in them), and signing in and out.
+pub fn public_routes() -> Router<SharedApp> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/dashboard.js", get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }))
         .route("/dashboard.css", get(|| async { asset("text/css; charset=utf-8", DASHBOARD_CSS) }))
-        .route("/api/v1/overview", get(overview))
-        .route("/api/v1/stuck", get(stuck))
-        .route("/metrics", get(metrics))
+        .route("/signin", get(|| async { asset("text/html; charset=utf-8", SIGNIN_HTML) }).post(sign_in))
+        .route("/signout", axum::routing::post(sign_out))
+}
+
+/// What the dashboard polls (role `read`).
+pub fn read_routes() -> Router<SharedApp> {
+    Router::new().route("/api/v1/overview", get(overview)).route("/api/v1/stuck", get(stuck))
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+/// Checks the token (role `read` at least) and keeps it in an HttpOnly,
+/// SameSite=Strict cookie: page scripts cannot read it and other sites
+/// cannot make the browser send it.
+async fn sign_in(State(app): State<SharedApp>, axum::extract::Form(form): axum::extract::Form<SignIn>) -> Response {
+    let mut headers = axum::http::HeaderMap::new();
+    let Ok(value) = format!("Bearer {}", form.token.trim()).parse() else {
+        return signin_failed("the token is malformed");
+    };
+    headers.insert(header::AUTHORIZATION, value);
+    if let Err(e) = crate::api::auth::authenticate(&app, &headers, skein_raft::fsm::Role::Read) {
+        return signin_failed(&e.body.error.message);
+    }
+    let secure = if app.tls.is_some() { "; Secure" } else { "" };
+    let cookie =
+        format!("{}={}; HttpOnly; SameSite=Strict; Path=/{secure}", crate::api::auth::COOKIE, form.token.trim());
+    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/".to_string())]).into_response()
+}
+
+async fn sign_out() -> Response {
+    let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", crate::api::auth::COOKIE);
+    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/signin".to_string())]).into_response()
+}
+
+fn signin_failed(why: &str) -> Response {
+    // The reason is ours (never the presented token); escape it anyway.
+    let why = why.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let page = SIGNIN_HTML.replace("<!--error-->", &format!("<p class=\"error\">Not signed in: {why}</p>"));
+    (StatusCode::UNAUTHORIZED, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-async fn metrics(State(app): State<SharedApp>) -> Response {
+pub async fn metrics(State(app): State<SharedApp>) -> Response {
     let scrape = {
         let raft = app.raft.metrics().borrow().clone();
         Scrape {
@@ -47,6 +89,7 @@ async fn metrics(State(app): State<SharedApp>) -> Response {
             raft,
             snapshot_bytes: app.store.snapshot_bytes(),
             log_bytes: app.store.log_bytes(),
+            certificates: app.tls.as_ref().map(|t| t.expiries()).unwrap_or_default(),
         }
     };
     match app.metrics.render(&app.store.state(), &scrape) {
@@ -80,9 +123,10 @@ mod tests {
     #[test]
     fn assets_reference_each_other() {
         assert!(INDEX_HTML.contains("/dashboard.js") && INDEX_HTML.contains("/dashboard.css"));
-        assert!(DASHBOARD_JS.contains("/api/v1/overview"));
+        assert!(DASHBOARD_JS.contains("/api/v1/overview") && DASHBOARD_JS.contains("/signin"));
+        assert!(SIGNIN_HTML.contains("action=\"/signin\"") && SIGNIN_HTML.contains("<!--error-->"));
         // No CDN, no remote anything: the network may be closed.
-        for asset in [INDEX_HTML, DASHBOARD_JS, DASHBOARD_CSS] {
+        for asset in [INDEX_HTML, DASHBOARD_JS, DASHBOARD_CSS, SIGNIN_HTML] {
             assert!(!asset.contains("http://") && !asset.contains("https://"), "an asset refers to another host");
         }
     }

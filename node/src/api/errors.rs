@@ -72,6 +72,8 @@ impl From<Rejection> for ApiError {
             Rejection::WrongStatus { .. } | Rejection::DependencyFailed { .. } => ErrorCode::Conflict,
             Rejection::PayloadTooLarge { .. } | Rejection::BatchTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Rejection::QueueFull { .. } | Rejection::TooManyQueues { .. } => ErrorCode::QueueFull,
+            Rejection::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Rejection::Forbidden(_) => ErrorCode::Forbidden,
             _ => ErrorCode::Invalid,
         };
         ApiError::new(code, r.to_string())

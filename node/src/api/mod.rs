@@ -15,12 +15,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use skein_raft::api::ErrorCode;
+use skein_raft::fsm::Role;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::cluster::app::SharedApp;
 
+pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod dashboard;
 pub mod errors;
@@ -34,32 +37,61 @@ pub use errors::{ApiError, ApiResult};
 /// its own, smaller limit (the state machine's `max_payload_bytes`).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// Every route, grouped by the role it needs (see [`auth`]): the role of
+/// a route is where the route is written.
 pub fn router(app: SharedApp) -> Router {
-    Router::new()
+    let needs = |role: Role| axum::middleware::from_fn_with_state((app.clone(), role), auth::require);
+    let public = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(admin::readyz))
-        .route("/api/honk/tasks", post(tasks::honk_enqueue))
-        .route("/api/v1/tasks", post(tasks::enqueue).get(tasks::list_tasks))
+        .merge(dashboard::public_routes());
+    let mut read = Router::new()
+        .route("/api/v1/tasks", get(tasks::list_tasks))
         .route("/api/v1/tasks/{id}", get(tasks::show_task))
+        .route("/api/v1/queues", get(queues::list_queues))
+        .route("/api/v1/cluster", get(cluster::cluster))
+        .route("/api/v1/plans", get(plans::list))
+        .route("/api/v1/plans/{entity_ref}", get(plans::show_one))
+        .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plans::show_three))
+        .route("/api/v1/auth", get(access::auth_status))
+        .merge(dashboard::read_routes());
+    let metrics = Router::new().route("/metrics", get(dashboard::metrics));
+    let public = if app.config.metrics_public {
+        public.merge(metrics)
+    } else {
+        read = read.merge(metrics);
+        public
+    };
+    let submit = Router::new()
+        .route("/api/honk/tasks", post(tasks::honk_enqueue))
+        .route("/api/v1/tasks", post(tasks::enqueue))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel_task))
         .route("/api/v1/tasks/{id}/retry", post(tasks::retry_task))
-        .route("/api/v1/queues", get(queues::list_queues))
+        .route("/api/v1/plans", post(plans::apply))
+        .route("/api/v1/plans/run", post(plans::run));
+    let operate = Router::new()
         .route("/api/v1/queues/{name}", axum::routing::patch(queues::configure_queue))
         .route("/api/v1/queues/{name}/pause", post(queues::pause_queue))
         .route("/api/v1/queues/{name}/resume", post(queues::resume_queue))
         .route("/api/v1/queues/{name}/redrive", post(queues::redrive_queue))
-        .route("/api/v1/cluster", get(cluster::cluster))
         .route("/api/v1/cluster/join", post(cluster::join))
         .route("/api/v1/cluster/finalize", post(cluster::finalize))
         .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(cluster::remove_node))
         .route("/api/v1/cluster/nodes/{id}/drain", post(cluster::drain_node))
         .route("/api/v1/admin/digest", get(admin::digest))
+        .route("/api/v1/audit", get(access::audit));
+    let admin = Router::new()
+        // A backup holds every payload and every token's hash.
         .route("/api/v1/admin/backup", get(admin::backup))
-        .route("/api/v1/plans", post(plans::apply).get(plans::list))
-        .route("/api/v1/plans/run", post(plans::run))
-        .route("/api/v1/plans/{entity_ref}", get(plans::show_one))
-        .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plans::show_three))
-        .merge(dashboard::routes())
+        .route("/api/v1/tokens", post(access::create_token).get(access::list_tokens))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(access::revoke_token))
+        .route("/api/v1/tokens/{id}/rotate", post(access::rotate_token))
+        .route("/api/v1/auth", post(access::configure_auth));
+    public
+        .merge(read.route_layer(needs(Role::Read)))
+        .merge(submit.route_layer(needs(Role::Submit)))
+        .merge(operate.route_layer(needs(Role::Operate)))
+        .merge(admin.route_layer(needs(Role::Admin)))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(with_release))
@@ -80,11 +112,11 @@ async fn with_release(mut response: HttpResponse) -> HttpResponse {
 
 /// Serves the API until `shutdown`.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: skein_tls::HttpsListener,
     app: SharedApp,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    let addr: Option<SocketAddr> = axum::serve::Listener::local_addr(&listener).ok();
     info!(addr = ?addr, "http api listening");
     axum::serve(listener, router(app)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

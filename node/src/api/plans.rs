@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
@@ -23,13 +23,19 @@ use skein_raft::api::{ApplyPlansReply, ErrorCode, PlanDetail, PlanList, PlanSumm
 use skein_raft::fsm::{CatalogEntry, Command, NewEntity, Rejection, Response};
 use skein_transport::NodeError;
 
+use crate::api::auth::Who;
 use crate::api::errors::{parse_json, ApiError, ApiResult};
 use crate::cluster::app::SharedApp;
 
 /// The queue of plans that name none.
 pub const DEFAULT_QUEUE: &str = "dataset-migrations";
 
-pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<ApplyPlansReply>> {
+pub async fn apply(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ApplyPlansReply>> {
     if body.is_empty() {
         return Err(ApiError::new(
             ErrorCode::Invalid,
@@ -54,7 +60,7 @@ pub async fn apply(State(app): State<SharedApp>, headers: HeaderMap, body: Bytes
     }
     skein_plan::validate_set(&entities, &catalog_graph(&app)).map_err(invalid)?;
     let new: Vec<NewEntity> = entities.iter().map(new_entity).collect::<Result<_, _>>().map_err(invalid)?;
-    match app.write(Command::ApplyPlans { entities: new }).await? {
+    match app.write_as(who.caller, Command::ApplyPlans { entities: new }).await? {
         Response::PlansApplied(entities) => {
             Ok(Json(ApplyPlansReply { entities: entities.into_iter().map(Into::into).collect() }))
         }
@@ -109,7 +115,11 @@ async fn show(app: &SharedApp, raw: &str) -> ApiResult<Json<PlanDetail>> {
     Ok(Json(PlanDetail { summary: summary(&state, entry), entity }))
 }
 
-pub async fn run(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(StatusCode, Json<RunPlansReply>)> {
+pub async fn run(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<RunPlansReply>)> {
     let body: RunPlansBody = parse_json(&body)?;
     let chosen = [!body.refs.is_empty(), body.all, body.selector.is_some()].iter().filter(|b| **b).count();
     if chosen != 1 {
@@ -128,7 +138,7 @@ pub async fn run(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(Status
     }
     let queue = body.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
     let command = Command::RunPlans { refs, force: body.force, default_queue: queue.clone(), priority: body.priority };
-    match app.write(command).await? {
+    match app.write_as(who.caller, command).await? {
         Response::PlansRun(runs) => {
             // The tasks a run enqueued count like any other (node-local):
             // each in its plan's queue, else the run's default.

@@ -1,13 +1,14 @@
 //! `/api/v1/queues`: list, pause, resume, configure, redrive.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 use skein_raft::api::{ErrorCode, QueueList, RedriveReply, RetriedTask};
 use skein_raft::fsm::{Command, QueuePatch, Response};
 use skein_transport::NodeError;
 
+use crate::api::auth::Who;
 use crate::api::errors::{done, parse_json, ApiError, ApiResult};
 use crate::clock::now_ms;
 use crate::cluster::app::SharedApp;
@@ -16,26 +17,32 @@ pub async fn list_queues(State(app): State<SharedApp>) -> Json<QueueList> {
     Json(QueueList { queues: app.store.state().queue_stats(now_ms()) })
 }
 
-pub async fn pause_queue(State(app): State<SharedApp>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    done(app.write(Command::SetQueuePaused { queue: name, paused: true }).await?)
+pub async fn pause_queue(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    done(app.write_as(who.caller, Command::SetQueuePaused { queue: name, paused: true }).await?)
 }
 
 pub async fn resume_queue(
     State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    done(app.write(Command::SetQueuePaused { queue: name, paused: false }).await?)
+    done(app.write_as(who.caller, Command::SetQueuePaused { queue: name, paused: false }).await?)
 }
 
 pub async fn configure_queue(
     State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     // The body is the log's own patch: one declaration of the settings
     // (`queue_settings!` in skein-raft), unknown keys refused.
     let patch: QueuePatch = parse_json(&body)?;
-    done(app.write(Command::ConfigureQueue { queue: name, patch }).await?)
+    done(app.write_as(who.caller, Command::ConfigureQueue { queue: name, patch }).await?)
 }
 
 #[derive(Deserialize)]
@@ -48,6 +55,7 @@ const MAX_REDRIVE: u32 = 10_000;
 
 pub async fn redrive_queue(
     State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
     Path(name): Path<String>,
     Query(q): Query<RedriveQuery>,
 ) -> ApiResult<Json<RedriveReply>> {
@@ -55,7 +63,7 @@ pub async fn redrive_queue(
     if max == 0 || max > MAX_REDRIVE {
         return Err(ApiError::new(ErrorCode::Invalid, format!("max must be 1 to {MAX_REDRIVE}")));
     }
-    match app.write(Command::RedriveQueue { queue: name, max }).await? {
+    match app.write_as(who.caller, Command::RedriveQueue { queue: name, max }).await? {
         Response::Batch(each) => {
             let mut reply = RedriveReply { tasks: Vec::new(), refused: Vec::new() };
             for r in each {

@@ -2,7 +2,7 @@
 //! show, cancel, retry.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -13,13 +13,18 @@ use skein_raft::api::{
 use skein_raft::fsm::{Command, NewTask, Rejection, Response, TaskId, TaskRef, TaskStatus};
 use skein_transport::NodeError;
 
+use crate::api::auth::Who;
 use crate::api::errors::{parse_json, parse_task_id, ApiError, ApiResult};
 use crate::cluster::app::{App, SharedApp};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
-pub async fn honk_enqueue(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
+pub async fn honk_enqueue(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
     let honk: HonkBody = parse_json(&body)?;
     let kind = honk.kind.unwrap_or_else(|| {
         if honk.payload.get("entity_ref").is_some() {
@@ -29,18 +34,28 @@ pub async fn honk_enqueue(State(app): State<SharedApp>, body: Bytes) -> ApiResul
         }
     });
     let spec = TaskSpec { queue: honk.queue, kind: Some(kind), payload: Some(honk.payload), ..TaskSpec::default() };
-    submit(&app, vec![spec]).await
+    submit(&app, &who, vec![spec]).await
 }
 
-pub async fn enqueue(State(app): State<SharedApp>, body: Bytes) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
+pub async fn enqueue(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
     let specs = match parse_json::<EnqueueBody>(&body)? {
         EnqueueBody::Batch { tasks } => tasks,
         EnqueueBody::One(spec) => vec![spec],
     };
-    submit(&app, specs).await
+    submit(&app, &who, specs).await
 }
 
-async fn submit(app: &App, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
+async fn submit(app: &App, who: &Who, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<EnqueueReply>)> {
+    let mut owners: Vec<&str> = specs.iter().filter_map(|s| s.owner.as_deref()).collect();
+    owners.dedup();
+    if owners.len() > 1 || (!owners.is_empty() && specs.iter().any(|s| s.owner.is_none())) {
+        return Err(ApiError::new(ErrorCode::Invalid, "the tasks of one request must all have the same owner"));
+    }
+    let owner = owners.first().map(|o| o.to_string()).or_else(|| who.owners.first().cloned());
     let limit = app.store.state().limits().max_payload_bytes as usize;
     let queues: Vec<String> = specs.iter().map(|s| s.queue.clone()).collect();
     let mut tasks = Vec::with_capacity(specs.len());
@@ -67,7 +82,7 @@ async fn submit(app: &App, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<
                 .collect(),
         });
     }
-    match app.write(Command::Enqueue { tasks }).await? {
+    match app.write_as(who.caller, enqueue_command(app, tasks, owner)).await? {
         Response::Enqueued(out) => {
             for (e, queue) in out.iter().zip(queues) {
                 if e.created {
@@ -81,6 +96,15 @@ async fn submit(app: &App, specs: Vec<TaskSpec>) -> ApiResult<(StatusCode, Json<
         }
         Response::Rejected(r) => Err(r.into()),
         other => Err(NodeError::Internal(format!("enqueue answered with {other:?}")).into()),
+    }
+}
+
+/// `EnqueueOwned` once the cluster's format has it, else the plain enqueue.
+fn enqueue_command(app: &App, tasks: Vec<NewTask>, owner: Option<String>) -> Command {
+    if app.store.state().format() >= 3 {
+        Command::EnqueueOwned { tasks, owner }
+    } else {
+        Command::Enqueue { tasks }
     }
 }
 
@@ -128,21 +152,26 @@ pub struct CancelBody {
 
 pub async fn cancel_task(
     State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_task_id(&id)?;
     let reason = if body.is_empty() { String::new() } else { parse_json::<CancelBody>(&body)?.reason };
-    task_change(&app, Command::Cancel { task: id, reason }).await
+    task_change(&app, &who, Command::Cancel { task: id, reason }).await
 }
 
-pub async fn retry_task(State(app): State<SharedApp>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn retry_task(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_task_id(&id)?;
-    task_change(&app, Command::Retry { task: id }).await
+    task_change(&app, &who, Command::Retry { task: id }).await
 }
 
-async fn task_change(app: &App, command: Command) -> ApiResult<Json<serde_json::Value>> {
-    match app.write(command).await? {
+async fn task_change(app: &App, who: &Who, command: Command) -> ApiResult<Json<serde_json::Value>> {
+    match app.write_as(who.caller, command).await? {
         Response::Task { id, status } => Ok(Json(json!({"id": id, "status": status}))),
         Response::Rejected(r) => Err(r.into()),
         other => Err(NodeError::Internal(format!("answered with {other:?}")).into()),

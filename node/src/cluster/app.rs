@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skein_raft::config::{Raft, SkeinNode};
-use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
+use skein_raft::fsm::{Caller, Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_raft::store::StoreHandle;
 use skein_transport::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, Peers};
 use tokio::time::Instant;
@@ -69,6 +69,12 @@ pub struct App {
     pub versions: crate::cluster::versions::MemberVersions,
     /// Every task the node starts (`run` waits for all of them to end).
     pub tasks: tokio_util::task::TaskTracker,
+    /// The node's certificates, when it has `--tls-dir`.
+    pub tls: Option<skein_tls::NodeTls>,
+    /// Tokens used through this node since the last report, with when:
+    /// [`App::report_token_use`] replicates them every few seconds, so a
+    /// request costs no write of its own.
+    pub token_uses: std::sync::Mutex<BTreeMap<u64, u64>>,
 }
 
 impl App {
@@ -196,6 +202,51 @@ impl App {
 
     fn route(&self) -> Route {
         routing::route(self.id, self.leader())
+    }
+
+    /// Proposes a client write as `caller`: wrapped in `AsCaller`, so that
+    /// the state machine checks the caller's token where the write is
+    /// applied, and audits it. A cluster below format 3 has no tokens: its
+    /// writes go unwrapped.
+    pub async fn write_as(&self, caller: Caller, command: Command) -> Result<Response, NodeError> {
+        if self.store.state().format() < 3 {
+            return self.write(command).await;
+        }
+        self.write(Command::AsCaller { caller, command: Box::new(command) }).await
+    }
+
+    /// Audits a request that is not a command of the state machine (a
+    /// membership change), as `caller`. Best effort: the change is done.
+    pub async fn record(&self, caller: Caller, action: &str, target: String) {
+        if self.store.state().format() < 3 {
+            return;
+        }
+        let command = Command::Record { action: action.to_string(), target };
+        if let Err(e) = self.write_as(caller, command).await {
+            tracing::warn!(error = %e, action, "could not write the audit record");
+        }
+    }
+
+    /// Notes that token `id` was used at `at_ms`.
+    pub fn note_token_use(&self, id: u64, at_ms: u64) {
+        if let Ok(mut uses) = self.token_uses.lock() {
+            uses.insert(id, at_ms);
+        }
+    }
+
+    /// Replicates the token uses noted since the last call (a token's
+    /// `last_used`): one small write every few seconds at most.
+    pub async fn report_token_use(&self) {
+        let used: Vec<(u64, u64)> = match self.token_uses.lock() {
+            Ok(mut uses) => std::mem::take(&mut *uses).into_iter().collect(),
+            Err(_) => return,
+        };
+        if used.is_empty() || self.store.state().format() < 3 {
+            return;
+        }
+        if let Err(e) = self.write(Command::TouchTokens { used }).await {
+            tracing::debug!(error = %e, "could not report token use");
+        }
     }
 
     /// Proposes a client write on the leader and answers its response.

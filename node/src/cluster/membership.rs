@@ -13,23 +13,37 @@ use tracing::{info, warn};
 
 use crate::cluster::app::App;
 
-/// Asks a member at `addr` (HTTP) to add this node, retrying for a while:
-/// the member may itself be starting.
-pub async fn join_cluster(addr: &str, id: u64, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let base = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
+/// Asks a member at `addr` (HTTP, or HTTPS when this node has TLS) to add
+/// this node, retrying for a while: the member may itself be starting. The
+/// call needs a token of role `operate` (`--token` / `SKEIN_TOKEN`) once
+/// the cluster enforces tokens.
+pub async fn join_cluster(app: &App, addr: &str, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let id = app.id;
+    let https = app.tls.is_some() && app.config.tls_mode != skein_tls::TlsMode::Off;
+    let base = match addr.split_once("://") {
+        Some(_) => addr.to_string(),
+        None if https => format!("https://{addr}"),
+        None => format!("http://{addr}"),
+    };
     let url = format!("{}/api/v1/cluster/join", base.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(70))
-        .build()
-        .context("building HTTP client")?;
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(70));
+    if let Some(dir) = &app.config.tls_dir {
+        let trusted = skein_tls::client_trusting(&dir.join("ca.pem")).context("trusting the cluster's CA")?;
+        builder = builder.use_preconfigured_tls(trusted);
+    }
+    let client = builder.build().context("building HTTP client")?;
     let body = skein_raft::api::JoinBody { id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
     let mut last_error = String::new();
     for attempt in 1..=10 {
         if shutdown.is_cancelled() {
             bail!("shut down while joining");
         }
-        match client.post(&url).json(&body).send().await {
+        let mut request = client.post(&url).json(&body);
+        if let Some(token) = &app.config.token {
+            request = request.bearer_auth(token.expose());
+        }
+        match request.send().await {
             Ok(r) if r.status().is_success() => {
                 info!(node_id = id, via = %addr, "joined the cluster as a learner");
                 return Ok(());

@@ -190,7 +190,10 @@ async fn propose_batch<L: Log>(log: &L, batch: Vec<(Command, Reply)>) {
 /// A rough size of a command in a log entry, for bounding batches.
 fn estimate(command: &Command) -> usize {
     match command {
-        Command::Enqueue { tasks } => tasks.iter().map(|t| 128 + t.payload.len()).sum(),
+        Command::Enqueue { tasks } | Command::EnqueueOwned { tasks, .. } => {
+            tasks.iter().map(|t| 128 + t.payload.len()).sum()
+        }
+        Command::AsCaller { command, .. } => 16 + estimate(command),
         Command::Complete { completions, .. } => completions
             .iter()
             .map(|c| {

@@ -28,6 +28,12 @@ impl RpcHandler {
 }
 
 impl Handler for RpcHandler {
+    /// A removed node's certificate stays valid until it expires: its
+    /// connections are refused from the `RemoveNode` on.
+    fn admits(&self, node: u64) -> bool {
+        !self.0.store.state().is_removed(node)
+    }
+
     async fn append_entries(
         &self,
         req: AppendEntriesRequest<TypeConfig>,

@@ -66,9 +66,14 @@ pub struct MemberVersions {
 }
 
 impl MemberVersions {
-    pub fn new(routes: std::collections::HashMap<String, String>) -> Self {
+    /// `peers` gives the routes and the TLS of the node's own connections.
+    pub fn new(peers: &PeersConfig) -> Self {
         MemberVersions {
-            peers: Peers::new(PeersConfig { routes, ..PeersConfig::default() }),
+            peers: Peers::new(PeersConfig {
+                routes: peers.routes.clone(),
+                tls: peers.tls.clone(),
+                ..PeersConfig::default()
+            }),
             known: Mutex::new(BTreeMap::new()),
         }
     }

@@ -12,6 +12,7 @@
 //! |--------|---------|------|
 //! | 1      | 0.1.0   | log entries (`Stamped`), snapshot file version 3, cold records, RPCs |
 //! | 2      | 0.2.0   | `Command::SetFormat`, `Command::RedriveQueue`, snapshot file version 4 (carries the cluster's format) |
+//! | 3      | 0.3.0   | tokens, owners and the audit trail: `Command::AsCaller` and the token commands, `EventKind::Requested`, audit records in the cold store, snapshot file version 5 (version 4, then the auth section of [`v3`]) |
 //!
 //! A node reads every format up to [`LATEST`]. What it *writes* is capped by
 //! the cluster's format (`StateMachine::format`): until an operator runs
@@ -31,6 +32,7 @@
 //! snapshot holds, and of the history events the cold store keeps.
 
 pub mod v1;
+pub mod v3;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -40,7 +42,7 @@ use crate::fsm::StateMachine;
 /// Release 0.1.0's formats.
 pub const FORMAT_0_1_0: u32 = 1;
 /// The newest format this build reads and writes.
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 /// This build's release.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
 
@@ -50,22 +52,23 @@ pub fn release_of(format: u32) -> &'static str {
     match format {
         0 | 1 => "0.1.0",
         2 => "0.2.0",
+        3 => "0.3.0",
         _ => "a newer release",
     }
 }
 
 /// The snapshot file version that holds a state of cluster format `format`:
-/// 3 (release 0.1.0's) until the cluster finalizes format 2, then 4.
+/// 3 (release 0.1.0's) for format 1, 4 for format 2, 5 for format 3.
 pub fn snapshot_version_of(format: u32) -> u32 {
-    if format >= 2 {
-        4
-    } else {
-        3
+    match format {
+        0 | 1 => 3,
+        2 => 4,
+        _ => 5,
     }
 }
 
 /// The snapshot file versions this build reads.
-pub const SNAPSHOT_VERSIONS: std::ops::RangeInclusive<u32> = 3..=4;
+pub const SNAPSHOT_VERSIONS: std::ops::RangeInclusive<u32> = 3..=5;
 
 /// The state machine's replicated core as a snapshot stores it, in the
 /// shapes its cluster format calls for: version 3 is format 1's core;
@@ -85,7 +88,8 @@ impl Serialize for StoredState<'_> {
         let core = v1::CoreOut(&self.0.core);
         match self.snapshot_version() {
             3 => core.serialize(s),
-            _ => (core, self.0.format()).serialize(s),
+            4 => (core, self.0.format()).serialize(s),
+            _ => (core, self.0.format(), v3::Auth::of(&self.0.core.auth)).serialize(s),
         }
     }
 }
@@ -111,6 +115,22 @@ impl<'de> Deserialize<'de> for StateV4 {
         let mut core = core.into_core();
         core.format = ClusterFormat(format);
         Ok(StateV4(StateMachine::from_core(core)))
+    }
+}
+
+/// Decodes a version 5 snapshot's state (format 3 or later).
+pub struct StateV5(pub StateMachine);
+
+impl<'de> Deserialize<'de> for StateV5 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (core, format, auth) = <(v1::CoreIn, u32, v3::Auth<'static>)>::deserialize(d)?;
+        if format > LATEST {
+            return Err(serde::de::Error::custom(newer_format(format)));
+        }
+        let mut core = core.into_core();
+        core.format = ClusterFormat(format);
+        core.auth = auth.into_state();
+        Ok(StateV5(StateMachine::from_core(core)))
     }
 }
 

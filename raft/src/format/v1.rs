@@ -148,16 +148,37 @@ pub struct Event<'a> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventKind<'a> {
-    Enqueued { status: TaskStatus },
+    Enqueued {
+        status: TaskStatus,
+    },
     Unblocked,
-    Leased { attempt: u32 },
+    Leased {
+        attempt: u32,
+    },
     Succeeded,
-    Failed { error: Cow<'a, str>, retry_at_ms: u64 },
-    Expired { retry_at_ms: u64 },
-    Dead { error: Cow<'a, str> },
-    Cancelled { reason: Cow<'a, str> },
+    Failed {
+        error: Cow<'a, str>,
+        retry_at_ms: u64,
+    },
+    Expired {
+        retry_at_ms: u64,
+    },
+    Dead {
+        error: Cow<'a, str>,
+    },
+    Cancelled {
+        reason: Cow<'a, str>,
+    },
     Retried,
-    Released { retry_at_ms: u64 },
+    Released {
+        retry_at_ms: u64,
+    },
+    /// Appended by format 3 (0.3.0), which alone writes it: formats 1 and 2
+    /// never did, so their records decode unchanged.
+    Requested {
+        by: Cow<'a, str>,
+        action: Cow<'a, str>,
+    },
 }
 
 // ---- the state machine's core: a version-3 snapshot's state ----
@@ -266,6 +287,7 @@ impl CoreIn {
             catalog: self.catalog.into_iter().map(|(r, e)| (r, e.into())).collect(),
             removed: self.removed,
             format: Default::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -403,6 +425,9 @@ impl<'a> From<&'a domain::Event> for Event<'a> {
             K::Cancelled { reason } => EventKind::Cancelled { reason: Cow::Borrowed(reason) },
             K::Retried => EventKind::Retried,
             K::Released { retry_at_ms } => EventKind::Released { retry_at_ms: *retry_at_ms },
+            K::Requested { by, action } => {
+                EventKind::Requested { by: Cow::Borrowed(by), action: Cow::Borrowed(action) }
+            }
         };
         Event { at_ms: e.at_ms, node: e.node, token: e.token, what }
     }
@@ -536,6 +561,7 @@ impl From<Event<'_>> for domain::Event {
             EventKind::Cancelled { reason } => K::Cancelled { reason: reason.into_owned() },
             EventKind::Retried => K::Retried,
             EventKind::Released { retry_at_ms } => K::Released { retry_at_ms },
+            EventKind::Requested { by, action } => K::Requested { by: by.into_owned(), action: action.into_owned() },
         };
         domain::Event { at_ms: e.at_ms, node: e.node, token: e.token, what }
     }

@@ -31,7 +31,13 @@ impl StateMachine {
         self.apply_command(&stamped.command, cold)
     }
 
-    fn apply_command(&mut self, command: &Command, cold: &mut dyn ColdSink) -> Response {
+    pub(super) fn apply_command(&mut self, command: &Command, cold: &mut dyn ColdSink) -> Response {
+        // While enforcing, a client write must come as `AsCaller`: one that
+        // does not (a node that had not yet applied the `enforce` when it
+        // proposed) is refused here, not applied unchecked.
+        if self.core.auth.enforce && !self.in_caller && super::auth::is_bare_client_write(command) {
+            return Response::Rejected(Rejection::Unauthenticated("a client write must name its caller".into()));
+        }
         match command {
             Command::Enqueue { tasks } => self.enqueue(tasks, cold),
             Command::Lease { node, queues, max } => self.lease(*node, queues, *max, cold),
@@ -85,6 +91,17 @@ impl StateMachine {
                 Response::Done
             }
             Command::RedriveQueue { queue, max } => self.redrive(queue, *max, cold),
+            Command::AsCaller { caller, command } => self.apply_as_caller(*caller, command, cold),
+            Command::EnqueueOwned { tasks, owner } => self.enqueue_owned(tasks, owner.as_deref(), cold),
+            // Outside `AsCaller`: the node's own (the bootstrap's first token).
+            Command::CreateToken { token } => self.create_token(token, "bootstrap"),
+            Command::RevokeToken { id } => self.revoke_token(*id),
+            Command::RotateToken { old, new } => self.rotate_token(*old, new, "bootstrap"),
+            Command::TouchTokens { used } => self.touch_tokens(used),
+            Command::ConfigureAuth { enforce, audit_retention_ms } => {
+                self.configure_auth(*enforce, *audit_retention_ms)
+            }
+            Command::Record { .. } => Response::Done,
         }
     }
 
@@ -750,7 +767,9 @@ impl StateMachine {
                 self.idx.dependents.remove(id);
                 cold.forget_task(*id, t.history_len);
             }
+            self.forget_owner(*id);
         }
+        self.collect_audit(cold);
         Response::Collected { tasks: doomed.len() as u64 }
     }
 
@@ -772,7 +791,7 @@ impl StateMachine {
     }
 
     /// Appends an event to a task's history, dropping the oldest past the limit.
-    fn record(
+    pub(super) fn record(
         &mut self,
         id: TaskId,
         node: Option<NodeId>,

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::auth::AuditRecord;
 use super::types::{Event, TaskId};
 
 /// Where `apply` puts what it does not keep in memory. Every write is a pure
@@ -18,6 +19,10 @@ pub trait ColdSink {
     fn delete_event(&mut self, task: TaskId, seq: u32);
     /// The task was forgotten (garbage-collected): drop all it left.
     fn forget_task(&mut self, task: TaskId, history_len: u32);
+    /// Format 3: one audit record, by sequence number.
+    fn put_audit(&mut self, seq: u64, record: &AuditRecord);
+    /// Drops the audit records `from..to` (retention).
+    fn delete_audit(&mut self, from: u64, to: u64);
 }
 
 /// A sink that drops everything, for callers that only need the state.
@@ -29,6 +34,8 @@ impl ColdSink for DiscardCold {
     fn put_event(&mut self, _: TaskId, _: u32, _: &Event) {}
     fn delete_event(&mut self, _: TaskId, _: u32) {}
     fn forget_task(&mut self, _: TaskId, _: u32) {}
+    fn put_audit(&mut self, _: u64, _: &AuditRecord) {}
+    fn delete_audit(&mut self, _: u64, _: u64) {}
 }
 
 /// An in-memory cold store, for tests and the reference model.
@@ -37,6 +44,7 @@ pub struct MemCold {
     pub payloads: BTreeMap<TaskId, String>,
     pub results: BTreeMap<TaskId, String>,
     pub events: BTreeMap<(TaskId, u32), Event>,
+    pub audit: BTreeMap<u64, AuditRecord>,
 }
 
 impl MemCold {
@@ -63,5 +71,11 @@ impl ColdSink for MemCold {
         self.payloads.remove(&task);
         self.results.remove(&task);
         self.events.retain(|(t, _), _| *t != task);
+    }
+    fn put_audit(&mut self, seq: u64, record: &AuditRecord) {
+        self.audit.insert(seq, record.clone());
+    }
+    fn delete_audit(&mut self, from: u64, to: u64) {
+        self.audit.retain(|seq, _| !(from..to).contains(seq));
     }
 }

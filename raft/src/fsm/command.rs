@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Caller, NewToken};
 use super::catalog::{AppliedEntity, NewEntity, PlanRun};
 use super::types::{FencingToken, NodeId, QueuePatch, TaskId, TaskStatus};
 
@@ -118,6 +119,45 @@ pub enum Command {
         queue: String,
         max: u32,
     },
+    // ---- format 3 (0.3.0): tokens, owners, the audit trail (see `super::auth`) ----
+    /// A client write and who sent it: applied only if the caller's token
+    /// exists, has not expired, and its role and owners allow `command`,
+    /// all judged at this log position. Audited either way.
+    AsCaller {
+        caller: Caller,
+        command: Box<Command>,
+    },
+    /// Enqueue tasks that belong to `owner` (a group reference).
+    EnqueueOwned {
+        tasks: Vec<NewTask>,
+        owner: Option<String>,
+    },
+    CreateToken {
+        token: NewToken,
+    },
+    RevokeToken {
+        id: u64,
+    },
+    /// Replace token `old` with a new secret: same name, role, owners and lifetime.
+    RotateToken {
+        old: u64,
+        new: NewToken,
+    },
+    /// When tokens were last used (reported by the nodes, not per call).
+    TouchTokens {
+        used: Vec<(u64, u64)>,
+    },
+    /// `skein auth enforce|warn`, and the audit log's retention.
+    ConfigureAuth {
+        enforce: Option<bool>,
+        audit_retention_ms: Option<u64>,
+    },
+    /// An audited request that is not itself a command of the state machine
+    /// (a membership change): applying it only writes the audit record.
+    Record {
+        action: String,
+        target: String,
+    },
 }
 
 impl Command {
@@ -126,6 +166,14 @@ impl Command {
     pub fn format(&self) -> u32 {
         match self {
             Command::SetFormat { .. } | Command::RedriveQueue { .. } => 2,
+            Command::AsCaller { command, .. } => command.format().max(3),
+            Command::EnqueueOwned { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::RotateToken { .. }
+            | Command::TouchTokens { .. }
+            | Command::ConfigureAuth { .. }
+            | Command::Record { .. } => 3,
             Command::Batch(commands) => commands.iter().map(Command::format).max().unwrap_or(1),
             _ => crate::format::FORMAT_0_1_0,
         }
@@ -153,6 +201,14 @@ impl Command {
             Command::AdmitNode { .. } => "admit node",
             Command::SetFormat { .. } => "finalize",
             Command::RedriveQueue { .. } => "redrive queue",
+            Command::AsCaller { command, .. } => command.name(),
+            Command::EnqueueOwned { .. } => "enqueue",
+            Command::CreateToken { .. } => "create token",
+            Command::RevokeToken { .. } => "revoke token",
+            Command::RotateToken { .. } => "rotate token",
+            Command::TouchTokens { .. } => "touch tokens",
+            Command::ConfigureAuth { .. } => "configure auth",
+            Command::Record { .. } => "record",
         }
     }
 }
@@ -355,6 +411,13 @@ pub enum Rejection {
     /// The node was removed from the cluster (`RemoveNode`): it may lease,
     /// renew and report nothing, and should stop.
     NodeRemoved(NodeId),
+    // ---- format 3 ----
+    /// No valid token: missing (while enforcing), revoked, unknown or expired.
+    Unauthenticated(String),
+    /// The token's role or owners do not allow the command; says which.
+    Forbidden(String),
+    /// A token to create or rotate is malformed or its id is taken.
+    InvalidToken(String),
 }
 
 impl std::fmt::Display for Rejection {
@@ -397,6 +460,9 @@ impl std::fmt::Display for Rejection {
             Rejection::InvalidEntity { entity, field, reason, .. } => write!(f, "{entity}: {field}: {reason}"),
             Rejection::UnknownEntity(r) => write!(f, "no entity {r} in the catalog"),
             Rejection::NodeRemoved(n) => write!(f, "node {n} was removed from the cluster"),
+            Rejection::Unauthenticated(why) => write!(f, "unauthenticated: {why}"),
+            Rejection::Forbidden(why) => write!(f, "forbidden: {why}"),
+            Rejection::InvalidToken(why) => write!(f, "invalid token: {why}"),
         }
     }
 }

@@ -11,10 +11,12 @@
 //! - [`apply`](self::apply): what each command does;
 //! - [`query`]: read-only views for the API and the scheduler;
 //! - [`cold`]: where payloads, results and history go (not memory);
+//! - [`auth`]: tokens, roles, owners and the audit trail;
 //! - [`catalog`]: the plan catalog (Backstage entities) and running plans;
 //! - `taskmap`: the tasks by id, in a dense chunked table.
 
 mod apply;
+pub mod auth;
 pub mod catalog;
 pub mod cold;
 pub mod command;
@@ -27,6 +29,7 @@ pub mod types;
 mod tests;
 
 pub use apply::{NewEpoch, EPOCH_SHIFT};
+pub use auth::{AuditRecord, Caller, NewToken, Role, TokenRecord};
 pub use catalog::{AppliedEntity, CatalogEntry, NewEntity, PlanRun};
 pub use cold::{ColdSink, DiscardCold, MemCold};
 pub use command::{

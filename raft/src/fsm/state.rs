@@ -33,6 +33,8 @@ pub(crate) struct Core {
     pub removed: BTreeSet<NodeId>,
     /// The cluster's stored format (see [`crate::format`]).
     pub format: ClusterFormat,
+    /// Tokens, the auth mode, task owners, the audit log's index (format 3).
+    pub auth: super::auth::AuthState,
 }
 
 /// A cluster's stored format: 1 (release 0.1.0's) until a `SetFormat`.
@@ -86,6 +88,9 @@ pub(crate) struct Indexes {
 pub struct StateMachine {
     pub(crate) core: Core,
     pub(crate) idx: Indexes,
+    /// Set while applying the command inside an `AsCaller` (whose caller
+    /// was checked): never set between entries, never stored.
+    pub(crate) in_caller: bool,
 }
 
 impl PartialEq for StateMachine {
@@ -128,7 +133,7 @@ impl StateMachine {
                 }
             }
         }
-        let mut sm = StateMachine { core, idx };
+        let mut sm = StateMachine { core, idx, in_caller: false };
         for q in sm.core.queues.keys() {
             sm.idx.queues.insert(q.clone(), QueueIndex::default());
         }

@@ -1157,3 +1157,663 @@ mod catalog {
         assert_eq!(restored.catalog_entry(&r("b")).unwrap().generation, 1);
     }
 }
+
+// ----- tokens, owners and the audit trail (format 3) -------------------------
+
+mod auth {
+    use super::*;
+    use crate::fsm::auth::{canonical_owner, required_role, DEFAULT_AUDIT_RETENTION_MS, MAX_TOKENS};
+
+    const HOUR: u64 = 3_600_000;
+    const READ: u64 = 1;
+    const SUBMIT: u64 = 2;
+    const OPERATE: u64 = 3;
+    const ADMIN: u64 = 4;
+    /// A submit token that acts only for `group:default/team-x`.
+    const SCOPED: u64 = 5;
+
+    fn new_token(id: u64, name: &str, role: Role, owners: &[&str], expires_ms: Option<u64>) -> NewToken {
+        NewToken {
+            id,
+            name: name.into(),
+            role,
+            owners: owners.iter().map(|o| o.to_string()).collect(),
+            hash: vec![id as u8; 32],
+            expires_ms,
+        }
+    }
+
+    /// The bootstrap's tokens: one per role, and one scoped to team-x.
+    fn with_tokens() -> Harness {
+        let mut h = Harness::new();
+        h.run(Command::SetFormat { format: 3 });
+        for t in [
+            new_token(READ, "reader", Role::Read, &[], None),
+            new_token(SUBMIT, "submitter", Role::Submit, &[], None),
+            new_token(OPERATE, "operator", Role::Operate, &[], None),
+            new_token(ADMIN, "admin", Role::Admin, &[], None),
+            new_token(SCOPED, "team-x-bot", Role::Submit, &["Team-X"], None),
+        ] {
+            assert_eq!(h.run(Command::CreateToken { token: t }), Response::Done);
+        }
+        h
+    }
+
+    fn as_token(id: u64, command: Command) -> Command {
+        Command::AsCaller { caller: Caller::Token(id), command: Box::new(command) }
+    }
+
+    fn anonymous(command: Command) -> Command {
+        Command::AsCaller { caller: Caller::Anonymous, command: Box::new(command) }
+    }
+
+    fn owned(owner: Option<&str>) -> Command {
+        Command::EnqueueOwned { tasks: vec![task()], owner: owner.map(String::from) }
+    }
+
+    fn created(r: &Response) -> TaskId {
+        match r {
+            Response::Enqueued(e) if e[0].created => e[0].id,
+            other => panic!("expected a new task: {other:?}"),
+        }
+    }
+
+    fn is_forbidden(r: &Response) -> bool {
+        matches!(r, Response::Rejected(Rejection::Forbidden(_)))
+    }
+
+    fn is_unauthenticated(r: &Response) -> bool {
+        matches!(r, Response::Rejected(Rejection::Unauthenticated(_)))
+    }
+
+    /// The newest audit record.
+    fn last_audit(h: &Harness) -> AuditRecord {
+        h.cold.audit.values().next_back().cloned().expect("an audit record")
+    }
+
+    fn requested(by: &str, action: &str) -> EventKind {
+        EventKind::Requested { by: by.into(), action: action.into() }
+    }
+
+    #[test]
+    fn a_revoked_token_writes_nothing_after_the_revocation_entry() {
+        let mut h = with_tokens();
+        created(&h.run(as_token(SUBMIT, Command::Enqueue { tasks: vec![task()] })));
+        // Two nodes accepted writes of the token while it existed; the
+        // revocation was ordered between them in the log.
+        assert_eq!(h.run(as_token(ADMIN, Command::RevokeToken { id: SUBMIT })), Response::Done);
+        let before = (h.sm.clone(), h.cold.payloads.clone(), h.cold.events.clone());
+        for command in
+            [Command::Enqueue { tasks: vec![task()] }, Command::Cancel { task: TaskId(0), reason: "x".into() }]
+        {
+            let r = h.run(as_token(SUBMIT, command));
+            assert!(is_unauthenticated(&r), "{r:?}");
+        }
+        assert_eq!(h.sm.task_count(), 1);
+        assert_eq!(h.status(TaskId(0)), TaskStatus::Pending, "the cancel was not applied");
+        assert_eq!((&h.cold.payloads, &h.cold.events), (&before.1, &before.2), "no task data written");
+        assert!(h.sm.token(SUBMIT).is_none());
+        let audit = last_audit(&h);
+        assert_eq!(audit.principal, "0000000000000002", "a revoked token is named by its id");
+        assert!(audit.outcome.starts_with("refused: unauthenticated"), "{audit:?}");
+        // Revoking it again is refused.
+        let again = h.run(as_token(ADMIN, Command::RevokeToken { id: SUBMIT }));
+        assert!(matches!(again, Response::Rejected(Rejection::InvalidToken(_))), "{again:?}");
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_at_apply_even_if_accepted_before_expiry() {
+        let mut h = with_tokens();
+        h.run(Command::CreateToken { token: new_token(9, "short", Role::Submit, &[], Some(5_000)) });
+        // The node checked it at 4 999 and proposed; the entry applies at 4 999: fine.
+        h.now = 4_999;
+        assert!(!h.sm.token(9).unwrap().expired_at(h.now), "valid when the node accepted it");
+        created(&h.run(as_token(9, Command::Enqueue { tasks: vec![task()] })));
+        // The same kind of entry, accepted at 4 999 but applied at 5 000.
+        h.now = 5_000;
+        let r = h.run(as_token(9, Command::Enqueue { tasks: vec![task()] }));
+        assert!(is_unauthenticated(&r), "{r:?}");
+        assert_eq!(h.sm.task_count(), 1);
+        // A leader whose clock is behind does not bring it back to life.
+        h.now = 4_000;
+        let r = h.run(as_token(9, Command::Enqueue { tasks: vec![task()] }));
+        assert!(is_unauthenticated(&r), "the state machine's clock never steps back: {r:?}");
+        assert_eq!(h.sm.task_count(), 1);
+        assert_eq!(last_audit(&h).principal, "short");
+        assert!(last_audit(&h).outcome.contains("expired"), "{:?}", last_audit(&h));
+    }
+
+    /// Every client command, with the role it needs (written out here, not
+    /// taken from `required_role`), and the commands no client may send.
+    fn role_table() -> (Vec<(Command, Role)>, Vec<Command>) {
+        let client = vec![
+            (Command::Enqueue { tasks: vec![task()] }, Role::Submit),
+            (owned(Some("team-x")), Role::Submit),
+            (Command::Cancel { task: TaskId(0), reason: "x".into() }, Role::Submit),
+            (Command::Retry { task: TaskId(0) }, Role::Submit),
+            (Command::ApplyPlans { entities: vec![] }, Role::Submit),
+            (Command::RunPlans { refs: vec![], force: false, default_queue: Q.into(), priority: 0 }, Role::Submit),
+            (Command::SetQueuePaused { queue: Q.into(), paused: true }, Role::Operate),
+            (Command::ConfigureQueue { queue: Q.into(), patch: QueuePatch::default() }, Role::Operate),
+            (Command::DrainNode { node: 1, draining: true }, Role::Operate),
+            (Command::RedriveQueue { queue: Q.into(), max: 1 }, Role::Operate),
+            (Command::SetFormat { format: 3 }, Role::Operate),
+            (Command::Record { action: "add node".into(), target: "node 4".into() }, Role::Operate),
+            (Command::CreateToken { token: new_token(20, "new", Role::Read, &[], None) }, Role::Admin),
+            (Command::RevokeToken { id: 20 }, Role::Admin),
+            (Command::RotateToken { old: 20, new: new_token(21, "", Role::Read, &[], None) }, Role::Admin),
+            (Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None }, Role::Admin),
+            (
+                Command::Batch(vec![Command::Enqueue { tasks: vec![task()] }, Command::RevokeToken { id: 20 }]),
+                Role::Admin,
+            ),
+            (Command::Batch(vec![Command::Retry { task: TaskId(0) }]), Role::Submit),
+        ];
+        let nodes_only = vec![
+            Command::Lease { node: 1, queues: vec![], max: 1 },
+            Command::Heartbeat { node: 1, slots: 1, held: vec![] },
+            Command::Complete { node: 1, completions: vec![] },
+            Command::ExpireLeases,
+            Command::ReleaseNode { node: 1, forget: false },
+            Command::CollectGarbage,
+            Command::RemoveNode { node: 1 },
+            Command::AdmitNode { node: 1 },
+            Command::TouchTokens { used: vec![(READ, 1)] },
+            as_token(ADMIN, Command::Enqueue { tasks: vec![task()] }),
+            Command::Batch(vec![Command::Enqueue { tasks: vec![task()] }, Command::ExpireLeases]),
+        ];
+        (client, nodes_only)
+    }
+
+    #[test]
+    fn each_role_may_send_the_commands_of_its_role_and_below_only() {
+        let (client, nodes_only) = role_table();
+        for (command, needed) in &client {
+            assert_eq!(required_role(command), Some(*needed), "{command:?}");
+            for (id, role) in
+                [(READ, Role::Read), (SUBMIT, Role::Submit), (OPERATE, Role::Operate), (ADMIN, Role::Admin)]
+            {
+                let mut h = with_tokens();
+                let audits = h.cold.audit.len();
+                let r = h.run(as_token(id, command.clone()));
+                let audit = last_audit(&h);
+                assert_eq!(h.cold.audit.len(), audits + 1, "one audit record per request");
+                if role < *needed {
+                    assert!(is_forbidden(&r), "{role} sending {command:?}: {r:?}");
+                    let why = r.clone();
+                    assert!(format!("{why:?}").contains(&format!("needs role {needed}")), "{why:?}");
+                    assert_eq!(
+                        audit.outcome,
+                        format!(
+                            "refused: {}",
+                            match r {
+                                Response::Rejected(j) => j,
+                                _ => unreachable!(),
+                            }
+                        )
+                    );
+                } else {
+                    assert!(!is_forbidden(&r) && !is_unauthenticated(&r), "{role} sending {command:?}: {r:?}");
+                }
+            }
+        }
+        for command in &nodes_only {
+            assert_eq!(required_role(command), None, "{command:?}");
+            let mut h = with_tokens();
+            let before = h.sm.clone();
+            let r = h.run(as_token(ADMIN, command.clone()));
+            assert!(is_forbidden(&r) && format!("{r:?}").contains("not a client command"), "{command:?}: {r:?}");
+            assert_eq!(h.sm.task_count(), before.task_count());
+            assert_eq!(h.sm.nodes(), before.nodes());
+        }
+    }
+
+    #[test]
+    fn an_owner_scoped_token_acts_only_for_its_owners() {
+        let mut h = with_tokens();
+        assert_eq!(h.sm.token(SCOPED).unwrap().owners, vec!["group:default/team-x".to_string()]);
+        // Enqueue: only with one of its owners, however spelled.
+        for owner in ["team-x", "default/team-x", "group:default/team-x", " Group:Default/Team-X "] {
+            let id = created(&h.run(as_token(SCOPED, owned(Some(owner)))));
+            assert_eq!(h.sm.task_owner(id), Some("group:default/team-x"), "{owner}");
+        }
+        for command in [
+            owned(Some("team-y")),
+            owned(Some("group:other/team-x")),
+            owned(None),
+            Command::Enqueue { tasks: vec![task()] },
+        ] {
+            let r = h.run(as_token(SCOPED, command.clone()));
+            assert!(is_forbidden(&r), "{command:?}: {r:?}");
+        }
+        assert_eq!(h.sm.task_count(), 4);
+        // Cancel and retry: only its owners' tasks.
+        let mine = TaskId(0);
+        let theirs = created(&h.run(as_token(SUBMIT, owned(Some("team-y")))));
+        let nobodys = created(&h.run(as_token(SUBMIT, Command::Enqueue { tasks: vec![task()] })));
+        assert_eq!(h.sm.task_owner(nobodys), None);
+        for id in [theirs, nobodys, TaskId(999)] {
+            let r = h.run(as_token(SCOPED, Command::Cancel { task: id, reason: "x".into() }));
+            assert!(is_forbidden(&r), "cancel {id}: {r:?}");
+        }
+        assert_eq!(h.status(theirs), TaskStatus::Pending);
+        assert_eq!(
+            h.run(as_token(SCOPED, Command::Cancel { task: mine, reason: "x".into() })),
+            Response::Task { id: mine, status: TaskStatus::Cancelled }
+        );
+        assert_eq!(
+            h.run(as_token(SCOPED, Command::Retry { task: mine })),
+            Response::Task { id: mine, status: TaskStatus::Pending }
+        );
+        h.run(as_token(SUBMIT, Command::Cancel { task: theirs, reason: "x".into() }));
+        assert!(is_forbidden(&h.run(as_token(SCOPED, Command::Retry { task: theirs }))));
+        assert_eq!(h.status(theirs), TaskStatus::Cancelled);
+
+        // Plans: apply only entities of its owners (new and replaced), run only its owners' plans.
+        let plan = |name: &str, owner: Option<&str>| NewEntity {
+            entity_ref: format!("component:default/{name}"),
+            is_plan: true,
+            queue: Some(Q.into()),
+            owner: owner.map(String::from),
+            labels: Default::default(),
+            depends_on: vec![],
+            document: format!("{{\"name\":\"{name}\",\"owner\":{owner:?}}}"),
+        };
+        let apply =
+            |h: &mut Harness, id: u64, e: NewEntity| h.run(as_token(id, Command::ApplyPlans { entities: vec![e] }));
+        assert!(matches!(apply(&mut h, SCOPED, plan("x1", Some("team-x"))), Response::PlansApplied(_)));
+        assert!(is_forbidden(&apply(&mut h, SCOPED, plan("y1", Some("team-y")))));
+        assert!(is_forbidden(&apply(&mut h, SCOPED, plan("none", None))));
+        assert!(matches!(apply(&mut h, SUBMIT, plan("y1", Some("team-y"))), Response::PlansApplied(_)));
+        // Taking over another owner's entity: the one it replaces is not its own.
+        assert!(is_forbidden(&apply(&mut h, SCOPED, plan("y1", Some("team-x")))));
+        assert_eq!(h.sm.catalog_entry("component:default/y1").unwrap().entity.owner.as_deref(), Some("team-y"));
+        // Giving its own entity away is refused too.
+        assert!(is_forbidden(&apply(&mut h, SCOPED, plan("x1", Some("team-y")))));
+        let run = |h: &mut Harness, id: u64, name: &str| {
+            h.run(as_token(
+                id,
+                Command::RunPlans {
+                    refs: vec![format!("component:default/{name}")],
+                    force: false,
+                    default_queue: Q.into(),
+                    priority: 0,
+                },
+            ))
+        };
+        assert!(is_forbidden(&run(&mut h, SCOPED, "y1")));
+        assert!(is_forbidden(&run(&mut h, SCOPED, "ghost")), "an unknown plan has no owner");
+        let Response::PlansRun(runs) = run(&mut h, SCOPED, "x1") else { panic!("x1 runs") };
+        assert_eq!(h.sm.task_owner(runs[0].task), Some("group:default/team-x"), "a run belongs to its plan's owner");
+        let Response::PlansRun(runs) = run(&mut h, SUBMIT, "y1") else { panic!("y1 runs") };
+        assert_eq!(h.sm.task_owner(runs[0].task), Some("group:default/team-y"));
+        assert!(is_forbidden(&h.run(as_token(SCOPED, Command::Cancel { task: runs[0].task, reason: "x".into() }))));
+    }
+
+    #[test]
+    fn anonymous_writes_are_served_in_warn_and_refused_when_enforcing() {
+        let mut h = with_tokens();
+        assert!(!h.sm.auth_enforced(), "warn until told otherwise");
+        let id = created(&h.run(anonymous(Command::Enqueue { tasks: vec![task()] })));
+        assert_eq!(last_audit(&h).principal, "anonymous");
+        assert_eq!(last_audit(&h).outcome, "ok");
+        assert_eq!(h.cold.history(id).last().unwrap().what, requested("anonymous", "enqueue"));
+        // Not even in warn mode may anyone send a node's command.
+        assert!(is_forbidden(&h.run(anonymous(Command::ExpireLeases))));
+
+        let refused =
+            h.run(as_token(OPERATE, Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None }));
+        assert!(is_forbidden(&refused), "only admins: {refused:?}");
+        assert_eq!(
+            h.run(as_token(ADMIN, Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None })),
+            Response::Done
+        );
+        assert!(h.sm.auth_enforced());
+        let r = h.run(anonymous(Command::Enqueue { tasks: vec![task()] }));
+        assert!(is_unauthenticated(&r), "{r:?}");
+        assert_eq!(h.sm.task_count(), 1);
+        let audit = last_audit(&h);
+        assert_eq!((audit.principal.as_str(), audit.action.as_str()), ("anonymous", "enqueue"));
+        assert_eq!(audit.outcome, "refused: unauthenticated: a token is required");
+        // A token still works; and back to warn.
+        created(&h.run(as_token(SUBMIT, Command::Enqueue { tasks: vec![task()] })));
+        // While enforcing, a client's write that does not name its caller is refused.
+        for bare in [
+            Command::Enqueue { tasks: vec![task()] },
+            Command::ConfigureAuth { enforce: Some(false), audit_retention_ms: None },
+            Command::Batch(vec![Command::Enqueue { tasks: vec![task()] }]),
+        ] {
+            let r = h.run(bare.clone());
+            let r = match r {
+                Response::Batch(mut rs) => rs.remove(0),
+                r => r,
+            };
+            assert!(is_unauthenticated(&r), "{bare:?}: {r:?}");
+        }
+        assert_eq!(h.sm.task_count(), 2);
+        assert!(h.sm.auth_enforced());
+        let back = h.run(as_token(ADMIN, Command::ConfigureAuth { enforce: Some(false), audit_retention_ms: None }));
+        assert_eq!(back, Response::Done);
+        assert!(!h.sm.auth_enforced(), "back to warn");
+        created(&h.run(anonymous(Command::Enqueue { tasks: vec![task()] })));
+        // The retention must be above zero; nothing else changes then.
+        let r = h.run(Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: Some(0) });
+        assert!(matches!(r, Response::Rejected(Rejection::InvalidConfig(_))), "{r:?}");
+        assert!(!h.sm.auth_enforced(), "a refused ConfigureAuth changes nothing");
+        assert_eq!(h.sm.audit_retention_ms(), DEFAULT_AUDIT_RETENTION_MS);
+    }
+
+    #[test]
+    fn each_request_writes_one_audit_record() {
+        let mut h = with_tokens();
+        assert!(h.cold.audit.is_empty(), "bare commands are not audited");
+        h.now = 7_000;
+        h.run(as_token(SUBMIT, Command::Enqueue { tasks: vec![task(), NewTask::new(Q, "noop", "{}")] }));
+        h.run(as_token(READ, Command::Cancel { task: TaskId(1), reason: "x".into() }));
+        h.run(as_token(SUBMIT, Command::Cancel { task: TaskId(9), reason: "x".into() }));
+        h.run(as_token(ADMIN, Command::CreateToken { token: new_token(30, "ci", Role::Submit, &[], None) }));
+        h.run(as_token(ADMIN, Command::RotateToken { old: 30, new: new_token(31, "", Role::Read, &[], None) }));
+        h.run(as_token(OPERATE, Command::Record { action: "add node".into(), target: "node 4".into() }));
+        h.run(as_token(
+            SUBMIT,
+            Command::Batch(vec![
+                Command::Retry { task: TaskId(0) },
+                Command::Cancel { task: TaskId(0), reason: "y".into() },
+            ]),
+        ));
+        let audit = |principal: &str, action: &str, target: &str, outcome: &str| AuditRecord {
+            at_ms: 7_000,
+            principal: principal.into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: outcome.into(),
+        };
+        let want = vec![
+            audit("submitter", "enqueue", "2 task(s) in q", "ok"),
+            audit(
+                "reader",
+                "cancel",
+                "task 1",
+                "refused: forbidden: cancel needs role submit; token reader has role read",
+            ),
+            audit("submitter", "cancel", "task 9", "refused: no task 9"),
+            audit("admin", "create token", "token ci (000000000000001e, role submit)", "ok"),
+            audit("admin", "rotate token", "token 000000000000001e -> 000000000000001f", "ok"),
+            audit("operator", "add node", "node 4", "ok"),
+            audit(
+                "submitter",
+                "batch",
+                "task 0; task 0",
+                "refused in part: task 0 is pending, expected dead or cancelled",
+            ),
+        ];
+        assert_eq!(h.cold.audit.values().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(h.cold.audit.keys().copied().collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+        // Who made a token: the admin, or the bootstrap outside a request.
+        assert_eq!(h.sm.token(31).unwrap().created_by, "admin");
+        assert_eq!(h.sm.token(ADMIN).unwrap().created_by, "bootstrap");
+        assert_eq!(h.sm.audit_range(0), (0, 7));
+    }
+
+    #[test]
+    fn audit_records_are_dropped_an_hour_at_a_time_past_the_retention() {
+        let mut h = with_tokens();
+        h.run(Command::ConfigureAuth { enforce: None, audit_retention_ms: Some(2 * HOUR) });
+        let record = |h: &mut Harness, at: u64| {
+            h.now = at;
+            h.run(as_token(OPERATE, Command::Record { action: "add node".into(), target: format!("at {at}") }));
+        };
+        for at in [10 * 60_000, 50 * 60_000, HOUR + 30 * 60_000] {
+            record(&mut h, at);
+        }
+        let seqs = |h: &Harness| h.cold.audit.keys().copied().collect::<Vec<_>>();
+        assert_eq!(h.sm.audit_range(HOUR + 1), (2, 3), "the hour of 1:30 starts at record 2");
+        assert_eq!(h.sm.audit_range(2 * HOUR), (2, 3), "no record in hour 2: from the hour before");
+        assert_eq!(h.sm.audit_range(0), (0, 3));
+        // Hour 0 ends at 1:00; with 2 hours of retention it goes at 3:00, not before.
+        h.now = 3 * HOUR - 1;
+        h.run(Command::CollectGarbage);
+        assert_eq!(seqs(&h), vec![0, 1, 2]);
+        h.now = 3 * HOUR;
+        h.run(Command::CollectGarbage);
+        assert_eq!(seqs(&h), vec![2], "both records of hour 0 went together");
+        assert_eq!(h.sm.audit_range(0), (2, 3));
+        record(&mut h, 3 * HOUR + 5 * 60_000);
+        // Hour 1 goes at 4:00, hour 3 at 6:00.
+        h.now = 4 * HOUR;
+        h.run(Command::CollectGarbage);
+        assert_eq!(seqs(&h), vec![3]);
+        assert_eq!(h.sm.audit_range(0), (3, 4));
+        h.now = 6 * HOUR;
+        h.run(Command::CollectGarbage);
+        assert!(h.cold.audit.is_empty(), "{:?}", h.cold.audit);
+        assert_eq!(h.sm.audit_range(0), (4, 4));
+        record(&mut h, 6 * HOUR + 1);
+        assert_eq!(seqs(&h), vec![4], "sequence numbers are never reused");
+        // The default retention keeps them 90 days.
+        let mut h = with_tokens();
+        record(&mut h, 1_000);
+        h.now = DEFAULT_AUDIT_RETENTION_MS;
+        h.run(Command::CollectGarbage);
+        assert_eq!(h.cold.audit.len(), 1);
+        h.now = DEFAULT_AUDIT_RETENTION_MS + HOUR;
+        h.run(Command::CollectGarbage);
+        assert!(h.cold.audit.is_empty());
+    }
+
+    #[test]
+    fn requested_events_name_the_principal_and_the_action() {
+        let mut h = with_tokens();
+        let mut keyed = task();
+        keyed.idempotency_key = Some("k".into());
+        let Response::Enqueued(made) = h.run(as_token(SUBMIT, Command::Enqueue { tasks: vec![keyed.clone(), task()] }))
+        else {
+            panic!("enqueued")
+        };
+        for e in &made {
+            let kinds: Vec<EventKind> = h.cold.history(e.id).into_iter().map(|e| e.what).collect();
+            assert_eq!(
+                kinds,
+                vec![EventKind::Enqueued { status: TaskStatus::Pending }, requested("submitter", "enqueue")]
+            );
+        }
+        // A key seen before makes no task, and no event.
+        h.run(as_token(SCOPED, owned(Some("team-x"))));
+        h.run(as_token(ADMIN, Command::Enqueue { tasks: vec![keyed] }));
+        assert_eq!(h.cold.history(made[0].id).len(), 2);
+        h.run(as_token(OPERATE, Command::Cancel { task: made[0].id, reason: "x".into() }));
+        h.run(anonymous(Command::Retry { task: made[0].id }));
+        let last: Vec<EventKind> = h.cold.history(made[0].id).into_iter().skip(2).map(|e| e.what).collect();
+        assert_eq!(
+            last,
+            vec![
+                EventKind::Cancelled { reason: "x".into() },
+                requested("operator", "cancel"),
+                EventKind::Retried,
+                requested("anonymous", "retry"),
+            ]
+        );
+        let e = h.cold.history(made[0].id).pop().unwrap();
+        assert_eq!((e.at_ms, e.node, e.token), (h.now, None, None));
+        assert_eq!(h.cold.history(TaskId(2)).last().unwrap().what, requested("team-x-bot", "enqueue"));
+        // Bare commands (the nodes' own, or before format 3) write none.
+        let bare = h.enqueue_one(task());
+        assert_eq!(h.cold.history(bare).len(), 1);
+        // Plan runs, and the items of a batch, each name their request.
+        h.run(Command::ApplyPlans {
+            entities: vec![NewEntity {
+                entity_ref: "component:default/p".into(),
+                is_plan: true,
+                queue: None,
+                owner: Some("team-x".into()),
+                labels: Default::default(),
+                depends_on: vec![],
+                document: "{}".into(),
+            }],
+        });
+        let run = Command::RunPlans {
+            refs: vec!["component:default/p".into()],
+            force: false,
+            default_queue: Q.into(),
+            priority: 0,
+        };
+        let Response::Batch(rs) =
+            h.run(as_token(SUBMIT, Command::Batch(vec![run, Command::Enqueue { tasks: vec![task()] }])))
+        else {
+            panic!("a batch")
+        };
+        let Response::PlansRun(runs) = &rs[0] else { panic!("{rs:?}") };
+        let plan_task = runs[0].task;
+        assert_eq!(h.cold.history(plan_task).last().unwrap().what, requested("submitter", "run plans"));
+        assert_eq!(h.sm.task_owner(plan_task), Some("group:default/team-x"), "in a batch too");
+        let other = created(&rs[1]);
+        assert_eq!(h.cold.history(other).last().unwrap().what, requested("submitter", "enqueue"));
+    }
+
+    #[test]
+    fn a_token_record_never_serializes_its_hash() {
+        let mut h = with_tokens();
+        let secret_hash = vec![0xAB; 32];
+        let mut t = new_token(40, "ci", Role::Submit, &["team-x"], Some(9_000));
+        t.hash = secret_hash.clone();
+        h.run(Command::CreateToken { token: t });
+        let record = h.sm.token(40).unwrap();
+        assert_eq!(record.hash, secret_hash, "the state keeps the hash");
+        let json = serde_json::to_value(record).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert!(!keys.contains(&"hash"), "{json}");
+        assert!(!json.to_string().contains("171"), "no byte of the hash: {json}");
+        assert_eq!(json["name"], "ci");
+        assert_eq!(json["owners"][0], "group:default/team-x");
+    }
+
+    #[test]
+    fn tokens_are_checked_created_rotated_and_touched() {
+        let mut h = with_tokens();
+        let invalid = |r: Response| matches!(r, Response::Rejected(Rejection::InvalidToken(_)));
+        assert!(invalid(h.run(Command::CreateToken { token: new_token(READ, "dup", Role::Read, &[], None) })));
+        let mut short = new_token(50, "x", Role::Read, &[], None);
+        short.hash = vec![1; 31];
+        assert!(invalid(h.run(Command::CreateToken { token: short })));
+        assert!(invalid(h.run(Command::CreateToken { token: new_token(50, "", Role::Read, &[], None) })));
+        assert!(invalid(h.run(Command::CreateToken { token: new_token(50, "x", Role::Read, &[""], None) })));
+        assert!(h.sm.token(50).is_none());
+
+        h.now = 2_000;
+        h.run(Command::CreateToken { token: new_token(50, "ci", Role::Submit, &["team-x"], Some(12_000)) });
+        h.run(Command::TouchTokens { used: vec![(50, 2_500), (99, 1)] });
+        h.run(Command::TouchTokens { used: vec![(50, 2_400)] });
+        assert_eq!(h.sm.token(50).unwrap().last_used_ms, Some(2_500), "never goes back");
+        h.now = 5_000;
+        // Rotation: same name, role, owners and lifetime (10 s), a new id and hash.
+        assert!(invalid(
+            h.run(as_token(ADMIN, Command::RotateToken { old: 50, new: new_token(50, "", Role::Read, &[], None) }))
+        ));
+        assert!(invalid(
+            h.run(as_token(ADMIN, Command::RotateToken { old: 50, new: new_token(READ, "", Role::Read, &[], None) }))
+        ));
+        assert!(h.sm.token(50).is_some(), "a refused rotation keeps the old token");
+        assert_eq!(
+            h.run(as_token(
+                ADMIN,
+                Command::RotateToken { old: 50, new: new_token(51, "other", Role::Admin, &[], None) }
+            )),
+            Response::Done
+        );
+        assert!(h.sm.token(50).is_none());
+        let t = h.sm.token(51).unwrap();
+        assert_eq!(
+            (&*t.name, t.role, &t.owners, t.created_ms, t.expires_ms, t.last_used_ms, &*t.created_by, &t.hash),
+            (
+                "ci",
+                Role::Submit,
+                &vec!["group:default/team-x".to_string()],
+                5_000,
+                Some(15_000),
+                None,
+                "admin",
+                &vec![51u8; 32]
+            )
+        );
+        assert!(is_unauthenticated(&h.run(as_token(50, owned(Some("team-x"))))));
+        created(&h.run(as_token(51, owned(Some("team-x")))));
+        assert!(invalid(h.run(Command::RotateToken { old: 50, new: new_token(52, "", Role::Read, &[], None) })));
+    }
+
+    #[test]
+    fn a_token_can_be_rotated_at_the_token_limit() {
+        let mut h = Harness::new();
+        let all =
+            (0..MAX_TOKENS as u64).map(|id| Command::CreateToken { token: new_token(id, "t", Role::Read, &[], None) });
+        h.sm.apply(&Stamped { now_ms: 1, command: Command::Batch(all.collect()) }, &mut h.cold);
+        assert_eq!(h.sm.tokens().count(), MAX_TOKENS);
+        let one_more = new_token(MAX_TOKENS as u64, "t", Role::Read, &[], None);
+        let r =
+            h.sm.apply(&Stamped { now_ms: 1, command: Command::CreateToken { token: one_more.clone() } }, &mut h.cold);
+        assert!(matches!(r, Response::Rejected(Rejection::InvalidToken(_))), "{r:?}");
+        let r =
+            h.sm.apply(&Stamped { now_ms: 1, command: Command::RotateToken { old: 0, new: one_more } }, &mut h.cold);
+        assert_eq!(r, Response::Done, "a rotation replaces a token, it adds none");
+        assert_eq!(h.sm.tokens().count(), MAX_TOKENS);
+    }
+
+    #[test]
+    fn owners_of_forgotten_tasks_are_forgotten() {
+        let mut h = with_tokens();
+        h.configure(QueuePatch { retention_ms: Some(1_000), ..QueuePatch::default() });
+        let id = created(&h.run(as_token(SUBMIT, owned(Some("team-x")))));
+        h.run(Command::Cancel { task: id, reason: "x".into() });
+        assert!(h.sm.task_owner(id).is_some());
+        h.now += 1_000;
+        assert_eq!(h.run(Command::CollectGarbage), Response::Collected { tasks: 1 });
+        assert_eq!(h.sm.task_owner(id), None);
+        assert_eq!(through_v5(&h.sm), h.sm);
+    }
+
+    #[test]
+    fn owners_are_canonical_group_references() {
+        for (given, want) in [
+            ("team-x", "group:default/team-x"),
+            ("Default/Team-X", "group:default/team-x"),
+            ("group:default/team-x", "group:default/team-x"),
+            ("user:default/ann", "user:default/ann"),
+            ("group:other/team-x", "group:other/team-x"),
+        ] {
+            assert_eq!(canonical_owner(given), want, "{given}");
+            assert_eq!(canonical_owner(want), want, "idempotent");
+        }
+    }
+
+    /// The state through a version 5 snapshot's shapes and back.
+    fn through_v5(sm: &StateMachine) -> StateMachine {
+        use crate::format::{StateV5, StoredState};
+        let config = bincode::config::standard();
+        assert_eq!(StoredState(sm).snapshot_version(), 5);
+        let bytes = bincode::serde::encode_to_vec(StoredState(sm), config).unwrap();
+        let (StateV5(back), used): (StateV5, usize) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(used, bytes.len());
+        back.check_invariants().unwrap();
+        back
+    }
+
+    #[test]
+    fn the_auth_state_survives_a_version_5_snapshot() {
+        let mut h = with_tokens();
+        h.run(Command::CreateToken { token: new_token(60, "exp", Role::Read, &[], Some(99_000)) });
+        h.run(Command::TouchTokens { used: vec![(60, 1_500)] });
+        h.run(Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: Some(HOUR) });
+        let id = created(&h.run(as_token(SCOPED, owned(Some("team-x")))));
+        let back = through_v5(&h.sm);
+        assert_eq!(back, h.sm);
+        assert_eq!(back.token(60), h.sm.token(60));
+        assert_eq!(back.token(SCOPED).unwrap().hash, vec![SCOPED as u8; 32], "the hash is stored");
+        assert!(back.auth_enforced());
+        assert_eq!(back.audit_retention_ms(), HOUR);
+        assert_eq!(back.task_owner(id), Some("group:default/team-x"));
+        assert_eq!(back.audit_range(0), h.sm.audit_range(0));
+        // Below format 3 the snapshot is version 4, and holds no auth section.
+        let mut old = Harness::new();
+        old.run(Command::SetFormat { format: 2 });
+        assert_eq!(crate::format::StoredState(&old.sm).snapshot_version(), 4);
+    }
+}

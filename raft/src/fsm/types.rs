@@ -506,4 +506,10 @@ pub enum EventKind {
     Released {
         retry_at_ms: u64,
     },
+    /// Format 3: a client asked for what the next events show (enqueue,
+    /// cancel, retry, run); `by` is its token's name or `anonymous`.
+    Requested {
+        by: String,
+        action: String,
+    },
 }

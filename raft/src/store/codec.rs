@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use crate::format::{self, v1};
-use crate::fsm::{Event, StateMachine, TaskId};
+use crate::fsm::{AuditRecord, Event, StateMachine, TaskId};
 
 /// bincode 2 in its standard configuration (varint integers, no limit) for
 /// every value this module stores.
@@ -41,6 +41,7 @@ pub(crate) fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, S
     match version {
         3 => Ok(decode::<format::StateV3>(bytes)?.0),
         4 => Ok(decode::<format::StateV4>(bytes)?.0),
+        5 => Ok(decode::<format::StateV5>(bytes)?.0),
         v => Err(StoreError::Corrupt(unreadable_snapshot_version(v))),
     }
 }
@@ -65,6 +66,29 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
     Ok(decode::<v1::Event<'static>>(bytes)?.into())
 }
 
+/// An audit record, stored in format 3's shape.
+pub(crate) fn encode_audit(record: &AuditRecord) -> Result<Vec<u8>, StoreError> {
+    encode(&format::v3::Audit::from(record))
+}
+
+pub(crate) fn decode_audit(bytes: &[u8]) -> Result<AuditRecord, StoreError> {
+    Ok(decode::<format::v3::Audit<'static>>(bytes)?.into())
+}
+
+/// Audit records share the history CF (a new CF would make the data
+/// directory unreadable to the release an upgrade may roll back to): under
+/// this prefix, which no task id reaches, with 16-byte keys where events
+/// have 12.
+pub(crate) const AUDIT_PREFIX: [u8; 8] = [0xFF; 8];
+
+/// An audit key: the prefix, then the record's sequence number, big-endian.
+pub(crate) fn audit_key(seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&AUDIT_PREFIX);
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
 /// A log index as a key: big-endian, so RocksDB's byte order is log order.
 pub(crate) fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -77,9 +101,10 @@ pub(crate) fn key_index(key: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// A key greater than every 8- or 12-byte key: the exclusive end of a range
-/// that covers a whole column family (RocksDB's `delete_range` excludes its end).
-pub(crate) const KEY_END: [u8; 13] = [0xFF; 13];
+/// A key greater than every 8-, 12- or 16-byte key: the exclusive end of a
+/// range that covers a whole column family (RocksDB's `delete_range`
+/// excludes its end).
+pub(crate) const KEY_END: [u8; 17] = [0xFF; 17];
 
 pub(crate) fn task_key(task: TaskId) -> [u8; 8] {
     task.0.to_be_bytes()

@@ -3,9 +3,9 @@
 
 use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
-use super::codec::{self, event_key, task_key, KEY_END};
+use super::codec::{self, audit_key, event_key, task_key, AUDIT_PREFIX, KEY_END};
 use super::{cf, StoreError, CF_HISTORY, CF_PAYLOAD, CF_RESULT};
-use crate::fsm::{ColdSink, Event, TaskId};
+use crate::fsm::{AuditRecord, ColdSink, Event, TaskId};
 
 /// A batch that has grown past this is written before `apply` goes on, so
 /// that applying many large entries at once does not hold them all in memory.
@@ -35,7 +35,7 @@ impl<'a> ColdCfs<'a> {
         match tag {
             TAG_PAYLOAD => Some(self.payload),
             TAG_RESULT => Some(self.result),
-            TAG_HISTORY => Some(self.history),
+            TAG_HISTORY | TAG_AUDIT => Some(self.history),
             _ => None,
         }
     }
@@ -45,12 +45,15 @@ impl<'a> ColdCfs<'a> {
 pub(crate) const TAG_PAYLOAD: u8 = 1;
 pub(crate) const TAG_RESULT: u8 = 2;
 pub(crate) const TAG_HISTORY: u8 = 3;
+/// Format 3: audit records (kept in the history CF, see [`codec::AUDIT_PREFIX`]).
+pub(crate) const TAG_AUDIT: u8 = 4;
 
 /// The key length each tag's records must have.
 pub(crate) fn key_len_of(tag: u8) -> Option<usize> {
     match tag {
         TAG_PAYLOAD | TAG_RESULT => Some(8),
         TAG_HISTORY => Some(12),
+        TAG_AUDIT => Some(16),
         _ => None,
     }
 }
@@ -133,6 +136,35 @@ impl ColdSink for BatchSink<'_> {
             self.batch.delete_range_cf(self.cfs.history, &start[..], &end[..]);
         }
     }
+
+    fn put_audit(&mut self, seq: u64, record: &AuditRecord) {
+        match codec::encode_audit(record) {
+            Ok(bytes) => self.batch.put_cf(self.cfs.history, audit_key(seq), bytes),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn delete_audit(&mut self, from: u64, to: u64) {
+        self.batch.delete_range_cf(self.cfs.history, audit_key(from), audit_key(to));
+    }
+}
+
+/// Up to `limit` audit records from sequence number `from` on, in order.
+pub(crate) fn read_audit(db: &DB, from: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+    let start = audit_key(from);
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf(db, CF_HISTORY)?, IteratorMode::From(&start, Direction::Forward)) {
+        let (key, value) = item?;
+        if out.len() >= limit || !key.starts_with(&AUDIT_PREFIX) || key.len() != 16 {
+            break;
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&key[8..]);
+        out.push((u64::from_be_bytes(seq), codec::decode_audit(&value)?));
+    }
+    Ok(out)
 }
 
 /// Reads a UTF-8 value (payload or result).

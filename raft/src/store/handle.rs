@@ -73,6 +73,12 @@ impl StoreHandle {
         cold::read_history(&self.shared.db, task)
     }
 
+    /// Up to `limit` audit records from sequence number `from` on (see
+    /// `StateMachine::audit_range`), oldest first.
+    pub fn audit(&self, from: u64, limit: usize) -> Result<Vec<(u64, crate::fsm::AuditRecord)>, StoreError> {
+        cold::read_audit(&self.shared.db, from, limit)
+    }
+
     /// Estimated bytes of the Raft log in RocksDB (the `log` column
     /// family's SST files and memtables), for metrics; 0 if unknown.
     pub fn log_bytes(&self) -> u64 {

@@ -12,7 +12,7 @@
 //! u64 len, bincode SnapshotMeta
 //! u64 len, the replicated core in the shapes of `crate::format` (indexes are rebuilt on load)
 //! u64 header checksum: FNV-1a of every byte above
-//! records: u8 tag (1 payload, 2 result, 3 history), u32 len, key, u32 len, value
+//! records: u8 tag (1 payload, 2 result, 3 history, 4 audit: format 3), u32 len, key, u32 len, value
 //! u8 0xFF, u64 number of records
 //! u64 file checksum: FNV-1a of every byte above
 //! ```
@@ -34,7 +34,7 @@ use rocksdb::{ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions, DB}
 use tokio::sync::oneshot;
 
 use super::codec::{self, HashReader, HashWriter};
-use super::cold::{self, key_len_of, ColdCfs, TAG_HISTORY, TAG_PAYLOAD, TAG_RESULT};
+use super::cold::{self, key_len_of, ColdCfs, TAG_AUDIT, TAG_HISTORY, TAG_PAYLOAD, TAG_RESULT};
 use super::{cf, Shared, StoreError, CF_META, META_INSTALLING};
 use crate::config::{LogId, SnapshotMeta, StorageError, TypeConfig};
 use crate::fsm::{NewEpoch, StateMachine};
@@ -43,7 +43,9 @@ const MAGIC: &[u8; 8] = b"SKEINSNP";
 // File versions (the state's encoding: `codec::encode_state`):
 // 2: the core gained the plan catalog (before any release).
 // 3: the core gained the set of removed nodes: release 0.1.0, format 1.
-// 4: version 3, then the cluster's format (u32): format 2 and later.
+// 4: version 3, then the cluster's format (u32): format 2.
+// 5: version 4, then the auth section (`format::v3::Auth`), and audit
+//    records (tag 4): format 3 and later.
 const TAG_END: u8 = 0xFF;
 const CURRENT: &str = "current.snap";
 /// Cold records are written back into RocksDB in batches of about this size.
@@ -332,6 +334,8 @@ fn write_cold(db: &DB, snap: &SnapshotWithThreadMode<'_, DB>, rw: &mut RecordWri
         let mut it = snap.raw_iterator_cf_opt(cf, opts);
         it.seek_to_first();
         while let Some((key, value)) = it.item() {
+            // The history CF also holds the audit records (16-byte keys).
+            let tag = if tag == TAG_HISTORY && key.len() == 16 { TAG_AUDIT } else { tag };
             rw.record(tag, key, value)?;
             it.next();
         }

@@ -199,6 +199,8 @@ async function refresh() {
   if (filters.owner.value) q.set("owner", filters.owner.value);
   try {
     const r = await fetch(`/api/v1/overview?${q}`, { cache: "no-store" });
+    // No token (or a revoked one): the sign-in page sets the cookie.
+    if (r.status === 401) { window.location.assign("/signin"); return; }
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? body.error.message : `HTTP ${r.status}`);
     render(body);
