@@ -93,13 +93,22 @@ pub struct Args {
     /// Keep every cluster's directory and logs.
     #[arg(long)]
     pub keep: bool,
+
+    /// Start every skein cluster with mutual TLS between the nodes and
+    /// HTTPS on their APIs (a CA and node certificates made for each
+    /// cluster, in its directory); the bench's clients then speak HTTPS,
+    /// trusting only that CA (with the admin token, as always). Off by
+    /// default: plain HTTP on loopback. JetStream is unaffected.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 const EXAMPLES: &str = "\
 Examples:
   scripts/bench.sh                       # builds (release) and runs everything
   skein-bench --quick                    # the smoke run
-  skein-bench --scenarios lifecycle,compare --tasks 50000";
+  skein-bench --scenarios lifecycle,compare --tasks 50000
+  skein-bench --scenarios lifecycle --tls # over mutual TLS and HTTPS";
 
 impl Args {
     pub fn selected(&self, scenario: &str) -> bool {

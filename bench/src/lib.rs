@@ -14,7 +14,9 @@
 //!
 //! The skein clusters, their processes (killed with the bench), the HTTP
 //! client and the failover's steady load are `skein-testkit`'s, the same
-//! harness the tests use.
+//! harness the tests use: every request carries the harness's admin token,
+//! and with `--tls` every cluster runs mutual TLS with HTTPS
+//! (`Spec::with_tls`) and those clients trust its CA.
 //!
 //! Timing is reported, never asserted: the smoke test runs `--quick` and
 //! checks only that the harness works.

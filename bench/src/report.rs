@@ -10,6 +10,8 @@ use serde::Serialize;
 pub struct Report {
     pub command: String,
     pub quick: bool,
+    /// Whether the skein clusters ran with mutual TLS and HTTPS (`--tls`).
+    pub tls: bool,
     pub started_unix: u64,
     pub machine: Machine,
     /// What each system fsyncs before it acknowledges, per run.
@@ -117,6 +119,14 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!("skein-bench{}: {}\n", if self.quick { " (quick)" } else { "" }, self.command));
+        out.push_str(&format!(
+            "TLS: {}\n",
+            if self.tls {
+                "on (skein: mutual TLS between nodes, HTTPS with an admin token for the bench's clients)"
+            } else {
+                "off (skein: plain HTTP on loopback, with an admin token)"
+            }
+        ));
         out.push_str(&format!(
             "machine: {} CPUs, load average {} at start, {} at end; data in {}\n",
             self.machine.cpus,

@@ -56,6 +56,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
     let mut report = Report {
         command,
         quick: args.quick,
+        tls: args.tls,
         started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         machine: Machine {
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -145,6 +146,10 @@ fn locate_node(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Certificates made beyond a cluster's first nodes with `--tls`, for the
+/// nodes a scenario adds later (depth adds one).
+const TLS_SPARES: usize = 2;
+
 /// How long a node may take to be ready when a cluster starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -154,14 +159,20 @@ impl Bench {
     /// unless `--keep`), logging JSON (the latency scenario reads task
     /// times from the logs), with the `--node-arg` flags; returns once every
     /// node is ready and the leader sees all of them, `min(n, 3)` voters.
+    ///
+    /// With `--tls`, a CA and a certificate per node (and [`TLS_SPARES`]
+    /// more, for nodes added later) are made in `name/tls`: the nodes talk
+    /// mutual TLS and serve HTTPS, and the cluster's clients (`c.api`,
+    /// `c.probe`, and the [`Load`] made from `c.api`) trust that CA.
     async fn cluster(&self, name: &str, n: usize, slots: u32) -> anyhow::Result<Cluster> {
         let mut args = vec!["--log-format".to_string(), "json".to_string()];
         args.extend(self.args.node_args.iter().cloned());
-        Spec {
+        let dir = self.root.join(name);
+        let spec = Spec {
             slots,
             args,
             bins: Some(Binaries::beside(self.node_bin.clone())),
-            dirs: Dirs::Under(self.root.join(name)),
+            dirs: Dirs::Under(dir.clone()),
             keep_dirs: crate::keep_dirs(),
             ready_timeout: READY_TIMEOUT,
             membership_timeout: Duration::from_secs(60),
@@ -169,9 +180,14 @@ impl Bench {
             // Fine polls: the bench reports how long things took.
             poll: Duration::from_millis(10),
             ..Spec::new(n)
-        }
-        .start()
-        .await
+        };
+        let spec = if self.args.tls {
+            let certs = dir.join("tls");
+            spec.with_tls(&certs, TLS_SPARES).with_context(|| format!("making certificates in {}", certs.display()))?
+        } else {
+            spec
+        };
+        spec.start().await
     }
 }
 

@@ -89,6 +89,14 @@ impl ClientError {
                  shortly"
                     .into(),
             ),
+            ClientError::Api { code: ErrorCode::Unauthenticated, .. } => Some(
+                "give a token with --token or SKEIN_TOKEN; a new cluster's first admin token is in \
+                 <data-dir>/admin.token on the node that bootstrapped it (skein token create makes more)"
+                    .into(),
+            ),
+            ClientError::Api { code: ErrorCode::Forbidden, .. } => {
+                Some("an admin can make a token with the role it needs: skein token create --role ...".into())
+            }
             _ => None,
         }
     }

@@ -72,7 +72,11 @@ async fn a_node_stops_in_order_and_leaves_nothing_running() {
     };
     tokio::time::timeout(Duration::from_secs(30), ready).await.expect("the node became ready");
     // The bootstrap wrote the first admin token; every API call needs one.
-    let token = std::fs::read_to_string(data_dir.join(skein_node::ADMIN_TOKEN_FILE)).expect("the admin token file");
+    let token_file = data_dir.join(skein_node::ADMIN_TOKEN_FILE);
+    let token = std::fs::read_to_string(&token_file).expect("the admin token file");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).expect("its metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.token must be readable by its owner only");
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.trim()).parse().expect("a header"));
     let client = reqwest::Client::builder().default_headers(headers).build().expect("a client");

@@ -1259,7 +1259,9 @@ fn audit_target(command: &Command) -> String {
         Command::RevokeToken { id } => format!("token {id:016x}"),
         Command::RotateToken { old, new } => format!("token {old:016x} -> {:016x}", new.id),
         Command::ConfigureAuth { enforce, audit_retention_ms } => {
-            format!("enforce={enforce:?} audit_retention_ms={audit_retention_ms:?}")
+            let mode = enforce.map(|e| format!("mode {}", if e { "enforce" } else { "warn" }));
+            let retention = audit_retention_ms.map(|r| format!("audit retention {r} ms"));
+            [mode, retention].into_iter().flatten().collect::<Vec<_>>().join(", ")
         }
         Command::Record { target, .. } => target.clone(),
         _ => String::new(),

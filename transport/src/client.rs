@@ -10,8 +10,10 @@
 //!
 //! With [`PeersConfig::tls`] a dial is mutual TLS (the TLS handshake is part
 //! of the dial). In permissive mode a peer whose handshake fails is dialled
-//! again in plain TCP, and dialled in plain for [`PLAIN_FALLBACK`] after that
-//! (a node not yet moved to TLS, during a rolling migration).
+//! again in plain TCP (a node not yet moved to TLS, during a rolling
+//! migration). Every new dial tries TLS first: dials happen only when a
+//! connection is made or broke, and a peer restarted with `required` must be
+//! reached at once, not after some fallback period.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,10 +48,6 @@ const TARPC_GRACE: Duration = Duration::from_millis(500);
 
 /// No call waits longer than this, whatever it asks for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-
-/// In permissive mode, how long a peer that failed a TLS handshake is
-/// dialled in plain TCP before TLS is tried again.
-pub const PLAIN_FALLBACK: Duration = Duration::from_secs(60);
 
 /// The server name every TLS dial sends. Node certificates are checked for
 /// the CA and for being a node certificate, not for a name: peers are
@@ -447,9 +445,6 @@ struct PeerState {
     last_error: String,
     /// How many connections were made, for the logs.
     generation: u64,
-    /// Permissive mode: the peer failed a TLS handshake; dial it in plain
-    /// until then.
-    plain_until: Option<Instant>,
 }
 
 /// How [`Peers`] dials with TLS.
@@ -522,7 +517,7 @@ impl Peer {
         let limit = config.connect_timeout.min(deadline.saturating_duration_since(now));
         let dialled = match tls {
             None => self.dial_tcp(limit).await.map(|s| Box::new(s) as Box<dyn Io>),
-            Some(tls) => self.dial_tls(limit, tls, &mut state).await,
+            Some(tls) => self.dial_tls(limit, tls).await,
         };
         let stream = match dialled {
             Ok(stream) => stream,
@@ -566,31 +561,19 @@ impl Peer {
     /// A TLS connection to the peer (TCP and handshake each within
     /// `limit`); in permissive mode, plain TCP if the peer does not speak
     /// TLS.
-    async fn dial_tls(&self, limit: Duration, tls: &ClientTls, state: &mut PeerState) -> Result<Box<dyn Io>, String> {
+    async fn dial_tls(&self, limit: Duration, tls: &ClientTls) -> Result<Box<dyn Io>, String> {
         let permissive = tls.mode == TlsMode::Permissive;
-        if permissive && state.plain_until.is_some_and(|t| t > Instant::now()) {
-            return Ok(Box::new(self.dial_tcp(limit).await?));
-        }
         let stream = self.dial_tcp(limit).await?;
         let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
         let reason = match tokio::time::timeout(limit, tls.connector.connect(name, stream)).await {
-            Ok(Ok(stream)) => {
-                state.plain_until = None;
-                return Ok(Box::new(stream));
-            }
+            Ok(Ok(stream)) => return Ok(Box::new(stream)),
             Ok(Err(e)) => format!("TLS handshake failed: {e}"),
             Err(_) => format!("TLS handshake timed out after {} ms", limit.as_millis()),
         };
         if !permissive {
             return Err(reason);
         }
-        info!(
-            peer = %self.addr,
-            error = %reason,
-            for_s = PLAIN_FALLBACK.as_secs(),
-            "peer does not speak TLS; using plain TCP (permissive mode)"
-        );
-        state.plain_until = Some(Instant::now() + PLAIN_FALLBACK);
+        info!(peer = %self.addr, error = %reason, "peer does not speak TLS; using plain TCP (permissive mode)");
         Ok(Box::new(self.dial_tcp(limit).await?))
     }
 

@@ -107,6 +107,8 @@ pub async fn configure_auth(
     }
     let command = Command::ConfigureAuth { enforce, audit_retention_ms: body.audit_retention_ms };
     expect_done(app.write_as(who.caller, command).await?)?;
+    // Answer with the state the leader applied, not this node's older one.
+    app.catch_up().await?;
     Ok(auth_status(State(app)).await)
 }
 

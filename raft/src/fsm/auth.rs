@@ -252,7 +252,14 @@ fn target_of(command: &Command) -> String {
         Command::RevokeToken { id } => format!("token {}", hex_id(*id)),
         Command::RotateToken { old, new } => format!("token {} -> {}", hex_id(*old), hex_id(new.id)),
         Command::ConfigureAuth { enforce, audit_retention_ms } => {
-            format!("enforce={enforce:?} audit_retention_ms={audit_retention_ms:?}")
+            let mut parts = Vec::new();
+            if let Some(e) = enforce {
+                parts.push(format!("mode {}", if *e { "enforce" } else { "warn" }));
+            }
+            if let Some(r) = audit_retention_ms {
+                parts.push(format!("audit retention {r} ms"));
+            }
+            parts.join(", ")
         }
         Command::Record { target, .. } => target.clone(),
         Command::Batch(commands) => commands.iter().map(target_of).collect::<Vec<_>>().join("; "),
