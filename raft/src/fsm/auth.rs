@@ -436,6 +436,11 @@ impl StateMachine {
                 }
                 Ok(())
             }
+            // Every owner's dead tasks: not for a token that acts for some.
+            Command::RedriveQueue { queue, .. } => Err(format!(
+                "{}; a redrive of {queue} retries every owner's tasks: use a token without owners",
+                scope()
+            )),
             Command::Batch(commands) => commands.iter().try_for_each(|c| self.check_owners(token, c)),
             _ => Ok(()),
         }

@@ -1369,6 +1369,17 @@ mod auth {
     }
 
     #[test]
+    fn a_redrive_is_not_for_an_owner_scoped_token() {
+        let mut h = with_tokens();
+        let scoped_operator = new_token(9, "team-x-ops", Role::Operate, &["team-x"], None);
+        assert_eq!(h.run(Command::CreateToken { token: scoped_operator }), Response::Done);
+        let redrive = Command::RedriveQueue { queue: "q".into(), max: 10 };
+        let r = h.run(as_token(9, redrive.clone()));
+        assert!(is_forbidden(&r), "a redrive retries every owner's dead tasks: {r:?}");
+        assert!(!is_forbidden(&h.run(as_token(OPERATE, redrive))));
+    }
+
+    #[test]
     fn an_owner_scoped_token_acts_only_for_its_owners() {
         let mut h = with_tokens();
         assert_eq!(h.sm.token(SCOPED).unwrap().owners, vec!["group:default/team-x".to_string()]);
