@@ -42,7 +42,7 @@ pub async fn validate(
         };
         let sql = format!("SELECT CAST(({expr}) AS BOOLEAN) AS ok FROM (SELECT CAST({s} AS BIGINT) AS source, CAST({t} AS BIGINT) AS target)");
         let batches = ctx
-            .sql(&sql)
+            .sql_with_options(&sql, crate::queries_only())
             .await
             .map_err(|e| {
                 MigrateError::Plan(format!("row_count {rule:?} is not an expression over source and target: {e}"))
@@ -80,7 +80,10 @@ pub async fn validate(
         held.push(format!("checksum of [{}]: {s_sum:016x} over {s_rows} rows", c.columns.join(", ")));
     }
     if let Some(query) = &v.assert {
-        let df = ctx.sql(query).await.map_err(|e| MigrateError::Plan(format!("assert query {query:?}: {e}")))?;
+        let df = ctx
+            .sql_with_options(query, crate::queries_only())
+            .await
+            .map_err(|e| MigrateError::Plan(format!("assert query {query:?}: {e}")))?;
         let rows = df.clone().count().await?;
         if rows > 0 {
             let sample = df.limit(0, Some(5))?.collect().await?;

@@ -160,7 +160,7 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
             Step::Sql { query } => {
                 register_frame(&ctx, "input", &current)?;
                 current = ctx
-                    .sql(query)
+                    .sql_with_options(query, queries_only())
                     .await
                     .map_err(|e| MigrateError::Plan(format!("step {n} (sql): {}", MigrateError::from(e))))?;
                 lines.push(format!("step {n} sql: {} columns", current.schema().fields().len()));
@@ -169,7 +169,10 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
                 if !schema.is_empty() {
                     register_frame(&ctx, "input", &current)?;
                     let sql = cast_query(&current, schema)?;
-                    current = ctx.sql(&sql).await.map_err(|e| MigrateError::Plan(format!("step {n} (copy): {e}")))?;
+                    current = ctx
+                        .sql_with_options(&sql, queries_only())
+                        .await
+                        .map_err(|e| MigrateError::Plan(format!("step {n} (copy): {e}")))?;
                     lines.push(format!("step {n} copy: cast {} columns", schema.len()));
                 } else {
                     lines.push(format!("step {n} copy"));
@@ -343,4 +346,16 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// What a plan's SQL may be: queries over the plan's datasets, nothing else.
+/// No DDL (`CREATE EXTERNAL TABLE` would read any path the node can reach),
+/// no DML (`COPY ... TO`, `INSERT` would write one), no statements (`SET`
+/// would change the session's settings, `PREPARE`...). Every SQL text of a
+/// plan (steps, validations, assertions) runs with these options.
+pub fn queries_only() -> datafusion::execution::context::SQLOptions {
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }

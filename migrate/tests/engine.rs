@@ -181,3 +181,31 @@ async fn a_stale_token_never_replaces_a_newer_result() {
     assert_eq!(jsonl(&dir.path().join("t.jsonl")), vec![serde_json::json!({"id": 1})]);
     assert!(!dir.path().join("_skein/t.jsonl/attempts/12").exists(), "the fenced attempt's staging is gone");
 }
+
+#[tokio::test]
+async fn plan_sql_may_only_query() {
+    let dir = setup();
+    let d = dir.path().display();
+    let secret = dir.path().join("secret.csv");
+    std::fs::write(&secret, "token\nhunter2\n").unwrap();
+    let hostile = [
+        format!("CREATE EXTERNAL TABLE s STORED AS CSV LOCATION '{}'", secret.display()),
+        format!("COPY (SELECT * FROM source) TO '{d}/stolen.csv' STORED AS CSV"),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "INSERT INTO source VALUES (5, 'Eve', 1, 'XX')".to_string(),
+        "DROP TABLE source".to_string(),
+    ];
+    for query in hostile {
+        let step = format!("    - type: sql\n      query: \"{}\"\n", query.replace('"', "\\\""));
+        let spec = plan(&format!("  source: {d}/customers.csv\n  target: {d}/o.csv\n  steps:\n{step}"));
+        let err = run(&spec, attempt(1), &opts(dir.path())).await.unwrap_err();
+        assert!(matches!(err, MigrateError::Plan(_)) && err.to_string().contains("not supported"), "{query}: {err}");
+        assert!(!dir.path().join("stolen.csv").exists() && !dir.path().join("o.csv").exists(), "{query} wrote a file");
+    }
+    // An assertion is SQL too.
+    let spec = plan(&format!(
+        "  source: {d}/customers.csv\n  target: {d}/o.csv\n  steps:\n    - type: copy\n    - type: validate\n      assert: \"SET datafusion.execution.batch_size = 1\"\n"
+    ));
+    let err = run(&spec, attempt(1), &opts(dir.path())).await.unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}
