@@ -23,7 +23,8 @@ use crate::clock::now_ms;
 use crate::cluster::app::SharedApp;
 use skein_tls::token as tokens;
 
-/// The dashboard's cookie: HttpOnly, SameSite=Strict (see [`super::signin`]).
+/// The dashboard's cookie: HttpOnly, SameSite=Strict (set by the sign-in of
+/// [`super::dashboard`]).
 pub const COOKIE: &str = "skein_token";
 
 /// The caller of a request that passed [`require`]: handlers propose their
@@ -61,6 +62,11 @@ pub fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// Checks a request against the role its route needs.
 pub fn authenticate(app: &SharedApp, headers: &HeaderMap, needed: Role) -> Result<Who, ApiError> {
+    check(app, presented(headers), needed)
+}
+
+/// Checks the token presented (if any) against the role `needed`.
+pub fn check(app: &SharedApp, presented: Option<&str>, needed: Role) -> Result<Who, ApiError> {
     let state = app.store.state();
     let refuse = |code: ErrorCode, message: String| {
         let outcome = if code == ErrorCode::Forbidden { "forbidden" } else { "unauthenticated" };
@@ -75,7 +81,7 @@ pub fn authenticate(app: &SharedApp, headers: &HeaderMap, needed: Role) -> Resul
         Who::anonymous()
     };
     let enforced = state.auth_enforced();
-    let Some(text) = presented(headers) else {
+    let Some(text) = presented else {
         if enforced {
             return Err(refuse(
                 ErrorCode::Unauthenticated,

@@ -49,12 +49,11 @@ struct SignIn {
 /// SameSite=Strict cookie: page scripts cannot read it and other sites
 /// cannot make the browser send it.
 async fn sign_in(State(app): State<SharedApp>, axum::extract::Form(form): axum::extract::Form<SignIn>) -> Response {
-    let mut headers = axum::http::HeaderMap::new();
-    let Ok(value) = format!("Bearer {}", form.token.trim()).parse() else {
-        return signin_failed("the token is malformed");
-    };
-    headers.insert(header::AUTHORIZATION, value);
-    if let Err(e) = crate::api::auth::authenticate(&app, &headers, skein_raft::fsm::Role::Read) {
+    // Only a token's shape goes into the cookie (in `warn` any text would pass the check).
+    if skein_tls::token::parse(&form.token).is_none() {
+        return signin_failed("the token is malformed (expected skein_<id>_<secret>)");
+    }
+    if let Err(e) = crate::api::auth::check(&app, Some(form.token.trim()), skein_raft::fsm::Role::Read) {
         return signin_failed(&e.body.error.message);
     }
     let secure = if app.tls.is_some() { "; Secure" } else { "" };

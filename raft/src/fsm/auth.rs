@@ -301,7 +301,7 @@ impl StateMachine {
         self.core.auth.audit_retention_ms
     }
 
-    /// The owner a task was enqueued for.
+    /// The owner a task was enqueued for (a plan run's: the plan's owner).
     pub fn task_owner(&self, id: TaskId) -> Option<&str> {
         self.core.auth.task_owners.get(&id).map(|o| &**o)
     }
@@ -403,11 +403,11 @@ impl StateMachine {
                 Err(format!("{}, not {}", scope(), owner.as_deref().unwrap_or("no owner")))
             }
             Command::Cancel { task, .. } | Command::Retry { task } => {
-                let owner = self.effective_owner(*task);
-                if token.may_own(owner.as_deref()) {
+                let owner = self.task_owner(*task);
+                if token.may_own(owner) {
                     Ok(())
                 } else {
-                    Err(format!("{}; task {task} belongs to {}", scope(), owner.as_deref().unwrap_or("no owner")))
+                    Err(format!("{}; task {task} belongs to {}", scope(), owner.unwrap_or("no owner")))
                 }
             }
             Command::RunPlans { refs, .. } => {
@@ -444,11 +444,6 @@ impl StateMachine {
             Command::Batch(commands) => commands.iter().try_for_each(|c| self.check_owners(token, c)),
             _ => Ok(()),
         }
-    }
-
-    /// The owner of a task: given at enqueue, or its plan's.
-    fn effective_owner(&self, task: TaskId) -> Option<String> {
-        self.core.auth.task_owners.get(&task).map(|o| o.to_string())
     }
 
     fn apply_authorized(&mut self, command: &Command, principal: &Principal, cold: &mut dyn ColdSink) -> Response {
