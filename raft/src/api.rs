@@ -227,6 +227,9 @@ pub enum ErrorCode {
     Unauthenticated,
     /// 403: the token's role or owners do not allow this; the message says which.
     Forbidden,
+    /// 429: too many requests from this token, or connections from this
+    /// address; retry after the `Retry-After` header's seconds.
+    RateLimited,
     /// A code this build does not know (a newer node's): read the status.
     #[serde(other)]
     Unknown,
@@ -242,7 +245,7 @@ impl ErrorCode {
             ErrorCode::Removed => 410,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::NotLeader => 421,
-            ErrorCode::QueueFull => 429,
+            ErrorCode::QueueFull | ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable | ErrorCode::OutcomeUnknown => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::Unauthenticated => 401,
@@ -275,6 +278,7 @@ impl ErrorCode {
             ErrorCode::Unknown => "unknown",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
