@@ -38,6 +38,11 @@ trap 'scripts/cluster.sh down' EXIT
 export SKEIN_TOKEN; SKEIN_TOKEN=$(cat "$SKEIN_CLUSTER_DIR/node1/admin.token")
 
 out=$SKEIN_CLUSTER_DIR/out
+# A new cluster runs no program until an admin allows it: allow python3
+# running the one sample transform, and nothing else.
+python=$(command -v python3)
+transform=$root/samples/transforms/csv_to_jsonl.py
+"$skein" --addr "$addr" exec allow "$python" --args "$transform" >/dev/null
 typed() {
   case $1 in
     customers) echo '"integers": ["id"]' ;;
@@ -52,7 +57,7 @@ for csv in samples/datasets/*.csv; do
   name=$(basename "$csv" .csv)
   "$skein" --addr "$addr" enqueue --queue "$queue" --kind exec --key "migrate-$name-v1" --payload "{
     \"dataset\": \"$name\",
-    \"command\": [\"python3\", \"$root/samples/transforms/csv_to_jsonl.py\"],
+    \"command\": [\"$python\", \"$transform\"],
     \"source\": \"$root/$csv\", \"target\": \"$out/$name.jsonl\", $(typed "$name") }" >/dev/null
 done
 

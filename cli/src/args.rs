@@ -263,6 +263,18 @@ Examples:
   skein -o json audit --limit 10000")]
     Audit(AuditArgs),
 
+    /// The programs `exec` tasks and steps may run (admin to change).
+    #[command(subcommand, long_about = crate::policy_args::EXEC_HELP, after_help = crate::policy_args::EXEC_EXAMPLES)]
+    Exec(crate::policy_args::ExecCommand),
+
+    /// Where plans may read and write: local folders and object-store prefixes (admin to change).
+    #[command(subcommand, long_about = crate::policy_args::ROOTS_HELP, after_help = crate::policy_args::ROOTS_EXAMPLES)]
+    Roots(crate::policy_args::RootsCommand),
+
+    /// Whether the exec allow list and the data roots are enforced.
+    #[command(subcommand, long_about = crate::policy_args::POLICY_HELP)]
+    Policy(crate::policy_args::PolicyCommand),
+
     /// Migration plans (Backstage catalog entities): apply, list, show, import from Backstage, run.
     #[command(subcommand, after_help = crate::plan_args::PLAN_EXAMPLES)]
     Plan(crate::plan_args::PlanCommand),

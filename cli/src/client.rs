@@ -1,6 +1,7 @@
 //! The HTTP client: tries the nodes of `--addr` in order, follows an answer
 //! that names the leader and says nothing was carried out (`not_leader`,
-//! `unavailable`) to that leader once, and maps every failure to one
+//! `unavailable`) to that leader once, waits out a `rate_limited` answer's
+//! `Retry-After` a few times, and maps every failure to one
 //! [`ClientError`] that says what happened in words a user can act on.
 //!
 //! Answers are returned as JSON values: `-o json` prints them as the server
@@ -20,6 +21,13 @@ use crate::addr::{AddrList, NodeAddr};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request may take once connected (a large batch is slow).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times one request waits out a `rate_limited` answer (429 with
+/// `Retry-After`) and is sent again. The node refused it before doing
+/// anything, so any request may be sent again.
+pub const RATE_LIMIT_RETRIES: u32 = 3;
+/// The longest `Retry-After` the client waits out; a longer one is
+/// reported at once.
+pub const RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything that can go wrong talking to the cluster.
 #[derive(Debug)]
@@ -94,6 +102,11 @@ impl ClientError {
                  <data-dir>/admin.token on the node that bootstrapped it (skein token create makes more)"
                     .into(),
             ),
+            ClientError::Api { code: ErrorCode::RateLimited, .. } => Some(format!(
+                "nothing was carried out: the node limits requests per token and connections per address; the \
+                 client waited and retried {RATE_LIMIT_RETRIES} times: try again in a few seconds, send fewer, \
+                 larger requests (batches), or ask an operator to raise the limit the message names"
+            )),
             ClientError::Api { code: ErrorCode::Forbidden, .. } => {
                 Some("an admin can make a token with the role it needs: skein token create --role ...".into())
             }
@@ -181,11 +194,21 @@ impl Client {
         let mut targets = self.nodes.clone();
         let mut tried = Vec::new();
         let mut redirected = false;
+        let mut waits = 0;
         let mut i = 0;
         while i < targets.len() {
             let node = &targets[i];
             match self.send_to(node, method.clone(), path, query, body.as_ref()).await {
                 Ok(value) => return Ok(value),
+                Err(Failure::RateLimited(err, wait)) => {
+                    if waits >= RATE_LIMIT_RETRIES || wait > RATE_LIMIT_MAX_WAIT {
+                        return Err(err);
+                    }
+                    waits += 1;
+                    eprintln!("{}: rate limited (429); sending it again in {} s", node.shown, wait.as_secs());
+                    tokio::time::sleep(wait).await;
+                    continue; // the same node again
+                }
                 Err(Failure::Unreachable(why)) => tried.push((node.shown.clone(), why)),
                 Err(Failure::Broken(detail)) if method == Method::GET => tried.push((node.shown.clone(), detail)),
                 Err(Failure::Broken(detail)) => {
@@ -307,6 +330,7 @@ impl Client {
         let response = request.send().await.map_err(|e| classify(&e, node))?;
         let status = response.status();
         let release = response.headers().get(RELEASE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let retry_after = retry_after(response.headers());
         let bytes = response.bytes().await.map_err(|e| classify(&e, node))?;
         if let Some(err) = older_node(status, release.as_deref(), &bytes, &node.shown, &route) {
             return Err(Failure::Error(err));
@@ -318,7 +342,10 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::Error(ClientError::BadAnswer { node: shown(), detail: e.to_string() }));
         }
-        Err(Failure::Error(api_error(status, &bytes)))
+        match api_error(status, &bytes) {
+            err @ ClientError::Api { code: ErrorCode::RateLimited, .. } => Err(Failure::RateLimited(err, retry_after)),
+            err => Err(Failure::Error(err)),
+        }
     }
 }
 
@@ -372,6 +399,20 @@ enum Failure {
     Broken(String),
     /// A final answer.
     Error(ClientError),
+    /// `rate_limited`: nothing was carried out; the same node may take it
+    /// after the wait (`Retry-After`).
+    RateLimited(ClientError, Duration),
+}
+
+/// The wait a `Retry-After` header asks for, in seconds (1 s if it says
+/// nothing readable; the date form is not sent by skein nodes).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    let secs = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs.max(1))
 }
 
 fn classify(e: &reqwest::Error, node: &NodeAddr) -> Failure {
@@ -473,10 +514,29 @@ mod tests {
         let err = api_error(StatusCode::SERVICE_UNAVAILABLE, body);
         assert!(err.hint().is_some_and(|h| h.contains("--key")), "{:?}", err.hint());
         // A code from a newer node is kept as unknown, with its message.
-        let body = br#"{"error":{"code":"rate_limited","message":"slow down"}}"#;
+        let body = br#"{"error":{"code":"slow_down_more","message":"slow down"}}"#;
         let err = api_error(StatusCode::TOO_MANY_REQUESTS, body);
         assert!(matches!(err, ClientError::Api { code: ErrorCode::Unknown, status: 429, .. }), "{err:?}");
         assert_eq!(err.to_string(), "slow down");
+        let body = br#"{"error":{"code":"rate_limited","message":"token ci is over its rate"}}"#;
+        let err = api_error(StatusCode::TOO_MANY_REQUESTS, body);
+        assert!(matches!(err, ClientError::Api { code: ErrorCode::RateLimited, status: 429, .. }), "{err:?}");
+        assert!(err.hint().is_some_and(|h| h.contains("nothing was carried out")), "{:?}", err.hint());
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), Duration::from_secs(1));
+        headers.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("4"));
+        assert_eq!(retry_after(&headers), Duration::from_secs(4));
+        headers.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("0"));
+        assert_eq!(retry_after(&headers), Duration::from_secs(1));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Duration::from_secs(1));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod cert;
 pub mod client;
 pub mod commands;
 pub mod plan_args;
+pub mod policy_args;
 pub mod render;
 
 use std::io::Write;

@@ -274,6 +274,70 @@ pub fn tokens(tokens: &[skein_raft::api::TokenInfo], now_ms: u64) -> String {
     finish(t, &[])
 }
 
+/// The policy's mode, as a first line.
+fn policy_mode(p: &skein_raft::api::policy::PolicyView) -> String {
+    match p.mode.as_str() {
+        "open" => "policy: open (any program, any location; `skein policy enforce` applies the lists below)".into(),
+        other => format!("policy: {other}"),
+    }
+}
+
+/// `skein exec list`.
+pub fn exec_rules(p: &skein_raft::api::policy::PolicyView) -> String {
+    if p.programs.is_empty() {
+        return format!(
+            "{}
+no programs allowed (skein exec allow /abs/path)",
+            policy_mode(p)
+        );
+    }
+    let mut t = table(&["PROGRAM", "LEADING ARGS", "NOTE", "ALLOWED", "BY"]);
+    for r in &p.programs {
+        let note = if r.interpreter && r.args.is_empty() { "runs anything" } else { "" };
+        t.add_row(vec![
+            r.program.clone(),
+            if r.args.is_empty() { "(any)".to_string() } else { r.args.join(" ") },
+            note.to_string(),
+            fmt_time(r.created_ms),
+            r.created_by.clone(),
+        ]);
+    }
+    format!(
+        "{}
+{}",
+        policy_mode(p),
+        finish(t, &[])
+    )
+}
+
+/// `skein roots list`.
+pub fn data_roots(p: &skein_raft::api::policy::PolicyView) -> String {
+    if p.roots.is_empty() {
+        return format!(
+            "{}
+no data roots allowed (skein roots allow file:///data/)",
+            policy_mode(p)
+        );
+    }
+    let mut t = table(&["ROOT", "ENDPOINT", "REGION", "CREDENTIALS", "ALLOWED", "BY"]);
+    for r in &p.roots {
+        t.add_row(vec![
+            r.url.clone(),
+            r.endpoint.clone().unwrap_or_else(|| "-".into()),
+            r.region.clone().unwrap_or_else(|| "-".into()),
+            r.credentials.clone(),
+            fmt_time(r.created_ms),
+            r.created_by.clone(),
+        ]);
+    }
+    format!(
+        "{}
+{}",
+        policy_mode(p),
+        finish(t, &[])
+    )
+}
+
 /// `skein audit`.
 pub fn audit(records: &[skein_raft::api::AuditEntry]) -> String {
     if records.is_empty() {

@@ -23,6 +23,19 @@ pub enum MigrateError {
     /// Reading or writing storage failed in a way a retry may fix. Retryable.
     #[error("storage: {0}")]
     Storage(String),
+    /// The fleet's policy refuses what the plan asks: a dataset outside
+    /// every allowed data root, a path that escapes its root through a
+    /// symbolic link or lands in a `_skein/` control folder, or a program
+    /// not on the exec allow list. Permanent: an admin, or the plan, must
+    /// change first. Nothing was opened, written or started.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// An object store's credentials cannot be found where its data root
+    /// (or, without a policy, the environment) says. Permanent until the
+    /// node's environment or credentials file is fixed. Never falls back
+    /// to the cloud's instance metadata.
+    #[error("object-store credentials: {0}")]
+    Credentials(String),
     /// This attempt may no longer publish: its lease is gone, or a newer
     /// attempt's output is already published. Nothing is reported.
     #[error("fenced: {0}")]
@@ -33,6 +46,11 @@ impl MigrateError {
     /// Worth another attempt after a backoff.
     pub fn is_retryable(&self) -> bool {
         matches!(self, MigrateError::Storage(_) | MigrateError::Exec { retryable: true, .. })
+    }
+
+    /// The policy refused the plan (see [`MigrateError::Forbidden`]).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, MigrateError::Forbidden(_))
     }
 
     /// The attempt lost its right to publish: the worker reports nothing.

@@ -9,12 +9,14 @@ use std::time::Duration;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use skein_plan::{ExecStep, Format, MigrationSpec};
+use skein_raft::fsm::policy::PolicyState;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::error::MigrateError;
 use crate::io::{register, write_local};
 use crate::location::Location;
 use crate::publish::Attempt;
+use crate::roots::check_exec;
 
 /// Exit code meaning "try again later" (sysexits' EX_TEMPFAIL).
 pub const EXIT_RETRY: i32 = 75;
@@ -22,7 +24,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bytes of an exec's stderr kept for its error message (the newest).
 const STDERR_KEPT: usize = 8 * 1024;
 
-/// Runs step `index`; returns the dataset it wrote, if it wrote one.
+/// Runs step `index`; returns the dataset it wrote, if it wrote one. The
+/// program must be allowed by `policy` (checked first, before anything is
+/// written or started; see [`crate::roots::check_exec`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_exec(
     ctx: &SessionContext,
     step: &ExecStep,
@@ -31,7 +36,11 @@ pub async fn run_exec(
     spec: &MigrationSpec,
     attempt: &Attempt,
     dir: &Path,
+    policy: Option<&PolicyState>,
 ) -> Result<Option<DataFrame>, MigrateError> {
+    // The worker's own check, against its applied policy, before this
+    // step does anything; refused, nothing is written and nothing started.
+    check_exec(policy, index, &step.command)?;
     let in_format = step.input_format.unwrap_or(Format::Jsonl);
     let out_format = step.output_format.unwrap_or(in_format);
     let input = dir.join(format!("input.{}", in_format.extension()));

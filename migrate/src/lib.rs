@@ -7,6 +7,8 @@
 //!   JSON lines;
 //! - [`checks`]: `validate` steps (row counts, schema, checksums, assertions);
 //! - [`exec`]: `exec` steps (an external program);
+//! - [`roots`]: the worker's side of the policy (data roots, confinement
+//!   of local paths, object-store credentials, allowed programs);
 //! - [`publish`]: the fenced output protocol (stage privately, publish
 //!   atomically, never over a newer result);
 //! - [`run`]: the whole migration.
@@ -19,6 +21,7 @@ pub mod exec;
 pub mod io;
 pub mod location;
 pub mod publish;
+pub mod roots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use datafusion::dataframe::DataFrame;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use skein_plan::{Format, MigrationSpec, Step};
+use skein_raft::fsm::policy::{DataRoot, PolicyState};
 
 pub use error::MigrateError;
 pub use publish::{Attempt, PublishedRecord};
@@ -87,11 +91,24 @@ pub struct Options {
     pub scratch_dir: PathBuf,
     pub progress: Option<ProgressFn>,
     pub fence: Option<FenceFn>,
+    /// The fleet's policy as this node applied it: data roots and allowed
+    /// programs, checked again right before a dataset is opened, a target
+    /// written or a program started (see [`roots`]). `None`, or a policy
+    /// not enforced: any location and program (but `.`, `..` and `_skein`
+    /// are refused when a policy is given), object stores set up from the
+    /// environment.
+    pub policy: Option<Arc<PolicyState>>,
 }
 
 impl Options {
     pub fn new(scratch_dir: impl Into<PathBuf>) -> Options {
-        Options { scratch_dir: scratch_dir.into(), progress: None, fence: None }
+        Options { scratch_dir: scratch_dir.into(), progress: None, fence: None, policy: None }
+    }
+
+    /// Runs under `policy` (see [`Options::policy`]).
+    pub fn with_policy(mut self, policy: Arc<PolicyState>) -> Options {
+        self.policy = Some(policy);
+        self
     }
 }
 
@@ -121,15 +138,22 @@ struct Staged {
 /// the attempt's token, validated, and published only if the fence allows.
 pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Result<Report, MigrateError> {
     let started = Instant::now();
-    let src = Location::parse(&spec.source.url)?;
+    let policy = opts.policy.as_deref();
+    // The policy first, before anything is parsed, built or opened.
+    let src_root = roots::check_location(policy, "source", &spec.source.url)?;
+    let dst_root = roots::check_location(policy, "target", &spec.target.url)?;
+    let env = roots::Env::process();
+    let src = Location::parse_in(&spec.source.url, src_root.as_ref(), &env)?;
     let src_format = format_of(&spec.source, "source")?;
-    let dst = Location::parse(&spec.target.url)?;
+    let dst = Location::parse_in(&spec.target.url, dst_root.as_ref(), &env)?;
     let dst_format = format_of(&spec.target, "target")?;
     let scratch = Scratch::create(&opts.scratch_dir, &attempt)?;
 
     let ctx = session();
     register_store(&ctx, &src);
     register_store(&ctx, &dst);
+    // Links change after the apply: resolve them right before opening.
+    roots::confine_source(&src, src_root.as_ref())?;
     register(&ctx, "source", &src, src_format, Some(&spec.source)).await?;
     let mut rows_total = None;
     if src_format == Format::Parquet {
@@ -143,7 +167,11 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
     };
 
     let target = match &dst {
-        Location::Local { path, folder } => Target::Local(LocalTarget::new(path, *folder, dst_format.extension())),
+        Location::Local { path, folder } => Target::Local {
+            t: LocalTarget::new(path, *folder, dst_format.extension()),
+            path: path.clone(),
+            root: dst_root.clone(),
+        },
         Location::Remote { store, key, folder, .. } => {
             Target::Remote(RemoteTarget::new(store.clone(), key, *folder, dst_format.extension()))
         }
@@ -180,7 +208,7 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
             }
             Step::Exec(x) => {
                 let dir = scratch.path.join(format!("exec-{n}"));
-                match exec::run_exec(&ctx, x, n, &current, spec, &attempt, &dir).await? {
+                match exec::run_exec(&ctx, x, n, &current, spec, &attempt, &dir, policy).await? {
                     Some(df) => {
                         current = df;
                         lines.push(format!("step {n} exec: {:?} wrote a new dataset", x.command[0]));
@@ -218,7 +246,10 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
     let published = publish(&target, &staged, &attempt, opts.fence.as_ref()).await;
     if let Err(e) = &published {
         tracing::warn!(task_id = attempt.task, token = attempt.token, error = %e, "output not published");
-        target.discard(attempt.token).await;
+        // A refused target may now lead out of its root: leave it alone.
+        if !e.is_forbidden() {
+            target.discard(attempt.token).await;
+        }
     }
     published?;
     Ok(Report {
@@ -233,22 +264,36 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
 }
 
 enum Target {
-    Local(LocalTarget),
+    Local {
+        t: LocalTarget,
+        /// The target as the plan names it (a file or a folder).
+        path: PathBuf,
+        /// The data root it must stay under (policy enforced).
+        root: Option<DataRoot>,
+    },
     Remote(RemoteTarget),
 }
 
 impl Target {
     fn display(&self) -> String {
         match self {
-            Target::Local(t) => format!("file://{}", t.final_path.display()),
+            Target::Local { t, .. } => format!("file://{}", t.final_path.display()),
             Target::Remote(t) => format!("{}", t.final_key),
         }
     }
 
     async fn discard(&self, token: u64) {
         match self {
-            Target::Local(t) => publish::discard_local(t, token),
+            Target::Local { t, .. } => publish::discard_local(t, token),
             Target::Remote(t) => publish::discard_remote(t, token).await,
+        }
+    }
+
+    /// Confines a local target to its root (right before writing to it).
+    fn confine(&self, token: u64) -> Result<(), MigrateError> {
+        match self {
+            Target::Local { t, path, root } => roots::confine_target(path, t, token, root.as_ref()),
+            Target::Remote(_) => Ok(()),
         }
     }
 }
@@ -265,7 +310,8 @@ async fn stage(
     on_rows: &(dyn Fn(u64) + Sync),
 ) -> Result<Staged, MigrateError> {
     match target {
-        Target::Local(t) => {
+        Target::Local { t, .. } => {
+            target.confine(attempt.token)?;
             let local = t.staged(attempt.token);
             let written = write_local(current.clone(), format, &local, on_rows).await?;
             Ok(Staged { local, written })
@@ -289,7 +335,8 @@ async fn publish(
         f().await.map_err(MigrateError::Fenced)?;
     }
     match target {
-        Target::Local(t) => {
+        Target::Local { t, .. } => {
+            target.confine(attempt.token)?;
             let (t, a, rows) = (t.clone(), *attempt, staged.written.rows);
             tokio::task::spawn_blocking(move || publish::publish_local(&t, &a, rows))
                 .await
@@ -358,4 +405,25 @@ pub fn queries_only() -> datafusion::execution::context::SQLOptions {
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false)
+}
+
+/// Refuses, before a plan is stored, SQL that [`queries_only`] would refuse
+/// when it runs: every statement must be a query (`SELECT`, `WITH`,
+/// `VALUES`). Text that does not parse is left to the run's own error.
+pub fn check_query(sql: &str) -> Result<(), String> {
+    use datafusion::sql::parser::{DFParser, Statement};
+    let Ok(statements) = DFParser::parse_sql(sql) else {
+        return Ok(());
+    };
+    for statement in statements {
+        let ok = matches!(&statement, Statement::Statement(s) if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)));
+        if !ok {
+            let text = statement.to_string();
+            let first: String = text.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+            return Err(format!(
+                "plan SQL may only query the plan's datasets (SELECT, WITH, VALUES); `{first} ...` is not a query"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -2,22 +2,40 @@
 //! or an object-store URL (`s3://bucket/key`), a single file or a folder of
 //! files, and how DataFusion and the publisher reach it.
 //!
-//! `s3://` stores are built with `AmazonS3Builder::from_env()`: the usual
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
-//! `AWS_REGION` / `AWS_DEFAULT_REGION`, plus `AWS_ENDPOINT_URL` for an
-//! S3-compatible endpoint (MinIO, moto...) and `AWS_ALLOW_HTTP=true` to
-//! allow a plain-HTTP one.
+//! How an `s3://` store finds its endpoint and credentials
+//! ([`crate::roots::s3_store`] has the details):
+//!
+//! - Under an enforced policy, from the data root that holds the location,
+//!   and from nothing else: the root's endpoint, region (`us-east-1` if it
+//!   names none) and `allow_http`, and its credentials: `env`
+//!   (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optionally
+//!   `AWS_SESSION_TOKEN`, in the node's environment; missing ones are an
+//!   error), `file:PATH` (`access_key_id=`, `secret_access_key=`, optionally
+//!   `session_token=` lines) or `anonymous` (unsigned requests). Other
+//!   `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`...) are ignored.
+//! - Without a policy, or while it is not enforced, from the environment as
+//!   `AmazonS3Builder::from_env()` reads it: `AWS_ACCESS_KEY_ID`,
+//!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` /
+//!   `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for an S3-compatible endpoint
+//!   (MinIO, moto...) and `AWS_ALLOW_HTTP=true` to allow a plain-HTTP one.
+//!   The keys must be there (or `AWS_SKIP_SIGNATURE=true`, for a public
+//!   bucket): without them the location is refused.
+//!
+//! Either way a store never asks the cloud's instance metadata service
+//! (`169.254.169.254`), nor web identity or container credential
+//! endpoints: it is always built with a credential provider of skein's own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use skein_plan::{Dataset, Format};
+use skein_raft::fsm::policy::DataRoot;
 use url::Url;
 
 use crate::error::MigrateError;
+use crate::roots::{s3_store, Env};
 
 /// A parsed dataset location.
 #[derive(Debug, Clone)]
@@ -39,7 +57,17 @@ pub enum Location {
 impl Location {
     /// Parses a dataset URL. A URL ending in `/`, or a local path that is a
     /// directory, or an object key without a known extension, is a folder.
+    /// An object store is set up from the process's environment (no data
+    /// root applies): see the module docs.
     pub fn parse(url: &str) -> Result<Location, MigrateError> {
+        Location::parse_in(url, None, &Env::process())
+    }
+
+    /// Parses a dataset URL under `root`, the data root that holds it when
+    /// the policy is enforced ([`crate::roots::check_location`]): an object
+    /// store is then set up from the root alone. `env` is where `env`
+    /// credentials (with a root) or the whole setup (without one) are read.
+    pub fn parse_in(url: &str, root: Option<&DataRoot>, env: &Env) -> Result<Location, MigrateError> {
         let url = url.trim();
         if let Some(rest) = url.strip_prefix("file://") {
             return Ok(Location::local(rest));
@@ -55,10 +83,7 @@ impl Location {
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| MigrateError::Plan(format!("{url:?} names no bucket (s3://bucket/key)")))?
                     .to_string();
-                let store = AmazonS3Builder::from_env()
-                    .with_bucket_name(&bucket)
-                    .build()
-                    .map_err(|e| MigrateError::Plan(format!("cannot set up S3 for {url:?}: {e}")))?;
+                let store = s3_store(&bucket, root, env)?;
                 let raw_key = parsed.path().trim_start_matches('/');
                 let folder = raw_key.is_empty() || raw_key.ends_with('/') || Format::from_extension(raw_key).is_none();
                 let key = ObjectPath::from(raw_key.trim_end_matches('/'));

@@ -135,6 +135,53 @@ pub struct Args {
     /// above). Prefer the environment variable: flags show in `ps`.
     #[arg(long, env = "SKEIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Requests per second one token may make to this node's HTTP API
+    /// (a request without a token: one client address); past its burst the
+    /// node answers 429 `rate_limited` with `Retry-After`. Each node counts
+    /// its own. /healthz and /readyz are never limited. 0: no limit.
+    /// [default: 5000: far above one client's pace, so that it bounds a runaway
+    /// or flooding caller, not a busy one]
+    #[arg(long, env = "SKEIN_REQUESTS_PER_SECOND_PER_TOKEN", value_name = "N")]
+    pub requests_per_second_per_token: Option<u32>,
+
+    /// Requests one token may make in a burst above its rate, after a quiet
+    /// spell. [default: twice --requests-per-second-per-token]
+    #[arg(long, env = "SKEIN_REQUEST_BURST_PER_TOKEN", value_name = "N")]
+    pub request_burst_per_token: Option<u32>,
+
+    /// Connections one client address (IPv6: one /64) may hold open at once
+    /// on each of the HTTP and RPC listeners. Past it an HTTP client gets
+    /// 429 `rate_limited` with `Retry-After` (over HTTPS: the connection is
+    /// closed), an RPC connection is closed. 0: no limit. [default: 256]
+    #[arg(long, env = "SKEIN_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+
+    /// Connections the node holds open at once on each of the HTTP and RPC
+    /// listeners, from all addresses; past it new ones are refused the same
+    /// way. Keep it below the open-file limit (`ulimit -n`). 0: no limit.
+    /// [default: 4096]
+    #[arg(long, env = "SKEIN_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+/// The default of `--requests-per-second-per-token`.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 5000;
+/// The default of `--max-connections-per-address`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// The default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The limits per caller (`--requests-per-second-per-token`,
+/// `--max-connections-per-address`, ...); see [`crate::api::limits`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Requests per second per token (or address, without one); 0: none.
+    pub requests_per_second: u32,
+    /// The bucket's size: requests at once after a quiet spell.
+    pub request_burst: u32,
+    /// Connections open at once, on each listener.
+    pub connections: skein_tls::ConnectionLimits,
 }
 
 /// A secret that `Debug` never prints.
@@ -184,6 +231,10 @@ struct FileConfig {
     insecure: Option<bool>,
     admin_token_file: Option<PathBuf>,
     metrics_public: Option<bool>,
+    requests_per_second_per_token: Option<u32>,
+    request_burst_per_token: Option<u32>,
+    max_connections_per_address: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 /// Settings resolved and checked.
@@ -221,6 +272,8 @@ pub struct Config {
     pub metrics_public: bool,
     /// What `--join` presents (`--token` / `SKEIN_TOKEN`).
     pub token: Option<Secret>,
+    /// The limits per caller.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -292,7 +345,30 @@ impl Config {
         if admin_token_file.is_some() && !bootstrap {
             bail!("--admin-token-file sets the first admin token of a new cluster: give --bootstrap too");
         }
+        let requests_per_second = args
+            .requests_per_second_per_token
+            .or(file.requests_per_second_per_token)
+            .unwrap_or(DEFAULT_REQUESTS_PER_SECOND);
+        let request_burst = match args.request_burst_per_token.or(file.request_burst_per_token) {
+            Some(0) if requests_per_second > 0 => {
+                bail!("--request-burst-per-token must be at least 1 (or turn the limit off: --requests-per-second-per-token 0)")
+            }
+            Some(burst) => burst,
+            None => requests_per_second.saturating_mul(2),
+        };
+        let limits = Limits {
+            requests_per_second,
+            request_burst,
+            connections: skein_tls::ConnectionLimits {
+                per_address: args
+                    .max_connections_per_address
+                    .or(file.max_connections_per_address)
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+                total: args.max_connections.or(file.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            },
+        };
         Ok(Config {
+            limits,
             tls_dir,
             tls_mode,
             admin_token_file,
@@ -344,6 +420,35 @@ mod tests {
         .unwrap();
         assert_eq!((c.id, c.voters, c.bootstrap, c.join.as_deref()), (2, 3, false, Some("127.0.0.1:3")));
         assert!(c.slots >= 1);
+        assert_eq!(
+            c.limits,
+            Limits {
+                requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+                request_burst: 2 * DEFAULT_REQUESTS_PER_SECOND,
+                connections: skein_tls::ConnectionLimits {
+                    per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+                    total: DEFAULT_MAX_CONNECTIONS
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn limits_are_set_by_flags_and_zero_turns_them_off() {
+        let c = node_on(
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            &["--requests-per-second-per-token", "5", "--max-connections-per-address", "0", "--max-connections", "9"],
+        )
+        .unwrap();
+        assert_eq!((c.limits.requests_per_second, c.limits.request_burst), (5, 10));
+        assert_eq!((c.limits.connections.per_address, c.limits.connections.total), (0, 9));
+        let c = node_on("127.0.0.1:1", "127.0.0.1:2", &["--request-burst-per-token", "1"]).unwrap();
+        assert_eq!((c.limits.requests_per_second, c.limits.request_burst), (DEFAULT_REQUESTS_PER_SECOND, 1));
+        let e = node_on("127.0.0.1:1", "127.0.0.1:2", &["--request-burst-per-token", "0"]).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        let c = node_on("127.0.0.1:1", "127.0.0.1:2", &["--requests-per-second-per-token", "0"]).unwrap();
+        assert_eq!(c.limits.requests_per_second, 0);
     }
 
     #[test]

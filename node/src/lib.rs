@@ -22,6 +22,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod metrics;
+pub mod policy;
 pub mod views;
 pub mod worker;
 
@@ -160,6 +161,7 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
     let node_stop = CancellationToken::new();
     let me = SkeinNode { rpc_addr: config.listen.to_string(), http_addr: config.http.to_string() };
     let proposer = Proposer::spawn(raft.clone(), node_stop.clone(), &tasks);
+    let metrics = Arc::new(metrics::Metrics::new());
     let app = Arc::new(App {
         id: config.id,
         me: me.clone(),
@@ -168,7 +170,7 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
         store,
         peers,
         proposer,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         removed: std::sync::atomic::AtomicBool::new(false),
         versions,
@@ -180,14 +182,20 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
         Some(t) => skein_transport::ServerTls::new(config.tls_mode, t),
         None => skein_transport::ServerTls::off(),
     };
-    let rpc_server = tasks.spawn(skein_transport::serve_with(
+    let rpc_server = tasks.spawn(skein_transport::serve_limited(
         rpc_listener,
         Arc::new(RpcHandler(app.clone())),
         node_stop.clone().cancelled_owned(),
         rpc_tls,
+        api::limits::connection_limiter("rpc", &config.limits, &metrics),
     ));
-    let http_listener =
-        skein_tls::HttpsListener::new(http_listener, config.tls_mode, tls.as_ref()).context("serving HTTPS")?;
+    let http_listener = skein_tls::HttpsListener::with_limits(
+        http_listener,
+        config.tls_mode,
+        tls.as_ref(),
+        api::limits::connection_limiter("http", &config.limits, &metrics),
+    )
+    .context("serving HTTPS")?;
     let http_server = tasks.spawn(api::serve(http_listener, app.clone(), node_stop.clone()));
     if let Some(t) = &tls {
         // Certificates rotate without a restart: new files are picked up here.
@@ -374,10 +382,14 @@ async fn secure_new_cluster(app: &App) -> anyhow::Result<()> {
         hash,
         expires_ms: None,
     };
-    let first = Command::Batch(vec![
-        Command::CreateToken { token },
-        Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None },
-    ]);
+    // Nothing runs and nothing is touched until an admin allows it
+    // (`skein exec allow`, `skein roots allow`): format 4's policy.
+    let mut first = vec![Command::CreateToken { token }];
+    if app.store.state().format() >= 4 {
+        first.push(Command::ConfigurePolicy { enforce: true });
+    }
+    first.push(Command::ConfigureAuth { enforce: Some(true), audit_retention_ms: None });
+    let first = Command::Batch(first);
     match app.proposer.propose(first).await? {
         skein_raft::fsm::Response::Batch(rs) if rs.iter().all(|r| matches!(r, skein_raft::fsm::Response::Done)) => {}
         other => anyhow::bail!("the first admin token was refused: {other:?}"),

@@ -71,6 +71,11 @@ pub struct Metrics {
     /// Requests without a token this node served (auth mode `warn`), and
     /// requests it refused (401, 403), by `outcome`.
     pub auth: Family<Labels, Counter>,
+    /// Requests and connections refused by the limits per caller, by
+    /// `limit` (`token`, `address`: a request without a token,
+    /// `connections_per_address`, `connections`) and `listener` (`http`,
+    /// `rpc`).
+    pub rate_limited: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +97,7 @@ impl Metrics {
             task_duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
             running: Gauge::default(),
             auth: Family::default(),
+            rate_limited: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             let local = " (node-local: sum over nodes)";
@@ -129,6 +135,11 @@ impl Metrics {
                 "skein_auth_requests",
                 format!("Requests by auth outcome: anonymous (served without a token, auth mode warn), unauthenticated (401), forbidden (403){local}"),
                 m.auth.clone(),
+            );
+            r.register(
+                "skein_rate_limited",
+                format!("Requests (429 rate_limited) and connections refused by the limits per caller, by limit (token, address: requests without a token, connections_per_address, connections) and listener (http, rpc){local}"),
+                m.rate_limited.clone(),
             );
         }
         m

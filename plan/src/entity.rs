@@ -143,17 +143,24 @@ impl Entity {
     /// Makes relative local dataset paths (no scheme, not starting with `/`)
     /// absolute against `base`, as `file://` URLs; and, in `exec` steps'
     /// command lists, arguments starting with `./` or `../` (a script next
-    /// to the plan) absolute paths.
+    /// to the plan) absolute paths, and a bare program name (`python3`) the
+    /// path `PATH` finds it at on this machine (the exec allow list names
+    /// programs by absolute path).
     pub fn absolutize_paths(&mut self, base: &std::path::Path) {
         let Some(spec) = self.document.get_mut("spec").and_then(Value::as_object_mut) else { return };
         if let Some(Value::Array(steps)) = spec.get_mut("steps") {
             for step in steps.iter_mut() {
                 let is_exec = step.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("exec"));
                 let Some(Value::Array(args)) = step.get_mut("command").filter(|_| is_exec) else { continue };
-                for arg in args.iter_mut() {
+                for (i, arg) in args.iter_mut().enumerate() {
                     if let Value::String(a) = arg {
                         if a.starts_with("./") || a.starts_with("../") {
                             *a = normalize(&base.join(a.as_str())).display().to_string();
+                        } else if i == 0 && !a.contains('/') {
+                            // The exec allow list names programs by absolute path.
+                            if let Some(found) = on_path(a) {
+                                *a = found.display().to_string();
+                            }
                         }
                     }
                 }
@@ -494,4 +501,13 @@ fn string_map(value: Option<&Value>) -> Result<BTreeMap<String, String>, String>
             .collect(),
         Some(_) => Err("must be a mapping of strings".into()),
     }
+}
+
+/// Where `PATH` finds the executable `name`, as a shell would.
+pub fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| {
+        p.is_absolute() && std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }

@@ -28,7 +28,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use entity::{Entity, Metadata, PLAN_TYPE, QUEUE_ANNOTATION, QUEUE_ANNOTATION_ALT};
+pub use entity::{on_path, Entity, Metadata, PLAN_TYPE, QUEUE_ANNOTATION, QUEUE_ANNOTATION_ALT};
 pub use entity_ref::{EntityRef, RefError};
 pub use error::{PlanError, PlanErrors};
 pub use parse::{entities_from_items, entities_from_value, parse_json, parse_text, parse_yaml, plan_files, read_file};

@@ -6,9 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+pub mod policy;
+
 use crate::fsm::{self, Event, QueueStats, Task, TaskId, TaskStatus};
 
 /// `POST /api/v1/tasks`: one task, or `{"tasks": [...]}` for a batch.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EnqueueBody {
@@ -17,6 +20,7 @@ pub enum EnqueueBody {
 }
 
 /// A task as a client describes it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
@@ -45,6 +49,7 @@ pub struct TaskSpec {
     pub owner: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DependencySpec {
@@ -53,6 +58,7 @@ pub enum DependencySpec {
 }
 
 /// `POST /api/honk/tasks`: the format existing tools send, accepted as-is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HonkBody {
     pub queue: String,
@@ -63,6 +69,7 @@ pub struct HonkBody {
 }
 
 /// One task of an enqueue's answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnqueuedTask {
     pub id: TaskId,
@@ -71,12 +78,14 @@ pub struct EnqueuedTask {
     pub status: TaskStatus,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnqueueReply {
     pub tasks: Vec<EnqueuedTask>,
 }
 
 /// `GET /api/v1/tasks/{id}`: the task, its payload, result and history.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskDetail {
     #[serde(flatten)]
@@ -87,6 +96,7 @@ pub struct TaskDetail {
 }
 
 /// `GET /api/v1/tasks?queue=&status=&limit=&cursor=`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskList {
     pub tasks: Vec<Task>,
@@ -94,12 +104,14 @@ pub struct TaskList {
     pub next_cursor: Option<TaskId>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueList {
     pub queues: Vec<QueueStats>,
 }
 
 /// `GET /api/v1/cluster`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The node that answered.
@@ -118,6 +130,7 @@ pub struct ClusterStatus {
     pub release: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterNode {
     pub id: u64,
@@ -141,6 +154,7 @@ pub struct ClusterNode {
 }
 
 /// `POST /api/v1/cluster/finalize`: the cluster's stored format now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinalizeReply {
     pub format: u32,
@@ -149,6 +163,7 @@ pub struct FinalizeReply {
 }
 
 /// A task a redrive retried.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetriedTask {
     pub id: TaskId,
@@ -156,6 +171,7 @@ pub struct RetriedTask {
 }
 
 /// `POST /api/v1/queues/{name}/redrive?max=N`: the dead tasks retried.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedriveReply {
     /// Each task retried, with its status now (pending, or blocked).
@@ -165,6 +181,7 @@ pub struct RedriveReply {
 }
 
 /// `POST /api/v1/cluster/join`: a new node asks to be added.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinBody {
     pub id: u64,
@@ -173,11 +190,13 @@ pub struct JoinBody {
 }
 
 /// Every error answer: `{"error": {"code", "message"}}` with a real status.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
@@ -190,6 +209,7 @@ pub struct ErrorDetail {
 /// What went wrong, machine-readable: the `code` of every error answer
 /// (README, "Errors"). The node picks one and its HTTP status follows from
 /// it ([`ErrorCode::status`]); clients match on it, never on messages.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -294,11 +314,13 @@ impl std::fmt::Display for ErrorCode {
 /// `POST /api/v1/plans`: catalog entities (Backstage documents, as JSON) to
 /// store, all or none. The node also takes `application/yaml` (one or more
 /// documents) as the body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyPlansBody {
     pub entities: Vec<serde_json::Value>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyPlansReply {
     pub entities: Vec<AppliedEntity>,
@@ -306,6 +328,7 @@ pub struct ApplyPlansReply {
 
 /// What storing one entity did. (The API's own copy of the state machine's
 /// answer, which travels between nodes in bincode and may not change.)
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedEntity {
     pub entity_ref: String,
@@ -323,6 +346,7 @@ impl From<fsm::AppliedEntity> for AppliedEntity {
 }
 
 /// One catalog entity in a listing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanSummary {
     /// Canonical: `component:default/orders-v2`.
@@ -343,6 +367,7 @@ pub struct PlanSummary {
 }
 
 /// `GET /api/v1/plans?owner=&label=k=v&plans_only=`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanList {
     pub plans: Vec<PlanSummary>,
@@ -350,6 +375,7 @@ pub struct PlanList {
 
 /// `GET /api/v1/plans/{kind}/{namespace}/{name}`: the summary and the
 /// stored document.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanDetail {
     #[serde(flatten)]
@@ -359,6 +385,7 @@ pub struct PlanDetail {
 
 /// `POST /api/v1/plans/run`: which plans to run. Give `refs`, or `all`, or
 /// a `selector` (every condition must hold).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunPlansBody {
@@ -380,6 +407,7 @@ pub struct RunPlansBody {
 }
 
 /// Plans by owner and labels.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSelector {
@@ -389,12 +417,14 @@ pub struct PlanSelector {
     pub labels: BTreeMap<String, String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunPlansReply {
     pub runs: Vec<PlanRun>,
 }
 
 /// A plan's run. (The API's own copy of the state machine's answer.)
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanRun {
     pub entity_ref: String,
@@ -424,6 +454,7 @@ impl From<fsm::PlanRun> for PlanRun {
 // ----- dashboard, progress and stuck tasks ----------------------------------
 
 /// One row of the status table: a dataset (or task) as a person knows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRow {
     pub id: TaskId,
@@ -492,6 +523,7 @@ pub fn task_name(task: &Task, payload: Option<&serde_json::Value>) -> String {
 }
 
 /// A stuck task: its row, why it is stuck, and the reasons in words.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StuckRow {
     #[serde(flatten)]
@@ -502,6 +534,7 @@ pub struct StuckRow {
 }
 
 /// `GET /api/v1/stuck?queue=`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StuckList {
     /// The clock the answer was computed at.
@@ -511,6 +544,7 @@ pub struct StuckList {
 }
 
 /// A member as the dashboard shows it: [`ClusterNode`] and its health.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeView {
     #[serde(flatten)]
@@ -522,6 +556,7 @@ pub struct NodeView {
 }
 
 /// A migration plan's progress: the task of its newest run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanProgress {
     pub entity_ref: String,
@@ -539,6 +574,7 @@ pub struct PlanProgress {
 }
 
 /// `GET /api/v1/overview`: everything the dashboard shows, in one answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Overview {
     /// The node that answered, and its view of the cluster.
@@ -572,6 +608,7 @@ pub struct Overview {
 // ----- tokens, auth mode, audit (format 3) -----------------------------------
 
 /// `POST /api/v1/tokens`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
@@ -588,6 +625,7 @@ pub struct CreateTokenBody {
 }
 
 /// A token as listed: never its secret, never its hash.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenInfo {
     /// 16 hex digits; the token's text starts with `skein_<id>_`.
@@ -618,6 +656,7 @@ impl From<&crate::fsm::TokenRecord> for TokenInfo {
 
 /// `POST /api/v1/tokens` and `POST /api/v1/tokens/{id}/rotate`: the token's
 /// text, shown this once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenCreated {
     #[serde(flatten)]
@@ -625,12 +664,14 @@ pub struct TokenCreated {
     pub token: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
 /// `GET /api/v1/auth`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthStatus {
     /// `enforce`: calls without a token are refused; `warn`: served, logged
@@ -643,6 +684,7 @@ pub struct AuthStatus {
 }
 
 /// `POST /api/v1/auth`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthBody {
@@ -654,6 +696,7 @@ pub struct AuthBody {
 }
 
 /// One record of `GET /api/v1/audit`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub seq: u64,
@@ -661,6 +704,7 @@ pub struct AuditEntry {
     pub record: crate::fsm::AuditRecord,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditList {
     pub records: Vec<AuditEntry>,

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use skein_raft::config::{Entry, SkeinNode};
 use skein_raft::fsm::catalog::NewEntity;
+use skein_raft::fsm::policy::{Credentials, NewRoot};
 use skein_raft::fsm::{
     AuditRecord, Caller, Command, Completion, Event, EventKind, FencingToken, HeldLease, NewTask, NewToken, Outcome,
     QueuePatch, ReportedProgress, Role, Stamped, TaskId, TaskRef, TaskStatus,
@@ -285,6 +286,11 @@ fn variant(command: &Command) -> &'static str {
         Command::TouchTokens { .. } => "TouchTokens",
         Command::ConfigureAuth { .. } => "ConfigureAuth",
         Command::Record { .. } => "Record",
+        Command::AllowExec { .. } => "AllowExec",
+        Command::DenyExec { .. } => "DenyExec",
+        Command::AllowRoot { .. } => "AllowRoot",
+        Command::DenyRoot { .. } => "DenyRoot",
+        Command::ConfigurePolicy { .. } => "ConfigurePolicy",
     }
 }
 
@@ -420,6 +426,76 @@ fn fixtures_of_0_3_0_decode_and_encode_alike() {
     assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
 }
 
+/// An object-store root with every field set.
+fn s3_root() -> NewRoot {
+    NewRoot {
+        url: "s3://lake/raw/".into(),
+        endpoint: Some("http://127.0.0.1:9000".into()),
+        region: Some("eu-west-1".into()),
+        credentials: Credentials::File("/etc/skein/s3.creds".into()),
+        allow_http: true,
+    }
+}
+
+/// The commands format 4 (0.4.0) added: each variant, each kind of credentials.
+fn commands_of_format_4() -> Vec<(&'static str, Command)> {
+    let root = |url: &str, credentials: Credentials| NewRoot {
+        url: url.into(),
+        endpoint: Some("https://s3.eu-west-1.amazonaws.com".into()),
+        region: None,
+        credentials,
+        allow_http: false,
+    };
+    vec![
+        (
+            "allow_exec",
+            Command::AllowExec { program: "/usr/bin/python3".into(), args: vec!["/opt/t/convert.py".into()] },
+        ),
+        ("allow_exec_bare", Command::AllowExec { program: "/usr/bin/true".into(), args: vec![] }),
+        ("deny_exec", Command::DenyExec { program: "/usr/bin/python3".into(), args: Some(vec!["-c".into()]) }),
+        ("deny_exec_all", Command::DenyExec { program: "/usr/bin/python3".into(), args: None }),
+        (
+            "allow_root_local",
+            Command::AllowRoot {
+                root: NewRoot {
+                    url: "file:///data/".into(),
+                    endpoint: None,
+                    region: None,
+                    credentials: Credentials::None,
+                    allow_http: false,
+                },
+            },
+        ),
+        ("allow_root_file", Command::AllowRoot { root: s3_root() }),
+        ("allow_root_env", Command::AllowRoot { root: root("s3://lake/curated/", Credentials::Env) }),
+        ("allow_root_anonymous", Command::AllowRoot { root: root("s3://public/", Credentials::Anonymous) }),
+        ("deny_root", Command::DenyRoot { url: "s3://lake/raw/".into() }),
+        ("configure_policy", Command::ConfigurePolicy { enforce: true }),
+        (
+            "as_caller_allow_exec",
+            Command::AsCaller {
+                caller: Caller::Token(1),
+                command: Box::new(Command::AllowExec { program: "/bin/sh".into(), args: vec![] }),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn fixtures_of_0_4_0_decode_and_encode_alike() {
+    const V: &str = "0.4.0";
+    let mut problems = Vec::new();
+    for (i, (name, command)) in commands_of_format_4().into_iter().enumerate() {
+        assert_eq!(command.format(), 4, "{name} is a format 4 command");
+        let entry = Entry {
+            log_id: log_id(8, 2, 900 + i as u64),
+            payload: EntryPayload::Normal(Stamped { now_ms: 1_810_000_000_000 + i as u64, command }),
+        };
+        problems.extend(check(V, &format!("log/{name}"), &entry));
+    }
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
+}
+
 #[test]
 fn format_1_commands_are_format_1() {
     for (name, command) in commands() {
@@ -429,7 +505,7 @@ fn format_1_commands_are_format_1() {
 
 #[test]
 fn every_command_variant_has_a_fixture() {
-    const ALL: [&str; 27] = [
+    const ALL: [&str; 32] = [
         "Enqueue",
         "Lease",
         "Heartbeat",
@@ -457,11 +533,17 @@ fn every_command_variant_has_a_fixture() {
         "TouchTokens",
         "ConfigureAuth",
         "Record",
+        "AllowExec",
+        "DenyExec",
+        "AllowRoot",
+        "DenyRoot",
+        "ConfigurePolicy",
     ];
     let covered: BTreeSet<&str> = commands()
         .iter()
         .chain(&commands_of_format_2())
         .chain(&commands_of_format_3())
+        .chain(&commands_of_format_4())
         .map(|(_, c)| variant(c))
         .collect();
     let missing: Vec<&str> = ALL.iter().copied().filter(|v| !covered.contains(v)).collect();
@@ -739,6 +821,116 @@ async fn the_format_3_snapshot_loads_and_installs() -> Result<(), Box<dyn std::e
     sm2.get_snapshot_builder().await.build_snapshot().await?;
     let rewritten = std::fs::read(fresh.path().join("snapshots/current.snap"))?;
     assert_eq!(u32::from_be_bytes(rewritten[8..12].try_into()?), 5);
+    assert_eq!(hot_state(&rewritten), hot_state(&bytes));
+    Ok(())
+}
+
+/// A version 6 snapshot (format 4): the format 3 snapshot after
+/// `SetFormat { format: 4 }`, two exec rules, a local and an object-store
+/// root and `ConfigurePolicy`, all sent by the admin token, and a bare
+/// `AllowExec` that is refused. Written
+/// once by `SKEIN_WRITE_FIXTURES=1` and then kept: it loads, installs, says
+/// format 4 with its policy, and is written again byte for byte alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_format_4_snapshot_loads_and_installs() -> Result<(), Box<dyn std::error::Error>> {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+
+    let path = dir("0.4.0").join("snapshot-v6.snap");
+    if !path.exists() && std::env::var_os("SKEIN_WRITE_FIXTURES").is_some() {
+        let v5 = std::fs::read(dir("0.3.0").join("snapshot-v5.snap"))?;
+        let from = tempfile::tempdir()?;
+        std::fs::create_dir_all(from.path().join("snapshots"))?;
+        std::fs::write(from.path().join("snapshots/current.snap"), &v5)?;
+        let v5_meta = {
+            let (_log, mut sm) = skein_raft::store::open(from.path())?;
+            sm.get_current_snapshot().await?.ok_or("no snapshot")?.meta
+        };
+        let tmp = tempfile::tempdir()?;
+        let (_log, mut sm) = skein_raft::store::open(tmp.path())?;
+        let mut file = sm.begin_receiving_snapshot().await?;
+        file.write_all(&v5).await?;
+        file.shutdown().await?;
+        sm.install_snapshot(&v5_meta, file).await?;
+        let last = v5_meta.last_log_id.ok_or("no log id")?;
+        // The cluster enforces auth: the admin token (1) sends them.
+        let admin = |command| Command::AsCaller { caller: Caller::Token(1), command: Box::new(command) };
+        let commands = vec![
+            Command::SetFormat { format: 4 },
+            admin(Command::AllowExec { program: "/usr/bin/true".into(), args: vec![] }),
+            admin(Command::AllowExec { program: "/usr/bin/python3".into(), args: vec!["/opt/t/convert.py".into()] }),
+            admin(Command::AllowRoot {
+                root: NewRoot {
+                    url: "/data".into(),
+                    endpoint: None,
+                    region: None,
+                    credentials: Credentials::None,
+                    allow_http: false,
+                },
+            }),
+            admin(Command::AllowRoot { root: s3_root() }),
+            admin(Command::ConfigurePolicy { enforce: true }),
+            // Refused: a bare client write while enforcing.
+            Command::AllowExec { program: "/bin/sh".into(), args: vec![] },
+        ];
+        let entries: Vec<Entry> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| Entry {
+                log_id: log_id(last.leader_id.term, last.leader_id.node_id, last.index + 1 + i as u64),
+                payload: EntryPayload::Normal(Stamped { now_ms: 1_810_000_000_000 + i as u64, command }),
+            })
+            .collect();
+        sm.apply(entries).await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        std::fs::create_dir_all(dir("0.4.0"))?;
+        std::fs::copy(tmp.path().join("snapshots/current.snap"), &path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let bytes =
+        std::fs::read(&path).map_err(|e| format!("{}: {e} (SKEIN_WRITE_FIXTURES=1 writes it)", path.display()))?;
+    assert_eq!(u32::from_be_bytes(bytes[8..12].try_into()?), 6, "the fixture is a version 6 snapshot");
+
+    let restarted = tempfile::tempdir()?;
+    std::fs::create_dir_all(restarted.path().join("snapshots"))?;
+    std::fs::write(restarted.path().join("snapshots/current.snap"), &bytes)?;
+    let (_log, mut sm) = skein_raft::store::open(restarted.path())?;
+    let meta = sm.get_current_snapshot().await?.ok_or("no snapshot after a restart")?.meta;
+    let loaded = sm.handle();
+
+    let fresh = tempfile::tempdir()?;
+    let (_log2, mut sm2) = skein_raft::store::open(fresh.path())?;
+    let mut file = sm2.begin_receiving_snapshot().await?;
+    file.write_all(&bytes).await?;
+    file.shutdown().await?;
+    sm2.install_snapshot(&meta, file).await?;
+    let installed = sm2.handle();
+    assert_eq!(installed.digest()?, loaded.digest()?, "restart and install give one state");
+    {
+        let state = installed.state();
+        assert_eq!(state.format(), 4);
+        assert_eq!(state.task_count(), 15, "format 3's tasks");
+        assert!(state.auth_enforced(), "format 3's auth section");
+        let policy = state.policy();
+        assert!(policy.enforce);
+        let rules: Vec<(&str, &[String], &str)> =
+            policy.programs.iter().map(|r| (r.program.as_str(), r.args.as_slice(), r.created_by.as_str())).collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("/usr/bin/true", &[][..], "admin"),
+                ("/usr/bin/python3", &["/opt/t/convert.py".to_string()][..], "admin"),
+            ]
+        );
+        let roots: Vec<&str> = policy.roots.keys().map(String::as_str).collect();
+        assert_eq!(roots, vec!["file:///data/", "s3://lake/raw/"]);
+        assert_eq!(policy.roots["s3://lake/raw/"].root, s3_root());
+        assert!(policy.check_exec(&["/usr/bin/python3".into(), "/opt/t/convert.py".into()]).is_ok());
+        assert!(policy.root_of("/data/x.csv")?.is_some());
+    }
+    sm2.get_snapshot_builder().await.build_snapshot().await?;
+    let rewritten = std::fs::read(fresh.path().join("snapshots/current.snap"))?;
+    assert_eq!(u32::from_be_bytes(rewritten[8..12].try_into()?), 6);
     assert_eq!(hot_state(&rewritten), hot_state(&bytes));
     Ok(())
 }

@@ -51,8 +51,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use skein_raft::format::{StateV3, StateV4, StateV5, StoredState};
+use skein_raft::format::{StateV3, StateV4, StateV5, StateV6, StoredState};
 use skein_raft::fsm::catalog::{run_key, MIGRATION_KIND};
+use skein_raft::fsm::policy::{Credentials, NewRoot};
 use skein_raft::fsm::*;
 
 const NODES: u64 = 3;
@@ -96,6 +97,32 @@ const HOUR_MS: u64 = 3_600_000;
 const RETENTIONS: [u64; 4] = [0, 1, 1_800_000, 7_200_000];
 /// What `Record` audits.
 const RECORDS: [(&str, &str); 2] = [("add node", "node 4"), ("remove node", "node 2")];
+/// Programs `AllowExec` names: two valid, two refused (relative, `..`).
+const PROGRAMS: [&str; 4] = ["/usr/bin/true", "/bin/sh", "python3", "/opt/../bin/x"];
+/// Leading arguments of exec rules.
+const EXEC_ARGS: [&[&str]; 3] = [&[], &["-c"], &["/opt/a.py", "x"]];
+/// Roots `AllowRoot` gives, and the URL each is stored under (`None`: refused).
+fn roots() -> Vec<(NewRoot, Option<&'static str>)> {
+    let root = |url: &str, endpoint: Option<&str>, credentials: Credentials| NewRoot {
+        url: url.into(),
+        endpoint: endpoint.map(str::to_string),
+        region: None,
+        credentials,
+        allow_http: true,
+    };
+    vec![
+        (root("/data", None, Credentials::None), Some("file:///data/")),
+        (root("file:///data/in/", None, Credentials::None), Some("file:///data/in/")),
+        (root("s3a://lake/raw", Some("http://127.0.0.1:9000"), Credentials::Env), Some("s3://lake/raw/")),
+        (root("s3://lake/raw/", Some("https://s3.example"), Credentials::Anonymous), Some("s3://lake/raw/")),
+        (root("s3://lake", None, Credentials::Env), None),
+        (root("/data", None, Credentials::Env), None),
+        (root("data/rel", None, Credentials::None), None),
+        (root("/data/_skein", None, Credentials::None), None),
+    ]
+}
+/// URLs `DenyRoot` names (normalized forms of some of the above).
+const DENIED_ROOTS: [&str; 4] = ["/data/", "s3://lake/raw", "file:///data/in", "/nowhere"];
 
 /// Queues 0 and 1 take tasks; 2 is only named by admin commands; 3 is not a
 /// valid name.
@@ -239,6 +266,25 @@ enum Op {
     Record {
         which: u8,
     },
+    /// `AllowExec` of `PROGRAMS[prog]` with `EXEC_ARGS[args]`.
+    AllowExec {
+        prog: u8,
+        args: u8,
+    },
+    DenyExec {
+        prog: u8,
+        args: Option<u8>,
+    },
+    /// `AllowRoot` of `ROOTS[which]`.
+    AllowRoot {
+        which: u8,
+    },
+    DenyRoot {
+        which: u8,
+    },
+    ConfigurePolicy {
+        enforce: bool,
+    },
     /// These ops' commands in one `Command::Batch`.
     Batch(Vec<Op>),
     /// Take a snapshot (kept for a later restart).
@@ -279,6 +325,11 @@ enum OpKind {
     TouchTokens,
     ConfigureAuth,
     Record,
+    AllowExec,
+    DenyExec,
+    AllowRoot,
+    DenyRoot,
+    ConfigurePolicy,
     Batch,
     Snapshot,
     Restart,
@@ -314,6 +365,11 @@ impl Op {
             Op::TouchTokens { .. } => OpKind::TouchTokens,
             Op::ConfigureAuth { .. } => OpKind::ConfigureAuth,
             Op::Record { .. } => OpKind::Record,
+            Op::AllowExec { .. } => OpKind::AllowExec,
+            Op::DenyExec { .. } => OpKind::DenyExec,
+            Op::AllowRoot { .. } => OpKind::AllowRoot,
+            Op::DenyRoot { .. } => OpKind::DenyRoot,
+            Op::ConfigurePolicy { .. } => OpKind::ConfigurePolicy,
             Op::Batch(_) => OpKind::Batch,
             Op::Snapshot => OpKind::Snapshot,
             Op::Restart { .. } => OpKind::Restart,
@@ -353,6 +409,11 @@ fn op_for(command: &Command) -> OpKind {
         Command::TouchTokens { .. } => OpKind::TouchTokens,
         Command::ConfigureAuth { .. } => OpKind::ConfigureAuth,
         Command::Record { .. } => OpKind::Record,
+        Command::AllowExec { .. } => OpKind::AllowExec,
+        Command::DenyExec { .. } => OpKind::DenyExec,
+        Command::AllowRoot { .. } => OpKind::AllowRoot,
+        Command::DenyRoot { .. } => OpKind::DenyRoot,
+        Command::ConfigurePolicy { .. } => OpKind::ConfigurePolicy,
     }
 }
 
@@ -539,7 +600,7 @@ fn plain_command_op() -> BoxedStrategy<Op> {
         2 => proptest::collection::vec(entity(), 1..4).prop_map(|entities| Op::ApplyPlans { entities }),
         2 => (proptest::collection::vec(0u8..6, 1..3), proptest::bool::weighted(0.2), 0u8..2, -1i32..=1)
             .prop_map(|(refs, force, default_queue, priority)| Op::RunPlans { refs, force, default_queue, priority }),
-        2 => prop_oneof![1 => 1u32..=2, 2 => Just(3u32)].prop_map(|format| Op::SetFormat { format }),
+        2 => prop_oneof![1 => 1u32..=2, 2 => Just(3u32), 2 => Just(4u32)].prop_map(|format| Op::SetFormat { format }),
         1 => (0u8..4, 0u32..4).prop_map(|(queue, max)| Op::Redrive { queue, max }),
         // Mostly token `n` of spec `n - 1`, so that the callers 1 to 4 are
         // usually the reader, the t0 bot, the operator and the admin.
@@ -555,6 +616,11 @@ fn plain_command_op() -> BoxedStrategy<Op> {
         1 => (proptest::option::of(proptest::bool::weighted(0.3)), proptest::option::of(0u8..4))
             .prop_map(|(enforce, retention)| Op::ConfigureAuth { enforce, retention }),
         1 => (0u8..2).prop_map(|which| Op::Record { which }),
+        1 => (0u8..4, 0u8..3).prop_map(|(prog, args)| Op::AllowExec { prog, args }),
+        1 => (0u8..4, proptest::option::of(0u8..3)).prop_map(|(prog, args)| Op::DenyExec { prog, args }),
+        1 => (0u8..8).prop_map(|which| Op::AllowRoot { which }),
+        1 => (0u8..4).prop_map(|which| Op::DenyRoot { which }),
+        1 => any::<bool>().prop_map(|enforce| Op::ConfigurePolicy { enforce }),
     ]
     .boxed()
 }
@@ -638,6 +704,11 @@ struct Model {
     /// The audit records the cold store must hold, by sequence number.
     audit: BTreeMap<u64, AuditRecord>,
     next_audit: u64,
+    /// The exec rules (program, leading arguments), in order.
+    programs: Vec<(String, Vec<String>)>,
+    /// Data roots by stored URL, with the root as given.
+    roots: BTreeMap<String, NewRoot>,
+    policy_enforce: bool,
 }
 
 impl Default for Model {
@@ -660,6 +731,9 @@ impl Default for Model {
             task_owners: BTreeMap::new(),
             audit: BTreeMap::new(),
             next_audit: 0,
+            programs: Vec::new(),
+            roots: BTreeMap::new(),
+            policy_enforce: false,
         }
     }
 }
@@ -1178,7 +1252,12 @@ fn needed_role(command: &Command) -> Option<Role> {
         Command::CreateToken { .. }
         | Command::RevokeToken { .. }
         | Command::RotateToken { .. }
-        | Command::ConfigureAuth { .. } => Some(Role::Admin),
+        | Command::ConfigureAuth { .. }
+        | Command::AllowExec { .. }
+        | Command::DenyExec { .. }
+        | Command::AllowRoot { .. }
+        | Command::DenyRoot { .. }
+        | Command::ConfigurePolicy { .. } => Some(Role::Admin),
         _ => None,
     }
 }
@@ -1235,6 +1314,11 @@ fn audit_action(command: &Command) -> String {
         Command::RotateToken { .. } => "rotate token",
         Command::TouchTokens { .. } => "touch tokens",
         Command::ConfigureAuth { .. } => "configure auth",
+        Command::AllowExec { .. } => "allow exec",
+        Command::DenyExec { .. } => "deny exec",
+        Command::AllowRoot { .. } => "allow root",
+        Command::DenyRoot { .. } => "deny root",
+        Command::ConfigurePolicy { .. } => "configure policy",
         other => panic!("the model does not audit {other:?}"),
     };
     name.to_string()
@@ -1264,6 +1348,18 @@ fn audit_target(command: &Command) -> String {
             [mode, retention].into_iter().flatten().collect::<Vec<_>>().join(", ")
         }
         Command::Record { target, .. } => target.clone(),
+        Command::AllowExec { program, args } | Command::DenyExec { program, args: Some(args) } => {
+            std::iter::once(program.clone()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ")
+        }
+        Command::DenyExec { program, args: None } => program.clone(),
+        Command::AllowRoot { root } => format!(
+            "{} (endpoint {}, credentials {})",
+            root.url,
+            root.endpoint.as_deref().unwrap_or("none"),
+            root.credentials
+        ),
+        Command::DenyRoot { url } => url.clone(),
+        Command::ConfigurePolicy { enforce } => format!("policy {}", if *enforce { "enforce" } else { "open" }),
         _ => String::new(),
     }
 }
@@ -1337,6 +1433,7 @@ fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, TestCaseErro
         3 => bincode::serde::decode_from_slice::<StateV3, _>(bytes, config).map(|(s, n)| (s.0, n)),
         4 => bincode::serde::decode_from_slice::<StateV4, _>(bytes, config).map(|(s, n)| (s.0, n)),
         5 => bincode::serde::decode_from_slice::<StateV5, _>(bytes, config).map(|(s, n)| (s.0, n)),
+        6 => bincode::serde::decode_from_slice::<StateV6, _>(bytes, config).map(|(s, n)| (s.0, n)),
         v => return Err(TestCaseError::fail(format!("snapshot version {v}"))),
     }
     .map_err(|e| TestCaseError::fail(format!("decoding a version {version} snapshot: {e}")))?;
@@ -2222,6 +2319,82 @@ impl Run {
                 };
                 prop_assert_eq!(norm(got), want);
             }
+            Op::AllowExec { prog, args } => {
+                if self.model.format < 4 {
+                    return Ok(());
+                }
+                let program = PROGRAMS[*prog as usize].to_string();
+                let args: Vec<String> = EXEC_ARGS[*args as usize].iter().map(|a| a.to_string()).collect();
+                let got = self.apply(Command::AllowExec { program: program.clone(), args: args.clone() })?;
+                let want = if *prog >= 2 {
+                    Response::Rejected(Rejection::InvalidConfig(String::new()))
+                } else {
+                    let rule = (program, args);
+                    if !self.model.programs.contains(&rule) {
+                        self.model.programs.push(rule);
+                    }
+                    Response::Done
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::DenyExec { prog, args } => {
+                if self.model.format < 4 {
+                    return Ok(());
+                }
+                let program = PROGRAMS[*prog as usize].to_string();
+                let args: Option<Vec<String>> =
+                    args.map(|a| EXEC_ARGS[a as usize].iter().map(|a| a.to_string()).collect());
+                let got = self.apply(Command::DenyExec { program: program.clone(), args: args.clone() })?;
+                let before = self.model.programs.len();
+                self.model.programs.retain(|(p, a)| !(*p == program && args.as_ref().is_none_or(|want| want == a)));
+                let want = if self.model.programs.len() == before {
+                    Response::Rejected(Rejection::InvalidConfig(String::new()))
+                } else {
+                    Response::Done
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::AllowRoot { which } => {
+                if self.model.format < 4 {
+                    return Ok(());
+                }
+                let (root, stored) = roots().swap_remove(*which as usize);
+                let got = self.apply(Command::AllowRoot { root: root.clone() })?;
+                let want = match stored {
+                    Some(url) => {
+                        self.model.roots.insert(url.to_string(), root);
+                        Response::Done
+                    }
+                    None => Response::Rejected(Rejection::InvalidConfig(String::new())),
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::DenyRoot { which } => {
+                if self.model.format < 4 {
+                    return Ok(());
+                }
+                let url = DENIED_ROOTS[*which as usize];
+                let got = self.apply(Command::DenyRoot { url: url.into() })?;
+                let stored = match url {
+                    "/data/" => "file:///data/",
+                    "s3://lake/raw" => "s3://lake/raw/",
+                    "file:///data/in" => "file:///data/in/",
+                    _ => "file:///nowhere/",
+                };
+                let want = match self.model.roots.remove(stored) {
+                    Some(_) => Response::Done,
+                    None => Response::Rejected(Rejection::InvalidConfig(String::new())),
+                };
+                prop_assert_eq!(norm(got), want);
+            }
+            Op::ConfigurePolicy { enforce } => {
+                if self.model.format < 4 {
+                    return Ok(());
+                }
+                let got = self.apply(Command::ConfigurePolicy { enforce: *enforce })?;
+                self.model.policy_enforce = *enforce;
+                prop_assert_eq!(got, Response::Done);
+            }
             Op::Record { which } => {
                 if self.model.format < 3 {
                     return Ok(());
@@ -2542,6 +2715,19 @@ impl Run {
             self.note("token expired");
         }
         prop_assert_eq!(sm.auth_enforced(), model.enforce, "auth mode");
+        let policy = sm.policy();
+        prop_assert_eq!(policy.enforce, model.policy_enforce, "policy mode");
+        let programs: Vec<(String, Vec<String>)> =
+            policy.programs.iter().map(|r| (r.program.clone(), r.args.clone())).collect();
+        prop_assert_eq!(&programs, &model.programs, "exec rules");
+        let stored: Vec<(&str, Option<&str>, &Credentials)> = policy
+            .roots
+            .iter()
+            .map(|(url, r)| (url.as_str(), r.root.endpoint.as_deref(), &r.root.credentials))
+            .collect();
+        let given: Vec<(&str, Option<&str>, &Credentials)> =
+            model.roots.iter().map(|(url, r)| (url.as_str(), r.endpoint.as_deref(), &r.credentials)).collect();
+        prop_assert_eq!(stored, given, "data roots");
         prop_assert_eq!(sm.audit_retention_ms(), model.audit_retention_ms, "audit retention");
         for id in model.tasks.keys() {
             prop_assert_eq!(sm.task_owner(*id), model.task_owners.get(id).copied(), "owner of task {}", id);
@@ -2621,7 +2807,7 @@ fn every_command_variant_is_generated() {
     }
     eprintln!("commands applied by variant: {seen:?}");
     let all = all_command_variants();
-    assert!(all.len() >= 27, "serde lists {} Command variants: {all:?}", all.len());
+    assert!(all.len() >= 32, "serde lists {} Command variants: {all:?}", all.len());
     let missing: Vec<&str> = all.iter().copied().filter(|v| !seen.contains_key(*v)).collect();
     assert!(missing.is_empty(), "Command variants never generated: {missing:?} (give them an op: see `op_for`)");
     let missing: Vec<&str> = REQUIRED_OUTCOMES.iter().copied().filter(|o| !outcomes.contains(o)).collect();

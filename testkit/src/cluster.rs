@@ -96,6 +96,12 @@ pub struct Spec {
     /// The cluster's CA (`ca.pem`) when the nodes serve HTTPS (`--tls-dir`):
     /// the harness's clients then speak HTTPS and trust only it.
     pub ca: Option<PathBuf>,
+    /// Whether the started cluster enforces its exec allow list and data
+    /// roots (a new cluster's default). `false` (the harness's default):
+    /// the harness sets the policy to `open` once the cluster is up, so that
+    /// tests of other things run any program on any path, as an upgraded
+    /// cluster does; tests of the policy set it `true`.
+    pub enforce_policy: bool,
 }
 
 impl Spec {
@@ -120,6 +126,7 @@ impl Spec {
             request_timeout: REQUEST_TIMEOUT,
             poll: POLL,
             ca: None,
+            enforce_policy: false,
         }
     }
 
@@ -259,7 +266,30 @@ impl Cluster {
         }
         let ids: Vec<u64> = (1..=n as u64).collect();
         let voters = n.min(self.spec.voters.unwrap_or(3));
-        self.wait_members(&ids, voters, self.spec.membership_timeout).await
+        self.wait_members(&ids, voters, self.spec.membership_timeout).await?;
+        // Only a node of this release knows the policy (an older one's
+        // cluster has none to open).
+        if !self.spec.enforce_policy && self.spec.node_bin.is_none() {
+            let body = serde_json::json!({"mode": "open"}).to_string().into_bytes();
+            let reply = self.api.raw(reqwest::Method::POST, &self.addr(1), "/api/v1/policy", Some(body)).await?;
+            // 409 needs_format: a cluster below format 4 enforces no policy.
+            ensure!(
+                reply.status.is_success() || reply.status == reqwest::StatusCode::CONFLICT,
+                "opening the policy answered {}: {}",
+                reply.status,
+                reply.body
+            );
+        }
+        Ok(())
+    }
+
+    /// `POST /api/v1/policy`: `enforce` or `open`.
+    pub async fn set_policy(&self, mode: &str) -> anyhow::Result<()> {
+        let _: serde_json::Value = self
+            .api
+            .call(reqwest::Method::POST, &self.addr(1), "/api/v1/policy", Some(&serde_json::json!({"mode": mode})))
+            .await?;
+        Ok(())
     }
 
     /// The binaries in use (to start a process of one's own).

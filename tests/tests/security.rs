@@ -25,6 +25,7 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, Option<&'static str>)> 
     vec![
         (M::GET, "/healthz", None, None),
         (M::GET, "/readyz", None, None),
+        (M::GET, "/api/v1/openapi.json", None, None),
         (M::GET, "/", None, None),
         (M::GET, "/dashboard.js", None, None),
         (M::GET, "/dashboard.css", None, None),

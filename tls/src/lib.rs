@@ -9,6 +9,8 @@
 //! - [`accept`], [`MaybeTls`] and [`HttpsListener`]: the server side of
 //!   [`TlsMode`] `off`, `permissive` (TLS and plain on one port, told apart
 //!   by the first byte) and `required`;
+//! - [`limit`]: [`ConnectionLimiter`], the limits on connections open at
+//!   once, per remote address and in all, of the HTTPS and RPC listeners;
 //! - [`client_trusting`]: an HTTPS client config for the CLI and tests;
 //! - [`issue`]: making the CA and node certificates (`skein cert`);
 //! - [`token`]: API tokens as text, and the hash the cluster keeps of them.
@@ -20,6 +22,7 @@
 mod accept;
 mod der;
 pub mod issue;
+pub mod limit;
 mod node;
 pub mod token;
 
@@ -32,7 +35,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-pub use accept::{accept, HttpsListener, MaybeTls, HANDSHAKE_TIMEOUT};
+pub use accept::{accept, HttpsConnection, HttpsListener, MaybeTls, HANDSHAKE_TIMEOUT};
+pub use limit::{ConnectionLimiter, ConnectionLimits, ConnectionSlot};
 pub use node::{CertExpiry, NodeTls};
 // The versions skein-tls is built against, for the node and the transport.
 pub use {rustls, tokio_rustls};

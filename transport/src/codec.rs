@@ -6,6 +6,17 @@
 //! transport does too, through [`Bincode2`], an implementation of
 //! tokio-serde's `Serializer`/`Deserializer`.
 //!
+//! Requests ([`tarpc::ClientMessage`]) are decoded through [`Frame`], which
+//! checks the deadline before tarpc's own types see it: tarpc turns the
+//! deadline it receives (the time left, a `Duration`) into an `Instant`
+//! with `Instant::now() + deadline`, which panics on overflow, and its
+//! server then adds it to `SystemTime::now()` (for a span) and puts it in
+//! tokio-util's `DelayQueue`, which panics on a deadline more than about
+//! 795 days away. A request whose deadline is over
+//! [`MAX_REQUEST_DEADLINE`] is a decode error instead, which closes only
+//! its connection. Only decoding changes: every frame is still encoded by
+//! [`encode`], byte for byte as before.
+//!
 //! bincode 2's serde mode is not self-describing: it cannot decode
 //! `#[serde(untagged)]`, `#[serde(flatten)]`, internally tagged enums or
 //! fields skipped with `skip_serializing_if`. The tests at the bottom of this
@@ -15,7 +26,9 @@
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::{Deserializer, Serializer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -28,6 +41,15 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 /// connection. Snapshot chunks (openraft's default is 3 MiB) and append
 /// batches stay well below it.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// The furthest deadline a request may carry, as the time left when it was
+/// sent. Every skein release clamps a call's timeout to 24 hours (plus half
+/// a second of grace, `client.rs`), so 30 days is far above anything a node
+/// sends, and far below what tarpc's server can hold without panicking
+/// (tokio-util's `DelayQueue` refuses a deadline over 2^36 ms, about 795
+/// days, with a panic; `Instant` and `SystemTime` overflow much later). A
+/// request beyond it fails to decode ([`CodecError::Deadline`]).
+pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// bincode 2's standard configuration (varint integers, little endian),
 /// bounded so that a corrupt or hostile length prefix inside a frame can
@@ -53,6 +75,19 @@ pub enum CodecError {
     /// mismatch between nodes, or corruption).
     #[error("decoding a message: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    /// A request whose deadline is further away than
+    /// [`MAX_REQUEST_DEADLINE`] (tarpc would panic on it, or hold it for
+    /// years).
+    #[error(
+        "decoding a request: its deadline is {}.{:09} s away, more than the {} s allowed",
+        deadline.as_secs(),
+        deadline.subsec_nanos(),
+        MAX_REQUEST_DEADLINE.as_secs()
+    )]
+    Deadline {
+        /// The deadline the frame carried (the time left).
+        deadline: Duration,
+    },
     /// The frame held a whole message and then more bytes.
     #[error("decoding a message: {extra} bytes left over after it")]
     TrailingBytes {
@@ -95,11 +130,77 @@ impl<Item, SinkItem: Serialize> Serializer<SinkItem> for Bincode2<Item, SinkItem
     }
 }
 
-impl<Item: for<'de> Deserialize<'de>, SinkItem> Deserializer<Item> for Bincode2<Item, SinkItem> {
+impl<Item: Frame, SinkItem> Deserializer<Item> for Bincode2<Item, SinkItem> {
     type Error = io::Error;
 
     fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<Item, Self::Error> {
-        Ok(decode(src)?)
+        Ok(Item::decode_frame(src)?)
+    }
+}
+
+/// A message the transport receives, and how one frame of it is decoded:
+/// a request with its deadline checked first ([`MAX_REQUEST_DEADLINE`]), a
+/// response as it is.
+pub trait Frame: Sized {
+    /// Decodes one frame, the whole of `bytes`.
+    fn decode_frame(bytes: &[u8]) -> Result<Self, CodecError>;
+}
+
+impl<T: DeserializeOwned> Frame for tarpc::ClientMessage<T> {
+    fn decode_frame(bytes: &[u8]) -> Result<Self, CodecError> {
+        check_deadline(bytes)?;
+        decode(bytes)
+    }
+}
+
+impl<T: DeserializeOwned> Frame for tarpc::Response<T> {
+    fn decode_frame(bytes: &[u8]) -> Result<Self, CodecError> {
+        decode(bytes)
+    }
+}
+
+/// Decodes one frame the way the transport does: [`decode`], and for a
+/// request the deadline check of [`Frame`]. Use this, not [`decode`], for a
+/// [`tarpc::ClientMessage`]: tarpc's own decoding of it panics on a
+/// deadline that overflows an `Instant`.
+pub fn decode_frame<T: Frame>(bytes: &[u8]) -> Result<T, CodecError> {
+    T::decode_frame(bytes)
+}
+
+/// The start of a [`tarpc::ClientMessage`] in bincode's serde layout, as far
+/// as a request's deadline: the variant, then (a `Request`) its first field,
+/// the context, whose first field is the deadline, the time left as a
+/// `Duration` (`tarpc::context`'s `absolute_to_relative_time`). Decoding
+/// this reads exactly the bytes tarpc's own types read first, and stops.
+#[derive(Deserialize)]
+enum ClientMessageHead {
+    Request(RequestHead),
+    Cancel,
+}
+
+/// `tarpc::Request`'s first field.
+#[derive(Deserialize)]
+struct RequestHead {
+    context: ContextHead,
+}
+
+/// `tarpc::context::Context`'s first field.
+#[derive(Deserialize)]
+struct ContextHead {
+    deadline: Duration,
+}
+
+/// Refuses a request whose deadline is over [`MAX_REQUEST_DEADLINE`]; a
+/// cancellation, or a frame too short or malformed to say, is left to the
+/// full decode (which fails on the same bytes this could not read).
+fn check_deadline(bytes: &[u8]) -> Result<(), CodecError> {
+    match bincode::serde::decode_from_slice::<ClientMessageHead, _>(bytes, wire_config()) {
+        Ok((ClientMessageHead::Request(RequestHead { context: ContextHead { deadline } }), _))
+            if deadline > MAX_REQUEST_DEADLINE =>
+        {
+            Err(CodecError::Deadline { deadline })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -108,8 +209,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(bincode::serde::encode_to_vec(value, wire_config())?)
 }
 
-/// Decodes one message the way the transport does: the whole of `bytes`,
-/// nothing left over.
+/// Decodes one message body: the whole of `bytes`, nothing left over. A
+/// whole request frame (a [`tarpc::ClientMessage`]) goes through
+/// [`decode_frame`] instead, as the transport does.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) = bincode::serde::decode_from_slice(bytes, wire_config())?;
     if read != bytes.len() {
@@ -130,7 +232,7 @@ pub fn transport<S, Item, SinkItem>(
 ) -> tarpc::serde_transport::Transport<S, Item, SinkItem, Bincode2<Item, SinkItem>>
 where
     S: AsyncRead + AsyncWrite,
-    Item: for<'de> Deserialize<'de>,
+    Item: Frame + for<'de> Deserialize<'de>,
     SinkItem: Serialize,
 {
     tarpc::serde_transport::new(Framed::new(io, length_delimited()), Bincode2::default())
@@ -416,6 +518,89 @@ mod tests {
         let back = round_trip(&response);
         assert_eq!(back.request_id, 9);
         assert!(matches!(back.message, Ok(SkeinRpcResponse::ReadIndex(Err(NodeError::Unavailable(_))))));
+    }
+
+    /// A request as tarpc puts it on the wire, with the deadline (the time
+    /// left, a `Duration`: secs varint, nanos varint after the variant byte)
+    /// replaced by `secs`/`nanos`; `None` gives the frame as encoded.
+    fn request_frame(deadline: Option<(u64, u32)>) -> Vec<u8> {
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let message = tarpc::ClientMessage::Request(tarpc::Request {
+            context: ctx,
+            id: 5,
+            message: SkeinRpcRequest::Leave { id: 3 },
+        });
+        let valid = encode(&message).expect("encode");
+        let Some((secs, nanos)) = deadline else { return valid };
+        let head = &valid[1..];
+        let (_, used): (Duration, usize) =
+            bincode::serde::decode_from_slice(head, wire_config()).expect("the deadline decodes");
+        // The two fields, as written (`Duration::new` would carry nanos over).
+        let mut bytes = vec![0u8];
+        bytes.extend(encode(&secs).expect("encode"));
+        bytes.extend(encode(&nanos).expect("encode"));
+        bytes.extend(&valid[1 + used..]);
+        bytes
+    }
+
+    #[test]
+    fn requests_decode_with_their_deadline_and_unchanged_bytes() {
+        // The frame as sent: a request and its deadline, decoded through
+        // `Frame` as the server does, then encoded again: the same bytes
+        // but for the deadline, which is relative to now and so a little
+        // shorter the second time.
+        let sent = request_frame(None);
+        let back: tarpc::ClientMessage<SkeinRpcRequest> = decode_frame(&sent).expect("a request decodes");
+        let tarpc::ClientMessage::Request(ref request) = back else { panic!("not a request: {back:?}") };
+        let left = request.context.deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
+        assert!(matches!(request.message, SkeinRpcRequest::Leave { id: 3 }));
+        let again = encode(&back).expect("encode");
+        let tail = |b: &[u8]| {
+            let (_, used): (Duration, usize) =
+                bincode::serde::decode_from_slice(&b[1..], wire_config()).expect("deadline");
+            b[1 + used..].to_vec()
+        };
+        assert_eq!(sent[0], again[0]);
+        assert_eq!(tail(&sent), tail(&again), "everything after the deadline is encoded as before");
+        // tarpc's own decoding (what `decode` does) reads the same frame to
+        // the same value: the check only refuses, it never reinterprets.
+        let plain: tarpc::ClientMessage<SkeinRpcRequest> = decode(&sent).expect("decode");
+        assert_eq!(tail(&encode(&plain).expect("encode")), tail(&sent));
+        // The limit is a decoding matter: with or without it, and through
+        // `Frame` or not, a value encodes to the same bytes.
+        let response: tarpc::Response<SkeinRpcResponse> =
+            tarpc::Response { request_id: 9, message: Ok(SkeinRpcResponse::ReadIndex(Ok(7))) };
+        assert_eq!(
+            encode(&response).expect("encode"),
+            bincode::serde::encode_to_vec(&response, bincode::config::standard()).expect("encode")
+        );
+        let decoded: tarpc::Response<SkeinRpcResponse> =
+            decode_frame(&encode(&response).expect("encode")).expect("a response decodes");
+        assert_eq!(encode(&decoded).expect("encode"), encode(&response).expect("encode"));
+    }
+
+    #[test]
+    fn deadlines_over_the_bound_are_decode_errors() {
+        let max = MAX_REQUEST_DEADLINE.as_secs();
+        for (secs, nanos) in [(u64::MAX, 0), (i64::MAX as u64, 999_999_999), (3 * 365 * 24 * 3600, 0), (max, 1)] {
+            let frame = request_frame(Some((secs, nanos)));
+            match decode_frame::<tarpc::ClientMessage<SkeinRpcRequest>>(&frame) {
+                Err(CodecError::Deadline { deadline }) => assert_eq!(deadline, Duration::new(secs, nanos)),
+                other => panic!("{secs} s {nanos} ns: {other:?}"),
+            }
+            // An I/O error of kind InvalidData: tarpc closes the connection.
+            let io: io::Error = CodecError::Deadline { deadline: Duration::new(secs, nanos) }.into();
+            assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+        }
+        for (secs, nanos) in [(0, 0), (24 * 3600, 500_000_000), (max, 0)] {
+            let frame = request_frame(Some((secs, nanos)));
+            assert!(decode_frame::<tarpc::ClientMessage<SkeinRpcRequest>>(&frame).is_ok(), "{secs} s {nanos} ns");
+        }
+        // Too short to hold a deadline: the full decode's error.
+        assert!(matches!(decode_frame::<tarpc::ClientMessage<SkeinRpcRequest>>(&[0]), Err(CodecError::Decode(_))));
+        assert!(matches!(decode_frame::<tarpc::ClientMessage<SkeinRpcRequest>>(&[]), Err(CodecError::Decode(_))));
     }
 
     #[test]

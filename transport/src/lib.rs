@@ -7,7 +7,7 @@
 //!   (serde mode), and its size cap;
 //! - [`server`]: the [`Handler`] a node implements and [`serve`], the accept
 //!   loop (a task per connection, a task per request); [`serve_with`] adds
-//!   mutual TLS ([`ServerTls`]);
+//!   mutual TLS ([`ServerTls`]), [`serve_limited`] limits on connections;
 //! - [`client`]: [`Peers`], one lazily dialled connection per peer with
 //!   backoff and a deadline on every call (over TLS with
 //!   [`PeersConfig::tls`]), and [`CallError`];
@@ -30,6 +30,6 @@ pub use rpc::{
     CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpc,
     SkeinRpcClient,
 };
-pub use server::{serve, serve_with, Handler, ServerTls};
+pub use server::{serve, serve_limited, serve_with, Handler, ServerTls};
 /// The TLS library the transport uses (its modes, a node's certificates).
 pub use skein_tls;

@@ -12,6 +12,10 @@
 //! another sender closes the connection) and only while
 //! [`Handler::admits`] that id. The wire format of errors is frozen, so a
 //! refusal is a closed connection, never a new error.
+//!
+//! [`serve_limited`] holds at most what a [`ConnectionLimiter`] allows
+//! open (per remote address and in all); a connection over it is closed
+//! as soon as it is accepted, before any handshake.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +31,7 @@ use openraft::raft::{
 use skein_raft::config::TypeConfig;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_tls::rustls::ServerConfig;
-use skein_tls::{MaybeTls, NodeIdentity, NodeTls, TlsMode};
+use skein_tls::{ConnectionLimiter, MaybeTls, NodeIdentity, NodeTls, TlsMode};
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
@@ -157,13 +161,25 @@ pub async fn serve_with<H: Handler>(
     shutdown: impl Future<Output = ()>,
     tls: ServerTls,
 ) {
+    serve_limited(listener, handler, shutdown, tls, ConnectionLimiter::unlimited()).await;
+}
+
+/// [`serve_with`], holding at most what `limiter` allows open: a
+/// connection over its limits is closed at once.
+pub async fn serve_limited<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+    tls: ServerTls,
+    limiter: ConnectionLimiter,
+) {
     let local = listener.local_addr().ok();
-    info!(addr = ?local, tls = %tls.mode, "rpc server listening");
+    info!(addr = ?local, tls = %tls.mode, limits = ?limiter.limits(), "rpc server listening");
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
 
     tokio::select! {
-        () = accept_loop(&listener, &handler, &tls, &stop, &connections) => {}
+        () = accept_loop(&listener, &handler, &tls, &limiter, &stop, &connections) => {}
         () = shutdown => {}
     }
 
@@ -180,6 +196,7 @@ async fn accept_loop<H: Handler>(
     listener: &TcpListener,
     handler: &Arc<H>,
     tls: &ServerTls,
+    limiter: &ConnectionLimiter,
     stop: &CancellationToken,
     connections: &TaskTracker,
 ) {
@@ -197,10 +214,14 @@ async fn accept_loop<H: Handler>(
                 continue;
             }
         };
+        // Over the limits: dropped, so closed (the limiter counts and logs it).
+        let Ok(slot) = limiter.try_acquire(peer.ip()) else { continue };
         let handler = Arc::clone(handler);
         let tls = tls.clone();
         let stop = stop.clone();
         connections.spawn(async move {
+            // Holds the connection's place until the task ends.
+            let _slot = slot;
             debug!(peer = %peer, "connection accepted");
             let stream = match tls.config {
                 None => MaybeTls::Plain(stream),

@@ -10,26 +10,32 @@
 //!   tarpc's `ClientMessage` envelope, as the server decodes them) and every
 //!   response kind (in `tarpc::Response`), mutated (bit flips, byte sets,
 //!   truncation, splices, deletions, varint length edits), and pure random
-//!   bytes, decoded with `codec::decode` as both message types.
+//!   bytes, decoded with `codec::decode_frame` (what the transport uses) as
+//!   both message types.
 //! - `fuzz_codec_framing`: the length-delimited framing over a stream of
 //!   mutated frames: a length over the cap is refused from the 4-byte header
 //!   alone, before the body is read.
 //! - `codec_refuses_lengths_beyond_the_cap_without_allocating`: inner length
 //!   prefixes above the cap are refused by the bincode limit, and the
 //!   process's peak virtual memory (`VmPeak`) shows no such allocation.
+//! - `codec_refuses_deadlines_beyond_the_bound`: a request whose deadline
+//!   (the time left, a `Duration`) is over `MAX_REQUEST_DEADLINE` is a decode
+//!   error, not a panic (the fixed finding of issue 15: tarpc computes
+//!   `Instant::now() + deadline`, which panicked on overflow).
 //! - `server_survives_garbage_stalls_and_floods`: the real `serve` with a
 //!   fake handler, while garbage, stalled and flooding connections come in,
-//!   keeps answering a well-behaved client; garbage connections get closed.
+//!   keeps answering a well-behaved client; garbage connections, and those
+//!   that send a request with an overflowing or years-long deadline, get
+//!   closed; nothing panics, in the server's tasks either.
 //!
-//! Known finding (see `finding_deadline_overflow_panics`): tarpc decodes a
-//! request's deadline as `Instant::now() + Duration`, which panics on
-//! overflow; the mutation fuzz tolerates exactly that panic message and
-//! counts it, every other panic fails.
+//! Every panic fails these tests: a panic hook counts them all (also those in
+//! tokio tasks, which the runtime would otherwise contain).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +51,7 @@ use skein_raft::fsm::{
     Command, Completion, FencingToken, Granted, HeartbeatAck, HeldLease, NewTask, Outcome, Rejection, ReportedProgress,
     Response, Stamped, TaskId, TaskStatus,
 };
-use skein_transport::codec::{self, MAX_FRAME_BYTES};
+use skein_transport::codec::{self, CodecError, MAX_FRAME_BYTES, MAX_REQUEST_DEADLINE};
 use skein_transport::rpc::{SkeinRpcRequest, SkeinRpcResponse};
 use skein_transport::{
     serve, CompleteRequest, Handler, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion,
@@ -58,9 +64,6 @@ use tokio_util::codec::Decoder;
 
 type Req = tarpc::ClientMessage<SkeinRpcRequest>;
 type Resp = tarpc::Response<SkeinRpcResponse>;
-
-/// The panic tarpc's deadline decoding raises (the known finding).
-const DEADLINE_PANIC: &str = "overflow when adding duration to instant";
 
 // ---------------------------------------------------------------- cases and randomness
 
@@ -152,40 +155,41 @@ fn mutate(rng: &mut Rng, valid: &[u8], pool: &[Vec<u8>]) -> Vec<u8> {
     b
 }
 
-/// Decodes `bytes` as `T`; a panic is reported with the input, except the
-/// known deadline panic, which is counted.
-fn decode_no_panic<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8], what: &str, known: &mut usize) -> bool {
-    quiet_known_panic();
-    match catch_unwind(AssertUnwindSafe(|| codec::decode::<T>(bytes).is_ok())) {
-        Ok(ok) => ok,
+/// Decodes `bytes` as `T` the way the transport does (`decode_frame`); a
+/// panic fails the test, with the input. Counts the refusals of a
+/// request's deadline in `deadlines`; returns whether it decoded.
+fn decode_no_panic<T: codec::Frame>(bytes: &[u8], what: &str, deadlines: &mut usize) -> bool {
+    count_panics();
+    match catch_unwind(AssertUnwindSafe(|| codec::decode_frame::<T>(bytes))) {
+        Ok(Ok(_)) => true,
+        Ok(Err(CodecError::Deadline { .. })) => {
+            *deadlines += 1;
+            false
+        }
+        Ok(Err(_)) => false,
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            if msg.contains(DEADLINE_PANIC) {
-                *known += 1;
-                false
-            } else {
-                panic!("decoding {what} panicked ({msg}) on input {bytes:02x?}");
-            }
+            panic!("decoding {what} panicked ({msg}) on input {bytes:02x?}");
         }
     }
 }
 
-/// Keeps the known deadline panic (expected, counted) out of the output;
-/// every other panic is printed as usual.
-fn quiet_known_panic() {
+/// Panics anywhere in the process since the hook went in (the default hook
+/// still prints each): the server's connection tasks run on tokio, which
+/// would contain a panic there without failing the test.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let known = info.payload().downcast_ref::<String>().is_some_and(|m| m.contains(DEADLINE_PANIC))
-                || info.payload().downcast_ref::<&str>().is_some_and(|m| m.contains(DEADLINE_PANIC));
-            if !known {
-                default(info);
-            }
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            default(info);
         }));
     });
 }
@@ -354,17 +358,17 @@ fn fuzz_codec_mutated_frames() {
     let resps = encode_all(&responses());
     // Valid frames decode; the pool of splice material is all of them.
     for r in &reqs {
-        codec::decode::<Req>(r).expect("a valid request decodes");
+        codec::decode_frame::<Req>(r).expect("a valid request decodes");
     }
     for r in &resps {
-        codec::decode::<Resp>(r).expect("a valid response decodes");
+        codec::decode_frame::<Resp>(r).expect("a valid response decodes");
     }
     let pool: Vec<Vec<u8>> = reqs.iter().chain(&resps).cloned().collect();
 
     let start_peak = vm_peak();
     let n = cases(10000);
     let mut rng = Rng(0x5eed_c0de_0001);
-    let (mut decoded, mut known) = (0usize, 0usize);
+    let (mut decoded, mut deadlines) = (0usize, 0usize);
     for case in 0..n {
         for (i, valid) in pool.iter().enumerate() {
             let input = if case % 16 == 0 && i == 0 {
@@ -376,14 +380,16 @@ fn fuzz_codec_mutated_frames() {
             };
             // A request frame must be read as a request, a response as a
             // response; decode both ways anyway: either may arrive.
-            decoded += usize::from(decode_no_panic::<Req>(&input, "a request", &mut known));
-            decoded += usize::from(decode_no_panic::<Resp>(&input, "a response", &mut known));
+            decoded += usize::from(decode_no_panic::<Req>(&input, "a request", &mut deadlines));
+            decoded += usize::from(decode_no_panic::<Resp>(&input, "a response", &mut deadlines));
         }
     }
     eprintln!(
-        "fuzz_codec_mutated_frames: {} inputs, {decoded} decoded to a value, {known} hit the known deadline panic",
+        "fuzz_codec_mutated_frames: {} inputs, {decoded} decoded to a value, {deadlines} requests refused for \
+         their deadline",
         n * pool.len()
     );
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a decode panicked");
     if let (Some(a), Some(b)) = (start_peak, vm_peak()) {
         // Each decode may claim up to the cap (virtually); nothing near a
         // length field's claim of 2^40 or u64::MAX bytes.
@@ -399,7 +405,7 @@ fn fuzz_codec_framing() {
     let pool: Vec<Vec<u8>> = encode_all(&requests()).into_iter().chain(encode_all(&responses())).collect();
     let n = cases(10000);
     let mut rng = Rng(0x5eed_f4a3_0002);
-    let mut known = 0;
+    let mut deadlines = 0;
     let (mut refused, mut frames) = (0usize, 0usize);
     for _ in 0..n {
         let mut stream = BytesMut::new();
@@ -422,8 +428,8 @@ fn fuzz_codec_framing() {
             match codec.decode(&mut stream) {
                 Ok(Some(frame)) => {
                     frames += 1;
-                    let _ = decode_no_panic::<Req>(&frame, "a framed request", &mut known);
-                    let _ = decode_no_panic::<Resp>(&frame, "a framed response", &mut known);
+                    let _ = decode_no_panic::<Req>(&frame, "a framed request", &mut deadlines);
+                    let _ = decode_no_panic::<Resp>(&frame, "a framed response", &mut deadlines);
                 }
                 Ok(None) => {
                     // Waiting for the rest of a frame: only ever one that fits
@@ -445,7 +451,10 @@ fn fuzz_codec_framing() {
             }
         }
     }
-    eprintln!("fuzz_codec_framing: {n} streams, {frames} frames, {refused} over-cap headers refused, {known} known");
+    eprintln!(
+        "fuzz_codec_framing: {n} streams, {frames} frames, {refused} over-cap headers refused, {deadlines} deadlines \
+         refused"
+    );
     assert!(refused > 0 && frames > 0);
 }
 
@@ -477,6 +486,7 @@ fn codec_refuses_lengths_beyond_the_cap_without_allocating() {
         resp.extend(varint(claim));
         resp.extend(b"0.3.0");
         assert!(codec::decode::<Resp>(&resp).is_err(), "claim {claim}");
+        assert!(codec::decode_frame::<Resp>(&resp).is_err(), "claim {claim}");
     }
     if let (Some(a), Some(b)) = (before, vm_peak()) {
         assert!(b - a < 512 << 20, "peak virtual memory grew by {} MiB", (b - a) >> 20);
@@ -492,21 +502,62 @@ fn codec_refuses_lengths_beyond_the_cap_without_allocating() {
     assert!(matches!(codec.decode(&mut at), Ok(None)));
 }
 
-/// The known finding, pinned with the behaviour we want (ignored until it is
-/// fixed): a request whose deadline is `Duration::MAX`-like must decode to an
-/// error or a value, not panic. Today tarpc's `absolute_to_relative_time`
-/// computes `Instant::now() + deadline`, which panics.
+/// The fixed finding of issue 15: tarpc decodes a request's deadline (the
+/// time left, a `Duration`) as `Instant::now() + deadline`, which panicked
+/// on overflow, and its server puts it in a `DelayQueue`, which panics on
+/// one over about 795 days. `decode_frame` (what the transport uses) checks
+/// it first: over `MAX_REQUEST_DEADLINE` is a decode error, at it or below
+/// decodes as before.
 #[test]
-#[ignore = "finding: tarpc's deadline decoding panics on overflow (issue 15)"]
-fn finding_deadline_overflow_panics() {
-    let bytes = deadline_overflow_frame();
-    let outcome = catch_unwind(|| codec::decode::<Req>(&bytes).is_ok());
-    assert!(outcome.is_ok(), "decoding a request with a huge deadline panicked");
+fn codec_refuses_deadlines_beyond_the_bound() {
+    count_panics();
+    let year = 365 * 24 * 3600;
+    let refused = [
+        (u64::MAX, 999_999_999),
+        (u64::MAX, 0),
+        (i64::MAX as u64, 0),
+        (i64::MAX as u64 - 1_000_000, 0),
+        (1_000 * year, 0),
+        (100 * year, 0),
+        (3 * year, 0),
+        (MAX_REQUEST_DEADLINE.as_secs(), 1),
+        (MAX_REQUEST_DEADLINE.as_secs() + 1, 0),
+    ];
+    for (secs, nanos) in refused {
+        let bytes = request_with_deadline(secs, nanos);
+        let outcome = catch_unwind(|| codec::decode_frame::<Req>(&bytes).map(drop));
+        match outcome {
+            Ok(Err(e @ CodecError::Deadline { deadline })) => {
+                assert_eq!(deadline, Duration::new(secs, nanos));
+                assert!(e.to_string().contains("deadline"), "{e}");
+            }
+            Ok(other) => panic!("a deadline of {secs} s {nanos} ns: expected a deadline error, got {other:?}"),
+            Err(_) => panic!("decoding a request with a deadline of {secs} s {nanos} ns panicked"),
+        }
+    }
+    // `Duration`'s own check: nanos that carry seconds past u64::MAX.
+    let bytes = request_with_deadline(u64::MAX, 1_999_999_999);
+    assert!(matches!(codec::decode_frame::<Req>(&bytes), Err(CodecError::Decode(_))));
+    for (secs, nanos) in [(0, 0), (3, 0), (24 * 3600, 500_000_000), (MAX_REQUEST_DEADLINE.as_secs(), 0)] {
+        let bytes = request_with_deadline(secs, nanos);
+        match codec::decode_frame::<Req>(&bytes) {
+            Ok(tarpc::ClientMessage::Request(r)) => {
+                let left = r.context.deadline.saturating_duration_since(std::time::Instant::now());
+                assert!(left <= Duration::new(secs, nanos), "deadline {secs} s decoded as {left:?}");
+                assert!(left + Duration::from_secs(5) >= Duration::new(secs, nanos), "{secs} s decoded as {left:?}");
+            }
+            other => panic!("a deadline of {secs} s {nanos} ns: {other:?}"),
+        }
+    }
+    // A cancellation carries no deadline.
+    let cancel = codec::encode(&requests().pop().expect("the cancel")).expect("encode");
+    assert!(matches!(codec::decode_frame::<Req>(&cancel), Ok(tarpc::ClientMessage::Cancel { request_id: 7, .. })));
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a decode panicked");
 }
 
-/// A `ClientMessage::Request` of `node_version` whose context's deadline is
-/// `u64::MAX` seconds.
-fn deadline_overflow_frame() -> Vec<u8> {
+/// A `ClientMessage::Request` of `node_version` with its deadline (the time
+/// left) set to `secs` s and `nanos` ns; the rest as tarpc encodes it.
+fn request_with_deadline(secs: u64, nanos: u32) -> Vec<u8> {
     let valid = codec::encode(&tarpc::ClientMessage::Request(tarpc::Request {
         context: tarpc::context::current(),
         id: 1,
@@ -516,15 +567,18 @@ fn deadline_overflow_frame() -> Vec<u8> {
     // variant 0 (Request), then the context, whose first field is the
     // deadline: a Duration (secs: u64 varint, nanos: u32 varint).
     assert_eq!(valid[0], 0);
-    let secs_len = match valid[1] {
+    let skip = |at: usize| match valid[at] {
         0..=250 => 1,
         251 => 3,
         252 => 5,
         _ => 9,
     };
+    let secs_len = skip(1);
+    let nanos_len = skip(1 + secs_len);
     let mut bytes = vec![0u8];
-    bytes.extend(varint(u64::MAX));
-    bytes.extend(&valid[1 + secs_len..]);
+    bytes.extend(varint(secs));
+    bytes.extend(varint(u64::from(nanos)));
+    bytes.extend(&valid[1 + secs_len + nanos_len..]);
     bytes
 }
 
@@ -600,7 +654,7 @@ async fn answers(addr: SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_survives_garbage_stalls_and_floods() {
-    quiet_known_panic();
+    count_panics();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -637,8 +691,8 @@ async fn server_survives_garbage_stalls_and_floods() {
                     let body = loop {
                         let pick = rng.below(pool.len());
                         let b = mutate(&mut rng, &pool[pick], &pool);
-                        let mut known = 0;
-                        if !decode_no_panic::<Req>(&b, "a request", &mut known) && known == 0 {
+                        let mut deadlines = 0;
+                        if !decode_no_panic::<Req>(&b, "a request", &mut deadlines) {
                             break b;
                         }
                     };
@@ -657,18 +711,42 @@ async fn server_survives_garbage_stalls_and_floods() {
             }
         }
 
-        // The known finding over the wire: a deadline that overflows. The
-        // server's connection task panics (tokio contains it); the server
-        // must still serve others.
-        {
+        // The fixed finding over the wire: deadlines that overflow an
+        // `Instant` (tarpc's decoding panicked) or that lie years ahead
+        // (tarpc's `DelayQueue` panics past ~795 days). Each is a decode
+        // error: that connection is closed, nothing panics, and the server
+        // serves the others.
+        let year = 365 * 24 * 3600;
+        for (secs, nanos) in [(u64::MAX, 0), (i64::MAX as u64, 0), (100 * year, 0), (3 * year, 0)] {
             let mut s = TcpStream::connect(addr).await.expect("connect");
-            let body = deadline_overflow_frame();
+            let body = request_with_deadline(secs, nanos);
             let mut frame = BytesMut::new();
             frame.put_u32(body.len() as u32);
             frame.extend_from_slice(&body);
             let _ = s.write_all(&frame).await;
-            assert!(closed_within(&mut s, Duration::from_secs(5)).await, "deadline-overflow connection closed");
-            assert!(matches!(peers.node_version(&target).await, Ok(Some(_))), "answers after the deadline panic");
+            assert!(closed_within(&mut s, Duration::from_secs(5)).await, "a {secs}-s deadline's connection closed");
+            assert!(matches!(peers.node_version(&target).await, Ok(Some(_))), "answers after a {secs}-s deadline");
+        }
+        // At the bound, a request is served.
+        {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let body = request_with_deadline(MAX_REQUEST_DEADLINE.as_secs(), 0);
+            let mut frame = BytesMut::new();
+            frame.put_u32(body.len() as u32);
+            frame.extend_from_slice(&body);
+            s.write_all(&frame).await.expect("write a request");
+            let mut len = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+                .await
+                .expect("an answer within 5 s")
+                .expect("an answer to a request at the deadline bound");
+            let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut answer).await.expect("the answer's body");
+            let resp = codec::decode_frame::<Resp>(&answer).expect("the answer decodes");
+            assert!(
+                matches!(resp.message, Ok(SkeinRpcResponse::NodeVersion(ref v)) if v.release == "fuzz"),
+                "{resp:?}"
+            );
         }
 
         // (b) Stalls: a length prefix and half a body, then nothing; and
@@ -695,6 +773,7 @@ async fn server_survives_garbage_stalls_and_floods() {
         drop(stalled);
         assert!(matches!(peers.node_version(&target).await, Ok(Some(_))), "answers at the end");
         eprintln!("server_survives_garbage_stalls_and_floods: {garbage_closed} garbage connections closed");
+        assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked (see the output above)");
     };
     tokio::time::timeout(Duration::from_secs(60), body).await.expect("finished within 60 s");
     let _ = stop.send(());

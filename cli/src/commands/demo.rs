@@ -42,6 +42,7 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     let client = Client::new(parse_addr_list(&addrs.join(",")).map_err(anyhow::Error::msg)?, Some(token), None)?;
 
     let mut dctx = Ctx { client: client.clone(), output: ctx.output, out: &mut *ctx.out };
+    allow_examples(&client, &dir.join("examples")).await?;
     let plans = dir.join("examples").join("plans");
     say(&mut dctx, &format!("storing the plans of {}...", plans.display()))?;
     let entities = plan::read_entities(std::slice::from_ref(&plans))?;
@@ -77,6 +78,18 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster enforces its policy, as every new cluster does: allow
+/// exactly what the examples need, the examples' folder as a data root and
+/// python3 running the one script of an `exec` step.
+async fn allow_examples(client: &Client, examples: &Path) -> anyhow::Result<()> {
+    client.post("/api/v1/policy/roots", Some(json!({"url": format!("file://{}/", examples.display())}))).await?;
+    let python = skein_plan::on_path("python3").context("the examples' exec step needs python3 on PATH")?;
+    let script = examples.join("transforms").join("mask_emails.py");
+    let rule = json!({"program": python.display().to_string(), "args": [script.display().to_string()]});
+    client.post("/api/v1/policy/exec", Some(rule)).await?;
+    Ok(())
+}
+
 /// Starts the local nodes: node i on HTTP port BASE+i and RPC port
 /// BASE+100+i, its data in `dir/node<i>/` and its log in `dir/node<i>.log`,
 /// two worker slots each; node 1 bootstraps, the others join it. Returns
@@ -91,6 +104,7 @@ async fn start_cluster(a: &DemoArgs, node_bin: PathBuf, dir: &Path) -> anyhow::R
         dirs: Dirs::Flat(dir.to_path_buf()),
         keep_running: a.keep,
         membership_timeout: Duration::from_secs(60),
+        enforce_policy: true,
         ..Spec::new(a.nodes as usize)
     }
     .start()

@@ -6,6 +6,7 @@ mod admin;
 mod cluster;
 mod demo;
 mod enqueue;
+mod policy;
 pub mod plan;
 mod queue;
 mod status;
@@ -89,5 +90,8 @@ pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
         Command::Token(cmd) => access::token(ctx, cmd).await,
         Command::Auth(cmd) => access::auth(ctx, cmd).await,
         Command::Audit(args) => access::audit(ctx, args).await,
+        Command::Exec(cmd) => policy::exec(ctx, cmd).await,
+        Command::Roots(cmd) => policy::roots(ctx, cmd).await,
+        Command::Policy(cmd) => policy::policy(ctx, cmd).await,
     }
 }

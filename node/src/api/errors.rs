@@ -82,6 +82,32 @@ impl From<Rejection> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Middleware: axum's own refusals of a request (a query string, a path
+/// parameter or a form that does not parse, a body over the limit) are
+/// plain text; this answers them like every other error, with the JSON
+/// body and the status of their code (`invalid`: 400, `payload_too_large`:
+/// 413), as the API's OpenAPI document says (and the fuzz run of
+/// `tests/tests/openapi.rs` checks).
+pub async fn json_rejections(response: HttpResponse) -> HttpResponse {
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !response.status().is_client_error() || !plain {
+        return response;
+    }
+    let code = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        _ => ErrorCode::Invalid,
+    };
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    ApiError::new(code, if message.is_empty() { "the request is malformed".to_string() } else { message })
+        .into_response()
+}
+
 /// Parses a JSON body with a clear 400 instead of axum's plain-text one.
 pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {

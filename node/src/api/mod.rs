@@ -27,7 +27,10 @@ pub mod auth;
 pub mod cluster;
 pub mod dashboard;
 pub mod errors;
+pub mod limits;
+pub mod openapi;
 pub mod plans;
+pub mod policy;
 pub mod queues;
 pub mod tasks;
 
@@ -38,13 +41,21 @@ pub use errors::{ApiError, ApiResult};
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Every route, grouped by the role it needs (see [`auth`]): the role of
-/// a route is where the route is written.
+/// a route is where the route is written. Each route but `/healthz`,
+/// `/readyz` and `/metrics` (when public) also counts against its caller's
+/// request limit ([`limits`]), after the token check.
 pub fn router(app: SharedApp) -> Router {
-    let needs = |role: Role| axum::middleware::from_fn_with_state((app.clone(), role), auth::require);
+    let limited = axum::middleware::from_fn_with_state(
+        limits::RequestLimiter::new(app.config.limits, &app.metrics),
+        limits::per_caller,
+    );
+    let needs =
+        |role: Role| (axum::middleware::from_fn_with_state((app.clone(), role), auth::require), limited.clone());
     let public = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(admin::readyz))
-        .merge(dashboard::public_routes());
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .merge(dashboard::public_routes().route_layer(limited.clone()));
     let mut read = Router::new()
         .route("/api/v1/tasks", get(tasks::list_tasks))
         .route("/api/v1/tasks/{id}", get(tasks::show_task))
@@ -54,6 +65,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/plans/{entity_ref}", get(plans::show_one))
         .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plans::show_three))
         .route("/api/v1/auth", get(access::auth_status))
+        .route("/api/v1/policy", get(policy::show))
         .merge(dashboard::read_routes());
     let metrics = Router::new().route("/metrics", get(dashboard::metrics));
     let public = if app.config.metrics_public {
@@ -86,7 +98,12 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/tokens", post(access::create_token).get(access::list_tokens))
         .route("/api/v1/tokens/{id}", axum::routing::delete(access::revoke_token))
         .route("/api/v1/tokens/{id}/rotate", post(access::rotate_token))
-        .route("/api/v1/auth", post(access::configure_auth));
+        .route("/api/v1/auth", post(access::configure_auth))
+        .route("/api/v1/policy", post(policy::set_mode))
+        .route("/api/v1/policy/exec", post(policy::allow_exec))
+        .route("/api/v1/policy/exec/deny", post(policy::deny_exec))
+        .route("/api/v1/policy/roots", post(policy::allow_root))
+        .route("/api/v1/policy/roots/deny", post(policy::deny_root));
     public
         .merge(read.route_layer(needs(Role::Read)))
         .merge(submit.route_layer(needs(Role::Submit)))
@@ -94,6 +111,7 @@ pub fn router(app: SharedApp) -> Router {
         .merge(admin.route_layer(needs(Role::Admin)))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(errors::json_rejections))
         .layer(axum::middleware::map_response(with_release))
         .with_state(app)
 }
@@ -118,5 +136,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = axum::serve::Listener::local_addr(&listener).ok();
     info!(addr = ?addr, "http api listening");
-    axum::serve(listener, router(app)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let service = router(app).into_make_service_with_connect_info::<limits::ClientAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

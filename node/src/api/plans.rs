@@ -59,6 +59,12 @@ pub async fn apply(
         return Err(ApiError::new(ErrorCode::Invalid, "no entities in the request"));
     }
     skein_plan::validate_set(&entities, &catalog_graph(&app)).map_err(invalid)?;
+    {
+        let state = app.store.state();
+        for e in &entities {
+            crate::policy::check_entity(state.policy(), e).map_err(|m| ApiError::new(ErrorCode::Forbidden, m))?;
+        }
+    }
     let new: Vec<NewEntity> = entities.iter().map(new_entity).collect::<Result<_, _>>().map_err(invalid)?;
     match app.write_as(who.caller, Command::ApplyPlans { entities: new }).await? {
         Response::PlansApplied(entities) => {
@@ -136,6 +142,7 @@ pub async fn run(
     if refs.is_empty() {
         return Err(ApiError::new(ErrorCode::NotFound, "no plan in the catalog matches"));
     }
+    check_runnable(&app, &refs)?;
     let queue = body.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
     let command = Command::RunPlans { refs, force: body.force, default_queue: queue.clone(), priority: body.priority };
     match app.write_as(who.caller, command).await? {
@@ -161,6 +168,28 @@ pub async fn run(
         Response::Rejected(r) => Err(rejection(r)),
         other => Err(NodeError::Internal(format!("run plans answered with {other:?}")).into()),
     }
+}
+
+/// Refuses (403) running a plan, or a plan it depends on, that the policy
+/// (changed since the plan was applied, perhaps) no longer allows.
+fn check_runnable(app: &SharedApp, refs: &[String]) -> ApiResult<()> {
+    let state = app.store.state();
+    let policy = state.policy();
+    if !policy.enforce {
+        return Ok(());
+    }
+    let mut todo: Vec<String> = refs.to_vec();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(r) = todo.pop() {
+        if !seen.insert(r.clone()) {
+            continue;
+        }
+        let Some(entry) = state.catalog_entry(&r) else { continue };
+        crate::policy::check_document(policy, &entry.entity.document, &r)
+            .map_err(|m| ApiError::new(ErrorCode::Forbidden, m))?;
+        todo.extend(entry.entity.depends_on.iter().cloned());
+    }
+    Ok(())
 }
 
 /// A reference as typed (`name`, `ns/name`, `kind:ns/name`, any case) in

@@ -82,6 +82,7 @@ async fn submit(app: &App, who: &Who, specs: Vec<TaskSpec>) -> ApiResult<(Status
                 .collect(),
         });
     }
+    check_policy(app, &tasks)?;
     match app.write_as(who.caller, enqueue_command(app, tasks, owner)).await? {
         Response::Enqueued(out) => {
             for (e, queue) in out.iter().zip(queues) {
@@ -97,6 +98,28 @@ async fn submit(app: &App, who: &Who, specs: Vec<TaskSpec>) -> ApiResult<(Status
         Response::Rejected(r) => Err(r.into()),
         other => Err(NodeError::Internal(format!("enqueue answered with {other:?}")).into()),
     }
+}
+
+/// Refuses (403) an `exec` task whose program is not allowed, and a
+/// `migration` task whose plan reads, writes or runs what is not.
+fn check_policy(app: &App, tasks: &[NewTask]) -> ApiResult<()> {
+    let state = app.store.state();
+    let policy = state.policy();
+    let forbidden = |m: String| ApiError::new(ErrorCode::Forbidden, m);
+    crate::policy::check_tasks(policy, tasks).map_err(forbidden)?;
+    if !policy.enforce {
+        return Ok(());
+    }
+    for t in tasks.iter().filter(|t| t.kind == skein_raft::fsm::catalog::MIGRATION_KIND) {
+        let plan = serde_json::from_str::<serde_json::Value>(&t.payload)
+            .ok()
+            .and_then(|p| p.get("entity_ref").and_then(|r| r.as_str()).map(str::to_string));
+        if let Some(entry) = plan.and_then(|r| state.catalog_entry(&r)) {
+            crate::policy::check_document(policy, &entry.entity.document, &entry.entity.entity_ref)
+                .map_err(forbidden)?;
+        }
+    }
+    Ok(())
 }
 
 /// `EnqueueOwned` once the cluster's format has it, else the plain enqueue.

@@ -13,6 +13,7 @@
 //! | 1      | 0.1.0   | log entries (`Stamped`), snapshot file version 3, cold records, RPCs |
 //! | 2      | 0.2.0   | `Command::SetFormat`, `Command::RedriveQueue`, snapshot file version 4 (carries the cluster's format) |
 //! | 3      | 0.3.0   | tokens, owners and the audit trail: `Command::AsCaller` and the token commands, `EventKind::Requested`, audit records in the cold store, snapshot file version 5 (version 4, then the auth section of [`v3`]) |
+//! | 4      | 0.4.0   | the exec allow list and data roots: `Command::AllowExec`, `DenyExec`, `AllowRoot`, `DenyRoot`, `ConfigurePolicy`, snapshot file version 6 (version 5, then the policy section of [`v4`]) |
 //!
 //! A node reads every format up to [`LATEST`]. What it *writes* is capped by
 //! the cluster's format (`StateMachine::format`): until an operator runs
@@ -33,6 +34,7 @@
 
 pub mod v1;
 pub mod v3;
+pub mod v4;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -42,7 +44,7 @@ use crate::fsm::StateMachine;
 /// Release 0.1.0's formats.
 pub const FORMAT_0_1_0: u32 = 1;
 /// The newest format this build reads and writes.
-pub const LATEST: u32 = 3;
+pub const LATEST: u32 = 4;
 /// This build's release.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
 
@@ -53,22 +55,25 @@ pub fn release_of(format: u32) -> &'static str {
         0 | 1 => "0.1.0",
         2 => "0.2.0",
         3 => "0.3.0",
+        4 => "0.4.0",
         _ => "a newer release",
     }
 }
 
 /// The snapshot file version that holds a state of cluster format `format`:
-/// 3 (release 0.1.0's) for format 1, 4 for format 2, 5 for format 3.
+/// 3 (release 0.1.0's) for format 1, 4 for format 2, 5 for format 3, 6
+/// for format 4.
 pub fn snapshot_version_of(format: u32) -> u32 {
     match format {
         0 | 1 => 3,
         2 => 4,
-        _ => 5,
+        3 => 5,
+        _ => 6,
     }
 }
 
 /// The snapshot file versions this build reads.
-pub const SNAPSHOT_VERSIONS: std::ops::RangeInclusive<u32> = 3..=5;
+pub const SNAPSHOT_VERSIONS: std::ops::RangeInclusive<u32> = 3..=6;
 
 /// The state machine's replicated core as a snapshot stores it, in the
 /// shapes its cluster format calls for: version 3 is format 1's core;
@@ -89,7 +94,9 @@ impl Serialize for StoredState<'_> {
         match self.snapshot_version() {
             3 => core.serialize(s),
             4 => (core, self.0.format()).serialize(s),
-            _ => (core, self.0.format(), v3::Auth::of(&self.0.core.auth)).serialize(s),
+            5 => (core, self.0.format(), v3::Auth::of(&self.0.core.auth)).serialize(s),
+            _ => (core, self.0.format(), v3::Auth::of(&self.0.core.auth), v4::Policy::of(&self.0.core.policy))
+                .serialize(s),
         }
     }
 }
@@ -131,6 +138,23 @@ impl<'de> Deserialize<'de> for StateV5 {
         core.format = ClusterFormat(format);
         core.auth = auth.into_state();
         Ok(StateV5(StateMachine::from_core(core)))
+    }
+}
+
+/// Decodes a version 6 snapshot's state (format 4 or later).
+pub struct StateV6(pub StateMachine);
+
+impl<'de> Deserialize<'de> for StateV6 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (core, format, auth, policy) = <(v1::CoreIn, u32, v3::Auth<'static>, v4::Policy<'static>)>::deserialize(d)?;
+        if format > LATEST {
+            return Err(serde::de::Error::custom(newer_format(format)));
+        }
+        let mut core = core.into_core();
+        core.format = ClusterFormat(format);
+        core.auth = auth.into_state();
+        core.policy = policy.into_state();
+        Ok(StateV6(StateMachine::from_core(core)))
     }
 }
 

@@ -288,6 +288,7 @@ impl CoreIn {
             removed: self.removed,
             format: Default::default(),
             auth: Default::default(),
+            policy: Default::default(),
         }
     }
 }

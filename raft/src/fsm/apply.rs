@@ -102,6 +102,11 @@ impl StateMachine {
                 self.configure_auth(*enforce, *audit_retention_ms)
             }
             Command::Record { .. } => Response::Done,
+            Command::AllowExec { program, args } => self.allow_exec(program, args, "bootstrap"),
+            Command::DenyExec { program, args } => self.deny_exec(program, args.as_deref()),
+            Command::AllowRoot { root } => self.allow_root(root, "bootstrap"),
+            Command::DenyRoot { url } => self.deny_root(url),
+            Command::ConfigurePolicy { enforce } => self.configure_policy(*enforce),
         }
     }
 

@@ -35,6 +35,7 @@ pub const MAX_TOKENS: usize = 10_000;
 pub const MAX_OWNERS: usize = 64;
 
 /// What a token may do; each role includes the ones before it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -131,6 +132,7 @@ pub enum Caller {
 }
 
 /// One audited request.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub at_ms: u64,
@@ -203,7 +205,12 @@ pub fn required_role(command: &Command) -> Option<Role> {
         Command::CreateToken { .. }
         | Command::RevokeToken { .. }
         | Command::RotateToken { .. }
-        | Command::ConfigureAuth { .. } => Role::Admin,
+        | Command::ConfigureAuth { .. }
+        | Command::AllowExec { .. }
+        | Command::DenyExec { .. }
+        | Command::AllowRoot { .. }
+        | Command::DenyRoot { .. }
+        | Command::ConfigurePolicy { .. } => Role::Admin,
         Command::Batch(commands) => {
             let mut most = Role::Read;
             for c in commands {
@@ -262,6 +269,18 @@ fn target_of(command: &Command) -> String {
             parts.join(", ")
         }
         Command::Record { target, .. } => target.clone(),
+        Command::AllowExec { program, args } | Command::DenyExec { program, args: Some(args) } => {
+            std::iter::once(program.as_str()).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+        }
+        Command::DenyExec { program, args: None } => program.clone(),
+        Command::AllowRoot { root } => format!(
+            "{} (endpoint {}, credentials {})",
+            root.url,
+            root.endpoint.as_deref().unwrap_or("none"),
+            root.credentials
+        ),
+        Command::DenyRoot { url } => url.clone(),
+        Command::ConfigurePolicy { enforce } => format!("policy {}", if *enforce { "enforce" } else { "open" }),
         Command::Batch(commands) => commands.iter().map(target_of).collect::<Vec<_>>().join("; "),
         _ => String::new(),
     }
@@ -450,6 +469,8 @@ impl StateMachine {
         let response = match command {
             Command::CreateToken { token } => self.create_token(token, &principal.name),
             Command::RotateToken { old, new } => self.rotate_token(*old, new, &principal.name),
+            Command::AllowExec { program, args } => self.allow_exec(program, args, &principal.name),
+            Command::AllowRoot { root } => self.allow_root(root, &principal.name),
             // Each item as if sent alone by the same caller (its events, owners, creator).
             Command::Batch(commands) => {
                 return Response::Batch(commands.iter().map(|c| self.apply_authorized(c, principal, cold)).collect())

@@ -158,6 +158,29 @@ pub enum Command {
         action: String,
         target: String,
     },
+    // ---- format 4 (0.4.0): what the fleet may run and touch (see `super::policy`) ----
+    /// `skein exec allow PROGRAM [--args PREFIX...]`.
+    AllowExec {
+        program: String,
+        args: Vec<String>,
+    },
+    /// `skein exec deny PROGRAM`: every rule of the program, or only the one
+    /// with exactly `args`.
+    DenyExec {
+        program: String,
+        args: Option<Vec<String>>,
+    },
+    /// `skein roots allow URL ...` (replaces a root of the same URL).
+    AllowRoot {
+        root: super::policy::NewRoot,
+    },
+    DenyRoot {
+        url: String,
+    },
+    /// `skein policy enforce|open`.
+    ConfigurePolicy {
+        enforce: bool,
+    },
 }
 
 impl Command {
@@ -174,6 +197,11 @@ impl Command {
             | Command::TouchTokens { .. }
             | Command::ConfigureAuth { .. }
             | Command::Record { .. } => 3,
+            Command::AllowExec { .. }
+            | Command::DenyExec { .. }
+            | Command::AllowRoot { .. }
+            | Command::DenyRoot { .. }
+            | Command::ConfigurePolicy { .. } => 4,
             Command::Batch(commands) => commands.iter().map(Command::format).max().unwrap_or(1),
             _ => crate::format::FORMAT_0_1_0,
         }
@@ -209,6 +237,11 @@ impl Command {
             Command::TouchTokens { .. } => "touch tokens",
             Command::ConfigureAuth { .. } => "configure auth",
             Command::Record { .. } => "record",
+            Command::AllowExec { .. } => "allow exec",
+            Command::DenyExec { .. } => "deny exec",
+            Command::AllowRoot { .. } => "allow root",
+            Command::DenyRoot { .. } => "deny root",
+            Command::ConfigurePolicy { .. } => "configure policy",
         }
     }
 }

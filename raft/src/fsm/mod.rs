@@ -12,6 +12,7 @@
 //! - [`query`]: read-only views for the API and the scheduler;
 //! - [`cold`]: where payloads, results and history go (not memory);
 //! - [`auth`]: tokens, roles, owners and the audit trail;
+//! - [`policy`]: the programs `exec` may run and the data roots plans may touch;
 //! - [`catalog`]: the plan catalog (Backstage entities) and running plans;
 //! - `taskmap`: the tasks by id, in a dense chunked table.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cold;
 pub mod command;
+pub mod policy;
 pub mod query;
 pub(crate) mod state;
 pub(crate) mod taskmap;

@@ -9,6 +9,7 @@ use super::state::StateMachine;
 use super::types::{Limits, NodeId, NodeInfo, Queue, QueueConfig, Task, TaskId, TaskStatus};
 
 /// A queue's settings and counts, for `GET /api/v1/queues` and metrics.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueStats {
     pub name: String,
@@ -199,6 +200,7 @@ pub const NODE_SILENCE_MS: u64 = 10_000;
 /// Why a task looks stuck: work that is not moving and needs a person. The
 /// thresholds are the queue's `stuck_*` settings; each reason carries the
 /// numbers it was decided on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum StuckReason {
@@ -271,6 +273,7 @@ pub struct StuckTask {
 }
 
 /// A node the state has heard nothing from for a while.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SilentNode {
     pub node: NodeId,

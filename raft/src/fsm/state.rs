@@ -35,6 +35,8 @@ pub(crate) struct Core {
     pub format: ClusterFormat,
     /// Tokens, the auth mode, task owners, the audit log's index (format 3).
     pub auth: super::auth::AuthState,
+    /// The exec allow list and the data roots (format 4).
+    pub policy: super::policy::PolicyState,
 }
 
 /// A cluster's stored format: 1 (release 0.1.0's) until a `SetFormat`.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A task's identifier, assigned by the state machine in enqueue order, so a
 /// smaller id is an older task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(pub u64);
@@ -24,6 +25,7 @@ pub type NodeId = u64;
 /// The fencing token of one lease. Tokens only grow: every lease the state
 /// machine grants takes the next one, so a token names one lease of one
 /// task for ever, and any token older than a task's current lease is stale.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FencingToken(pub u64);
@@ -35,6 +37,7 @@ impl fmt::Display for FencingToken {
 }
 
 /// Where a task is in its life. See ARCHITECTURE.md for the transitions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -100,6 +103,7 @@ impl std::str::FromStr for TaskStatus {
 }
 
 /// A live lease: which node holds the task, under which token, until when.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub node: NodeId,
@@ -108,6 +112,7 @@ pub struct Lease {
 }
 
 /// The last progress a worker reported for a leased task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Fraction done, 0.0 to 1.0 (clamped on the way in).
@@ -117,12 +122,15 @@ pub struct Progress {
 
 /// Everything scheduling needs to know about a task. The payload, the result
 /// and the history are kept out of memory (see [`crate::fsm::ColdSink`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
     /// Shared with the queue's own name: one allocation per queue, not per task.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub queue: Arc<str>,
     /// The transform to run (`noop`, `sleep`, `exec`, `migration`, ...).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub kind: Arc<str>,
     /// Higher runs first.
     pub priority: i32,
@@ -132,6 +140,7 @@ pub struct Task {
     pub max_attempts: u32,
     /// Not leased before this time (delay on enqueue, backoff after failure).
     pub not_before_ms: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub idempotency_key: Option<Arc<str>>,
     pub depends_on: Vec<TaskId>,
     pub lease: Option<Lease>,
@@ -189,6 +198,7 @@ macro_rules! queue_settings {
     )*) => {
         /// A queue's settings. Every queue is created on first use with the
         /// defaults. Declared by `queue_settings!`.
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         pub struct QueueConfig {
             $( $(#[doc = $doc])* pub $name: $ty, )*
@@ -203,6 +213,7 @@ macro_rules! queue_settings {
         /// A change to some of a queue's settings; `None` leaves one as it is.
         /// The body of `PATCH /api/v1/queues/{name}` (unknown keys refused),
         /// and what the log's `Command::ConfigureQueue` carries.
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct QueuePatch {
@@ -469,6 +480,7 @@ impl Default for Limits {
 }
 
 /// One transition in a task's history.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub at_ms: u64,
@@ -477,6 +489,7 @@ pub struct Event {
     pub what: EventKind,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {

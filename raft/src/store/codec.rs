@@ -10,8 +10,9 @@ use super::StoreError;
 use crate::format::{self, v1};
 use crate::fsm::{AuditRecord, Event, StateMachine, TaskId};
 
-/// bincode 2 in its standard configuration (varint integers, no limit) for
-/// every value this module stores.
+/// bincode 2 in its standard configuration (varint integers, little
+/// endian) for every value this module stores. Encoding uses it as it is;
+/// decoding adds a limit ([`decode`]), which changes nothing of the bytes.
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -20,13 +21,92 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bincode::serde::encode_to_vec(value, config())?)
 }
 
-/// Decodes a whole value; trailing bytes mean the value is not what we wrote.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
+// ---------------------------------------------------------------- bounded decoding
+//
+// Without a limit, bincode 2 allocates whatever a length field claims before
+// it reads the bytes: an owned `String` (or `Cow<str>`, `Vec<u8>`) of length
+// `n` is `vec![0u8; n]`, then filled. Checksums do not stop a crafted value
+// (a snapshot's FNV-1a is computed by whoever wrote it, a peer's included),
+// so a few bytes claiming 2^40 aborted the process. Every decode here runs
+// with bincode's limit, sized by the input: what a value can legally claim
+// is bounded by its own length, so no per-type maximum (which a large but
+// legal snapshot, millions of tasks, could exceed) is needed.
+//
+// bincode 2.0.1's limit (`claim_bytes_read`, in `de/decoder.rs` and
+// `de/impls.rs`) counts claims, not bytes read, and in serde mode never gives
+// any back: each integer claims its in-memory size however few varint bytes
+// it took (a u64 claims 8 for 1 byte, a u128 16), a string or byte buffer
+// claims its length (then reads that many bytes), an `Option` or `bool` 1,
+// an enum variant 4, a sequence's or map's length 8 (serde then caps its
+// preallocation at 1 MiB and grows by elements read). Every claim is made for
+// at least one byte read, and at most 16 for each, so a legal value of `len`
+// bytes claims at most `16 * len`: with a limit at or above that it always
+// decodes, and a length field can make it allocate no more than the limit.
+
+/// The most bincode 2.0.1 counts against its limit for each byte it reads
+/// (a u128 in a one-byte varint; a u64 or a length is 8).
+const CLAIM_PER_INPUT_BYTE: usize = 16;
+
+/// The smallest limit: a meta value or a history record of a few bytes may
+/// claim this much (a few KiB, nothing to a node).
+const MIN_DECODE_LIMIT: usize = 1 << MIN_LIMIT_LOG2;
+const MIN_LIMIT_LOG2: u32 = 12;
+
+/// The largest limit, 1 TiB (2^40).
+const MAX_LIMIT_LOG2: u32 = 40;
+
+/// The largest value decoded, 64 GiB (the largest limit over
+/// [`CLAIM_PER_INPUT_BYTE`]): far beyond any state a node holds in memory
+/// (a snapshot's whole state section is read into memory, then decoded).
+pub const MAX_DECODE_INPUT: usize = (1 << MAX_LIMIT_LOG2) / CLAIM_PER_INPUT_BYTE;
+
+/// The limit [`decode`] gives `len` bytes: the smallest power of two at or
+/// above `CLAIM_PER_INPUT_BYTE * len` (and [`MIN_DECODE_LIMIT`]); so under
+/// `2 * 16 = 32` times the input, never what a length field says.
+pub fn decode_limit(len: usize) -> usize {
+    (len.saturating_mul(CLAIM_PER_INPUT_BYTE)).max(MIN_DECODE_LIMIT).next_power_of_two()
+}
+
+/// Decodes a whole value, with bincode's limit at [`decode_limit`] of its
+/// length; trailing bytes mean the value is not what we wrote.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    if bytes.len() > MAX_DECODE_INPUT {
+        return Err(StoreError::Corrupt(format!(
+            "a value of {} bytes, more than the {MAX_DECODE_INPUT} this build decodes",
+            bytes.len()
+        )));
+    }
+    let limit = decode_limit(bytes.len());
+    // `with_limit` takes a constant: one instance per power of two.
+    macro_rules! with_limit {
+        ($($log2:literal)*) => {
+            match limit.trailing_zeros() {
+                $($log2 => decode_with::<T, { 1 << $log2 }>(bytes),)*
+                _ => unreachable!("decode_limit gives a power of two from 2^12 to 2^40"),
+            }
+        };
+    }
+    const _: () = assert!(MIN_LIMIT_LOG2 == 12 && MAX_LIMIT_LOG2 == 40, "the arms below list 12..=40");
+    let (value, used) =
+        with_limit!(12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40).map_err(
+            |e| match e {
+                bincode::error::DecodeError::LimitExceeded => StoreError::Corrupt(format!(
+                    "a length in a value of {} bytes claims more than it holds (over the {limit}-byte limit of its size)",
+                    bytes.len()
+                )),
+                e => StoreError::Decode(e),
+            },
+        )?;
     if used != bytes.len() {
         return Err(StoreError::Corrupt(format!("{} trailing bytes after a value", bytes.len() - used)));
     }
     Ok(value)
+}
+
+fn decode_with<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
 }
 
 /// The state machine's core as a snapshot stores it
@@ -37,11 +117,12 @@ pub(crate) fn encode_state(sm: &StateMachine) -> Result<(u32, Vec<u8>), StoreErr
 }
 
 /// The inverse of [`encode_state`]: any snapshot version this build reads.
-pub(crate) fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, StoreError> {
+pub fn decode_state(version: u32, bytes: &[u8]) -> Result<StateMachine, StoreError> {
     match version {
         3 => Ok(decode::<format::StateV3>(bytes)?.0),
         4 => Ok(decode::<format::StateV4>(bytes)?.0),
         5 => Ok(decode::<format::StateV5>(bytes)?.0),
+        6 => Ok(decode::<format::StateV6>(bytes)?.0),
         v => Err(StoreError::Corrupt(unreadable_snapshot_version(v))),
     }
 }
@@ -213,6 +294,63 @@ mod tests {
         assert_eq!(Fnv64::hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(Fnv64::hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(Fnv64::hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    /// A bincode varint (standard config) of `v`.
+    fn varint(v: u64) -> Vec<u8> {
+        encode(&v).expect("encode")
+    }
+
+    #[test]
+    fn decode_limits_follow_the_input() {
+        assert_eq!(decode_limit(0), 4096);
+        assert_eq!(decode_limit(256), 4096);
+        assert_eq!(decode_limit(257), 8192);
+        assert_eq!(decode_limit(3 << 20), 64 << 20);
+        assert_eq!(decode_limit(MAX_DECODE_INPUT), 1 << 40);
+        for len in [1usize, 100, 4097, 1 << 20, (1 << 30) + 1] {
+            let limit = decode_limit(len);
+            assert!(limit >= CLAIM_PER_INPUT_BYTE * len && limit < 2 * CLAIM_PER_INPUT_BYTE * len.max(256));
+        }
+    }
+
+    #[test]
+    fn the_worst_claims_per_byte_still_decode() {
+        // Each u128 of 1 takes one varint byte and claims 16; each u64 and
+        // each length claims 8; empty strings claim 8 for one byte.
+        let u128s = vec![1u128; 10_000];
+        assert_eq!(decode::<Vec<u128>>(&encode(&u128s).expect("encode")).expect("decode"), u128s);
+        let lengths = vec![String::new(); 10_000];
+        assert_eq!(decode::<Vec<String>>(&encode(&lengths).expect("encode")).expect("decode"), lengths);
+        let mixed = (vec![Some(0u64); 5_000], vec![true; 100], "x".repeat(1 << 20), vec![vec![0u32; 3]; 1_000]);
+        assert_eq!(
+            decode::<(Vec<Option<u64>>, Vec<bool>, String, Vec<Vec<u32>>)>(&encode(&mixed).expect("e")).expect("d"),
+            mixed
+        );
+    }
+
+    #[test]
+    fn lengths_beyond_the_input_are_refused_before_allocating() {
+        for claim in [5u64, 4096, 1 << 20, 1 << 32, 1 << 40, u64::MAX] {
+            let mut bytes = varint(claim);
+            bytes.extend(b"abcd");
+            let e = decode::<String>(&bytes).expect_err("a string longer than its input");
+            if claim > 4096 {
+                assert!(e.to_string().contains("claims more than it holds"), "{claim}: {e}");
+            }
+            assert!(decode::<Vec<u8>>(&bytes).is_err());
+            assert!(decode::<(u64, String)>(&[[7u8].as_slice(), &bytes].concat()).is_err());
+        }
+    }
+
+    #[test]
+    fn the_limit_changes_no_encoding() {
+        let value = (vec![1u128, 2, 3], "payload".to_string(), Some(-5i64), vec![(9u64, 0.5f64)]);
+        let bytes = encode(&value).expect("encode");
+        let limited = bincode::serde::encode_to_vec(&value, config().with_limit::<4096>()).expect("encode");
+        assert_eq!(bytes, limited);
+        let back: (Vec<u128>, String, Option<i64>, Vec<(u64, f64)>) = decode(&bytes).expect("decode");
+        assert_eq!(encode(&back).expect("encode"), bytes);
     }
 
     #[test]

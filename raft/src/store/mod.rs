@@ -59,6 +59,10 @@ use crate::config::{LogId, StorageError, StoredMembership};
 use crate::fsm::StateMachine;
 
 pub use codec::Fnv64;
+/// The decoder of every stored bincode value (log entries, meta values,
+/// snapshot metas and states, history and audit records), bounded by the
+/// input's length; public for the fuzz tests (`tests/fuzz_decoders.rs`).
+pub use codec::{decode, decode_limit, decode_state, MAX_DECODE_INPUT};
 pub use handle::{digest_of, StateRead, StoreHandle};
 pub use log::LogStore;
 pub use snapshot::{RestoreReport, SnapshotBuilder};

@@ -67,6 +67,14 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
     let Some((program, args)) = p.command.split_first() else {
         return Some(Outcome::Permanent { error: "exec payload: command is empty".into() });
     };
+    // Checked again here, against this node's applied policy, right before
+    // anything starts: the list may have changed since the enqueue.
+    if let Some(app) = &ctx.app {
+        if let Err(e) = app.store.state().policy().check_exec(&p.command) {
+            warn!(task = %g.task, program = %program, "exec refused by the allow list");
+            return Some(Outcome::Permanent { error: format!("refused: {e}") });
+        }
+    }
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(&p.env)

@@ -79,8 +79,16 @@ async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         Err(e) => return permanent(format!("plan {entity_ref}: {e}")),
     };
 
+    // The policy as this node applied it, checked again before anything is
+    // opened (skein-migrate also resolves links right before it opens).
+    let policy = Arc::new(app.store.state().policy().clone());
+    if let Err(e) = crate::policy::check_migration(&policy, &plan.migration) {
+        warn!(task_id = g.task.0, plan = %entity_ref, error = %e, "migration refused by the policy");
+        return permanent(format!("refused: plan {entity_ref}: {e}"));
+    }
+
     let attempt = Attempt { task: g.task.0, attempt: g.attempt, token: g.token.0 };
-    let mut opts = Options::new(app.config.data_dir.join("scratch"));
+    let mut opts = Options::new(app.config.data_dir.join("scratch")).with_policy(policy);
     let progress_ctx = ctx.clone();
     opts.progress = Some(Arc::new(move |p: &Progress| progress_ctx.report(p.fraction(), p.message())));
     opts.fence = Some(fence(app.clone(), task));
