@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The top-level modules, bottom first. A module may use the ones in
 /// earlier rows, never later ones; within a row, none uses another.
-const LAYERS: &[&[&str]] = &[&["clock", "config"], &["views"], &["metrics"], &["cluster"], &["worker"], &["api"]];
+const LAYERS: &[&[&str]] =
+    &[&["clock", "config"], &["views", "policy"], &["metrics"], &["cluster"], &["worker"], &["api"]];
 
 const NODE: &str = include_str!(concat!(env!("OUT_DIR"), "/imports.txt"));
 const FIXTURE: &str = include_str!(concat!(env!("OUT_DIR"), "/fixture.txt"));

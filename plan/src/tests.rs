@@ -232,7 +232,12 @@ fn relative_paths_resolve_against_the_file() {
     match &m.steps[1] {
         Step::Exec(x) => assert_eq!(
             x.command,
-            vec!["python3".to_string(), format!("{}/bin/fix.py", base.display()), "--flag".into()]
+            // A bare program is what PATH finds (the exec allow list names programs by path).
+            vec![
+                crate::on_path("python3").map_or_else(|| "python3".to_string(), |p| p.display().to_string()),
+                format!("{}/bin/fix.py", base.display()),
+                "--flag".into()
+            ]
         ),
         other => panic!("{other:?}"),
     }

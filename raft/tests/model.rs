@@ -616,11 +616,14 @@ fn plain_command_op() -> BoxedStrategy<Op> {
         1 => (proptest::option::of(proptest::bool::weighted(0.3)), proptest::option::of(0u8..4))
             .prop_map(|(enforce, retention)| Op::ConfigureAuth { enforce, retention }),
         1 => (0u8..2).prop_map(|which| Op::Record { which }),
-        1 => (0u8..4, 0u8..3).prop_map(|(prog, args)| Op::AllowExec { prog, args }),
-        1 => (0u8..4, proptest::option::of(0u8..3)).prop_map(|(prog, args)| Op::DenyExec { prog, args }),
-        1 => (0u8..8).prop_map(|which| Op::AllowRoot { which }),
-        1 => (0u8..4).prop_map(|which| Op::DenyRoot { which }),
-        1 => any::<bool>().prop_map(|enforce| Op::ConfigurePolicy { enforce }),
+        // The policy's commands share one slot: they touch no task.
+        2 => prop_oneof![
+            (0u8..4, 0u8..3).prop_map(|(prog, args)| Op::AllowExec { prog, args }),
+            (0u8..4, proptest::option::of(0u8..3)).prop_map(|(prog, args)| Op::DenyExec { prog, args }),
+            (0u8..8).prop_map(|which| Op::AllowRoot { which }),
+            (0u8..4).prop_map(|which| Op::DenyRoot { which }),
+            any::<bool>().prop_map(|enforce| Op::ConfigurePolicy { enforce }),
+        ],
     ]
     .boxed()
 }

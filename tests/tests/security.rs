@@ -42,6 +42,7 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, Option<&'static str>)> 
         (M::GET, "/api/v1/plans/matrix-plan", None, Some("read")),
         (M::GET, "/api/v1/plans/component/default/matrix-plan", None, Some("read")),
         (M::GET, "/api/v1/auth", None, Some("read")),
+        (M::GET, "/api/v1/policy", None, Some("read")),
         (M::POST, "/api/honk/tasks", Some(json!({"queue": "m", "payload": {}})), Some("submit")),
         (M::POST, "/api/v1/tasks", Some(json!({"queue": "m"})), Some("submit")),
         (M::POST, "/api/v1/tasks/1/cancel", None, Some("submit")),
@@ -64,6 +65,11 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, Option<&'static str>)> 
         (M::DELETE, "/api/v1/tokens/00000000000000ff", None, Some("admin")),
         (M::POST, "/api/v1/tokens/00000000000000ff/rotate", None, Some("admin")),
         (M::POST, "/api/v1/auth", Some(json!({"audit_retention_ms": 86400000})), Some("admin")),
+        (M::POST, "/api/v1/policy", Some(json!({"mode": "open"})), Some("admin")),
+        (M::POST, "/api/v1/policy/exec", Some(json!({"program": "/usr/bin/true"})), Some("admin")),
+        (M::POST, "/api/v1/policy/exec/deny", Some(json!({"program": "/usr/bin/false"})), Some("admin")),
+        (M::POST, "/api/v1/policy/roots", Some(json!({"url": "/srv/matrix/"})), Some("admin")),
+        (M::POST, "/api/v1/policy/roots/deny", Some(json!({"url": "/srv/nowhere/"})), Some("admin")),
     ]
 }
 

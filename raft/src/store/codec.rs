@@ -60,11 +60,18 @@ const MAX_LIMIT_LOG2: u32 = 40;
 /// (a snapshot's whole state section is read into memory, then decoded).
 pub const MAX_DECODE_INPUT: usize = (1 << MAX_LIMIT_LOG2) / CLAIM_PER_INPUT_BYTE;
 
-/// The limit [`decode`] gives `len` bytes: the smallest power of two at or
-/// above `CLAIM_PER_INPUT_BYTE * len` (and [`MIN_DECODE_LIMIT`]); so under
-/// `2 * 16 = 32` times the input, never what a length field says.
+/// The limit [`decode`] gives `len` bytes: the smallest power of 16 times
+/// [`MIN_DECODE_LIMIT`] at or above `CLAIM_PER_INPUT_BYTE * len`; so under
+/// `16 * 16 = 256` times the input, never what a length field says. Steps
+/// of 16 (not 2) keep the decoder's copies to 8 per type (`with_limit`
+/// takes a constant), which the crate's build time pays for.
 pub fn decode_limit(len: usize) -> usize {
-    (len.saturating_mul(CLAIM_PER_INPUT_BYTE)).max(MIN_DECODE_LIMIT).next_power_of_two()
+    let need = len.saturating_mul(CLAIM_PER_INPUT_BYTE).max(MIN_DECODE_LIMIT);
+    let mut limit = MIN_DECODE_LIMIT;
+    while limit < need && limit < (1 << MAX_LIMIT_LOG2) {
+        limit <<= 4;
+    }
+    limit
 }
 
 /// Decodes a whole value, with bincode's limit at [`decode_limit`] of its
@@ -82,21 +89,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         ($($log2:literal)*) => {
             match limit.trailing_zeros() {
                 $($log2 => decode_with::<T, { 1 << $log2 }>(bytes),)*
-                _ => unreachable!("decode_limit gives a power of two from 2^12 to 2^40"),
+                _ => unreachable!("decode_limit gives 2^12, 2^16, ... or 2^40"),
             }
         };
     }
-    const _: () = assert!(MIN_LIMIT_LOG2 == 12 && MAX_LIMIT_LOG2 == 40, "the arms below list 12..=40");
-    let (value, used) =
-        with_limit!(12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40).map_err(
-            |e| match e {
-                bincode::error::DecodeError::LimitExceeded => StoreError::Corrupt(format!(
-                    "a length in a value of {} bytes claims more than it holds (over the {limit}-byte limit of its size)",
-                    bytes.len()
-                )),
-                e => StoreError::Decode(e),
-            },
-        )?;
+    const _: () = assert!(MIN_LIMIT_LOG2 == 12 && MAX_LIMIT_LOG2 == 40, "the arms below list 12, 16, ..., 40");
+    let (value, used) = with_limit!(12 16 20 24 28 32 36 40).map_err(|e| match e {
+        bincode::error::DecodeError::LimitExceeded => StoreError::Corrupt(format!(
+            "a length in a value of {} bytes claims more than it holds (over the {limit}-byte limit of its size)",
+            bytes.len()
+        )),
+        e => StoreError::Decode(e),
+    })?;
     if used != bytes.len() {
         return Err(StoreError::Corrupt(format!("{} trailing bytes after a value", bytes.len() - used)));
     }
@@ -305,12 +309,13 @@ mod tests {
     fn decode_limits_follow_the_input() {
         assert_eq!(decode_limit(0), 4096);
         assert_eq!(decode_limit(256), 4096);
-        assert_eq!(decode_limit(257), 8192);
-        assert_eq!(decode_limit(3 << 20), 64 << 20);
+        assert_eq!(decode_limit(257), 1 << 16);
+        assert_eq!(decode_limit(3 << 20), 1 << 28);
         assert_eq!(decode_limit(MAX_DECODE_INPUT), 1 << 40);
         for len in [1usize, 100, 4097, 1 << 20, (1 << 30) + 1] {
             let limit = decode_limit(len);
-            assert!(limit >= CLAIM_PER_INPUT_BYTE * len && limit < 2 * CLAIM_PER_INPUT_BYTE * len.max(256));
+            assert!(limit >= CLAIM_PER_INPUT_BYTE * len && limit < 16 * CLAIM_PER_INPUT_BYTE * len.max(256));
+            assert_eq!(limit.trailing_zeros() % 4, 0, "2^12, 2^16, ...");
         }
     }
 
