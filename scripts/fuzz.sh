@@ -33,9 +33,11 @@ if [ "${SKEIN_FUZZ_FINDINGS:-0}" = 1 ]; then
     filter="$filter | test(finding)"
     ignored=all
 fi
-cargo nextest run --locked -p skein-transport -p skein-raft \
-    --test fuzz_codec --test fuzz_decoders \
-    --no-capture --no-fail-fast --run-ignored "$ignored" -E "$filter"
+# --workspace, as scripts/test.sh: one feature set, so nothing is rebuilt
+# (a `-p` run would resolve other features and rebuild DataFusion).
+cargo nextest run --locked --workspace \
+    --no-capture --no-fail-fast --run-ignored "$ignored" \
+    -E "(binary(fuzz_codec) | binary(fuzz_decoders)) & ($filter)"
 
 # The HTTP API, from its OpenAPI document (tests/tests/openapi.rs:
 # schemathesis against a live 3-node cluster, without a token and with the
@@ -45,5 +47,5 @@ cargo nextest run --locked -p skein-transport -p skein-raft \
 export SKEIN_API_FUZZ_CASES="${SKEIN_API_FUZZ_CASES:-100}"
 export SKEIN_API_FUZZ_SECONDS="${SKEIN_API_FUZZ_SECONDS:-600}"
 echo "fuzz: the HTTP API, SKEIN_API_FUZZ_CASES=$SKEIN_API_FUZZ_CASES SKEIN_API_FUZZ_SECONDS=$SKEIN_API_FUZZ_SECONDS" >&2
-cargo build --locked --workspace --bins
-cargo nextest run --locked -p skein-tests --test openapi --no-capture
+cargo build --locked --workspace --all-targets
+cargo nextest run --locked --workspace --no-capture -E 'binary(openapi)'

@@ -107,6 +107,8 @@ impl ClientError {
                  client waited and retried {RATE_LIMIT_RETRIES} times: try again in a few seconds, send fewer, \
                  larger requests (batches), or ask an operator to raise the limit the message names"
             )),
+            // A policy refusal names the command that allows it already.
+            ClientError::Api { code: ErrorCode::Forbidden, message, .. } if message.contains("`skein ") => None,
             ClientError::Api { code: ErrorCode::Forbidden, .. } => {
                 Some("an admin can make a token with the role it needs: skein token create --role ...".into())
             }

@@ -27,8 +27,8 @@
 //!   abort (`codec_refuses_a_checksummed_snapshot_with_a_huge_string_length`).
 //!
 //! Targets:
-//! - `fuzz_state_and_value_decoders`: `StateV3`/`StateV4`/`StateV5` on the
-//!   state sections of the v3/v4/v5 fixture snapshots, `SnapshotMeta` on
+//! - `fuzz_state_and_value_decoders`: `StateV3` to `StateV6` on the
+//!   state sections of the v3 to v6 fixture snapshots, `SnapshotMeta` on
 //!   their meta sections, log `Entry` (and `Stamped`), the meta values
 //!   (`Vote`, `Option<LogId>`, `LogId`), history `v1::Event` and
 //!   `v3::Audit` records: mutated and random, through `store::decode`.
@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use skein_raft::config::{Entry, LogId, SnapshotMeta};
-use skein_raft::format::{v1, v3, StateV3, StateV4, StateV5};
+use skein_raft::format::{v1, v3, StateV3, StateV4, StateV5, StateV6};
 use skein_raft::fsm::Stamped;
 use skein_raft::store::{self, Fnv64};
 
@@ -195,7 +195,7 @@ fn read(rel: &str) -> Vec<u8> {
 /// Every `*.bin` under `tests/fixtures/<version>/<dir>/`.
 fn bins(dir: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for version in ["0.1.0", "0.2.0", "0.3.0"] {
+    for version in ["0.1.0", "0.2.0", "0.3.0", "0.4.0"] {
         let Ok(entries) = std::fs::read_dir(fixtures().join(version).join(dir)) else { continue };
         let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("listing fixtures").path()).collect();
         paths.sort();
@@ -208,9 +208,14 @@ fn bins(dir: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// The three fixture snapshots: (file version, bytes).
+/// The fixture snapshots: (file version, bytes).
 fn snapshots() -> Vec<(u32, Vec<u8>)> {
-    vec![(3, read("0.1.0/snapshot-v3.snap")), (4, read("0.2.0/snapshot-v4.snap")), (5, read("0.3.0/snapshot-v5.snap"))]
+    vec![
+        (3, read("0.1.0/snapshot-v3.snap")),
+        (4, read("0.2.0/snapshot-v4.snap")),
+        (5, read("0.3.0/snapshot-v5.snap")),
+        (6, read("0.4.0/snapshot-v6.snap")),
+    ]
 }
 
 /// A snapshot file's sections: the meta, the state, and everything after the
@@ -258,7 +263,8 @@ fn decode_state_limited(version: u32, bytes: &[u8]) -> Result<(), String> {
     match version {
         3 => decode_limited::<StateV3>(bytes).map(drop),
         4 => decode_limited::<StateV4>(bytes).map(drop),
-        _ => decode_limited::<StateV5>(bytes).map(drop),
+        5 => decode_limited::<StateV5>(bytes).map(drop),
+        _ => decode_limited::<StateV6>(bytes).map(drop),
     }
 }
 
@@ -326,9 +332,10 @@ fn fuzz_state_and_value_decoders() {
             decoded += usize::from(decodes::<StateV3>(&input, "StateV3"));
             decoded += usize::from(decodes::<StateV4>(&input, "StateV4"));
             decoded += usize::from(decodes::<StateV5>(&input, "StateV5"));
+            decoded += usize::from(decodes::<StateV6>(&input, "StateV6"));
             let input = mutate(&mut rng, &s.meta, &pool);
             decoded += usize::from(decodes::<SnapshotMeta>(&input, "SnapshotMeta"));
-            total += 4;
+            total += 5;
         }
         // Log entries (a few per case), and their payloads alone.
         for _ in 0..4 {
