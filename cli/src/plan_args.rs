@@ -66,8 +66,12 @@ pub enum PlanCommand {
     /// Idempotent: a plan that is pending, running or done keeps its task
     /// unless --force starts a new run. Plans it depends on that never ran (or
     /// whose run died) run with it, and it waits (blocked) until they succeeded.
+    ///
+    /// A partitioned plan's run is one task per partition of its source, spread
+    /// over the fleet, and a commit that publishes them as one version. Running
+    /// such a plan again after partitions failed runs only the failed ones again.
     #[command(
-        after_help = "Examples:\n  skein plan run customer-dataset-v2-migration\n  skein plan run --all --wait\n  skein plan run --selector owner=team-infra,tier=gold --force"
+        after_help = "Examples:\n  skein plan run customer-dataset-v2-migration\n  skein plan run --all --wait\n  skein plan run --selector owner=team-infra,tier=gold --force\n  skein plan run orders-by-day --partition 17 --wait"
     )]
     Run(RunArgs),
 }
@@ -156,6 +160,12 @@ pub struct RunArgs {
     /// With --wait: give up after this many seconds.
     #[arg(long, default_value_t = 600, value_name = "S")]
     pub timeout: u64,
+
+    /// A partitioned plan: run this failed partition of its newest run
+    /// again (the partitions that succeeded are kept), then publish the run.
+    /// `skein plan status REF` lists the failed ones.
+    #[arg(long, value_name = "P", conflicts_with_all = ["all", "selector", "force"])]
+    pub partition: Option<u32>,
 }
 
 #[derive(Debug, Args)]

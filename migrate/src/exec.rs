@@ -24,7 +24,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bytes of an exec's stderr kept for its error message (the newest).
 const STDERR_KEPT: usize = 8 * 1024;
 
-/// Runs step `index`; returns the dataset it wrote, if it wrote one. The
+/// Runs step `index`; returns the dataset it wrote, if it wrote one.
+/// `source_url` is what the program sees as `SKEIN_SOURCE_URL`: the
+/// primary source's URL, or in a partition its first file's. The
 /// program must be allowed by `policy` (checked first, before anything is
 /// written or started; see [`crate::roots::check_exec`]).
 #[allow(clippy::too_many_arguments)]
@@ -34,6 +36,7 @@ pub async fn run_exec(
     index: usize,
     current: &DataFrame,
     spec: &MigrationSpec,
+    source_url: &str,
     attempt: &Attempt,
     dir: &Path,
     policy: Option<&PolicyState>,
@@ -55,8 +58,8 @@ pub async fn run_exec(
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(&step.env)
-        .env("SKEIN_SOURCE_URL", &spec.source.url)
-        .env("SKEIN_SOURCE_FORMAT", fmt(spec.source.format()))
+        .env("SKEIN_SOURCE_URL", source_url)
+        .env("SKEIN_SOURCE_FORMAT", fmt(spec.primary().1.format()))
         .env("SKEIN_TARGET_URL", &spec.target.url)
         .env("SKEIN_TARGET_FORMAT", fmt(spec.target.format()))
         .env("SKEIN_INPUT", &input)

@@ -3,12 +3,16 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -23,6 +27,78 @@ use crate::location::{listing_extension, Location};
 pub fn session() -> SessionContext {
     let config = SessionConfig::new().with_information_schema(false);
     SessionContext::new_with_config(config)
+}
+
+/// A DataFusion session as `opts` bound it: with a memory limit, every
+/// operator's memory comes from one [`FairSpillPool`] of that size (those
+/// that can spill, sorts and aggregations, spill into `spill_dir` when
+/// their fair share is used up; those that cannot, a hash join's build
+/// side, fail with `ResourcesExhausted`); `target_partitions` sets how many
+/// streams run in parallel (each holds its own buffers). Without either,
+/// the same session as [`session`].
+pub fn session_for(opts: &crate::Options, spill_dir: &Path) -> Result<SessionContext, MigrateError> {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    if let Some(n) = opts.target_partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    let Some(limit) = opts.memory_limit else {
+        return Ok(SessionContext::new_with_config(config));
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // A sort reserves this much up front to merge what it spilled (10 MiB
+    // by default): more than a small limit holds, so a fraction of it.
+    let merge = config.options().execution.sort_spill_reservation_bytes.min(limit / 16);
+    config = config.with_sort_spill_reservation_bytes(merge);
+    // A sort merging what it spilled holds a batch of every run it merges,
+    // and that memory cannot spill: under a small limit, smaller batches
+    // (1024 rows at 8 MiB, the default 8192 from 64 MiB up), so that each
+    // parallel stream can still merge.
+    let batch = (limit / (8 << 10)).clamp(1024, config.batch_size().max(1024));
+    config = config.with_batch_size(batch);
+    std::fs::create_dir_all(spill_dir)?;
+    // The top consumers are named in the error when the pool runs out.
+    let pool = TrackConsumersPool::new(FairSpillPool::new(limit), NonZeroUsize::MIN.saturating_add(4));
+    let runtime =
+        RuntimeEnvBuilder::new().with_memory_pool(Arc::new(pool)).with_temp_file_path(spill_dir).build_arc()?;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Registers the files `paths` (local paths or object-store URLs of one
+/// store; or one folder, ending in `/`) as table `name`, in `format`, with
+/// `partition_cols` read from hive folder names (`dt=.../`) as strings.
+pub async fn register_paths(
+    ctx: &SessionContext,
+    name: &str,
+    paths: Vec<String>,
+    format: Format,
+    options: Option<&Dataset>,
+    partition_cols: &[String],
+) -> Result<(), MigrateError> {
+    let _ = ctx.deregister_table(name);
+    let ext = format!(".{}", format.extension());
+    let cols: Vec<(String, DataType)> = partition_cols.iter().map(|c| (c.clone(), DataType::Utf8)).collect();
+    let df = match format {
+        Format::Csv => {
+            let mut o = CsvReadOptions::new().file_extension(&ext).table_partition_cols(cols);
+            if let Some(d) = options {
+                if let Some(h) = d.has_header {
+                    o = o.has_header(h);
+                }
+                if let Some(c) = d.delimiter {
+                    o = o.delimiter(c as u8);
+                }
+            }
+            ctx.read_csv(paths, o).await
+        }
+        Format::Parquet => {
+            ctx.read_parquet(paths, ParquetReadOptions::default().file_extension(&ext).table_partition_cols(cols)).await
+        }
+        Format::Jsonl => {
+            ctx.read_json(paths, JsonReadOptions::default().file_extension(&ext).table_partition_cols(cols)).await
+        }
+    }?;
+    ctx.register_table(name, df.into_view())?;
+    Ok(())
 }
 
 /// Makes `loc`'s object store known to the session (local paths need nothing).
@@ -113,14 +189,14 @@ pub async fn write_local(
 }
 
 /// One writer per format, over a buffered file.
-enum FormatWriter {
+pub(crate) enum FormatWriter {
     Parquet(ArrowWriter<File>),
     Csv(datafusion::arrow::csv::Writer<BufWriter<File>>),
     Jsonl(datafusion::arrow::json::LineDelimitedWriter<BufWriter<File>>),
 }
 
 impl FormatWriter {
-    fn new(format: Format, file: File, schema: SchemaRef) -> Result<FormatWriter, MigrateError> {
+    pub(crate) fn new(format: Format, file: File, schema: SchemaRef) -> Result<FormatWriter, MigrateError> {
         Ok(match format {
             Format::Parquet => {
                 let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
@@ -137,7 +213,7 @@ impl FormatWriter {
         })
     }
 
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), MigrateError> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), MigrateError> {
         match self {
             FormatWriter::Parquet(w) => w.write(batch)?,
             FormatWriter::Csv(w) => w.write(batch)?,
@@ -146,7 +222,7 @@ impl FormatWriter {
         Ok(())
     }
 
-    fn finish(self) -> Result<File, MigrateError> {
+    pub(crate) fn finish(self) -> Result<File, MigrateError> {
         Ok(match self {
             FormatWriter::Parquet(w) => w.into_inner()?,
             FormatWriter::Csv(w) => {

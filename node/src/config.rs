@@ -163,6 +163,48 @@ pub struct Args {
     /// [default: 4096]
     #[arg(long, env = "SKEIN_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Memory one migration may use for its query (DataFusion's memory
+    /// pool), e.g. 512MiB or 2GiB: sorts, aggregations and hive-partitioned
+    /// writes spill to disk under the data directory past it; what cannot
+    /// spill (a hash join's build side) fails the migration with an error
+    /// naming this limit instead of growing the node. Per running migration:
+    /// a node uses up to --slots times this. [default: no limit]
+    #[arg(long, env = "SKEIN_MIGRATE_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    pub migrate_memory: Option<u64>,
+
+    /// Threads one migration's query uses (DataFusion's target_partitions).
+    /// [default: the CPU count; with several --slots, 1 lets each slot use
+    /// a core of its own]
+    #[arg(long, env = "SKEIN_MIGRATE_THREADS", value_name = "N")]
+    pub migrate_threads: Option<usize>,
+}
+
+/// Parses `512MiB`, `2GiB`, `1GB`, `300kB` or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB, 2GiB or 1000000"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!("unknown size unit {other:?} in {text:?} (B, kB, KiB, MB, MiB, GB, GiB, TB, TiB)"))
+        }
+    };
+    let bytes = n * mult as f64;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("{text:?} is not a size of at least one byte"));
+    }
+    Ok(bytes as u64)
 }
 
 /// The default of `--requests-per-second-per-token`.
@@ -235,6 +277,8 @@ struct FileConfig {
     request_burst_per_token: Option<u32>,
     max_connections_per_address: Option<usize>,
     max_connections: Option<usize>,
+    migrate_memory: Option<String>,
+    migrate_threads: Option<usize>,
 }
 
 /// Settings resolved and checked.
@@ -274,6 +318,10 @@ pub struct Config {
     pub token: Option<Secret>,
     /// The limits per caller.
     pub limits: Limits,
+    /// A migration's memory pool in bytes (`--migrate-memory`).
+    pub migrate_memory: Option<u64>,
+    /// A migration's query threads (`--migrate-threads`).
+    pub migrate_threads: Option<usize>,
 }
 
 impl Config {
@@ -367,7 +415,21 @@ impl Config {
                 total: args.max_connections.or(file.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS),
             },
         };
+        let migrate_memory = match (args.migrate_memory, &file.migrate_memory) {
+            (Some(m), _) => Some(m),
+            (None, Some(text)) => Some(parse_size(text).map_err(|e| anyhow::anyhow!("migrate_memory: {e}"))?),
+            (None, None) => None,
+        };
+        if migrate_memory.is_some_and(|m| m < 1 << 20) {
+            bail!("--migrate-memory must be at least 1MiB");
+        }
+        let migrate_threads = args.migrate_threads.or(file.migrate_threads);
+        if migrate_threads == Some(0) {
+            bail!("--migrate-threads must be at least 1");
+        }
         Ok(Config {
+            migrate_memory,
+            migrate_threads,
             limits,
             tls_dir,
             tls_mode,
@@ -401,6 +463,49 @@ mod tests {
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
         Config::resolve(Args::try_parse_from(std::iter::once("skein-node").chain(args.iter().copied()))?)
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("3 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("0").is_err());
+        let c = parse(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--http",
+            "127.0.0.1:2",
+            "--data-dir",
+            "/tmp/x",
+            "--migrate-memory",
+            "512MiB",
+            "--migrate-threads",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(c.migrate_memory, Some(512 << 20));
+        assert_eq!(c.migrate_threads, Some(1));
+        let err = parse(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--http",
+            "127.0.0.1:2",
+            "--data-dir",
+            "/tmp/x",
+            "--migrate-memory",
+            "100kB",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 1MiB"), "{err}");
     }
 
     #[test]

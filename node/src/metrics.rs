@@ -237,6 +237,11 @@ fn snapshot_registry(state: &StateMachine, scrape: &Scrape) -> Registry {
     );
     let plans =
         Gauges::register(&mut r, "skein_plans", &format!("Migration plans by the status of their newest run{cw}"));
+    let partitions = Gauges::register(
+        &mut r,
+        "skein_plan_partitions",
+        &format!("A partitioned plan's newest run: its partitions by status (one series per plan and status){cw}"),
+    );
 
     let now = scrape.now_ms;
     {
@@ -270,8 +275,21 @@ fn snapshot_registry(state: &StateMachine, scrape: &Scrape) -> Registry {
         }
         let mut by_status: std::collections::BTreeMap<String, u64> = Default::default();
         for entry in state.catalog().filter(|e| e.entity.is_plan) {
-            let status = state.plan_task(entry).map_or_else(|| "never_run".to_string(), |t| t.status.to_string());
+            let task = state.plan_task(entry);
+            let status = task.map_or_else(|| "never_run".to_string(), |t| t.status.to_string());
             *by_status.entry(status).or_default() += 1;
+            if let Some(run) = task.and_then(|t| crate::views::runs::run_partitions(state, t, now, None)) {
+                let plan = entry.entity.entity_ref.clone();
+                for (status, n) in [
+                    ("pending", run.pending),
+                    ("running", run.running),
+                    ("succeeded", run.succeeded),
+                    ("failed", run.failed),
+                    ("cancelled", run.cancelled),
+                ] {
+                    partitions.set(vec![("plan", plan.clone()), ("status", status.to_string())], n as f64);
+                }
+            }
         }
         for (status, n) in by_status {
             plans.set(vec![("status", status)], n as f64);

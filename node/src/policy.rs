@@ -45,7 +45,16 @@ pub fn check_tasks(policy: &PolicyState, tasks: &[NewTask]) -> Result<(), String
 /// Whether a migration may run: its source and target under allowed roots
 /// (lexically: the worker resolves links too), its `exec` steps allowed.
 pub fn check_migration(policy: &PolicyState, spec: &MigrationSpec) -> Result<(), String> {
-    for (which, url) in [("source", &spec.source.url), ("target", &spec.target.url)] {
+    let mut datasets: Vec<(String, &str)> = spec
+        .sources
+        .iter()
+        .map(|(name, d)| {
+            (if spec.sources.len() == 1 { "source".to_string() } else { format!("source {name}") }, d.url.as_str())
+        })
+        .collect();
+    datasets.push(("target".to_string(), spec.target.url.as_str()));
+    for (which, url) in datasets {
+        let which = which.as_str();
         let root = policy.root_of(url).map_err(|e| format!("{which}: {e}"))?;
         // A local path is also resolved on this node (links included), as
         // the worker does again before it opens it.

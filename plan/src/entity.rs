@@ -13,7 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::entity_ref::{EntityRef, DEFAULT_DEPENDENCY_KIND, DEFAULT_NAMESPACE};
 use crate::error::PlanError;
-use crate::spec::{Checksum, Column, Dataset, ExecStep, Format, MigrationSpec, Step, Validation};
+use crate::spec::{
+    Checksum, Column, Dataset, ExecStep, Format, MigrationSpec, Partitioning, Step, Validation, SOURCE_TABLE,
+};
 
 /// The `spec.type` of a migration plan.
 pub const PLAN_TYPE: &str = "migration-plan";
@@ -166,32 +168,21 @@ impl Entity {
                 }
             }
         }
-        for key in ["source", "target"] {
-            let Some(ds) = spec.get_mut(key) else { continue };
-            let url = match ds {
-                Value::String(s) => s,
-                Value::Object(o) => {
-                    let Some(k) = ["url", "path", "location"].into_iter().find(|k| o.contains_key(*k)) else {
-                        continue;
-                    };
-                    match o.get_mut(k) {
-                        Some(Value::String(s)) => s,
-                        _ => continue,
+        let mut datasets: Vec<&mut Value> = Vec::new();
+        for (key, value) in spec.iter_mut() {
+            match key.as_str() {
+                "source" | "target" => datasets.push(value),
+                // Every dataset under `sources:`, by name.
+                "sources" => {
+                    if let Value::Object(named) = value {
+                        datasets.extend(named.values_mut());
                     }
                 }
-                _ => continue,
-            };
-            let trimmed = url.trim();
-            if trimmed.is_empty() || trimmed.contains("://") || trimmed.starts_with('/') {
-                continue;
+                _ => {}
             }
-            let folder = trimmed.ends_with('/');
-            let joined = normalize(&base.join(trimmed));
-            let mut text = format!("file://{}", joined.display());
-            if folder && !text.ends_with('/') {
-                text.push('/');
-            }
-            *url = text;
+        }
+        for ds in datasets {
+            absolutize_dataset(ds, base);
         }
     }
 
@@ -259,12 +250,25 @@ impl Entity {
         Ok(out)
     }
 
-    /// The migration a plan describes: source, target and steps, checked.
+    /// The migration a plan describes: sources, target and steps, checked.
     pub fn migration(&self) -> Result<MigrationSpec, PlanError> {
         let empty = Map::new();
         let spec = self.spec().unwrap_or(&empty);
-        let source = self.dataset(spec, "source")?;
-        let target = self.dataset(spec, "target")?;
+        let present = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+        if present("source") && present("sources") {
+            return Err(self.error(
+                "spec.sources",
+                "give either `source:` (one dataset, the table `source`) or `sources:` (datasets by table name), not \
+                 both",
+            ));
+        }
+        let sources = if present("sources") {
+            self.sources(spec)?
+        } else {
+            // Neither: `spec.source: missing`, as before `sources:` existed.
+            BTreeMap::from([(SOURCE_TABLE.to_string(), self.dataset(spec, "source", Role::Source)?)])
+        };
+        let target = self.dataset(spec, "target", Role::Target)?;
         let steps = match spec.get("steps") {
             None | Some(Value::Null) => return Err(self.error("spec.steps", "missing: a plan needs at least one step")),
             Some(Value::Array(a)) if a.is_empty() => {
@@ -278,24 +282,112 @@ impl Entity {
             .enumerate()
             .map(|(i, s)| self.step(&format!("spec.steps[{i}]"), s))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(MigrationSpec { source, target, steps })
+        let m = MigrationSpec { sources, target, steps };
+        self.check_partitioning(&m)?;
+        Ok(m)
+    }
+
+    /// `sources:`, a mapping of SQL table names to datasets.
+    fn sources(&self, spec: &Map<String, Value>) -> Result<BTreeMap<String, Dataset>, PlanError> {
+        let Some(Value::Object(named)) = spec.get("sources") else {
+            return Err(self.error("spec.sources", "must be a mapping of table names to datasets {url, format}"));
+        };
+        if named.is_empty() {
+            return Err(self.error("spec.sources", "names no dataset: a plan needs at least one source"));
+        }
+        let mut out = BTreeMap::new();
+        for (name, value) in named {
+            let field = format!("spec.sources.{name}");
+            if let Err(why) = check_table_name(name) {
+                return Err(self.error(&field, &why));
+            }
+            let d = self.dataset_value(&field, value, Role::Source)?;
+            out.insert(name.clone(), d);
+        }
+        Ok(out)
+    }
+
+    /// The rules that tie datasets together: one partitioned source at
+    /// most, which must be a folder, and a folder target for any output
+    /// published as a version.
+    fn check_partitioning(&self, m: &MigrationSpec) -> Result<(), PlanError> {
+        let field_of = |name: &str| {
+            if self.spec().is_some_and(|s| s.contains_key("sources")) {
+                format!("spec.sources.{name}")
+            } else {
+                "spec.source".to_string()
+            }
+        };
+        let partitioned: Vec<&String> =
+            m.sources.iter().filter(|(_, d)| d.partition.is_some()).map(|(name, _)| name).collect();
+        if partitioned.len() > 1 {
+            let names: Vec<&str> = partitioned.iter().map(|n| n.as_str()).collect();
+            return Err(self.error(
+                &format!("{}.partition", field_of(partitioned[1])),
+                &format!(
+                    "only one source may be partitioned (here: {}); the others are read whole by every partition",
+                    names.join(", ")
+                ),
+            ));
+        }
+        if let Some((name, d, _)) = m.partitioned() {
+            if !d.url.ends_with('/') {
+                return Err(self.error(
+                    &format!("{}.partition", field_of(name)),
+                    &format!("a partitioned source must be a folder (a URL ending in /), not {:?}", d.url),
+                ));
+            }
+            if name != SOURCE_TABLE && m.sources.contains_key(SOURCE_TABLE) {
+                return Err(self.error(
+                    &format!("spec.sources.{SOURCE_TABLE}"),
+                    &format!(
+                        "the table `source` stands for the partitioned source ({name}); name this source otherwise"
+                    ),
+                ));
+            }
+        }
+        if m.versioned_output() && !m.target.url.ends_with('/') {
+            let why = if m.partitioned().is_some() {
+                "a partitioned plan's target"
+            } else if !m.target.partition_by.is_empty() {
+                "a target with partition_by"
+            } else {
+                "a target with max_rows_per_file"
+            };
+            return Err(self.error(
+                "spec.target.url",
+                &format!(
+                    "{why} is written as many files, published together: it must be a folder (a URL ending in /), \
+                     not {:?}",
+                    m.target.url
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn error(&self, field: &str, message: &str) -> PlanError {
         PlanError::new(&self.origin, Some(self.entity_ref().to_string()), Some(field), message)
     }
 
-    fn dataset(&self, spec: &Map<String, Value>, key: &str) -> Result<Dataset, PlanError> {
+    fn dataset(&self, spec: &Map<String, Value>, key: &str, role: Role) -> Result<Dataset, PlanError> {
         let field = format!("spec.{key}");
-        let obj = match spec.get(key) {
-            None | Some(Value::Null) => return Err(self.error(&field, "missing")),
-            Some(Value::String(url)) => {
+        match spec.get(key) {
+            None | Some(Value::Null) => Err(self.error(&field, "missing")),
+            Some(value) => self.dataset_value(&field, value, role),
+        }
+    }
+
+    fn dataset_value(&self, field: &str, value: &Value, role: Role) -> Result<Dataset, PlanError> {
+        let obj = match value {
+            Value::Null => return Err(self.error(field, "missing")),
+            Value::String(url) => {
                 let mut m = Map::new();
                 m.insert("url".into(), Value::String(url.clone()));
                 m
             }
-            Some(Value::Object(o)) => o.clone(),
-            Some(_) => return Err(self.error(&field, "must be a mapping {url, format}")),
+            Value::Object(o) => o.clone(),
+            _ => return Err(self.error(field, "must be a mapping {url, format}")),
         };
         let url = match get_any(&obj, &["url", "path", "location"]) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
@@ -319,7 +411,58 @@ impl Entity {
             Some(Value::Bool(b)) => Some(*b),
             Some(_) => return Err(self.error(&format!("{field}.has_header"), "must be true or false")),
         };
-        let d = Dataset { url, format, delimiter, has_header };
+        let partition = match (obj.get("partition"), role) {
+            (None | Some(Value::Null), _) => None,
+            (Some(_), Role::Target) => {
+                return Err(self.error(
+                    &format!("{field}.partition"),
+                    "is for sources (how to split one into partitions); a target is split with partition_by",
+                ))
+            }
+            (Some(v), Role::Source) => {
+                Some(parse_partitioning(v).map_err(|why| self.error(&format!("{field}.partition"), &why))?)
+            }
+        };
+        let partition_by = match (get_any(&obj, &["partition_by", "partitionBy"]), role) {
+            (None | Some(Value::Null), _) => Vec::new(),
+            (Some(_), Role::Source) => {
+                return Err(self.error(
+                    &format!("{field}.partition_by"),
+                    "is for targets (the columns the output is split by); a source is split with partition",
+                ))
+            }
+            (Some(Value::String(c)), Role::Target) => vec![c.trim().to_string()],
+            (Some(Value::Array(a)), Role::Target) => {
+                a.iter().map(|c| c.as_str().map(|c| c.trim().to_string()).unwrap_or_default()).collect()
+            }
+            (Some(_), Role::Target) => {
+                return Err(self.error(&format!("{field}.partition_by"), "must be a list of column names"))
+            }
+        };
+        for (i, c) in partition_by.iter().enumerate() {
+            if let Err(why) = check_column(c) {
+                return Err(self.error(&format!("{field}.partition_by[{i}]"), &why));
+            }
+            if partition_by[..i].contains(c) {
+                return Err(self.error(&format!("{field}.partition_by[{i}]"), &format!("{c:?} is named twice")));
+            }
+        }
+        let max_rows_per_file = match (get_any(&obj, &["max_rows_per_file", "maxRowsPerFile"]), role) {
+            (None | Some(Value::Null), _) => None,
+            (Some(_), Role::Source) => {
+                return Err(self.error(
+                    &format!("{field}.max_rows_per_file"),
+                    "is for targets (how many rows an output file holds at most)",
+                ))
+            }
+            (Some(v), Role::Target) => match v.as_u64().filter(|n| *n >= 1) {
+                Some(n) => Some(n),
+                None => {
+                    return Err(self.error(&format!("{field}.max_rows_per_file"), "must be a whole number, at least 1"))
+                }
+            },
+        };
+        let d = Dataset { url, format, delimiter, has_header, partition, partition_by, max_rows_per_file };
         if d.format().is_none() {
             return Err(self.error(
                 &format!("{field}.format"),
@@ -458,6 +601,148 @@ impl Entity {
             Some(_) => Err(self.error(field, "must be a list of {name, type} or a mapping name: type")),
         }
     }
+}
+
+/// Which side of a plan a dataset is on: some settings belong to one only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Source,
+    Target,
+}
+
+/// Table names the engine itself uses: a source cannot take them.
+const RESERVED_TABLES: [&str; 3] = ["input", "target", "staged_target"];
+
+/// A source's name is the table the SQL sees: an identifier that needs no
+/// quoting, and not one of the engine's own tables.
+fn check_table_name(name: &str) -> Result<(), String> {
+    if !is_identifier(name) || name.len() > 64 {
+        return Err(format!(
+            "{name:?} is not a valid table name: letters, digits and _, not starting with a digit, at most 64 \
+             characters"
+        ));
+    }
+    if RESERVED_TABLES.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return Err(format!(
+            "{name:?} is a table the engine defines itself ({}); name the source otherwise",
+            RESERVED_TABLES.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A hive partition column: an identifier, not starting with `_` (readers
+/// skip `_`-prefixed folders as hidden, so the data would vanish).
+fn check_column(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must be a non-empty column name".into());
+    }
+    if !is_identifier(name) || name.len() > 64 {
+        return Err(format!(
+            "{name:?} is not a plain column name: letters, digits and _, not starting with a digit, at most 64 \
+             characters"
+        ));
+    }
+    if name.starts_with('_') {
+        return Err(format!("{name:?}: a folder `{name}=...` would be hidden from readers (they skip `_` folders)"));
+    }
+    Ok(())
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `partition:` of a source: `file`, `{files: N}`, `{bytes: N}` (N a
+/// number or `256MiB`, `1GB`, `512kB`) or `{key: column}`.
+fn parse_partitioning(v: &Value) -> Result<Partitioning, String> {
+    const SHAPES: &str = "must be `file`, {files: N}, {bytes: N} (e.g. 256MiB) or {key: column}";
+    match v {
+        Value::String(s) if matches!(s.trim(), "file" | "files") => Ok(Partitioning::Files(1)),
+        Value::Object(o) if o.len() == 1 => {
+            let (k, v) = o.iter().next().ok_or(SHAPES)?;
+            match k.as_str() {
+                "files" | "file" => match v.as_u64().filter(|n| *n >= 1) {
+                    Some(n) => Ok(Partitioning::Files(n)),
+                    None => Err(format!("files: must be a whole number of files per partition, at least 1, not {v}")),
+                },
+                "bytes" | "size" => parse_bytes(v).map(Partitioning::Bytes).map_err(|why| format!("bytes: {why}")),
+                "key" | "column" => match v.as_str().map(str::trim) {
+                    Some(c) => {
+                        check_column(c).map(|()| Partitioning::Key(c.to_string())).map_err(|e| format!("key: {e}"))
+                    }
+                    None => Err("key: must be the column of the source's hive folders (key: dt for dt=.../)".into()),
+                },
+                other => Err(format!("unknown partitioning {other:?}: {SHAPES}")),
+            }
+        }
+        _ => Err(SHAPES.into()),
+    }
+}
+
+/// A size: a whole number of bytes, or a number with a unit (`kB`, `MB`,
+/// `GB`, `TB` in powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers of
+/// 1024; `B`). At least 1 byte.
+pub fn parse_bytes(v: &Value) -> Result<u64, String> {
+    let bad = || format!("{v} is not a size: a number of bytes or a number with a unit (512kB, 256MiB, 1GB)");
+    let n = match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let number: u64 = digits.parse().map_err(|_| bad())?;
+            let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" => 1000,
+                "m" | "mb" => 1000 * 1000,
+                "g" | "gb" => 1000 * 1000 * 1000,
+                "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+                "ki" | "kib" => 1 << 10,
+                "mi" | "mib" => 1 << 20,
+                "gi" | "gib" => 1 << 30,
+                "ti" | "tib" => 1 << 40,
+                _ => return Err(bad()),
+            };
+            number.checked_mul(scale).ok_or_else(|| format!("{s} is too large"))?
+        }
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    Ok(n)
+}
+
+/// Makes a dataset's relative local URL (a string, or `url`/`path`/`location`
+/// of a mapping) absolute against `base`, as a `file://` URL.
+fn absolutize_dataset(ds: &mut Value, base: &std::path::Path) {
+    let url = match ds {
+        Value::String(s) => s,
+        Value::Object(o) => {
+            let Some(k) = ["url", "path", "location"].into_iter().find(|k| o.contains_key(*k)) else {
+                return;
+            };
+            match o.get_mut(k) {
+                Some(Value::String(s)) => s,
+                _ => return,
+            }
+        }
+        _ => return,
+    };
+    let trimmed = url.trim();
+    if trimmed.is_empty() || trimmed.contains("://") || trimmed.starts_with('/') {
+        return;
+    }
+    let folder = trimmed.ends_with('/');
+    let joined = normalize(&base.join(trimmed));
+    let mut text = format!("file://{}", joined.display());
+    if folder && !text.ends_with('/') {
+        text.push('/');
+    }
+    *url = text;
 }
 
 /// `a/b/../c` → `a/c`, without touching the file system (the target may

@@ -1,7 +1,7 @@
 //! skein-plan: migration plans as Backstage catalog entities.
 //!
 //! A plan is a `kind: Component` with `spec.type: migration-plan` whose
-//! spec also carries `source`, `target` and `steps`; its queue is the
+//! spec also carries `source` (or `sources`), `target` and `steps`; its queue is the
 //! `honk/queue` annotation (or `skein.dev/queue`), and `spec.dependsOn`
 //! orders it after other entities. Any other entity can be stored too, so a
 //! plan can depend on a plain dataset component.
@@ -28,11 +28,13 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-pub use entity::{on_path, Entity, Metadata, PLAN_TYPE, QUEUE_ANNOTATION, QUEUE_ANNOTATION_ALT};
+pub use entity::{on_path, parse_bytes, Entity, Metadata, PLAN_TYPE, QUEUE_ANNOTATION, QUEUE_ANNOTATION_ALT};
 pub use entity_ref::{EntityRef, RefError};
 pub use error::{PlanError, PlanErrors};
 pub use parse::{entities_from_items, entities_from_value, parse_json, parse_text, parse_yaml, plan_files, read_file};
-pub use spec::{Checksum, Column, Dataset, ExecStep, Format, MigrationSpec, Step, Validation};
+pub use spec::{
+    Checksum, Column, Dataset, ExecStep, Format, MigrationSpec, Partitioning, Step, Validation, SOURCE_TABLE,
+};
 pub use validate::{find_cycle, valid_queue, validate_set, Catalog};
 
 /// A migration plan, ready to run: what the `migration` transform needs.

@@ -11,6 +11,17 @@
 //!     row_count: equal
 //! ```
 //!
+//! Or many sources, each a table of its name, one of them possibly split
+//! into partitions (each run as its own task, the outputs published
+//! together as one version):
+//!
+//! ```yaml
+//! sources:
+//!   orders: {url: "s3://bucket/orders/", format: parquet, partition: {bytes: 256MiB}}
+//!   customers: {url: "s3://bucket/customers.parquet"}
+//! target: {url: "s3://bucket/orders-v2/", format: parquet, partition_by: [dt], max_rows_per_file: 1000000}
+//! ```
+//!
 //! Field names accept a few synonyms (`path` for `url`, `sql` for `query`,
 //! `rowCount` for `row_count`...); the canonical names are the ones above.
 
@@ -82,7 +93,45 @@ pub struct Dataset {
     /// CSV only: whether the first line names the columns (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_header: Option<bool>,
+    /// Sources only: split this source into partitions, each run as its
+    /// own task (see [`Partitioning`]). At most one source of a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partitioning>,
+    /// Targets only: hive-style columns the output is split by
+    /// (`dt=2026-11-01/`); the columns are in the folder names, not in the files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    /// Targets only: at most about this many rows per output file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_file: Option<u64>,
 }
+
+/// How a partitioned source is split. Files are listed (hidden `_`/`.`
+/// entries and other extensions skipped) and sorted by path first, so the
+/// same listing always gives the same partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioning {
+    /// This many files per partition (`Files(1)`, `partition: file`: one per file).
+    Files(u64),
+    /// Consecutive files up to about this many bytes per partition (a file
+    /// larger than that is a partition of its own).
+    Bytes(u64),
+    /// One partition per hive folder of this column (`dt=2026-11-01/`).
+    Key(String),
+}
+
+/// What [`MigrationSpec::primary`] gives for a spec without sources (never
+/// the case for a parsed plan): a dataset with an empty URL.
+static NO_SOURCE: Dataset = Dataset {
+    url: String::new(),
+    format: None,
+    delimiter: None,
+    has_header: None,
+    partition: None,
+    partition_by: Vec::new(),
+    max_rows_per_file: None,
+};
 
 impl Dataset {
     /// The format given, else the one the URL's extension implies.
@@ -105,8 +154,10 @@ pub struct Column {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Step {
-    /// A DataFusion query. `source` is the plan's source; `input` is the
-    /// result of the steps before (the source for the first). Its result
+    /// A DataFusion query. Every source is a table of its name, and `source`
+    /// is the primary one ([`MigrationSpec::primary`]; in a partition, the
+    /// partition's slice of it); `input` is the result of the steps before
+    /// (the primary source for the first). Its result
     /// becomes the dataset the next steps see, and the target in the end.
     Sql { query: String },
     /// Keep the data as it is (the target's format and location make the
@@ -138,7 +189,8 @@ impl Step {
 }
 
 /// `exec`: runs `command` with the step (as JSON) on stdin and, in its
-/// environment, `SKEIN_SOURCE_URL`, `SKEIN_SOURCE_FORMAT`,
+/// environment, `SKEIN_SOURCE_URL`, `SKEIN_SOURCE_FORMAT` (the primary
+/// source; in a partition, the URL of the partition's first file),
 /// `SKEIN_TARGET_URL`, `SKEIN_TARGET_FORMAT`, `SKEIN_INPUT` (a local file
 /// holding the dataset so far, in `input_format`) and `SKEIN_OUTPUT_DIR`.
 /// Files the program writes into `SKEIN_OUTPUT_DIR` (in `output_format`)
@@ -196,7 +248,44 @@ pub struct Checksum {
 /// A migration plan's `spec` fields that skein runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationSpec {
-    pub source: Dataset,
+    /// Every source, by the table name the SQL sees it under; a plan's
+    /// `source:` is `{"source": ...}`. The [`primary`](Self::primary) one is
+    /// also the table `source` (validations count and checksum against it).
+    pub sources: BTreeMap<String, Dataset>,
     pub target: Dataset,
     pub steps: Vec<Step>,
+}
+
+/// The table name of a plan's single `source:`, and of the primary source.
+pub const SOURCE_TABLE: &str = "source";
+
+impl MigrationSpec {
+    /// The source validations (`row_count`, `checksum`) and progress count
+    /// against, and the table `source` of the SQL: the partitioned source,
+    /// else the one named `source`, else the first by name.
+    pub fn primary(&self) -> (&str, &Dataset) {
+        if let Some((name, d, _)) = self.partitioned() {
+            return (name, d);
+        }
+        if let Some((name, d)) = self.sources.get_key_value(SOURCE_TABLE) {
+            return (name.as_str(), d);
+        }
+        match self.sources.iter().next() {
+            Some((name, d)) => (name.as_str(), d),
+            None => (SOURCE_TABLE, &NO_SOURCE),
+        }
+    }
+
+    /// The partitioned source, if any (a plan has at most one).
+    pub fn partitioned(&self) -> Option<(&str, &Dataset, &Partitioning)> {
+        self.sources.iter().find_map(|(name, d)| d.partition.as_ref().map(|p| (name.as_str(), d, p)))
+    }
+
+    /// Whether the output is a set of files published as one version (a
+    /// folder swapped in whole, or an object-store pointer) rather than the
+    /// single file of a plain plan: a partitioned plan, or a target with
+    /// `partition_by` or `max_rows_per_file`.
+    pub fn versioned_output(&self) -> bool {
+        self.partitioned().is_some() || !self.target.partition_by.is_empty() || self.target.max_rows_per_file.is_some()
+    }
 }

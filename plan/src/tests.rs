@@ -64,8 +64,11 @@ fn the_issue_example_parses_as_written() {
     let plan = Plan::from_entity(&e).unwrap();
     assert_eq!(plan.depends_on, vec![EntityRef::new("component", "default", "source-dataset")]);
     let m = plan.migration;
-    assert_eq!(m.source.url, "file:///data/src/customers.csv");
-    assert_eq!(m.source.format(), Some(Format::Csv));
+    assert_eq!(m.sources.keys().collect::<Vec<_>>(), vec!["source"]);
+    assert_eq!(m.primary().0, "source");
+    assert_eq!(m.primary().1.url, "file:///data/src/customers.csv");
+    assert_eq!(m.primary().1.format(), Some(Format::Csv));
+    assert!(m.partitioned().is_none() && !m.versioned_output());
     assert_eq!(m.target.format(), Some(Format::Parquet));
     assert_eq!(
         m.steps,
@@ -205,7 +208,7 @@ fn step_synonyms_and_shapes() {
 fn formats_are_inferred_from_extensions() {
     let text = SEED.replace("{url: \"file:///data/src/customers.csv\", format: csv}", "/data/src/orders.parquet");
     let m = Plan::from_entity(&one(&text)).unwrap().migration;
-    assert_eq!(m.source.format(), Some(Format::Parquet));
+    assert_eq!(m.primary().1.format(), Some(Format::Parquet));
     let text = SEED.replace("{url: \"file:///data/src/customers.csv\", format: csv}", "/data/src/folder/");
     assert!(err_of(&text).to_string().contains("spec.source.format: missing"));
 }
@@ -227,7 +230,7 @@ fn relative_paths_resolve_against_the_file() {
     let e = read_file(&files[0]).unwrap().remove(0);
     let m = Plan::from_entity(&e).unwrap().migration;
     let base = std::fs::canonicalize(&dir).unwrap();
-    assert_eq!(m.source.url, format!("file://{}/data/customers.csv", base.display()));
+    assert_eq!(m.primary().1.url, format!("file://{}/data/customers.csv", base.display()));
     assert_eq!(m.target.url, format!("file://{}/out/customers-v2/", base.display()));
     match &m.steps[1] {
         Step::Exec(x) => assert_eq!(
@@ -241,5 +244,184 @@ fn relative_paths_resolve_against_the_file() {
         ),
         other => panic!("{other:?}"),
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The seed with `source:` replaced by `text` (a `sources:` block, or a
+/// `source:` line) and `target:` by `target`.
+fn with_datasets(sources: &str, target: &str) -> String {
+    SEED.replace("  source: {url: \"file:///data/src/customers.csv\", format: csv}\n", sources)
+        .replace("  target: {url: \"s3://bucket/customers-v2/\", format: parquet}\n", target)
+}
+
+const FOLDER_TARGET: &str = "  target: {url: \"s3://bucket/out/\", format: parquet}\n";
+
+#[test]
+fn many_sources_by_table_name() {
+    let text = with_datasets(
+        "  sources:\n    orders: {url: \"s3://bucket/orders/\", format: parquet, partition: {bytes: 256MiB}}\n    customers: s3://bucket/customers.csv\n",
+        "  target: {url: \"s3://bucket/out/\", format: parquet, partition_by: [dt, country], max_rows_per_file: 1000}\n",
+    );
+    let m = Plan::from_entity(&one(&text)).unwrap().migration;
+    assert_eq!(m.sources.keys().collect::<Vec<_>>(), vec!["customers", "orders"]);
+    assert_eq!(m.sources["customers"].format(), Some(Format::Csv));
+    // The partitioned source is the primary one, whatever the names.
+    assert_eq!(m.primary().0, "orders");
+    let (name, _, p) = m.partitioned().unwrap();
+    assert_eq!((name, p), ("orders", &Partitioning::Bytes(256 << 20)));
+    assert_eq!(m.target.partition_by, vec!["dt", "country"]);
+    assert_eq!(m.target.max_rows_per_file, Some(1000));
+    assert!(m.versioned_output());
+    // The JSON form round-trips (what the node passes around).
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["sources"]["orders"]["partition"], serde_json::json!({"bytes": 268435456}));
+    assert!(json["sources"]["customers"].get("partition").is_none(), "{json}");
+    assert_eq!(serde_json::from_value::<MigrationSpec>(json).unwrap(), m);
+
+    // Without a partitioned source: `source` if there is one, else the first by name.
+    let m = Plan::from_entity(&one(&with_datasets(
+        "  sources:\n    b: /data/b.csv\n    a: /data/a.csv\n",
+        "  target: /out/x.parquet\n",
+    )))
+    .unwrap()
+    .migration;
+    assert_eq!(m.primary().0, "a");
+    assert!(!m.versioned_output());
+    let m = Plan::from_entity(&one(&with_datasets(
+        "  sources:\n    b: /data/b.csv\n    source: /data/s.csv\n",
+        "  target: /out/x.parquet\n",
+    )))
+    .unwrap()
+    .migration;
+    assert_eq!(m.primary(), ("source", &m.sources["source"]));
+}
+
+#[test]
+fn partitioning_shapes_and_sizes() {
+    let cases: &[(&str, Partitioning)] = &[
+        ("file", Partitioning::Files(1)),
+        ("{files: 8}", Partitioning::Files(8)),
+        ("{bytes: 1000}", Partitioning::Bytes(1000)),
+        ("{bytes: \"256MiB\"}", Partitioning::Bytes(256 << 20)),
+        ("{bytes: 1GB}", Partitioning::Bytes(1_000_000_000)),
+        ("{bytes: 512kB}", Partitioning::Bytes(512_000)),
+        ("{bytes: 3 KiB}", Partitioning::Bytes(3072)),
+        ("{key: dt}", Partitioning::Key("dt".into())),
+    ];
+    for (shape, want) in cases {
+        let text = with_datasets(
+            &format!("  sources:\n    orders: {{url: \"s3://b/orders/\", format: csv, partition: {shape}}}\n"),
+            FOLDER_TARGET,
+        );
+        let m = Plan::from_entity(&one(&text)).unwrap_or_else(|e| panic!("{shape}: {e}")).migration;
+        assert_eq!(m.partitioned().unwrap().2, want, "{shape}");
+    }
+    // `source:` may be partitioned too.
+    let text = with_datasets("  source: {url: \"s3://b/orders/\", format: csv, partition: file}\n", FOLDER_TARGET);
+    assert_eq!(Plan::from_entity(&one(&text)).unwrap().migration.primary().0, "source");
+}
+
+#[test]
+fn partitioning_and_sources_errors_name_the_field() {
+    let src = |p: &str| format!("  sources:\n    orders: {{url: \"s3://b/orders/\", format: csv{p}}}\n");
+    let cases: Vec<(String, &str, &str)> = vec![
+        // Both, or an empty mapping.
+        (
+            "  source: /data/a.csv\n  sources: {b: /data/b.csv}\n".into(),
+            FOLDER_TARGET,
+            "spec.sources: give either `source:`",
+        ),
+        ("  sources: {}\n".into(), FOLDER_TARGET, "spec.sources: names no dataset"),
+        ("  sources: [/data/a.csv]\n".into(), FOLDER_TARGET, "spec.sources: must be a mapping"),
+        // Names.
+        ("  sources: {1st: /data/a.csv}\n".into(), FOLDER_TARGET, "spec.sources.1st: \"1st\" is not a valid table name"),
+        ("  sources: {my-orders: /data/a.csv}\n".into(), FOLDER_TARGET, "spec.sources.my-orders: "),
+        (format!("  sources: {{{}: /data/a.csv}}\n", "a".repeat(65)), FOLDER_TARGET, "at most 64"),
+        ("  sources: {input: /data/a.csv}\n".into(), FOLDER_TARGET, "spec.sources.input: \"input\" is a table the engine"),
+        ("  sources: {Target: /data/a.csv}\n".into(), FOLDER_TARGET, "spec.sources.Target: "),
+        ("  sources: {staged_target: /data/a.csv}\n".into(), FOLDER_TARGET, "spec.sources.staged_target: "),
+        ("  sources: {orders: {format: csv}}\n".into(), FOLDER_TARGET, "spec.sources.orders.url: missing"),
+        ("  sources: {orders: /data/folder/}\n".into(), FOLDER_TARGET, "spec.sources.orders.format: missing"),
+        // Partitioning shapes.
+        (src(", partition: {files: 0}"), FOLDER_TARGET, "spec.sources.orders.partition: files: must be a whole number"),
+        (src(", partition: {bytes: 0}"), FOLDER_TARGET, "spec.sources.orders.partition: bytes: must be at least 1 byte"),
+        (src(", partition: {bytes: 12 parsecs}"), FOLDER_TARGET, "spec.sources.orders.partition: bytes: "),
+        (src(", partition: {key: \"\"}"), FOLDER_TARGET, "spec.sources.orders.partition: key: must be a non-empty"),
+        (src(", partition: {rows: 5}"), FOLDER_TARGET, "spec.sources.orders.partition: unknown partitioning \"rows\""),
+        (src(", partition: daily"), FOLDER_TARGET, "spec.sources.orders.partition: must be `file`"),
+        // Which side a setting belongs to.
+        (src(", partition_by: [dt]"), FOLDER_TARGET, "spec.sources.orders.partition_by: is for targets"),
+        (src(", max_rows_per_file: 10"), FOLDER_TARGET, "spec.sources.orders.max_rows_per_file: is for targets"),
+        (src(""), "  target: {url: \"s3://b/out/\", format: csv, partition: file}\n", "spec.target.partition: is for sources"),
+        // partition_by entries and max_rows_per_file.
+        (src(""), "  target: {url: \"s3://b/out/\", format: csv, partition_by: [dt, \"\"]}\n", "spec.target.partition_by[1]: must be a non-empty"),
+        (src(""), "  target: {url: \"s3://b/out/\", format: csv, partition_by: [\"a b\"]}\n", "spec.target.partition_by[0]: \"a b\" is not a plain column name"),
+        (src(""), "  target: {url: \"s3://b/out/\", format: csv, partition_by: [_dt]}\n", "spec.target.partition_by[0]: \"_dt\": a folder"),
+        (src(""), "  target: {url: \"s3://b/out/\", format: csv, partition_by: [dt, dt]}\n", "spec.target.partition_by[1]: \"dt\" is named twice"),
+        (src(""), "  target: {url: \"s3://b/out/\", format: csv, max_rows_per_file: 0}\n", "spec.target.max_rows_per_file: must be a whole number, at least 1"),
+        // One partitioned source, a folder; folder targets for versioned output.
+        (
+            "  sources:\n    a: {url: \"s3://b/a/\", format: csv, partition: file}\n    b: {url: \"s3://b/b/\", format: csv, partition: file}\n".into(),
+            FOLDER_TARGET,
+            "spec.sources.b.partition: only one source may be partitioned (here: a, b)",
+        ),
+        (
+            "  sources: {orders: {url: \"s3://b/orders.csv\", partition: file}}\n".into(),
+            FOLDER_TARGET,
+            "spec.sources.orders.partition: a partitioned source must be a folder",
+        ),
+        (
+            "  source: {url: \"s3://b/orders.csv\", partition: file}\n".into(),
+            FOLDER_TARGET,
+            "spec.source.partition: a partitioned source must be a folder",
+        ),
+        (
+            "  sources:\n    orders: {url: \"s3://b/o/\", format: csv, partition: file}\n    source: /data/a.csv\n".into(),
+            FOLDER_TARGET,
+            "spec.sources.source: the table `source` stands for the partitioned source (orders)",
+        ),
+        (src(", partition: file"), "  target: s3://b/out.parquet\n", "spec.target.url: a partitioned plan's target is written as many files"),
+        (src(""), "  target: {url: \"s3://b/out.csv\", partition_by: [dt]}\n", "spec.target.url: a target with partition_by"),
+        (src(""), "  target: {url: \"/out/x.csv\", max_rows_per_file: 5}\n", "spec.target.url: a target with max_rows_per_file"),
+    ];
+    for (sources, target, want) in cases {
+        let text = with_datasets(&sources, target);
+        let e = err_of(&text);
+        assert!(e.to_string().contains(want), "{sources}{target}: got {e}, want {want}");
+        assert!(e.to_string().starts_with("plans.yaml: component:default/customer-dataset-v2-migration: "), "{e}");
+    }
+}
+
+#[test]
+fn byte_sizes() {
+    use serde_json::json;
+    assert_eq!(parse_bytes(&json!(42)), Ok(42));
+    assert_eq!(parse_bytes(&json!("42")), Ok(42));
+    assert_eq!(parse_bytes(&json!("42B")), Ok(42));
+    assert_eq!(parse_bytes(&json!("2MB")), Ok(2_000_000));
+    assert_eq!(parse_bytes(&json!("2mib")), Ok(2 << 20));
+    assert_eq!(parse_bytes(&json!("1TiB")), Ok(1 << 40));
+    assert!(parse_bytes(&json!("1.5GB")).is_err());
+    assert!(parse_bytes(&json!("-1")).is_err());
+    assert!(parse_bytes(&json!("99999999999999TiB")).unwrap_err().contains("too large"));
+    assert!(parse_bytes(&json!(true)).is_err());
+}
+
+#[test]
+fn relative_paths_of_every_source_resolve_against_the_file() {
+    let dir = std::env::temp_dir().join(format!("skein-plan-sources-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("plans")).unwrap();
+    let text = with_datasets(
+        "  sources:\n    orders: {url: ../data/orders/, format: parquet, partition: file}\n    customers: ../data/customers.csv\n    remote: s3://b/r.csv\n",
+        "  target: {url: ../out/v2/, format: parquet}\n",
+    );
+    std::fs::write(dir.join("plans/p.yaml"), text).unwrap();
+    let e = read_file(&plan_files(&dir).unwrap()[0]).unwrap().remove(0);
+    let m = Plan::from_entity(&e).unwrap().migration;
+    let base = std::fs::canonicalize(&dir).unwrap();
+    assert_eq!(m.sources["orders"].url, format!("file://{}/data/orders/", base.display()));
+    assert_eq!(m.sources["customers"].url, format!("file://{}/data/customers.csv", base.display()));
+    assert_eq!(m.sources["remote"].url, "s3://b/r.csv");
+    assert_eq!(m.target.url, format!("file://{}/out/v2/", base.display()));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -362,8 +362,44 @@ pub struct PlanSummary {
     /// The generation of the newest run (0: never run).
     pub generation: u64,
     pub updated_ms: u64,
-    /// The newest run's task, while it is known.
+    /// The newest run's task, while it is known. For a partitioned plan
+    /// this is the run's planner, and `partitions` follows the run.
     pub task: Option<Task>,
+    /// A partitioned plan's newest run, once planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<RunPartitions>,
+}
+
+/// A partitioned plan's run: its partition tasks by status, the commit
+/// task that publishes them, and an estimate of the time left.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPartitions {
+    pub total: u64,
+    /// Pending or blocked.
+    pub pending: u64,
+    /// Leased.
+    pub running: u64,
+    pub succeeded: u64,
+    /// Dead: out of attempts or failed for good (`skein plan run REF
+    /// --partition P` runs one again).
+    pub failed: u64,
+    pub cancelled: u64,
+    /// The run's status as a whole: `planning`, `running`, `publishing`,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// The task that publishes every partition's output as one version.
+    pub commit_task: TaskId,
+    pub commit_status: TaskStatus,
+    /// Rows the succeeded partitions wrote (in a plan's detail only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// The indexes of the failed partitions (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_partitions: Vec<u32>,
+    /// Time left at the pace so far, while partitions remain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<u64>,
 }
 
 /// `GET /api/v1/plans?owner=&label=k=v&plans_only=`.
@@ -404,6 +440,11 @@ pub struct RunPlansBody {
     pub queue: Option<String>,
     #[serde(default)]
     pub priority: i32,
+    /// A partitioned plan only (with exactly one ref): run this failed
+    /// partition of its newest run again, and publish the run once it
+    /// succeeds; the partitions that succeeded are kept.
+    #[serde(default)]
+    pub partition: Option<u32>,
 }
 
 /// Plans by owner and labels.
@@ -571,6 +612,9 @@ pub struct PlanProgress {
     pub fraction: f32,
     pub message: Option<String>,
     pub node: Option<u64>,
+    /// A partitioned plan's newest run, once planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<RunPartitions>,
 }
 
 /// `GET /api/v1/overview`: everything the dashboard shows, in one answer.

@@ -291,6 +291,7 @@ fn variant(command: &Command) -> &'static str {
         Command::AllowRoot { .. } => "AllowRoot",
         Command::DenyRoot { .. } => "DenyRoot",
         Command::ConfigurePolicy { .. } => "ConfigurePolicy",
+        Command::EnqueueChildren { .. } => "EnqueueChildren",
     }
 }
 
@@ -476,6 +477,35 @@ fn commands_of_format_4() -> Vec<(&'static str, Command)> {
             Command::AsCaller {
                 caller: Caller::Token(1),
                 command: Box::new(Command::AllowExec { program: "/bin/sh".into(), args: vec![] }),
+            },
+        ),
+        (
+            "enqueue_children",
+            Command::EnqueueChildren {
+                parent: TaskId(41),
+                token: FencingToken(977),
+                tasks: vec![
+                    NewTask {
+                        idempotency_key: Some("plan:component:default/events#3/part-0".into()),
+                        ..NewTask::new(
+                            "dataset-migrations",
+                            "migration",
+                            r#"{"entity_ref":"component:default/events","generation":3,"partition":{"index":0,"files":["file:///data/events/a.parquet"],"bytes":1024}}"#,
+                        )
+                    },
+                    NewTask {
+                        idempotency_key: Some("plan:component:default/events#3/commit".into()),
+                        depends_on: vec![
+                            TaskRef::Key("plan:component:default/events#3/part-0".into()),
+                            TaskRef::Id(TaskId(40)),
+                        ],
+                        ..NewTask::new(
+                            "dataset-migrations",
+                            "migration",
+                            r#"{"entity_ref":"component:default/events","generation":3,"commit":{"partitions":1}}"#,
+                        )
+                    },
+                ],
             },
         ),
     ]

@@ -285,6 +285,13 @@ enum Op {
     ConfigurePolicy {
         enforce: bool,
     },
+    /// `n` tasks added by the worker of the `pick`-th leased task, under
+    /// its current token or a stale one (`EnqueueChildren`).
+    EnqueueChildren {
+        pick: usize,
+        stale: bool,
+        n: usize,
+    },
     /// These ops' commands in one `Command::Batch`.
     Batch(Vec<Op>),
     /// Take a snapshot (kept for a later restart).
@@ -330,6 +337,7 @@ enum OpKind {
     AllowRoot,
     DenyRoot,
     ConfigurePolicy,
+    EnqueueChildren,
     Batch,
     Snapshot,
     Restart,
@@ -370,6 +378,7 @@ impl Op {
             Op::AllowRoot { .. } => OpKind::AllowRoot,
             Op::DenyRoot { .. } => OpKind::DenyRoot,
             Op::ConfigurePolicy { .. } => OpKind::ConfigurePolicy,
+            Op::EnqueueChildren { .. } => OpKind::EnqueueChildren,
             Op::Batch(_) => OpKind::Batch,
             Op::Snapshot => OpKind::Snapshot,
             Op::Restart { .. } => OpKind::Restart,
@@ -414,6 +423,7 @@ fn op_for(command: &Command) -> OpKind {
         Command::AllowRoot { .. } => OpKind::AllowRoot,
         Command::DenyRoot { .. } => OpKind::DenyRoot,
         Command::ConfigurePolicy { .. } => OpKind::ConfigurePolicy,
+        Command::EnqueueChildren { .. } => OpKind::EnqueueChildren,
     }
 }
 
@@ -624,6 +634,8 @@ fn plain_command_op() -> BoxedStrategy<Op> {
             (0u8..4).prop_map(|which| Op::DenyRoot { which }),
             any::<bool>().prop_map(|enforce| Op::ConfigurePolicy { enforce }),
         ],
+        1 => (0usize..20, proptest::bool::weighted(0.2), 1usize..4)
+            .prop_map(|(pick, stale, n)| Op::EnqueueChildren { pick, stale, n }),
     ]
     .boxed()
 }
@@ -1322,6 +1334,7 @@ fn audit_action(command: &Command) -> String {
         Command::AllowRoot { .. } => "allow root",
         Command::DenyRoot { .. } => "deny root",
         Command::ConfigurePolicy { .. } => "configure policy",
+        Command::EnqueueChildren { .. } => "enqueue children",
         other => panic!("the model does not audit {other:?}"),
     };
     name.to_string()
@@ -1595,6 +1608,8 @@ const REQUIRED_OUTCOMES: &[&str] = &[
     "bare client write refused while enforcing",
     "requested event written",
     "task owned",
+    "children enqueued under a live lease",
+    "children refused: stale token",
     "plan run owned by its plan's owner",
     "token created by an admin",
     "token rotated",
@@ -2322,6 +2337,49 @@ impl Run {
                 };
                 prop_assert_eq!(norm(got), want);
             }
+            Op::EnqueueChildren { pick, stale, n } => {
+                let leased = self.model.leased();
+                if self.model.format < 4 || leased.is_empty() {
+                    return Ok(());
+                }
+                let id = leased[pick % leased.len()];
+                let lease = self.model.tasks[&id].lease.clone().expect("a leased task has a lease");
+                let token = match (*stale, lease.token.0) {
+                    (false, _) => lease.token,
+                    (true, 0) => FencingToken(1),
+                    (true, t) => FencingToken(t - 1),
+                };
+                let q = qname(0);
+                let tasks: Vec<NewTask> = (0..*n)
+                    .map(|i| NewTask {
+                        queue: q.clone(),
+                        kind: "noop".into(),
+                        payload: format!("{{\"child\":{i},\"at\":{now}}}"),
+                        priority: 0,
+                        max_attempts: None,
+                        delay_ms: 0,
+                        idempotency_key: None,
+                        depends_on: Vec::new(),
+                    })
+                    .collect();
+                let got = self.apply(Command::EnqueueChildren { parent: id, token, tasks })?;
+                let want = if token != lease.token {
+                    self.note("children refused: stale token");
+                    Response::Rejected(Rejection::StaleToken { task: id, token, current: Some(lease.token) })
+                } else {
+                    let want = self.model.enqueue(&q, "noop", None, &[], *n, 0, None, 0, now);
+                    if let Response::Enqueued(v) = &want {
+                        self.note("children enqueued under a live lease");
+                        if let Some(owner) = self.model.task_owners.get(&id).copied() {
+                            for e in v.iter().filter(|e| e.created) {
+                                self.model.task_owners.insert(e.id, owner);
+                            }
+                        }
+                    }
+                    want
+                };
+                prop_assert_eq!(norm(got), want);
+            }
             Op::AllowExec { prog, args } => {
                 if self.model.format < 4 {
                     return Ok(());
@@ -2800,7 +2858,7 @@ fn every_command_variant_is_generated() {
     let strategy = proptest::collection::vec(op(), 100..150);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut outcomes = BTreeSet::new();
-    for _ in 0..96 {
+    for _ in 0..160 {
         let ops = strategy.new_tree(&mut runner).expect("a sequence").current();
         let run = run_ops(&ops).unwrap_or_else(|e| panic!("{e}\nops: {ops:?}"));
         for (name, n) in run.seen {

@@ -10,6 +10,7 @@
 //!   node-to-node link (partitions, one-way cuts). It lives here, not in the
 //!   testkit, so that it never ships in the `skein` binary, which links the
 //!   testkit for `skein demo`;
+//! - [`moto`]: moto's S3 server on loopback, for migrations on S3;
 //! - [`chaos`]: the chaos harness (`skein-chaos`): workload, nemesis,
 //!   history and checker, and the rolling upgrade under load.
 //!
@@ -19,4 +20,5 @@
 
 pub mod chaos;
 pub mod checks;
+pub mod moto;
 pub mod proxy;

@@ -227,6 +227,28 @@ async fn show(ctx: &mut Ctx<'_>, raw: &str) -> anyhow::Result<()> {
                 if s.generation == 0 { "never run" } else { "forgotten (retention)" }
             )),
         }
+        if let Some(p) = &s.partitions {
+            out.push(format!(
+                "partitions:  {} ({}): {} succeeded, {} running, {} pending, {} failed, {} cancelled",
+                p.total, p.status, p.succeeded, p.running, p.pending, p.failed, p.cancelled
+            ));
+            if let Some(rows) = p.rows {
+                out.push(format!("rows:        {rows} written by the partitions done"));
+            }
+            if let Some(eta) = p.eta_ms {
+                out.push(format!("time left:   about {}s", eta.div_ceil(1000)));
+            }
+            out.push(format!("commit:      task {} ({})", p.commit_task, p.commit_status));
+            if !p.failed_partitions.is_empty() {
+                let list: Vec<String> = p.failed_partitions.iter().map(u32::to_string).collect();
+                out.push(format!(
+                    "failed:      partitions {} (run one again: skein plan run {} --partition {})",
+                    list.join(", "),
+                    s.entity_ref,
+                    p.failed_partitions[0]
+                ));
+            }
+        }
         let doc = serde_json::to_string_pretty(&d.entity).unwrap_or_default();
         out.push(String::new());
         out.push(doc);
@@ -348,6 +370,12 @@ impl Backstage {
 
 async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
     let mut body = json!({"force": a.force, "queue": a.queue, "priority": a.priority});
+    if let Some(p) = a.partition {
+        if a.refs.len() != 1 {
+            bail!("--partition runs a partition of one plan: give exactly one REF");
+        }
+        body["partition"] = json!(p);
+    }
     if a.all {
         body["all"] = json!(true);
     } else if let Some(sel) = &a.selector {
@@ -365,7 +393,26 @@ async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
         ctx.line("")?;
     }
     let ids: Vec<u64> = runs.runs.iter().map(|r| r.task.0).collect();
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let ended = wait_for_tasks(&ctx.client, &ids, Duration::from_secs(a.timeout)).await?;
+    // A partitioned run's task only plans it: wait for its partitions and commit.
+    let refs: Vec<String> = runs.runs.iter().map(|r| r.entity_ref.clone()).collect();
+    let partitioned = wait_for_partitions(&ctx.client, &refs, deadline).await?;
+    if !partitioned.is_empty() {
+        if ctx.output == Output::Json {
+            return ctx.json(&json!({"runs": runs.runs, "tasks": ended, "partitioned": partitioned}));
+        }
+        for (r, p) in &partitioned {
+            ctx.line(&format!(
+                "{r}: partitioned run {}: {}/{} partitions succeeded, {} failed{}",
+                p["status"].as_str().unwrap_or("?"),
+                p["succeeded"],
+                p["total"],
+                p["failed"],
+                p["rows"].as_u64().map(|n| format!(", {n} rows")).unwrap_or_default()
+            ))?;
+        }
+    }
     match ctx.output {
         Output::Json => ctx.json(&json!({"runs": runs.runs, "tasks": ended})),
         Output::Table => {
@@ -386,6 +433,34 @@ async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Waits until every partitioned run among `refs` ended (published,
+/// failed or cancelled); answers each one's partitions as the plan's detail
+/// shows them. Plans that are not partitioned are left out.
+async fn wait_for_partitions(
+    client: &crate::client::Client,
+    refs: &[String],
+    deadline: Instant,
+) -> anyhow::Result<Vec<(String, Value)>> {
+    let mut out = Vec::new();
+    for r in refs {
+        let r2 = EntityRef::parse(r, Some("component"))?;
+        let path = format!("/api/v1/plans/{}/{}/{}", r2.kind, r2.namespace, r2.name);
+        loop {
+            let detail = client.get(&path, &[]).await?;
+            let Some(p) = detail.get("partitions").filter(|p| !p.is_null()).cloned() else { break };
+            if matches!(p["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                out.push((r.clone(), p));
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("{r}: the partitioned run has not ended yet ({}); see `skein plan status {r}`", p["status"]);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(out)
 }
 
 /// `owner=team-infra,tier=gold` → `{"owner": "team-infra", "labels": {"tier": "gold"}}`.

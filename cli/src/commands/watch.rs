@@ -261,6 +261,7 @@ mod tests {
             fraction,
             message: None,
             node: None,
+            partitions: None,
         };
         let o = overview(
             vec![],

@@ -65,19 +65,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let source = arg(&args, "--source").ok_or(usage)?;
             let target = arg(&args, "--target").ok_or(usage)?;
             let query = arg(&args, "--query").ok_or(usage)?;
+            let parquet = |url: String| skein_plan::Dataset {
+                url,
+                format: Some(skein_plan::Format::Parquet),
+                delimiter: None,
+                has_header: None,
+                partition: None,
+                partition_by: Vec::new(),
+                max_rows_per_file: None,
+            };
             let spec = skein_plan::MigrationSpec {
-                source: skein_plan::Dataset {
-                    url: source,
-                    format: Some(skein_plan::Format::Parquet),
-                    delimiter: None,
-                    has_header: None,
-                },
-                target: skein_plan::Dataset {
-                    url: target.clone(),
-                    format: Some(skein_plan::Format::Parquet),
-                    delimiter: None,
-                    has_header: None,
-                },
+                sources: [(skein_plan::SOURCE_TABLE.to_string(), parquet(source))].into(),
+                target: parquet(target.clone()),
                 steps: vec![skein_plan::Step::Sql { query }],
             };
             let scratch = std::env::temp_dir().join(format!("migrate-bench-{}", std::process::id()));

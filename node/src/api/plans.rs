@@ -20,12 +20,13 @@ use axum::Json;
 use serde::Deserialize;
 use skein_plan::{Catalog, Entity, EntityRef, PlanErrors};
 use skein_raft::api::{ApplyPlansReply, ErrorCode, PlanDetail, PlanList, PlanSummary, RunPlansBody, RunPlansReply};
-use skein_raft::fsm::{CatalogEntry, Command, NewEntity, Rejection, Response};
+use skein_raft::fsm::{CatalogEntry, Command, NewEntity, PlanRun, Rejection, Response, TaskStatus};
 use skein_transport::NodeError;
 
 use crate::api::auth::Who;
 use crate::api::errors::{parse_json, ApiError, ApiResult};
 use crate::cluster::app::SharedApp;
+use crate::views::runs;
 
 /// The queue of plans that name none.
 pub const DEFAULT_QUEUE: &str = "dataset-migrations";
@@ -118,7 +119,14 @@ async fn show(app: &SharedApp, raw: &str) -> ApiResult<Json<PlanDetail>> {
     let state = app.store.state();
     let entry = state.catalog_entry(&r).ok_or_else(|| rejection(Rejection::UnknownEntity(r.clone())))?;
     let entity = serde_json::from_str(&entry.entity.document).unwrap_or(serde_json::Value::Null);
-    Ok(Json(PlanDetail { summary: summary(&state, entry), entity }))
+    let mut summary = summary(&state, entry);
+    if summary.partitions.is_some() {
+        // The detail adds the rows written: a read per finished partition.
+        let rows = |id| partition_rows(app, id);
+        summary.partitions =
+            state.plan_task(entry).and_then(|t| runs::run_partitions(&state, t, state.clock_ms(), Some(&rows)));
+    }
+    Ok(Json(PlanDetail { summary, entity }))
 }
 
 pub async fn run(
@@ -143,6 +151,13 @@ pub async fn run(
         return Err(ApiError::new(ErrorCode::NotFound, "no plan in the catalog matches"));
     }
     check_runnable(&app, &refs)?;
+    if let Some(index) = body.partition {
+        let [r] = refs.as_slice() else {
+            return Err(ApiError::new(ErrorCode::Invalid, "partition: give exactly one plan"));
+        };
+        let run = rerun_partition(&app, &who, r, index).await?;
+        return Ok((StatusCode::OK, Json(RunPlansReply { runs: vec![run.into()] })));
+    }
     let queue = body.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_string());
     let command = Command::RunPlans { refs, force: body.force, default_queue: queue.clone(), priority: body.priority };
     match app.write_as(who.caller, command).await? {
@@ -159,6 +174,11 @@ pub async fn run(
                     crate::metrics::Metrics::count(&app.metrics.enqueued, vec![("queue", q)], 1);
                 }
             }
+            // A partitioned run that failed is resumed, not redone: its
+            // failed partitions run again, the others are kept.
+            for r in runs.iter().filter(|r| !r.created && !body.force) {
+                resume_partitioned(&app, &who, r.task).await?;
+            }
             let created = runs.iter().any(|r| r.created);
             Ok((
                 if created { StatusCode::CREATED } else { StatusCode::OK },
@@ -167,6 +187,140 @@ pub async fn run(
         }
         Response::Rejected(r) => Err(rejection(r)),
         other => Err(NodeError::Internal(format!("run plans answered with {other:?}")).into()),
+    }
+}
+
+/// The rows a succeeded partition task wrote, from its result.
+fn partition_rows(app: &SharedApp, id: skein_raft::fsm::TaskId) -> Option<u64> {
+    let text = app.store.result(id).ok().flatten()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("partition")?.get("rows")?.as_u64()
+}
+
+/// Runs partition `index` of `entity_ref`'s newest run again (it failed),
+/// and makes the run's commit wait for it again.
+async fn rerun_partition(app: &SharedApp, who: &Who, entity_ref: &str, index: u32) -> ApiResult<PlanRun> {
+    let (planner, key) = {
+        let state = app.store.state();
+        let entry =
+            state.catalog_entry(entity_ref).ok_or_else(|| rejection(Rejection::UnknownEntity(entity_ref.into())))?;
+        let planner = state.plan_task(entry).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("{entity_ref} has no run to resume: run it first (skein plan run {entity_ref})"),
+            )
+        })?;
+        let key = runs::partition_key(&entry.run_key(entry.generation), index);
+        let Some(part) = state.task_by_key(&key) else {
+            let total = runs::run_partitions(&state, planner, 0, None).map(|r| r.total);
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                match total {
+                    Some(n) => format!(
+                        "{entity_ref}'s newest run has no partition {index} (it has {n}: 0 to {})",
+                        n.saturating_sub(1)
+                    ),
+                    None => format!(
+                        "{entity_ref}'s newest run has no partitions (it is not partitioned, or not planned yet)"
+                    ),
+                },
+            ));
+        };
+        match part.status {
+            TaskStatus::Dead | TaskStatus::Cancelled => {}
+            TaskStatus::Succeeded => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("partition {index} of {entity_ref} succeeded (task {}); a whole new run: skein plan run {entity_ref} --force", part.id),
+                ))
+            }
+            s => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("partition {index} of {entity_ref} is {s} (task {}): it runs already", part.id),
+                ))
+            }
+        }
+        (
+            PlanRun {
+                entity_ref: entity_ref.into(),
+                generation: entry.generation,
+                task: planner.id,
+                created: false,
+                status: planner.status,
+                requested: true,
+            },
+            key,
+        )
+    };
+    let retries = {
+        let state = app.store.state();
+        let mut cmds = Vec::new();
+        if let Some(part) = state.task_by_key(&key) {
+            cmds.push(Command::Retry { task: part.id });
+        }
+        cmds.extend(commit_retries(&state, planner.task));
+        cmds
+    };
+    retry_all(app, who, retries).await?;
+    Ok(planner)
+}
+
+/// Resumes a partitioned run whose partitions failed: every failed
+/// partition runs again, the rest is kept. Nothing for other runs.
+async fn resume_partitioned(app: &SharedApp, who: &Who, planner: skein_raft::fsm::TaskId) -> ApiResult<()> {
+    let retries = {
+        let state = app.store.state();
+        let Some(p) = state.task(planner) else { return Ok(()) };
+        let Some(key) = p.idempotency_key.as_deref() else { return Ok(()) };
+        let Some(commit) = state.task_by_key(&runs::commit_key(key)) else { return Ok(()) };
+        if !matches!(commit.status, TaskStatus::Dead | TaskStatus::Cancelled) {
+            return Ok(());
+        }
+        let mut cmds: Vec<Command> = runs::partition_tasks(&state, commit)
+            .into_iter()
+            .filter(|t| matches!(t.status, TaskStatus::Dead | TaskStatus::Cancelled))
+            .map(|t| Command::Retry { task: t.id })
+            .collect();
+        cmds.extend(commit_retries(&state, planner));
+        cmds
+    };
+    retry_all(app, who, retries).await
+}
+
+/// Retries of a run's ended barriers, then of its commit, in that order
+/// (a retried task waits on its dependencies again).
+fn commit_retries(state: &skein_raft::fsm::StateMachine, planner: skein_raft::fsm::TaskId) -> Vec<Command> {
+    let mut out = Vec::new();
+    let Some(key) = state.task(planner).and_then(|p| p.idempotency_key.clone()) else { return out };
+    let Some(commit) = state.task_by_key(&runs::commit_key(&key)) else { return out };
+    let ended = |s: TaskStatus| matches!(s, TaskStatus::Dead | TaskStatus::Cancelled);
+    for dep in &commit.depends_on {
+        if let Some(b) = state.task(*dep).filter(|t| runs::is_barrier(t) && ended(t.status)) {
+            out.push(Command::Retry { task: b.id });
+        }
+    }
+    if ended(commit.status) {
+        out.push(Command::Retry { task: commit.id });
+    }
+    out
+}
+
+async fn retry_all(app: &SharedApp, who: &Who, cmds: Vec<Command>) -> ApiResult<()> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    match app.write_as(who.caller.clone(), Command::Batch(cmds)).await? {
+        Response::Batch(answers) => {
+            for a in answers {
+                if let Response::Rejected(r) = a {
+                    return Err(rejection(r));
+                }
+            }
+            Ok(())
+        }
+        Response::Rejected(r) => Err(rejection(r)),
+        other => Err(NodeError::Internal(format!("retrying the run's partitions answered with {other:?}")).into()),
     }
 }
 
@@ -249,6 +403,7 @@ fn summary(state: &skein_raft::fsm::StateMachine, c: &CatalogEntry) -> PlanSumma
         generation: c.generation,
         updated_ms: c.updated_ms,
         task: state.plan_task(c).cloned(),
+        partitions: state.plan_task(c).and_then(|t| runs::run_partitions(state, t, state.clock_ms(), None)),
     }
 }
 

@@ -4,4 +4,5 @@
 //! tested with plain values.
 
 pub mod cluster;
+pub mod runs;
 pub mod tasks;

@@ -141,7 +141,7 @@ pub fn plan_progress(state: &StateMachine) -> (Vec<PlanProgress>, BTreeMap<Strin
             continue;
         }
         let task = state.plan_task(entry);
-        let (fraction, message) = match task {
+        let (mut fraction, mut message) = match task {
             Some(t) if t.status == TaskStatus::Succeeded => (1.0, None),
             Some(t) => (
                 t.progress.as_ref().map_or(0.0, |p| p.fraction),
@@ -149,16 +149,33 @@ pub fn plan_progress(state: &StateMachine) -> (Vec<PlanProgress>, BTreeMap<Strin
             ),
             None => (0.0, None),
         };
+        let mut status = task.map_or_else(|| "never_run".to_string(), |t| t.status.to_string());
+        // A partitioned run: the run's state is its partitions' and commit's.
+        let partitions = task.and_then(|t| super::runs::run_partitions(state, t, state.clock_ms(), None));
+        if let Some(r) = &partitions {
+            fraction = if r.total == 0 { 0.0 } else { r.succeeded as f32 / r.total as f32 };
+            if r.status != "succeeded" {
+                fraction = fraction.min(0.99);
+            }
+            message = Some(super::runs::describe(r));
+            status = match r.status.as_str() {
+                "running" | "publishing" => TaskStatus::Leased.to_string(),
+                "failed" => TaskStatus::Dead.to_string(),
+                "cancelled" => TaskStatus::Cancelled.to_string(),
+                _ => TaskStatus::Succeeded.to_string(),
+            };
+        }
         plans.push(PlanProgress {
             entity_ref: e.entity_ref.clone(),
             owner: e.owner.clone(),
             queue: e.queue.clone(),
             depends_on: e.depends_on.clone(),
             task: task.map(|t| t.id),
-            status: task.map_or_else(|| "never_run".to_string(), |t| t.status.to_string()),
+            status,
             fraction,
             message,
             node: task.and_then(|t| t.lease.as_ref().map(|l| l.node).or(t.last_node)),
+            partitions,
         });
     }
     (plans, owners)

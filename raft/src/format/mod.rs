@@ -13,7 +13,7 @@
 //! | 1      | 0.1.0   | log entries (`Stamped`), snapshot file version 3, cold records, RPCs |
 //! | 2      | 0.2.0   | `Command::SetFormat`, `Command::RedriveQueue`, snapshot file version 4 (carries the cluster's format) |
 //! | 3      | 0.3.0   | tokens, owners and the audit trail: `Command::AsCaller` and the token commands, `EventKind::Requested`, audit records in the cold store, snapshot file version 5 (version 4, then the auth section of [`v3`]) |
-//! | 4      | 0.4.0   | the exec allow list and data roots: `Command::AllowExec`, `DenyExec`, `AllowRoot`, `DenyRoot`, `ConfigurePolicy`, snapshot file version 6 (version 5, then the policy section of [`v4`]) |
+//! | 4      | 0.4.0   | the exec allow list and data roots: `Command::AllowExec`, `DenyExec`, `AllowRoot`, `DenyRoot`, `ConfigurePolicy`; `Command::EnqueueChildren` (a leased task's follow-up tasks, fenced by its lease: a partitioned run's partitions and commit); snapshot file version 6 (version 5, then the policy section of [`v4`]) |
 //!
 //! A node reads every format up to [`LATEST`]. What it *writes* is capped by
 //! the cluster's format (`StateMachine::format`): until an operator runs

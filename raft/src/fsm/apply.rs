@@ -107,6 +107,7 @@ impl StateMachine {
             Command::AllowRoot { root } => self.allow_root(root, "bootstrap"),
             Command::DenyRoot { url } => self.deny_root(url),
             Command::ConfigurePolicy { enforce } => self.configure_policy(*enforce),
+            Command::EnqueueChildren { parent, token, tasks } => self.enqueue_children(*parent, *token, tasks, cold),
         }
     }
 
@@ -451,6 +452,28 @@ impl StateMachine {
             }
         };
         Ok(status)
+    }
+
+    /// Enqueues `tasks` for the attempt of `parent` under `token`, if that
+    /// lease is live; they belong to the parent's owner.
+    fn enqueue_children(
+        &mut self,
+        parent: TaskId,
+        token: FencingToken,
+        tasks: &[NewTask],
+        cold: &mut dyn ColdSink,
+    ) -> Response {
+        if let Err(r) = self.current_lease(parent, token) {
+            return Response::Rejected(r);
+        }
+        let owner = self.core.auth.task_owners.get(&parent).cloned();
+        let response = self.enqueue(tasks, cold);
+        if let (Response::Enqueued(made), Some(owner)) = (&response, owner) {
+            for e in made.iter().filter(|e| e.created) {
+                self.core.auth.task_owners.insert(e.id, owner.clone());
+            }
+        }
+        response
     }
 
     /// `Ok` when `token` is `task`'s live lease.

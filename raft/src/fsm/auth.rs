@@ -227,7 +227,8 @@ pub fn required_role(command: &Command) -> Option<Role> {
         | Command::RemoveNode { .. }
         | Command::AdmitNode { .. }
         | Command::AsCaller { .. }
-        | Command::TouchTokens { .. } => return None,
+        | Command::TouchTokens { .. }
+        | Command::EnqueueChildren { .. } => return None,
     })
 }
 

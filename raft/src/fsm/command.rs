@@ -181,6 +181,16 @@ pub enum Command {
     ConfigurePolicy {
         enforce: bool,
     },
+    /// Tasks that a leased task's worker adds as part of its work (a
+    /// partitioned run's planner enqueues its partitions and its commit).
+    /// Applied only while `token` is `parent`'s live lease, so a stale or
+    /// cut-off attempt adds nothing; the tasks belong to the parent's owner.
+    /// The lease is the authority, as for a completion: no caller.
+    EnqueueChildren {
+        parent: TaskId,
+        token: FencingToken,
+        tasks: Vec<NewTask>,
+    },
 }
 
 impl Command {
@@ -201,7 +211,8 @@ impl Command {
             | Command::DenyExec { .. }
             | Command::AllowRoot { .. }
             | Command::DenyRoot { .. }
-            | Command::ConfigurePolicy { .. } => 4,
+            | Command::ConfigurePolicy { .. }
+            | Command::EnqueueChildren { .. } => 4,
             Command::Batch(commands) => commands.iter().map(Command::format).max().unwrap_or(1),
             _ => crate::format::FORMAT_0_1_0,
         }
@@ -242,6 +253,7 @@ impl Command {
             Command::AllowRoot { .. } => "allow root",
             Command::DenyRoot { .. } => "deny root",
             Command::ConfigurePolicy { .. } => "configure policy",
+            Command::EnqueueChildren { .. } => "enqueue children",
         }
     }
 }

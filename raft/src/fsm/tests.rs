@@ -103,6 +103,40 @@ fn idempotency_key_enqueued_twice_gives_one_task() {
 }
 
 #[test]
+fn a_leased_task_enqueues_children_only_under_its_live_lease() {
+    let mut h = Harness::new();
+    let parent = h.enqueue_one(task());
+    let g = h.lease(1, 1).remove(0);
+    let mut child = task();
+    child.idempotency_key = Some("run/part-0".into());
+    let mut commit = task();
+    commit.depends_on = vec![TaskRef::Key("run/part-0".into())];
+    let made = match h.run(Command::EnqueueChildren { parent, token: g.token, tasks: vec![child.clone(), commit] }) {
+        Response::Enqueued(e) => e,
+        other => panic!("enqueue children: {other:?}"),
+    };
+    assert_eq!(made.len(), 2);
+    assert_eq!(h.status(made[1].id), TaskStatus::Blocked);
+    // A stale token (the lease moved on) adds nothing.
+    let stale = FencingToken(g.token.0 + 100);
+    let before = h.sm.task_count();
+    assert_eq!(
+        h.run(Command::EnqueueChildren { parent, token: stale, tasks: vec![task()] }),
+        Response::Rejected(Rejection::StaleToken { task: parent, token: stale, current: Some(g.token) })
+    );
+    assert_eq!(h.sm.task_count(), before);
+    // Nor does the parent once it ended.
+    assert_eq!(h.complete(1, parent, g.token, ok()), Ok(TaskStatus::Succeeded));
+    assert!(matches!(
+        h.run(Command::EnqueueChildren { parent, token: g.token, tasks: vec![task()] }),
+        Response::Rejected(Rejection::StaleToken { current: None, .. })
+    ));
+    assert_eq!(h.sm.task_count(), before);
+    // Not a client write: applied while tokens are enforced, without a caller.
+    assert!(super::auth::required_role(&Command::EnqueueChildren { parent, token: g.token, tasks: vec![] }).is_none());
+}
+
+#[test]
 fn enqueue_rejections_change_nothing() {
     let limits = Limits { max_payload_bytes: 8, max_batch: 2, ..Limits::default() };
     let cases: Vec<(Vec<NewTask>, Rejection)> = vec![

@@ -26,10 +26,24 @@ use tracing::{info, warn};
 use super::{TaskContext, Transform};
 use crate::cluster::app::SharedApp;
 
+/// A `migration` task's payload. `generation` is set by `skein plan run`;
+/// the last three mark the tasks of a partitioned run (see
+/// [`super::partitioned`]), at most one of them.
 #[derive(Deserialize)]
-struct Payload {
-    entity_ref: String,
+pub(super) struct Payload {
+    pub entity_ref: String,
+    #[serde(default)]
+    pub generation: Option<u64>,
+    #[serde(default)]
+    pub partition: Option<skein_migrate::Partition>,
+    #[serde(default)]
+    pub commit: Option<serde_json::Value>,
+    #[serde(default)]
+    pub barrier: Option<u64>,
 }
+
+/// Marks the generation of a run enqueued without one (see `run`).
+const HONK_RUN: u64 = 1 << 62;
 
 /// Prefix of a fence error when the lease could not be confirmed (as
 /// opposed to found revoked): the attempt then fails retryably.
@@ -89,20 +103,47 @@ async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
 
     let attempt = Attempt { task: g.task.0, attempt: g.attempt, token: g.token.0 };
     let mut opts = Options::new(app.config.data_dir.join("scratch")).with_policy(policy);
+    opts.memory_limit = app.config.migrate_memory;
+    opts.target_partitions = app.config.migrate_threads;
     let progress_ctx = ctx.clone();
     opts.progress = Some(Arc::new(move |p: &Progress| progress_ctx.report(p.fraction(), p.message())));
     opts.fence = Some(fence(app.clone(), task));
-    info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, plan = %entity_ref, "migration started");
+    let spec = &plan.migration;
+    // A run without a generation (the seed's `POST /api/honk/tasks`) is
+    // told apart by its task id, kept clear of real generations.
+    let generation = p.generation.unwrap_or(g.task.0 | HONK_RUN);
+    let run =
+        super::partitioned::RunOf { app: &app, task, entity_ref: &entity_ref, generation, spec, attempt, opts: &opts };
+    let work = async {
+        if p.barrier.is_some() {
+            // A barrier only gathers partitions for the commit (see partitioned.rs).
+            return Ok(serde_json::json!({"entity_ref": entity_ref, "generation": generation, "barrier": p.barrier}));
+        }
+        if let Some(part) = &p.partition {
+            return super::partitioned::run_partition(&run, part).await;
+        }
+        if p.commit.is_some() {
+            return super::partitioned::commit(&run).await;
+        }
+        if spec.partitioned().is_some() {
+            return super::partitioned::plan(&run).await;
+        }
+        info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, plan = %entity_ref, "migration started");
+        let report = skein_migrate::run(spec, attempt, &opts).await?;
+        info!(task_id = g.task.0, token = g.token.0, plan = %entity_ref, rows = report.rows_written, target = %report.target, "migration published");
+        Ok(serde_json::json!({"entity_ref": entity_ref, "migration": report}))
+    };
     let result = tokio::select! {
-        r = skein_migrate::run(&plan.migration, attempt, &opts) => r,
+        r = work => r,
         _ = ctx.cancel.cancelled() => return None,
     };
+    outcome(g, result)
+}
+
+/// The task's outcome for an attempt's result.
+fn outcome(g: &skein_raft::fsm::Granted, result: Result<serde_json::Value, MigrateError>) -> Option<Outcome> {
     match result {
-        Ok(report) => {
-            info!(task_id = g.task.0, token = g.token.0, plan = %entity_ref, rows = report.rows_written, target = %report.target, "migration published");
-            let result = serde_json::json!({"entity_ref": entity_ref, "migration": report});
-            Some(Outcome::Succeeded { result: result.to_string() })
-        }
+        Ok(value) => Some(Outcome::Succeeded { result: value.to_string() }),
         Err(MigrateError::Fenced(why)) if why.starts_with(UNCONFIRMED) => Some(Outcome::Retryable { error: why }),
         Err(e) if e.is_fenced() => {
             // Another attempt owns the task now: report nothing (the
@@ -111,7 +152,7 @@ async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
             None
         }
         Err(e) if e.is_retryable() => Some(Outcome::Retryable { error: e.to_string() }),
-        Err(e) => permanent(e.to_string()),
+        Err(e) => Some(Outcome::Permanent { error: e.to_string() }),
     }
 }
 

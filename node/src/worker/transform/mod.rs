@@ -12,6 +12,7 @@
 
 pub mod exec;
 pub mod migration;
+mod partitioned;
 pub mod sleep;
 
 use std::sync::{Arc, Mutex};
