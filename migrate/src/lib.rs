@@ -16,8 +16,8 @@
 //! - [`version`]: publishing many files as one version (a folder swapped
 //!   in whole, or an object-store pointer);
 //! - [`run`]: the whole migration; [`plan_partitions`], [`run_partition`]
-//!   and [`commit`]: a partitioned one, a task per partition and one to
-//!   publish them together.
+//!   and [`commit`] (in `partitioned.rs`): a partitioned one, a task per
+//!   partition and one to publish them together.
 //!
 //! Only this crate and `skein-node` depend on DataFusion.
 
@@ -56,7 +56,7 @@ use crate::location::{format_of, Location};
 use crate::output::{write_files, FileLayout};
 use crate::partition::{partition_paths, source_label};
 use crate::publish::{LocalTarget, RemoteTarget};
-use crate::version::{Commit, VersionedTarget};
+use crate::version::VersionedTarget;
 
 /// How far a migration is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,13 +174,13 @@ pub struct Report {
 }
 
 /// The output as staged, before publication.
-struct Staged {
+pub(crate) struct Staged {
     /// A local copy of the output (for local targets: the staged file or
     /// folder itself).
-    local: PathBuf,
-    written: Written,
+    pub(crate) local: PathBuf,
+    pub(crate) written: Written,
     /// The files of a versioned output (empty for a single file).
-    files: Vec<StagedFile>,
+    pub(crate) files: Vec<StagedFile>,
 }
 
 /// Runs `spec` for `attempt`: every step in order, the output staged under
@@ -360,9 +360,9 @@ pub(crate) enum Sink {
 /// What the steps left: the staged output, a line per step and the
 /// source's row count if a validation counted it.
 pub(crate) struct StepsDone {
-    staged: Staged,
-    lines: Vec<String>,
-    source_rows: Option<u64>,
+    pub(crate) staged: Staged,
+    pub(crate) lines: Vec<String>,
+    pub(crate) source_rows: Option<u64>,
 }
 
 /// Every step in order; the output staged at the end, or before the
@@ -611,7 +611,7 @@ fn quote(name: &str) -> String {
 
 /// A scratch folder private to the attempt, removed when the run ends.
 pub(crate) struct Scratch {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl Scratch {

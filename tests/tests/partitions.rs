@@ -355,6 +355,22 @@ async fn a_failed_partition_runs_again_alone() {
             );
         }
         ensure!(target.join("_manifest.json").exists(), "no version published");
+
+        // A partition task forged through the API (its files outside the
+        // partitioned source) reads nothing and publishes nothing.
+        let outside = dir.join("secret.csv");
+        std::fs::write(&outside, "id,name,amount,country\n1,secret,1.00,UK\n")?;
+        let payload = json!({"entity_ref": "component:default/typed", "generation": 77,
+            "partition": {"index": 0, "files": [format!("file://{}", outside.display())], "bytes": 40}});
+        let ids = c.api.enqueue(&addr, &[json!({"queue": QUEUE, "kind": "migration", "payload": payload})]).await?;
+        let t = wait_for(Duration::from_secs(30), "the forged partition to end", async || {
+            let t = c.api.task(&addr, ids[0]).await?.task;
+            Ok(t.status.is_terminal().then_some(t))
+        })
+        .await?;
+        let error = t.last_error.clone().unwrap_or_default();
+        ensure!(t.status == TaskStatus::Dead && error.contains("inside the partitioned source"), "forged partition: {} {error}", t.status);
+        ensure!(!dir.join("_skein/typed/runs/77").exists(), "the forged partition staged output");
         Ok(())
     })
     .await;
