@@ -462,7 +462,9 @@ async fn a_memory_limit_spills_sorts_and_names_itself_when_a_join_needs_more() {
     let spec = plan(&format!(
         "  source: {d}/big.csv\n  target: {d}/sorted.csv\n  steps:\n    - type: sql\n      query: \"SELECT id, payload FROM source ORDER BY payload DESC\"\n"
     ));
-    let report = run(&spec, attempt(1), &limited()).await.unwrap();
+    // One stream: two sorters' merges in 8 MiB starve each other now and
+    // then (what DataFusion 55 reserves for a merge cannot spill).
+    let report = run(&spec, attempt(1), &limited().with_target_partitions(1)).await.unwrap();
     assert_eq!(report.rows_written, rows as u64);
     let text = std::fs::read_to_string(dir.path().join("sorted.csv")).unwrap();
     let mut lines = text.lines().skip(1);

@@ -385,8 +385,9 @@ pub struct RunPartitions {
     /// --partition P` runs one again).
     pub failed: u64,
     pub cancelled: u64,
-    /// The run's status as a whole: `planning`, `running`, `publishing`,
-    /// `succeeded`, `failed` or `cancelled`.
+    /// The run's status as a whole: `running`, `failing` (a partition
+    /// failed, others still run), `publishing`, `succeeded`, `failed` or
+    /// `cancelled`.
     pub status: String,
     /// The task that publishes every partition's output as one version.
     pub commit_task: TaskId,

@@ -96,13 +96,26 @@ async fn detail(c: &Cluster, name: &str) -> anyhow::Result<PlanDetail> {
     c.api.call(Method::GET, &addr, &format!("/api/v1/plans/component/default/{name}"), None::<&Value>).await
 }
 
-/// Waits until the plan's newest partitioned run has ended; returns it.
-async fn wait_run_ended(c: &Cluster, name: &str, timeout: Duration) -> anyhow::Result<RunPartitions> {
-    wait_for(timeout, &format!("{name}'s partitioned run to end"), async || {
-        let p = detail(c, name).await?.summary.partitions;
+/// Waits until the plan's partitioned run of `generation` has ended (as
+/// the node asked has applied it); returns it.
+async fn wait_run_ended(c: &Cluster, name: &str, generation: u64, timeout: Duration) -> anyhow::Result<RunPartitions> {
+    wait_for(timeout, &format!("{name}'s partitioned run {generation} to end"), async || {
+        let s = detail(c, name).await?.summary;
+        let p = s.partitions.filter(|_| s.generation == generation);
         Ok(p.filter(|p| matches!(p.status.as_str(), "succeeded" | "failed" | "cancelled")))
     })
     .await
+}
+
+/// Sets its flag when dropped: stops a blocking reader thread even when
+/// the test body is dropped at its deadline (the runtime waits for
+/// blocking threads before it ends).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The run's partition tasks, by index, through the API.
@@ -211,6 +224,7 @@ async fn a_partitioned_run_survives_a_paused_and_a_killed_node() {
 
         // The reader: protocol-following, from before the first publish to the end.
         let stop = Arc::new(AtomicBool::new(false));
+        let _stop_reader = StopOnDrop(stop.clone());
         let reads = Arc::new(AtomicU64::new(0));
         let reader = {
             let (stop, reads, target) = (stop.clone(), reads.clone(), target.clone());
@@ -251,7 +265,7 @@ async fn a_partitioned_run_survives_a_paused_and_a_killed_node() {
         let killed = a_lease_holder(c, &[paused]).await?;
         say(format!("killing node {killed} (it holds partition leases)"));
         c.kill9(killed)?;
-        let r = wait_run_ended(c, "by-country", Duration::from_secs(150)).await?;
+        let r = wait_run_ended(c, "by-country", generation, Duration::from_secs(150)).await?;
         ensure!(r.status == "succeeded" && r.succeeded == FILES as u64 && r.failed == 0, "run: {r:?}");
 
         // Every partition succeeded exactly once, under one token; the
@@ -287,7 +301,7 @@ async fn a_partitioned_run_survives_a_paused_and_a_killed_node() {
         let before = reads.load(Ordering::Relaxed);
         let run2 = run_plans(c, json!({"refs": ["by-country"], "force": true})).await?;
         ensure!(run2.runs[0].generation == generation + 1, "{:?}", run2.runs);
-        let r2 = wait_run_ended(c, "by-country", Duration::from_secs(120)).await?;
+        let r2 = wait_run_ended(c, "by-country", generation + 1, Duration::from_secs(120)).await?;
         ensure!(r2.status == "succeeded", "second run: {r2:?}");
         let (token2, rows2) = read_version(&target)?.context("nothing published")?;
         ensure!(token2 > commit_token && rows2 == TOTAL, "second version token {token2} rows {rows2}");
@@ -322,7 +336,7 @@ async fn a_failed_partition_runs_again_alone() {
         let addr = c.addr(1);
         c.api.configure_queue(&addr, QUEUE, json!({"max_attempts": 2, "backoff_base_ms": 100, "backoff_cap_ms": 200})).await?;
         run_plans(c, json!({"refs": ["typed"]})).await?;
-        let r = wait_run_ended(c, "typed", Duration::from_secs(90)).await?;
+        let r = wait_run_ended(c, "typed", 1, Duration::from_secs(90)).await?;
         ensure!(r.status == "failed" && r.failed == 1 && r.succeeded == 11, "{r:?}");
         ensure!(r.failed_partitions == vec![5], "failed: {:?}", r.failed_partitions);
         ensure!(!target.exists(), "a failed run published something");
@@ -427,7 +441,7 @@ async fn a_partitioned_run_on_s3() {
         let docs = vec![plan("s3-partitioned", "  source: {url: \"s3://lake/events/\", format: csv, partition: {files: 3}}\n  target: {url: \"s3://lake/events-v2/\", format: parquet}\n  steps:\n    - type: sql\n      query: \"SELECT id, name, country FROM source\"\n    - type: validate\n      row_count: equal\n")];
         apply(c, dir, &docs).await?;
         run_plans(c, json!({"refs": ["s3-partitioned"]})).await?;
-        let r = wait_run_ended(c, "s3-partitioned", Duration::from_secs(120)).await?;
+        let r = wait_run_ended(c, "s3-partitioned", 1, Duration::from_secs(120)).await?;
         ensure!(r.status == "succeeded" && r.total == 10, "{r:?}");
         let pointer = moto.get("lake/events-v2/_skein/current.json").await?.context("no pointer")?;
         let pointer: Value = serde_json::from_slice(&pointer)?;
@@ -450,7 +464,12 @@ async fn a_partitioned_run_on_s3() {
 /// node lives on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_migration_bounded_by_its_memory_pool() {
-    let env = vec![("SKEIN_MIGRATE_MEMORY".to_string(), "16MiB".to_string())];
+    // One query thread: two sort streams' merge buffers (which DataFusion 55
+    // cannot spill) could starve each other in so small a pool.
+    let env = vec![
+        ("SKEIN_MIGRATE_MEMORY".to_string(), "16MiB".to_string()),
+        ("SKEIN_MIGRATE_THREADS".to_string(), "1".to_string()),
+    ];
     with_cluster(env, async |c, dir| {
         // About 60 MiB of CSV.
         let src = write_source(dir, 20, 40_000)?;

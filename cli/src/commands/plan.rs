@@ -396,7 +396,7 @@ async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let ended = wait_for_tasks(&ctx.client, &ids, Duration::from_secs(a.timeout)).await?;
     // A partitioned run's task only plans it: wait for its partitions and commit.
-    let refs: Vec<String> = runs.runs.iter().map(|r| r.entity_ref.clone()).collect();
+    let refs: Vec<(String, u64)> = runs.runs.iter().map(|r| (r.entity_ref.clone(), r.generation)).collect();
     let partitioned = wait_for_partitions(&ctx.client, &refs, deadline).await?;
     if !partitioned.is_empty() {
         if ctx.output == Output::Json {
@@ -435,20 +435,25 @@ async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Waits until every partitioned run among `refs` ended (published,
+/// Waits until every partitioned run among `refs` (plan, generation) ended (published,
 /// failed or cancelled); answers each one's partitions as the plan's detail
 /// shows them. Plans that are not partitioned are left out.
 async fn wait_for_partitions(
     client: &crate::client::Client,
-    refs: &[String],
+    refs: &[(String, u64)],
     deadline: Instant,
 ) -> anyhow::Result<Vec<(String, Value)>> {
     let mut out = Vec::new();
-    for r in refs {
+    for (r, generation) in refs {
         let r2 = EntityRef::parse(r, Some("component"))?;
         let path = format!("/api/v1/plans/{}/{}/{}", r2.kind, r2.namespace, r2.name);
         loop {
             let detail = client.get(&path, &[]).await?;
+            if detail["generation"].as_u64().is_some_and(|g| g < *generation) {
+                // This node has not applied the run yet.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             let Some(p) = detail.get("partitions").filter(|p| !p.is_null()).cloned() else { break };
             if matches!(p["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
                 out.push((r.clone(), p));

@@ -109,6 +109,9 @@ pub fn run_partitions(
     }
     r.status = match commit.status {
         TaskStatus::Succeeded => "succeeded",
+        // Partitions still running after one failed finish first (their
+        // outputs are kept for a retry of the failed ones).
+        _ if r.failed > 0 && r.running + r.pending > 0 => "failing",
         _ if r.failed > 0 => "failed",
         TaskStatus::Dead => "failed",
         TaskStatus::Cancelled => "cancelled",

@@ -159,7 +159,7 @@ pub fn plan_progress(state: &StateMachine) -> (Vec<PlanProgress>, BTreeMap<Strin
             }
             message = Some(super::runs::describe(r));
             status = match r.status.as_str() {
-                "running" | "publishing" => TaskStatus::Leased.to_string(),
+                "running" | "failing" | "publishing" => TaskStatus::Leased.to_string(),
                 "failed" => TaskStatus::Dead.to_string(),
                 "cancelled" => TaskStatus::Cancelled.to_string(),
                 _ => TaskStatus::Succeeded.to_string(),
