@@ -267,6 +267,14 @@ async fn a_partitioned_run_survives_a_paused_and_a_killed_node() {
         c.kill9(killed)?;
         let r = wait_run_ended(c, "by-country", generation, Duration::from_secs(150)).await?;
         ensure!(r.status == "succeeded" && r.succeeded == FILES as u64 && r.failed == 0, "run: {r:?}");
+        // /metrics counts the run's partitions by status: one series per plan and status.
+        let live = c.addr(c.live_ids()[0]);
+        ensure!(c.api.raw(Method::GET, &live, "/metrics", None).await?.status.is_success(), "GET /metrics");
+        let metrics = c.api.raw(Method::GET, &live, "/metrics", None).await?;
+        let text = metrics.body.as_str().map(str::to_string).unwrap_or_else(|| metrics.body.to_string());
+        let series = format!("skein_plan_partitions{{plan=\"component:default/by-country\",status=\"succeeded\"}} {FILES}");
+        ensure!(text.lines().any(|l| l.starts_with(&series)), "no {series} in /metrics");
+        ensure!(text.lines().filter(|l| l.starts_with("skein_plan_partitions{")).count() == 5, "one series per status");
 
         // Every partition succeeded exactly once, under one token; the
         // version holds exactly the files their results name.
