@@ -59,6 +59,25 @@ pub async fn run(ctx: &mut Ctx<'_>, a: DemoArgs) -> anyhow::Result<()> {
     let ids: Vec<u64> = reply["runs"].as_array().into_iter().flatten().filter_map(|r| r["task"].as_u64()).collect();
     let started = Instant::now();
     plan::wait_for_tasks(&client, &ids, Duration::from_secs(a.timeout)).await?;
+    // A partitioned plan's task only plans its run: wait for its partitions.
+    let runs: Vec<(String, u64)> = reply["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["entity_ref"].as_str()?.to_string(), r["generation"].as_u64()?)))
+        .collect();
+    let deadline = started + Duration::from_secs(a.timeout);
+    for (r, p) in plan::wait_for_partitions(&client, &runs, deadline).await? {
+        say(
+            &mut dctx,
+            &format!(
+                "{r}: partitioned run {}: {}/{} partitions",
+                p["status"].as_str().unwrap_or("?"),
+                p["succeeded"],
+                p["total"]
+            ),
+        )?;
+    }
     say(&mut dctx, &format!("all {} migrations ended in {:.1} s\n", ids.len(), started.elapsed().as_secs_f64()))?;
     status::run(&mut dctx, StatusArgs { queue: None }).await?;
     say(&mut dctx, &format!("\nmigrated datasets: {}", dir.join("examples").join("out").display()))?;

@@ -438,7 +438,7 @@ async fn run_plans(ctx: &mut Ctx<'_>, a: RunArgs) -> anyhow::Result<()> {
 /// Waits until every partitioned run among `refs` (plan, generation) ended (published,
 /// failed or cancelled); answers each one's partitions as the plan's detail
 /// shows them. Plans that are not partitioned are left out.
-async fn wait_for_partitions(
+pub async fn wait_for_partitions(
     client: &crate::client::Client,
     refs: &[(String, u64)],
     deadline: Instant,
