@@ -93,7 +93,7 @@ pub fn publish_local(t: &LocalTarget, attempt: &Attempt, rows: u64) -> Result<()
     // Held until `lock` drops; the kernel releases it if we die.
     lock.lock()?;
     let record_path = t.control.join("published.json");
-    if let Some(rec) = read_record(&record_path)? {
+    if let Some(rec) = read_json::<PublishedRecord>(&record_path)? {
         if rec.token > attempt.token {
             let _ = std::fs::remove_dir_all(staged.parent().unwrap_or(&staged));
             return Err(MigrateError::Fenced(format!(
@@ -146,7 +146,8 @@ fn remove_attempts_below(dir: &Path, below: u64) {
     }
 }
 
-fn read_record(path: &Path) -> Result<Option<PublishedRecord>, MigrateError> {
+/// A JSON record of the control folder, if it exists.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, MigrateError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -157,7 +158,7 @@ fn read_record(path: &Path) -> Result<Option<PublishedRecord>, MigrateError> {
 }
 
 /// Writes `bytes` to `path` through a temporary file, fsync and rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MigrateError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MigrateError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -167,7 +168,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MigrateError> {
     Ok(())
 }
 
-fn sync_dir(dir: Option<&Path>) -> Result<(), MigrateError> {
+pub(crate) fn sync_dir(dir: Option<&Path>) -> Result<(), MigrateError> {
     if let Some(d) = dir {
         File::open(d)?.sync_all()?;
     }

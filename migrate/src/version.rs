@@ -31,7 +31,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,7 +43,7 @@ use skein_raft::fsm::policy::DataRoot;
 use crate::error::MigrateError;
 use crate::location::Location;
 use crate::output::StagedFile;
-use crate::publish::{Attempt, CONTROL_DIR};
+use crate::publish::{read_json, sync_dir, write_atomically, Attempt, CONTROL_DIR};
 use crate::{roots, Report};
 
 /// What one partition's task produced: its files, staged under
@@ -453,34 +452,6 @@ fn remove_runs_up_to(runs: &Path, generation: u64) {
 
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, MigrateError> {
     serde_json::to_vec_pretty(v).map_err(|e| MigrateError::Storage(e.to_string()))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, MigrateError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| MigrateError::Storage(format!("{} is corrupt: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file, fsync and rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MigrateError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent())?;
-    Ok(())
-}
-
-fn sync_dir(dir: Option<&Path>) -> Result<(), MigrateError> {
-    if let Some(d) = dir {
-        File::open(d)?.sync_all()?;
-    }
-    Ok(())
 }
 
 // ----- object stores ---------------------------------------------------------------

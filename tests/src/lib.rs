@@ -4,6 +4,7 @@
 //!
 //! What is the tests' own:
 //!
+//! - [`bounded`]: a test body on a fresh cluster, bounded in time;
 //! - [`checks`]: assertions over tasks and histories (settled queues,
 //!   one fenced success per task, leases per node, replicas that agree);
 //! - [`proxy`]: [`proxy::Net`], a fault-injecting TCP proxy on every
@@ -18,6 +19,7 @@
 //! `cargo build --workspace --bins` first (see
 //! `skein_testkit::process::Binaries`).
 
+pub mod bounded;
 pub mod chaos;
 pub mod checks;
 pub mod moto;

@@ -21,27 +21,16 @@ use skein_testkit::{wait_for, wait_until, Cluster};
 use skein_tests::checks::{say, succeeded_once};
 use skein_tests::moto::Moto;
 
-/// Every test's own deadline, cluster start included.
+/// Every test body's own deadline (the cluster's start not counted).
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 const QUEUE: &str = "dataset-migrations";
 
-/// Runs a test body against a fresh 3-node cluster, bounded in time.
+/// A fresh 3-node cluster and a folder for datasets, bounded in time.
 async fn with_cluster<F>(env: Vec<(String, String)>, body: F)
 where
     F: AsyncFnOnce(&mut Cluster, &Path) -> anyhow::Result<()>,
 {
-    let dir = tempfile::Builder::new().prefix("skein-migrations-").tempdir().expect("a temp dir");
-    let mut c = Cluster::start_with_env(3, env).await.expect("starting 3 nodes");
-    let result = match tokio::time::timeout(TEST_TIMEOUT, body(&mut c, dir.path())).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow::anyhow!("the test did not finish within {TEST_TIMEOUT:?}")),
-    };
-    if result.is_err() {
-        // Keep the datasets for a look, like the harness keeps the node dirs.
-        let kept = dir.keep();
-        eprintln!("datasets kept in {}", kept.display());
-    }
-    c.finish(result);
+    skein_tests::bounded::with_cluster("skein-migrations-", 3, env, TEST_TIMEOUT, body).await
 }
 
 // ----- helpers ----------------------------------------------------------------
