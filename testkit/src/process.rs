@@ -95,10 +95,31 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-/// A loopback port that was free a moment ago (bound to port 0, read, dropped).
-/// Another process may take it before we use it; [`crate::Cluster`] retries
-/// a node whose bind failed.
+/// A loopback port that was free a moment ago (bound, then dropped).
+///
+/// Taken below the kernel's ephemeral range (32768-60999 by default), in a
+/// pseudo-random order: the kernel never hands those out for an outgoing
+/// connection or a bind to port 0, so a port found free stays free unless
+/// another test picks the very same one (the connection floods of the
+/// limits test use tens of thousands of ephemeral ports, and a port from
+/// `bind(0)` was once taken by one before its node bound it). Another
+/// process may still take it; [`crate::Cluster`] retries a node whose bind
+/// failed when its address is not fixed.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 7919 is prime and does not divide SPAN: every port is visited.
+        let port = (LOW + seed.wrapping_add(n.wrapping_mul(7_919)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
     Ok(listener.local_addr().context("reading a bound port")?.port())
 }
