@@ -90,12 +90,23 @@ async fn detail(c: &Cluster, name: &str) -> anyhow::Result<PlanDetail> {
 /// Waits until the plan's partitioned run of `generation` has ended (as
 /// the node asked has applied it); returns it.
 async fn wait_run_ended(c: &Cluster, name: &str, generation: u64, timeout: Duration) -> anyhow::Result<RunPartitions> {
-    wait_for(timeout, &format!("{name}'s partitioned run {generation} to end"), async || {
+    let last = std::sync::Mutex::new(String::from("nothing yet"));
+    let ended = wait_for(timeout, &format!("{name}'s partitioned run {generation} to end"), async || {
         let s = detail(c, name).await?.summary;
+        if let Ok(mut l) = last.lock() {
+            *l = format!(
+                "generation {}, task {:?}, partitions {:?}",
+                s.generation,
+                s.task.as_ref().map(|t| (t.id, t.status)),
+                s.partitions
+            );
+        }
         let p = s.partitions.filter(|_| s.generation == generation);
         Ok(p.filter(|p| matches!(p.status.as_str(), "succeeded" | "failed" | "cancelled")))
     })
-    .await
+    .await;
+    ended
+        .with_context(|| format!("the plan's detail last said: {}", last.lock().map(|l| l.clone()).unwrap_or_default()))
 }
 
 /// Sets its flag when dropped: stops a blocking reader thread even when
