@@ -271,7 +271,16 @@ impl Cluster {
         // cluster has none to open).
         if !self.spec.enforce_policy && self.spec.node_bin.is_none() {
             let body = serde_json::json!({"mode": "open"}).to_string().into_bytes();
-            let reply = self.api.raw(reqwest::Method::POST, &self.addr(1), "/api/v1/policy", Some(body)).await?;
+            // Until the bootstrap's first entry (the admin token, then
+            // enforced auth) is applied, the token is not known yet: 401.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut reply =
+                self.api.raw(reqwest::Method::POST, &self.addr(1), "/api/v1/policy", Some(body.clone())).await?;
+            while reply.status == reqwest::StatusCode::UNAUTHORIZED && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                reply =
+                    self.api.raw(reqwest::Method::POST, &self.addr(1), "/api/v1/policy", Some(body.clone())).await?;
+            }
             // 409 needs_format: a cluster below format 4 enforces no policy.
             ensure!(
                 reply.status.is_success() || reply.status == reqwest::StatusCode::CONFLICT,
