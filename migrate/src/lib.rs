@@ -205,23 +205,9 @@ pub async fn run(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Resu
 /// The single-file plan: the fenced publication of `publish`.
 async fn run_single(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> Result<Report, MigrateError> {
     let started = Instant::now();
-    let policy = opts.policy.as_deref();
-    // The policy first, before anything is parsed, built or opened.
-    let checked = check_sources(spec, policy)?;
-    let dst_root = roots::check_location(policy, "target", &spec.target.url)?;
-    let env = roots::Env::process();
-    let sources = parse_sources(checked, &env)?;
-    let dst = Location::parse_in(&spec.target.url, dst_root.as_ref(), &env)?;
-    let dst_format = format_of(&spec.target, "target")?;
+    let Datasets { sources, dst, dst_root, dst_format } = locate(spec, opts)?;
     let scratch = Scratch::create(&opts.scratch_dir, &attempt, None)?;
-
-    let ctx = session_for(opts, &scratch.path.join("spill"))?;
-    for s in &sources {
-        register_store(&ctx, &s.loc);
-    }
-    register_store(&ctx, &dst);
-    let source_url = register_sources(&ctx, spec, &sources, None).await?;
-    let rows_total = rows_total(&ctx, spec).await;
+    let (ctx, source_url, rows_total) = open_session(spec, opts, &sources, &dst, &scratch, None).await?;
     let target = match &dst {
         Location::Local { path, folder } => Target::Local {
             t: LocalTarget::new(path, *folder, dst_format.extension()),
@@ -258,8 +244,50 @@ async fn run_single(spec: &MigrationSpec, attempt: Attempt, opts: &Options) -> R
     })
 }
 
+/// A plan's datasets, checked against the policy (lexically, before
+/// anything is parsed, built or opened) and located.
+pub(crate) struct Datasets<'a> {
+    pub(crate) sources: Vec<Source<'a>>,
+    pub(crate) dst: Location,
+    pub(crate) dst_root: Option<DataRoot>,
+    pub(crate) dst_format: Format,
+}
+
+pub(crate) fn locate<'a>(spec: &'a MigrationSpec, opts: &Options) -> Result<Datasets<'a>, MigrateError> {
+    let policy = opts.policy.as_deref();
+    let checked = check_sources(spec, policy)?;
+    let dst_root = roots::check_location(policy, "target", &spec.target.url)?;
+    let env = roots::Env::process();
+    let sources = parse_sources(checked, &env)?;
+    let dst = Location::parse_in(&spec.target.url, dst_root.as_ref(), &env)?;
+    let dst_format = format_of(&spec.target, "target")?;
+    Ok(Datasets { sources, dst, dst_root, dst_format })
+}
+
+/// The attempt's session (spilling under its scratch folder) with every
+/// dataset's store known and the sources registered (the partitioned one
+/// from `slice` only): the session, the URL `exec` steps see as the source,
+/// and the primary source's row count when cheap to know.
+pub(crate) async fn open_session(
+    spec: &MigrationSpec,
+    opts: &Options,
+    sources: &[Source<'_>],
+    dst: &Location,
+    scratch: &Scratch,
+    slice: Option<&partition::Partition>,
+) -> Result<(datafusion::prelude::SessionContext, String, Option<u64>), MigrateError> {
+    let ctx = session_for(opts, &scratch.path.join("spill"))?;
+    for s in sources {
+        register_store(&ctx, &s.loc);
+    }
+    register_store(&ctx, dst);
+    let source_url = register_sources(&ctx, spec, sources, slice).await?;
+    let rows_total = rows_total(&ctx, spec).await;
+    Ok((ctx, source_url, rows_total))
+}
+
 /// A source of the plan, located.
-struct Source<'a> {
+pub(crate) struct Source<'a> {
     name: &'a str,
     ds: &'a Dataset,
     loc: Location,

@@ -7,16 +7,12 @@ use std::time::Instant;
 use skein_plan::MigrationSpec;
 
 use crate::error::MigrateError;
-use crate::io::{register_store, session_for};
 use crate::location::{format_of, Location};
 use crate::output::FileLayout;
 use crate::partition::{plan_partitions, Partition};
 use crate::publish::Attempt;
 use crate::version::{self, Commit, PartitionOutput, VersionedTarget};
-use crate::{
-    check_sources, memory_error, parse_sources, progress, register_sources, roots, rows_total, run_steps, Options,
-    Report, Scratch, Sink,
-};
+use crate::{locate, memory_error, open_session, progress, roots, run_steps, Datasets, Options, Report, Scratch, Sink};
 
 /// [`crate::run`] of a plan with a versioned output (see there).
 pub(crate) async fn run_versioned(
@@ -99,7 +95,6 @@ async fn run_partition_inner(
     opts: &Options,
 ) -> Result<PartitionOutput, MigrateError> {
     let started = Instant::now();
-    let policy = opts.policy.as_deref();
     if !spec.versioned_output() {
         return Err(MigrateError::Plan("the plan's output is a single file: run() stages and publishes it".into()));
     }
@@ -110,23 +105,10 @@ async fn run_partition_inner(
             part.index
         )));
     }
-    // The policy first, before anything is parsed, built or opened.
-    let checked = check_sources(spec, policy)?;
-    let dst_root = roots::check_location(policy, "target", &spec.target.url)?;
-    let env = roots::Env::process();
-    let sources = parse_sources(checked, &env)?;
-    let dst = Location::parse_in(&spec.target.url, dst_root.as_ref(), &env)?;
-    let dst_format = format_of(&spec.target, "target")?;
+    let Datasets { sources, dst, dst_root, dst_format } = locate(spec, opts)?;
     let vt = VersionedTarget::of(&dst, dst_root)?;
     let scratch = Scratch::create(&opts.scratch_dir, &attempt, Some(part.index))?;
-
-    let ctx = session_for(opts, &scratch.path.join("spill"))?;
-    for s in &sources {
-        register_store(&ctx, &s.loc);
-    }
-    register_store(&ctx, &dst);
-    let source_url = register_sources(&ctx, spec, &sources, slice).await?;
-    let rows_total = rows_total(&ctx, spec).await;
+    let (ctx, source_url, rows_total) = open_session(spec, opts, &sources, &dst, &scratch, slice).await?;
     let (dir, upload) = match &vt {
         VersionedTarget::Local { control, .. } => {
             (VersionedTarget::staged_dir(control, generation, part.index, attempt.token), None)
