@@ -92,10 +92,10 @@ pub async fn list(State(app): State<SharedApp>, Query(p): Query<ListParams>) -> 
         state
             .select_plans(p.owner.as_deref().filter(|o| !o.is_empty()), &labels)
             .into_iter()
-            .map(|c| summary(&state, c))
+            .map(|c| summary(&state, c, None))
             .collect()
     } else {
-        state.catalog().map(|c| summary(&state, c)).collect()
+        state.catalog().map(|c| summary(&state, c, None)).collect()
     };
     Ok(Json(PlanList { plans }))
 }
@@ -119,14 +119,9 @@ async fn show(app: &SharedApp, raw: &str) -> ApiResult<Json<PlanDetail>> {
     let state = app.store.state();
     let entry = state.catalog_entry(&r).ok_or_else(|| rejection(Rejection::UnknownEntity(r.clone())))?;
     let entity = serde_json::from_str(&entry.entity.document).unwrap_or(serde_json::Value::Null);
-    let mut summary = summary(&state, entry);
-    if summary.partitions.is_some() {
-        // The detail adds the rows written: a read per finished partition.
-        let rows = |id| partition_rows(app, id);
-        summary.partitions =
-            state.plan_task(entry).and_then(|t| runs::run_partitions(&state, t, state.clock_ms(), Some(&rows)));
-    }
-    Ok(Json(PlanDetail { summary, entity }))
+    // The detail adds the rows written: a read per finished partition.
+    let rows = |id| partition_rows(app, id);
+    Ok(Json(PlanDetail { summary: summary(&state, entry, Some(&rows)), entity }))
 }
 
 pub async fn run(
@@ -391,7 +386,13 @@ fn catalog_graph(app: &SharedApp) -> Catalog {
         .collect::<BTreeMap<_, _>>()
 }
 
-fn summary(state: &skein_raft::fsm::StateMachine, c: &CatalogEntry) -> PlanSummary {
+/// `rows`: how to read a partition task's rows written (a read of its
+/// result), for a plan's detail; `None` in listings.
+fn summary(
+    state: &skein_raft::fsm::StateMachine,
+    c: &CatalogEntry,
+    rows: Option<&dyn Fn(skein_raft::fsm::TaskId) -> Option<u64>>,
+) -> PlanSummary {
     PlanSummary {
         entity_ref: c.entity.entity_ref.clone(),
         is_plan: c.entity.is_plan,
@@ -403,7 +404,7 @@ fn summary(state: &skein_raft::fsm::StateMachine, c: &CatalogEntry) -> PlanSumma
         generation: c.generation,
         updated_ms: c.updated_ms,
         task: state.plan_task(c).cloned(),
-        partitions: state.plan_task(c).and_then(|t| runs::run_partitions(state, t, state.clock_ms(), None)),
+        partitions: state.plan_task(c).and_then(|t| runs::run_partitions(state, t, state.clock_ms(), rows)),
     }
 }
 
