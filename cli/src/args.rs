@@ -183,6 +183,22 @@ Examples:
     )]
     Stuck(StuckArgs),
 
+    /// How many workers the backlog needs: what an autoscaler scales on.
+    #[command(
+        long_about = "\
+Print how many workers the backlog needs (GET /api/v1/scale, what KEDA's
+metrics-api scaler reads): the tasks that need a slot now (running ones, plus
+pending ones whose dependencies are met, retry backoffs and delays included;
+none of a paused queue), each queue within its concurrency cap, divided by the
+slots of one worker (--per-worker, rounded up). Without --queue, every queue.",
+        after_help = "\
+Examples:
+  skein scale
+  skein scale --queue dataset-migrations --per-worker 4
+  skein -o json scale --queue etl | jq .workers"
+    )]
+    Scale(ScaleArgs),
+
     /// Show the cluster's members; drain or remove a node.
     #[command(
         subcommand,
@@ -424,6 +440,17 @@ pub struct StuckArgs {
     /// Only tasks of this queue.
     #[arg(long, short)]
     pub queue: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Only this queue (default: every queue).
+    #[arg(long, short)]
+    pub queue: Option<String>,
+
+    /// Task slots of one worker (its --slots), 1 to 10000.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000), value_name = "N")]
+    pub per_worker: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -51,10 +51,58 @@ pub struct Args {
     #[arg(long, env = "SKEIN_JOIN")]
     pub join: Option<String>,
 
-    /// How many voters the cluster aims for (3 or 5); other nodes stay
-    /// learners and still run tasks.
+    /// How many voters the cluster aims for (3 or 5). With --role auto, a
+    /// joining node becomes a voter, then a standby learner, then a worker.
     #[arg(long, env = "SKEIN_VOTERS")]
     pub voters: Option<usize>,
+
+    /// Learners the cluster keeps beside its voters, up to date and ready
+    /// to replace a voter that is gone for good. [default: 1]
+    #[arg(long, env = "SKEIN_STANDBY_LEARNERS", value_name = "N")]
+    pub standby_learners: Option<usize>,
+
+    /// member: a Raft member (voter or standby learner), keeping the log
+    /// in --data-dir. worker: not in Raft; it leases, heartbeats and
+    /// completes over RPC to the members, keeps no log, and uses --data-dir
+    /// for scratch space only. auto: whichever the cluster needs when this
+    /// node joins (a member until it has --voters voters and
+    /// --standby-learners learners, then a worker). [default: auto]
+    #[arg(long, env = "SKEIN_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
+
+    /// The RPC address other nodes dial to reach this one (host names
+    /// allowed, e.g. skein-0.skein.ns.svc:7800), when it differs from
+    /// --listen (0.0.0.0 in a container). Sent again on every start, so a
+    /// node restarted with a new address is found there. [default: --listen]
+    #[arg(long, env = "SKEIN_ADVERTISE_RPC", value_name = "HOST:PORT")]
+    pub advertise_rpc: Option<String>,
+
+    /// The HTTP address others are told to use for this node. [default: --http]
+    #[arg(long, env = "SKEIN_ADVERTISE_HTTP", value_name = "HOST:PORT")]
+    pub advertise_http: Option<String>,
+
+    /// Form the cluster only with N members: the node with the lowest
+    /// --id among them bootstraps once it hears the other N-1 at --join
+    /// (a comma-separated list of their HTTP addresses), and every other
+    /// waits to be added. A member that lost its data directory then
+    /// waits to be joined again: it never starts a second cluster.
+    #[arg(long, env = "SKEIN_BOOTSTRAP_EXPECT", value_name = "N")]
+    pub bootstrap_expect: Option<usize>,
+
+    /// Take this node's id from the host name's trailing number plus one
+    /// (skein-0 -> 1): a StatefulSet's pods keep their ordinal for life.
+    #[arg(long, env = "SKEIN_ID_FROM_HOSTNAME", conflicts_with = "id")]
+    pub id_from_hostname: bool,
+
+    /// The leader removes a worker it has not heard from for this many
+    /// seconds (its leases expire as usual before). [default: 60]
+    #[arg(long, env = "SKEIN_WORKER_SILENCE", value_name = "SECONDS")]
+    pub worker_silence: Option<u64>,
+
+    /// Check the settings, print them, and exit without starting (0: they
+    /// are valid; 2: they are not, with the reason).
+    #[arg(long)]
+    pub check_config: bool,
 
     /// Concurrent transforms this node runs (default: the CPU count).
     #[arg(long, env = "SKEIN_SLOTS")]
@@ -207,6 +255,61 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// What a node is in its cluster (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A member if the cluster needs one when this node joins, else a worker.
+    Auto,
+    /// A Raft member: voter or learner.
+    Member,
+    /// Not in Raft: it runs tasks leased over RPC from the members.
+    Worker,
+}
+
+/// This host's name (a pod's is its StatefulSet name and ordinal).
+fn hostname() -> anyhow::Result<String> {
+    let name = match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(n) => n,
+        Err(_) => std::env::var("HOSTNAME").context("reading this host's name")?,
+    };
+    Ok(name.trim().to_string())
+}
+
+/// `skein-2` -> 3: a StatefulSet's ordinal plus one (ids start at 1).
+pub fn id_from_hostname(name: &str) -> anyhow::Result<u64> {
+    let digits: String = name.chars().rev().take_while(char::is_ascii_digit).collect();
+    let digits: String = digits.chars().rev().collect();
+    match digits.parse::<u64>() {
+        Ok(n) if !digits.is_empty() => Ok(n + 1),
+        _ => bail!("--id-from-hostname: the host name {name:?} does not end in a number (a StatefulSet pod's ordinal)"),
+    }
+}
+
+/// `host:port` with a host name or an IP address and a port above 0.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("{port:?} is not a port")),
+    }
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is not a host name or an IP address"))
+    }
+}
+
 /// The default of `--requests-per-second-per-token`.
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 5000;
 /// The default of `--max-connections-per-address`.
@@ -263,6 +366,13 @@ struct FileConfig {
     bootstrap: Option<bool>,
     join: Option<String>,
     voters: Option<usize>,
+    standby_learners: Option<usize>,
+    role: Option<String>,
+    advertise_rpc: Option<String>,
+    advertise_http: Option<String>,
+    bootstrap_expect: Option<usize>,
+    id_from_hostname: Option<bool>,
+    worker_silence: Option<u64>,
     slots: Option<u32>,
     queues: Option<Vec<String>>,
     drain_timeout: Option<u64>,
@@ -284,6 +394,7 @@ struct FileConfig {
 /// Settings resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This node's id (0 on a worker started without one: the leader gives it one when it joins).
     pub id: u64,
     pub listen: SocketAddr,
     pub http: SocketAddr,
@@ -291,6 +402,18 @@ pub struct Config {
     pub bootstrap: bool,
     pub join: Option<String>,
     pub voters: usize,
+    /// Learners kept beside the voters, ready to replace one.
+    pub standby_learners: usize,
+    /// What this node is in the cluster (`--role`).
+    pub role: NodeRole,
+    /// What this node tells others to dial (`--advertise-rpc`, or `--listen`).
+    pub advertise_rpc: String,
+    /// What this node tells others its HTTP address is.
+    pub advertise_http: String,
+    /// Form the cluster only with this many members (`--bootstrap-expect`).
+    pub bootstrap_expect: Option<usize>,
+    /// A worker silent this long is removed by the leader.
+    pub worker_silence: Duration,
     pub slots: u32,
     pub queues: Vec<String>,
     pub drain_timeout: Duration,
@@ -336,8 +459,29 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let Some(id) = args.id.or(file.id) else { bail!("--id is required (a number unique in the cluster)") };
-        let Some(listen) = args.listen.or(file.listen) else { bail!("--listen is required (the RPC address)") };
+        let role = match args.role.as_deref().or(file.role.as_deref()) {
+            None | Some("auto") => NodeRole::Auto,
+            Some("member") => NodeRole::Member,
+            Some("worker") => NodeRole::Worker,
+            Some(other) => bail!("--role must be auto, member or worker, not {other:?}"),
+        };
+        let id = if args.id_from_hostname || file.id_from_hostname.unwrap_or(false) {
+            id_from_hostname(&hostname()?)?
+        } else {
+            match (args.id.or(file.id), role) {
+                (Some(0), _) => bail!("--id must be at least 1"),
+                (Some(id), _) => id,
+                // The leader gives a worker without one an id of its own.
+                (None, NodeRole::Worker) => 0,
+                (None, _) => bail!("--id is required (a number unique in the cluster), or --id-from-hostname"),
+            }
+        };
+        let listen = match (args.listen.or(file.listen), role) {
+            (Some(l), _) => l,
+            // A worker serves no RPCs: it only calls the members.
+            (None, NodeRole::Worker) => SocketAddr::from(([127, 0, 0, 1], 0)),
+            (None, _) => bail!("--listen is required (the RPC address)"),
+        };
         let Some(http) = args.http.or(file.http) else { bail!("--http is required (the HTTP API address)") };
         let Some(data_dir) = args.data_dir.or(file.data_dir) else { bail!("--data-dir is required") };
         let bootstrap = args.bootstrap || file.bootstrap.unwrap_or(false);
@@ -348,6 +492,31 @@ impl Config {
         let voters = args.voters.or(file.voters).unwrap_or(3);
         if voters == 0 {
             bail!("--voters must be at least 1");
+        }
+        let standby_learners = args.standby_learners.or(file.standby_learners).unwrap_or(1);
+        let bootstrap_expect = args.bootstrap_expect.or(file.bootstrap_expect);
+        match bootstrap_expect {
+            Some(0) => bail!("--bootstrap-expect must be at least 1"),
+            Some(_) if bootstrap => {
+                bail!("--bootstrap-expect and --bootstrap exclude each other: with --bootstrap-expect the members agree who bootstraps")
+            }
+            Some(n) if n > 1 && join.is_none() => {
+                bail!("--bootstrap-expect {n} needs --join with the HTTP addresses of the other members (comma-separated)")
+            }
+            Some(_) if role == NodeRole::Worker => bail!("--bootstrap-expect is for members; a worker only joins"),
+            _ => {}
+        }
+        if role == NodeRole::Worker && (bootstrap || join.is_none()) {
+            bail!("a worker joins a cluster: give --join with the HTTP address of one or more members (comma-separated), not --bootstrap");
+        }
+        let advertise_rpc = args.advertise_rpc.or(file.advertise_rpc).unwrap_or_else(|| listen.to_string());
+        let advertise_http = args.advertise_http.or(file.advertise_http).unwrap_or_else(|| http.to_string());
+        for (flag, addr) in [("--advertise-rpc", &advertise_rpc), ("--advertise-http", &advertise_http)] {
+            check_host_port(addr).map_err(|e| anyhow::anyhow!("{flag} {addr:?}: {e}"))?;
+        }
+        let worker_silence = args.worker_silence.or(file.worker_silence).unwrap_or(60);
+        if worker_silence < 5 {
+            bail!("--worker-silence must be at least 5 seconds (several heartbeats)");
         }
         let default_slots = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
         let slots = args.slots.or(file.slots).unwrap_or(default_slots);
@@ -390,8 +559,8 @@ impl Config {
             }
         }
         let admin_token_file = args.admin_token_file.or(file.admin_token_file);
-        if admin_token_file.is_some() && !bootstrap {
-            bail!("--admin-token-file sets the first admin token of a new cluster: give --bootstrap too");
+        if admin_token_file.is_some() && !bootstrap && bootstrap_expect.is_none() {
+            bail!("--admin-token-file sets the first admin token of a new cluster: give --bootstrap or --bootstrap-expect too");
         }
         let requests_per_second = args
             .requests_per_second_per_token
@@ -447,6 +616,12 @@ impl Config {
             bootstrap,
             join,
             voters,
+            standby_learners,
+            role,
+            advertise_rpc,
+            advertise_http,
+            bootstrap_expect,
+            worker_silence: Duration::from_secs(worker_silence),
             slots,
             queues: args.queues.or(file.queues).unwrap_or_default(),
             drain_timeout: Duration::from_secs(args.drain_timeout.or(file.drain_timeout).unwrap_or(30)),

@@ -41,10 +41,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::cluster::app::App;
+use crate::cluster::host::Host;
 use crate::cluster::proposer::Proposer;
+use crate::cluster::remote::{self, Remote};
 use crate::cluster::rpc::RpcHandler;
 use crate::cluster::{handover, leader, membership, version_watch, versions};
-use crate::config::Config;
+use crate::config::{Config, NodeRole};
 use crate::worker::Worker;
 
 /// openraft's settings: quick failure detection (a leader silent for
@@ -103,6 +105,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// [`run`], telling `observe` each [`Stage`] of the shutdown as it is reached.
 pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: impl Fn(Stage)) -> anyhow::Result<()> {
+    match decide_role(&config, &shutdown).await? {
+        NodeRole::Worker => return run_worker(config, shutdown, observe).await,
+        NodeRole::Member | NodeRole::Auto => {}
+    }
+    // `--bootstrap-expect` on a node without a store decides before it
+    // opens one or answers any Raft call (see `membership::forget_old_identity`).
+    let has_store = config.data_dir.join("db").join("CURRENT").exists();
+    let expected = match config.bootstrap_expect {
+        Some(n) if !has_store => Some(expect_members(&config, n, &shutdown).await?),
+        _ => None,
+    };
     // A restore first: it checks the backup before it creates anything.
     if let Some(backup) = &config.restore {
         let report = skein_raft::store::restore(&config.data_dir, backup)
@@ -121,24 +134,7 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
     let (log_store, sm_store) = skein_raft::store::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store = sm_store.handle();
-    let tls = match &config.tls_dir {
-        Some(dir) => {
-            skein_tls::install_provider();
-            let tls = skein_tls::NodeTls::load(dir)
-                .with_context(|| format!("loading certificates from {}", dir.display()))?;
-            if tls.node_id() != config.id {
-                anyhow::bail!(
-                    "the certificate in {} names node {}, but this is node {}: issue one with `skein cert node --id {}`",
-                    dir.display(),
-                    tls.node_id(),
-                    config.id,
-                    config.id
-                );
-            }
-            Some(tls)
-        }
-        None => None,
-    };
+    let tls = load_tls(&config)?;
     let rpc_listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("listening for RPCs on {}", config.listen))?;
     let http_listener =
@@ -159,7 +155,7 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
     // Servers, the proposer and the background duties live until the very
     // end of the shutdown.
     let node_stop = CancellationToken::new();
-    let me = SkeinNode { rpc_addr: config.listen.to_string(), http_addr: config.http.to_string() };
+    let me = SkeinNode { rpc_addr: config.advertise_rpc.clone(), http_addr: config.advertise_http.clone() };
     let proposer = Proposer::spawn(raft.clone(), node_stop.clone(), &tasks);
     let metrics = Arc::new(metrics::Metrics::new());
     let app = Arc::new(App {
@@ -204,7 +200,7 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
     tasks.spawn(report_token_use(app.clone(), node_stop.clone()));
     info!(node_id = config.id, rpc = %config.listen, http = %config.http, "node started");
 
-    if let Err(e) = start_membership(&app, &me, &shutdown).await {
+    if let Err(e) = start_membership(&app, &me, expected, &shutdown).await {
         node_stop.cancel();
         let _ = raft.shutdown().await;
         tasks.close();
@@ -220,16 +216,18 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
         Some(path) => Some(worker::journal::Journal::open(path, config.id)?),
         None => None,
     };
-    let worker = Worker::spawn(app.clone(), journal, stop_leasing.clone(), stop_worker.clone());
+    let host = Host::Member(app.clone());
+    let worker = Worker::spawn(host.clone(), journal, stop_leasing.clone(), stop_worker.clone());
     tasks.spawn(membership::exit_when_removed(app.clone(), shutdown.clone()));
     tasks.spawn(membership::probe_when_leaderless(app.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;
     observe(Stage::Draining);
-    drain(&app, &worker).await;
+    drain(&host, &worker).await;
     stop_worker.cancel();
     worker.stopped().await;
     drop(worker);
+    drop(host);
     observe(Stage::WorkerStopped);
     // Right before Raft stops (a drain may take its 30 s leading), so the
     // write gap is the handover's alone.
@@ -261,27 +259,88 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
     Ok(())
 }
 
+/// `--bootstrap-expect n` on a node without a store: meanwhile its HTTP
+/// address answers `/healthz` (its id, no cluster) so that the expected
+/// members find each other; then, if a cluster exists already, its old
+/// identity there (if any) is removed before it joins afresh.
+async fn expect_members(
+    config: &Config,
+    n: usize,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<membership::Expected> {
+    let join = config.join.as_deref().unwrap_or_default();
+    let listener =
+        TcpListener::bind(config.http).await.with_context(|| format!("listening for HTTP on {}", config.http))?;
+    let tls = load_tls(config)?;
+    let listener = skein_tls::HttpsListener::with_limits(
+        listener,
+        config.tls_mode,
+        tls.as_ref(),
+        api::limits::connection_limiter("http", &config.limits, &metrics::Metrics::new()),
+    )
+    .context("serving HTTPS")?;
+    let stop = CancellationToken::new();
+    let waiting = tokio::spawn(api::waiting::serve(listener, config.id, stop.clone()));
+    let decided = membership::await_expected(config, n, join, shutdown).await;
+    stop.cancel();
+    let _ = waiting.await;
+    let expected = decided?;
+    if expected == membership::Expected::Join {
+        membership::forget_old_identity(config, join, shutdown).await?;
+    }
+    Ok(expected)
+}
+
+/// The node's certificates (`--tls-dir`), which must name its id (a worker
+/// started without `--id` takes the certificate's).
+fn load_tls(config: &Config) -> anyhow::Result<Option<skein_tls::NodeTls>> {
+    let Some(dir) = &config.tls_dir else { return Ok(None) };
+    skein_tls::install_provider();
+    let tls = skein_tls::NodeTls::load(dir).with_context(|| format!("loading certificates from {}", dir.display()))?;
+    if config.id != 0 && tls.node_id() != config.id {
+        anyhow::bail!(
+            "the certificate in {} names node {}, but this is node {}: issue one with `skein cert node --id {}`",
+            dir.display(),
+            tls.node_id(),
+            config.id,
+            config.id
+        );
+    }
+    Ok(Some(tls))
+}
+
 /// Bootstraps a new cluster, joins one, or says that this node is not a
 /// member of any, as its flags and its data directory say.
-async fn start_membership(app: &Arc<App>, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn start_membership(
+    app: &Arc<App>,
+    me: &SkeinNode,
+    expected: Option<membership::Expected>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let config = &app.config;
     let raft = &app.raft;
     let already_member = raft.metrics().borrow().membership_config.membership().get_node(&config.id).is_some();
-    if config.bootstrap && !raft.is_initialized().await.context("reading raft state")? {
-        info!(node_id = config.id, "bootstrapping a new cluster");
-        // A restored directory not yet bootstrapped (this start, or one that
-        // stopped before its bootstrap): its state is a snapshot with no log
-        // position.
-        let restored = app.store.snapshot_meta().is_some_and(|m| m.last_log_id.is_none());
-        raft.initialize(BTreeMap::from([(config.id, me.clone())])).await.context("bootstrapping the cluster")?;
-        if restored {
-            seal_restored_state(app).await.context("snapshotting the restored state")?;
-        } else {
-            start_at_newest_format(app).await.context("setting the new cluster's stored format")?;
-            secure_new_cluster(app).await.context("making the first admin token")?;
+    let initialized = raft.is_initialized().await.context("reading raft state")?;
+    if let (Some(expect), false) = (config.bootstrap_expect, initialized) {
+        let join = config.join.as_deref().unwrap_or_default();
+        let expected = match expected {
+            Some(e) => e,
+            None => membership::await_expected(config, expect, join, shutdown).await?,
+        };
+        match expected {
+            membership::Expected::Bootstrap => bootstrap(app, me).await?,
+            membership::Expected::Join => membership::join_cluster(app, join, me, shutdown).await?,
         }
+    } else if config.bootstrap && !initialized {
+        bootstrap(app, me).await?;
     } else if let (Some(addr), false) = (&config.join, already_member) {
         membership::join_cluster(app, addr, me, shutdown).await?;
+    } else if already_member {
+        let known = raft.metrics().borrow().membership_config.membership().get_node(&config.id).cloned();
+        if known.as_ref() != Some(me) {
+            // Restarted with new addresses (--advertise-*): tell the leader.
+            app.tasks.spawn(membership::announce_address(app.clone(), me.clone(), shutdown.clone()));
+        }
     } else if !already_member && !raft.is_initialized().await.unwrap_or(false) {
         warn!(
             node_id = config.id,
@@ -291,38 +350,156 @@ async fn start_membership(app: &Arc<App>, me: &SkeinNode, shutdown: &Cancellatio
     Ok(())
 }
 
+/// Starts a new cluster with this node as its first voter: from a restored
+/// backup, or empty, at the newest stored format and with its first admin
+/// token.
+async fn bootstrap(app: &Arc<App>, me: &SkeinNode) -> anyhow::Result<()> {
+    info!(node_id = app.id, "bootstrapping a new cluster");
+    // A restored directory not yet bootstrapped (this start, or one that
+    // stopped before its bootstrap): its state is a snapshot with no log
+    // position.
+    let restored = app.store.snapshot_meta().is_some_and(|m| m.last_log_id.is_none());
+    app.raft.initialize(BTreeMap::from([(app.id, me.clone())])).await.context("bootstrapping the cluster")?;
+    if restored {
+        seal_restored_state(app).await.context("snapshotting the restored state")?;
+    } else {
+        start_at_newest_format(app).await.context("setting the new cluster's stored format")?;
+        secure_new_cluster(app).await.context("making the first admin token")?;
+    }
+    Ok(())
+}
+
 /// The drain: leasing has stopped (its token is a child of `shutdown`);
 /// running tasks get up to the drain timeout to finish, and what still runs
 /// then is stopped and handed back. A removed node stops its tasks at once.
-async fn drain(app: &App, worker: &Worker) {
-    if app.is_removed() {
+async fn drain(host: &Host, worker: &Worker) {
+    let id = host.id();
+    if host.is_removed() {
         // The removal handed our leases back and the leader refuses our
         // reports: what still runs is someone else's now. Stop it.
-        info!(
-            node_id = app.id,
-            running = worker.running_count(),
-            "removed: stopping running tasks without reporting them"
-        );
+        info!(node_id = id, running = worker.running_count(), "removed: stopping running tasks without reporting them");
         worker.abandon_all();
     } else {
-        info!(node_id = app.id, running = worker.running_count(), "draining");
+        info!(node_id = id, running = worker.running_count(), "draining");
     }
-    let deadline = tokio::time::Instant::now() + app.config.drain_timeout;
+    let deadline = tokio::time::Instant::now() + host.config().drain_timeout;
     while worker.running_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if worker.running_count() > 0 {
         worker.abandon_all();
-        match tokio::time::timeout(
-            Duration::from_secs(3),
-            app.write(Command::ReleaseNode { node: app.id, forget: false }),
-        )
-        .await
+        match tokio::time::timeout(Duration::from_secs(3), host.write(Command::ReleaseNode { node: id, forget: false }))
+            .await
         {
             Ok(Ok(_)) => info!("handed back unfinished tasks"),
             _ => warn!("could not hand back unfinished tasks; their leases will expire"),
         }
     }
+}
+
+/// Whether this start makes a Raft member or a worker (`--role`). `auto`
+/// makes a member of a node that bootstraps, has a store already (a
+/// member restarting) or has nowhere to join; otherwise it asks the
+/// cluster, and becomes a worker once the cluster has its `--voters`
+/// voters and `--standby-learners` learners.
+async fn decide_role(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<NodeRole> {
+    match config.role {
+        NodeRole::Member | NodeRole::Worker => return Ok(config.role),
+        NodeRole::Auto => {}
+    }
+    let has_store = config.data_dir.join("db").join("CURRENT").exists();
+    let Some(join) = &config.join else { return Ok(NodeRole::Member) };
+    if config.bootstrap || config.bootstrap_expect.is_some() || has_store || config.restore.is_some() {
+        return Ok(NodeRole::Member);
+    }
+    let wanted = config.voters + config.standby_learners;
+    let members = membership::count_members(config, join, shutdown).await?;
+    if members >= wanted {
+        info!(
+            members,
+            voters = config.voters,
+            standby_learners = config.standby_learners,
+            "the cluster has its members: joining as a worker"
+        );
+        Ok(NodeRole::Worker)
+    } else {
+        info!(members, wanted, "the cluster needs members: joining as one");
+        Ok(NodeRole::Member)
+    }
+}
+
+/// Runs a worker node until `shutdown`: it registers with the cluster,
+/// serves its health and metrics, leases and runs tasks over RPC to the
+/// members, and at shutdown drains, then leaves (the state machine forgets
+/// it). It holds no log, no snapshot and no state: `--data-dir` is only its
+/// migrations' scratch space.
+async fn run_worker(mut config: Config, shutdown: CancellationToken, observe: impl Fn(Stage)) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let tls = load_tls(&config)?;
+    if let (Some(t), 0) = (&tls, config.id) {
+        // Its certificate names its id: a worker under TLS needs no --id.
+        config.id = t.node_id();
+    }
+    let http_listener =
+        TcpListener::bind(config.http).await.with_context(|| format!("listening for HTTP on {}", config.http))?;
+    let joined = remote::register(&config, config.id, &shutdown).await?;
+    config.id = joined.id;
+    let peers = Peers::new(PeersConfig {
+        routes: config.routes.clone(),
+        tls: tls.clone().map(|t| (config.tls_mode, t)),
+        ..PeersConfig::default()
+    });
+    let metrics = Arc::new(metrics::Metrics::new());
+    let remote = Arc::new(Remote::new(joined.id, config.clone(), peers, metrics.clone(), shutdown.clone(), &joined));
+    info!(node_id = joined.id, members = joined.members.len(), leader = ?joined.leader, http = %config.http, "worker started: registered with the cluster");
+
+    let tasks = TaskTracker::new();
+    let node_stop = CancellationToken::new();
+    let http_listener = skein_tls::HttpsListener::with_limits(
+        http_listener,
+        config.tls_mode,
+        tls.as_ref(),
+        api::limits::connection_limiter("http", &config.limits, &metrics),
+    )
+    .context("serving HTTPS")?;
+    let http_server = tasks.spawn(api::worker_http::serve(http_listener, remote.clone(), node_stop.clone()));
+    if let Some(t) = &tls {
+        tasks.spawn(t.spawn_reloader(Duration::from_secs(5), node_stop.clone()));
+    }
+    tasks.spawn(remote::refresh_members(remote.clone(), node_stop.clone()));
+    let journal = match &config.journal {
+        Some(path) => Some(worker::journal::Journal::open(path, config.id)?),
+        None => None,
+    };
+    let stop_leasing = shutdown.child_token();
+    let stop_worker = CancellationToken::new();
+    let host = Host::Worker(remote.clone());
+    let worker = Worker::spawn(host.clone(), journal, stop_leasing, stop_worker.clone());
+
+    shutdown.cancelled().await;
+    observe(Stage::Draining);
+    drain(&host, &worker).await;
+    stop_worker.cancel();
+    worker.stopped().await;
+    drop(worker);
+    observe(Stage::WorkerStopped);
+    if !remote.is_removed() {
+        // Leave: the state machine forgets this worker (a restart
+        // registers again).
+        match tokio::time::timeout(Duration::from_secs(5), host.write(Command::RemoveNode { node: config.id })).await {
+            Ok(Ok(_)) => info!(node_id = config.id, "left the cluster"),
+            _ => warn!(node_id = config.id, "could not say it left; the leader removes it after --worker-silence"),
+        }
+    }
+    node_stop.cancel();
+    let _ = http_server.await;
+    observe(Stage::ServersStopped);
+    tasks.close();
+    wait_for_tasks(&tasks).await;
+    observe(Stage::TasksEnded);
+    info!(node_id = config.id, removed = remote.is_removed(), "worker stopped");
+    Ok(())
 }
 
 /// Waits for every tracked task, saying every few seconds which count is

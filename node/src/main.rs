@@ -10,6 +10,7 @@ async fn main() -> std::process::ExitCode {
     // One crypto provider, named, before any TLS config or HTTPS client.
     skein_tls::install_provider();
     let args = Args::parse();
+    let check_only = args.check_config;
     let config = match Config::resolve(args) {
         Ok(c) => c,
         Err(e) => {
@@ -17,6 +18,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if check_only {
+        println!("{config:#?}");
+        return std::process::ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     // Colours only on a terminal: a log file must stay greppable
     // (`grep 'task_id=42'` over every node's log tells one task's story).

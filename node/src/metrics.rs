@@ -150,6 +150,17 @@ impl Metrics {
         f.get_or_create(&labels).inc_by(n);
     }
 
+    /// This node's own metrics only: what a worker node (which holds no
+    /// state) exposes.
+    pub fn render_local(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            encode_registry(&mut out, &r)?;
+        }
+        encode_eof(&mut out)?;
+        Ok(out)
+    }
+
     /// The whole exposition: node-local metrics, then the gauges read from
     /// the state and from Raft at scrape time, then `# EOF`.
     pub fn render(&self, state: &StateMachine, scrape: &Scrape) -> Result<String, std::fmt::Error> {
@@ -221,6 +232,15 @@ fn snapshot_registry(state: &StateMachine, scrape: &Scrape) -> Registry {
         &format!("Age of the oldest pending task of each queue{cw}"),
     );
     let paused = Gauges::register(&mut r, "skein_queue_paused", &format!("1 when the queue is paused{cw}"));
+    let scale = Gauges::register(
+        &mut r,
+        "skein_scale_tasks",
+        &format!(
+            "Tasks that need a worker slot now: running + ready (pending, dependencies met, backoff included; \
+             none while paused), within the queue's concurrency cap; divide by a worker's slots for the workers \
+             needed (GET /api/v1/scale){cw}"
+        ),
+    );
     let stuck = Gauges::register(&mut r, "skein_stuck_tasks", &format!("Stuck tasks by queue, each counted once{cw}"));
     let stuck_reasons = Gauges::register(
         &mut r,
@@ -251,6 +271,7 @@ fn snapshot_registry(state: &StateMachine, scrape: &Scrape) -> Registry {
             }
             oldest.set(vec![("queue", q.name.clone())], q.oldest_pending_age_ms.unwrap_or(0) as f64 / 1000.0);
             paused.set(vec![("queue", q.name.clone())], if q.paused { 1.0 } else { 0.0 });
+            scale.set(vec![("queue", q.name.clone())], crate::views::scale::QueueNeed::of_stats(&q).tasks as f64);
             stuck.set(vec![("queue", q.name.clone())], 0.0);
         }
         let report = state.stuck(now, None);

@@ -136,7 +136,8 @@ pub struct ClusterNode {
     pub id: u64,
     pub rpc_addr: String,
     pub http_addr: String,
-    /// `leader`, `voter` or `learner`.
+    /// `leader`, `voter`, `learner`, or `worker` (a node outside Raft: no
+    /// addresses, it calls the members).
     pub role: String,
     /// Replication progress as the leader sees it (log index matched).
     pub matched_index: Option<u64>,
@@ -184,6 +185,42 @@ pub struct RedriveReply {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinBody {
+    pub id: u64,
+    pub rpc_addr: String,
+    pub http_addr: String,
+}
+
+/// `POST /api/v1/cluster/workers`: a worker (a node outside Raft) joins the
+/// fleet, or says it is back.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerJoinBody {
+    /// Its node id; absent: the cluster gives it one.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Where its HTTP endpoint (health, metrics) is, as it advertises it.
+    pub http_addr: String,
+    /// Concurrent tasks it runs.
+    pub slots: u32,
+    /// Its release and the newest stored format it reads.
+    pub release: String,
+    pub format: u32,
+}
+
+/// The answer to a worker's registration: its id, and the members to
+/// reach the leader through.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerJoined {
+    pub id: u64,
+    pub members: Vec<MemberAddr>,
+    pub leader: Option<u64>,
+}
+
+/// A Raft member's addresses.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberAddr {
     pub id: u64,
     pub rpc_addr: String,
     pub http_addr: String,

@@ -55,6 +55,9 @@ pub enum Dirs {
     Flat(PathBuf),
 }
 
+/// Ids from here on are the workers a test starts ([`Cluster::add_worker`]).
+pub const WORKER_IDS: u64 = 100;
+
 /// How to start a [`Cluster`]; [`Spec::new`] gives the tests' defaults.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -102,6 +105,10 @@ pub struct Spec {
     /// tests of other things run any program on any path, as an upgraded
     /// cluster does; tests of the policy set it `true`.
     pub enforce_policy: bool,
+    /// Start every node at once with `--bootstrap-expect <nodes>` and
+    /// `--join` naming all of them (needs fixed addresses: [`Spec::free`]),
+    /// instead of bootstrapping node 1 and joining the others to it.
+    pub bootstrap_expect: bool,
 }
 
 impl Spec {
@@ -127,6 +134,7 @@ impl Spec {
             poll: POLL,
             ca: None,
             enforce_policy: false,
+            bootstrap_expect: false,
         }
     }
 
@@ -259,10 +267,26 @@ impl Cluster {
     }
 
     async fn start_nodes(&mut self, n: usize) -> anyhow::Result<()> {
-        self.launch_new(1, vec!["--bootstrap".into()], self.spec.ready_timeout).await?;
-        let first = self.addr(1);
-        for id in 2..=n as u64 {
-            self.launch_new(id, vec!["--join".into(), first.clone()], self.spec.ready_timeout).await?;
+        if self.spec.bootstrap_expect {
+            ensure!(!self.spec.addrs.is_empty(), "--bootstrap-expect needs fixed addresses (Spec::free)");
+            let all: Vec<String> = self.spec.addrs.values().map(|(http, _)| http.clone()).collect();
+            for id in 1..=n as u64 {
+                let (data, log, temp) = self.node_files(id)?;
+                let (http, rpc) = self.spec.addrs[&id].clone();
+                self.nodes.insert(id, Node { id, http, rpc, data, log, temp, process: None });
+                let flags = ["--bootstrap-expect".to_string(), n.to_string(), "--join".into(), all.join(",")];
+                self.node_args_push(id, &flags);
+                self.spawn(id, &[])?;
+            }
+            for id in 1..=n as u64 {
+                self.wait_ready(id, self.spec.ready_timeout).await?;
+            }
+        } else {
+            self.launch_new(1, vec!["--bootstrap".into()], self.spec.ready_timeout).await?;
+            let first = self.addr(1);
+            for id in 2..=n as u64 {
+                self.launch_new(id, vec!["--join".into(), first.clone()], self.spec.ready_timeout).await?;
+            }
         }
         let ids: Vec<u64> = (1..=n as u64).collect();
         let voters = n.min(self.spec.voters.unwrap_or(3));
@@ -417,15 +441,24 @@ impl Cluster {
             node.http.clone(),
             "--data-dir".into(),
             node.data.display().to_string(),
-            "--slots".into(),
-            spec.slots.to_string(),
         ];
-        args.extend(spec.args.iter().cloned());
-        args.extend(spec.node_args.get(&id).into_iter().flatten().cloned());
-        args.extend(extra.iter().cloned());
+        let mut more: Vec<String> = spec.args.clone();
+        more.extend(spec.node_args.get(&id).into_iter().flatten().cloned());
+        more.extend(extra.iter().cloned());
+        // Flags given for this node win over the harness's defaults.
+        if !more.iter().any(|a| a == "--slots") {
+            args.extend(["--slots".to_string(), spec.slots.to_string()]);
+        }
+        // The harness's nodes are members unless a test says otherwise
+        // (`--role auto` would make a 5th node a worker); older releases
+        // (upgrade tests) know no roles.
+        if !more.iter().any(|a| a == "--role") && *bin == self.bins.node {
+            args.extend(["--role".to_string(), "member".to_string()]);
+        }
+        args.extend(more.iter().cloned());
         // The cluster's first admin token is this process's (see `crate::auth`).
         // Older releases (upgrade tests) have no tokens and no such flag.
-        if extra.iter().any(|a| a == "--bootstrap") && *bin == self.bins.node {
+        if more.iter().any(|a| a == "--bootstrap" || a == "--bootstrap-expect") && *bin == self.bins.node {
             let file = PathBuf::from(format!("{}.admin-token", node.data.display()));
             std::fs::write(&file, crate::auth::admin_token()).with_context(|| format!("writing {}", file.display()))?;
             args.extend(["--admin-token-file".to_string(), file.display().to_string()]);
@@ -617,6 +650,22 @@ impl Cluster {
         })
         .await?;
         Ok(id)
+    }
+
+    /// Adds `flags` to what node `id` gets on every start.
+    fn node_args_push(&mut self, id: u64, flags: &[String]) {
+        self.spec.node_args.entry(id).or_default().extend(flags.iter().cloned());
+    }
+
+    /// Starts worker node `id` (`--role worker`, not a Raft member) with
+    /// `extra` flags, registering through every member; waits until it is
+    /// ready (a leader answered it).
+    pub async fn add_worker(&mut self, id: u64, extra: &[&str]) -> anyhow::Result<()> {
+        let members: Vec<String> =
+            self.live_ids().into_iter().filter(|m| *m < WORKER_IDS).map(|m| self.addr(m)).collect();
+        let mut flags = vec!["--role".to_string(), "worker".into(), "--join".into(), members.join(",")];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        self.launch_new(id, flags, self.spec.ready_timeout).await
     }
 
     /// Runs the `skein` CLI with `args` (at most 60 s).

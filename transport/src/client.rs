@@ -40,6 +40,7 @@ use tracing::{debug, info, trace};
 use crate::codec;
 use crate::rpc::{
     CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpcClient,
+    WorkerAnswer, WorkerReadRequest,
 };
 
 /// How much later than a call's own deadline tarpc's is (see [`Peers`]'s
@@ -263,6 +264,14 @@ impl Peers {
     ) -> Result<Vec<Result<TaskStatus, Rejection>>, CallError> {
         let timeout = self.inner.config.call_timeout;
         let answer = self.call(addr, timeout, "complete", |c, ctx| async move { c.complete(ctx, req).await }).await?;
+        remote(addr, answer)
+    }
+
+    /// Reads what a worker's transform needs from the member at `addr`.
+    pub async fn worker_read(&self, addr: &str, req: WorkerReadRequest) -> Result<WorkerAnswer, CallError> {
+        let timeout = self.inner.config.call_timeout;
+        let answer =
+            self.call(addr, timeout, "worker_read", |c, ctx| async move { c.worker_read(ctx, req).await }).await?;
         remote(addr, answer)
     }
 

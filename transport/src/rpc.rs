@@ -23,7 +23,9 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use skein_raft::config::{SkeinNode, TypeConfig};
-use skein_raft::fsm::{Command, Completion, Granted, HeartbeatAck, HeldLease, NodeId, Rejection, Response, TaskStatus};
+use skein_raft::fsm::{
+    Command, Completion, Granted, HeartbeatAck, HeldLease, NodeId, Rejection, Response, TaskId, TaskStatus,
+};
 
 /// The service every node serves on its `rpc_addr`.
 ///
@@ -69,6 +71,63 @@ pub trait SkeinRpc {
     /// The leader hands leadership over (a planned restart): the callee,
     /// an up-to-date voter, starts an election now. Added in 0.2.0.
     async fn campaign() -> Result<(), NodeError>;
+    /// A worker (a node outside Raft, which holds no state) reads what its
+    /// transforms need from a member's applied state, after a read barrier.
+    /// Added in 0.5.0: an older member drops the connection.
+    async fn worker_read(req: WorkerReadRequest) -> Result<WorkerAnswer, NodeError>;
+}
+
+/// A worker's read: see [`SkeinRpc::worker_read`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReadRequest {
+    /// The worker asking (its certificate must name it, under TLS).
+    pub node: NodeId,
+    pub read: WorkerRead,
+}
+
+/// What a worker's transform reads from the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerRead {
+    /// A plan's catalog document, with the policy to check it against.
+    Plan { entity_ref: String },
+    /// The exec allow list and data roots.
+    Policy,
+    /// What a partitioned run's planner needs about its own task.
+    Run { task: TaskId },
+    /// A partitioned run's partitions, with the results of those that succeeded.
+    Results { commit: TaskId },
+}
+
+/// The answer to a [`WorkerRead`], variant for variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WorkerAnswer {
+    Plan { document: Option<String>, policy: skein_raft::format::v4::Policy<'static> },
+    Policy(skein_raft::format::v4::Policy<'static>),
+    Run(RunInfo),
+    Results(Vec<PartitionResult>),
+}
+
+/// A planner's task, as [`WorkerRead::Run`] answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The task's idempotency key, if it has one.
+    pub key: Option<String>,
+    /// The priority new tasks of the run inherit.
+    pub priority: i32,
+    /// The state machine's batch and dependency limits.
+    pub max_batch: u32,
+    pub max_depends_on: u32,
+    /// A run planned already (a retried planner): its partition count and commit task.
+    pub planned: Option<(usize, u64)>,
+}
+
+/// One partition task of a run, as [`WorkerRead::Results`] answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionResult {
+    pub task: TaskId,
+    pub status: TaskStatus,
+    /// Its result, once it succeeded.
+    pub result: Option<String>,
 }
 
 /// What a node runs: see [`SkeinRpc::node_version`].

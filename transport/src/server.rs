@@ -43,6 +43,7 @@ use tracing::{debug, error, info, warn};
 use crate::codec;
 use crate::rpc::{
     CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpc,
+    WorkerAnswer, WorkerReadRequest,
 };
 
 /// At most this many requests of one connection run at once; more are
@@ -103,6 +104,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Start an election now (the leader hands over).
     fn campaign(&self) -> impl Future<Output = Result<(), NodeError>> + Send;
+
+    /// Answer a worker's read from the applied state.
+    fn worker_read(&self, req: WorkerReadRequest) -> impl Future<Output = Result<WorkerAnswer, NodeError>> + Send;
 
     /// Whether a peer with a certificate of node `node` may still call (a
     /// removed node may not). Asked before every request of a TLS
@@ -402,5 +406,10 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
     async fn campaign(self, _: Context) -> Result<(), NodeError> {
         self.check("campaign", None).await;
         self.handler.campaign().await.map_err(NodeError::for_the_wire)
+    }
+
+    async fn worker_read(self, _: Context, req: WorkerReadRequest) -> Result<WorkerAnswer, NodeError> {
+        self.check("worker_read", Some(Some(req.node))).await;
+        self.handler.worker_read(req).await.map_err(NodeError::for_the_wire)
     }
 }

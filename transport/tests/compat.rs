@@ -267,10 +267,12 @@ fn every_rpc_has_a_fixture() {
             SkeinRpcRequest::Leave { .. } => "leave",
             SkeinRpcRequest::NodeVersion { .. } => "node_version",
             SkeinRpcRequest::Campaign { .. } => "campaign",
+            SkeinRpcRequest::WorkerRead { .. } => "worker_read",
         }
     }
-    let covered: BTreeSet<&str> = requests().iter().chain(&requests_of_0_2_0()).map(|(_, r)| rpc(r)).collect();
-    assert_eq!(covered.len(), 12, "every RPC needs a request fixture; covered: {covered:?}");
+    let covered: BTreeSet<&str> =
+        requests().iter().chain(&requests_of_0_2_0()).chain(&requests_of_0_5_0()).map(|(_, r)| rpc(r)).collect();
+    assert_eq!(covered.len(), 13, "every RPC needs a request fixture; covered: {covered:?}");
 }
 
 /// The RPCs 0.2.0 added. A 0.1.0 node cannot decode them (it drops the
@@ -294,6 +296,82 @@ fn rpc_fixtures_of_0_2_0_decode_and_encode_alike() {
     }
     for (name, response) in responses {
         problems.extend(check_in("0.2.0", name, &response));
+    }
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// The RPC 0.5.0 added: a worker node's reads. A 0.4.0 member cannot decode
+/// it (it drops the connection): workers need members of 0.5.0 or later.
+fn requests_of_0_5_0() -> Vec<(&'static str, SkeinRpcRequest)> {
+    use skein_transport::{WorkerRead, WorkerReadRequest};
+    let read = |read| SkeinRpcRequest::WorkerRead { req: WorkerReadRequest { node: 101, read } };
+    vec![
+        ("request/worker_read_plan", read(WorkerRead::Plan { entity_ref: "component:default/orders".into() })),
+        ("request/worker_read_policy", read(WorkerRead::Policy)),
+        ("request/worker_read_run", read(WorkerRead::Run { task: TaskId(7) })),
+        ("request/worker_read_results", read(WorkerRead::Results { commit: TaskId(9) })),
+    ]
+}
+
+#[test]
+fn rpc_fixtures_of_0_5_0_decode_and_encode_alike() {
+    use std::borrow::Cow;
+
+    use skein_raft::format::v4;
+    use skein_transport::{PartitionResult, RunInfo, WorkerAnswer};
+    let policy = v4::Policy {
+        enforce: true,
+        programs: vec![v4::Rule {
+            program: Cow::Borrowed("/usr/bin/python3"),
+            args: Cow::Owned(vec!["/opt/migrate.py".into()]),
+            created_ms: 1_764_000_000_000,
+            created_by: Cow::Borrowed("admin"),
+        }],
+        roots: vec![v4::Root {
+            url: Cow::Borrowed("file:///data/"),
+            endpoint: None,
+            region: None,
+            credentials: v4::StoredCredentials::None,
+            allow_http: false,
+            created_ms: 1_764_000_000_000,
+            created_by: Cow::Borrowed("admin"),
+        }],
+    };
+    let responses = vec![
+        (
+            "response/worker_read_plan",
+            SkeinRpcResponse::WorkerRead(Ok(WorkerAnswer::Plan {
+                document: Some(r#"{"kind":"Component"}"#.into()),
+                policy: policy.clone(),
+            })),
+        ),
+        ("response/worker_read_policy", SkeinRpcResponse::WorkerRead(Ok(WorkerAnswer::Policy(policy)))),
+        (
+            "response/worker_read_run",
+            SkeinRpcResponse::WorkerRead(Ok(WorkerAnswer::Run(RunInfo {
+                key: Some("plan:component:default/orders#3".into()),
+                priority: 0,
+                max_batch: 10_000,
+                max_depends_on: 1_000,
+                planned: Some((200, 812)),
+            }))),
+        ),
+        (
+            "response/worker_read_results",
+            SkeinRpcResponse::WorkerRead(Ok(WorkerAnswer::Results(vec![PartitionResult {
+                task: TaskId(8),
+                status: TaskStatus::Succeeded,
+                result: Some(r#"{"partition":{}}"#.into()),
+            }]))),
+        ),
+        ("response/worker_read_removed", SkeinRpcResponse::WorkerRead(Err(NodeError::Removed(101)))),
+    ];
+    let mut problems = Vec::new();
+    for (name, request) in requests_of_0_5_0() {
+        problems.extend(check_in("0.5.0", name, &request));
+    }
+    for (name, response) in responses {
+        problems.extend(check_in("0.5.0", name, &response));
     }
     assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
 }

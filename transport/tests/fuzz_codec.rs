@@ -630,6 +630,13 @@ impl Handler for Fake {
     async fn campaign(&self) -> Result<(), NodeError> {
         Ok(())
     }
+
+    async fn worker_read(
+        &self,
+        _: skein_transport::WorkerReadRequest,
+    ) -> Result<skein_transport::WorkerAnswer, NodeError> {
+        Err(NodeError::Invalid("this fake holds no state".into()))
+    }
 }
 
 /// Reads until the server closes the connection (EOF or reset); `false` if

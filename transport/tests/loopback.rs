@@ -177,6 +177,14 @@ impl Handler for Fake {
         self.called();
         Ok(())
     }
+
+    async fn worker_read(
+        &self,
+        _: skein_transport::WorkerReadRequest,
+    ) -> Result<skein_transport::WorkerAnswer, NodeError> {
+        self.called();
+        Err(NodeError::Invalid("this fake holds no state".into()))
+    }
 }
 
 /// A running server: its address, the switch that stops it, its task.

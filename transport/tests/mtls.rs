@@ -113,6 +113,14 @@ impl Handler for Fake {
         Ok(())
     }
 
+    async fn worker_read(
+        &self,
+        _: skein_transport::WorkerReadRequest,
+    ) -> Result<skein_transport::WorkerAnswer, NodeError> {
+        self.called();
+        Err(NodeError::Invalid("this fake holds no state".into()))
+    }
+
     fn admits(&self, node: u64) -> bool {
         !self.removed.lock().expect("lock").contains(&node)
     }

@@ -9,6 +9,7 @@ mod enqueue;
 pub mod plan;
 mod policy;
 mod queue;
+mod scale;
 mod status;
 mod stuck;
 mod tasks;
@@ -84,6 +85,7 @@ pub async fn run(ctx: &mut Ctx<'_>, command: Command) -> anyhow::Result<()> {
         Command::Admin(cmd) => admin::run(ctx, cmd).await,
         Command::Watch(args) => watch::run(ctx, args).await,
         Command::Stuck(args) => stuck::run(ctx, args).await,
+        Command::Scale(args) => scale::run(ctx, args).await,
         Command::Plan(cmd) => plan::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(ctx, args).await,
         Command::Cert(cmd) => crate::cert::run(cmd, ctx.out),

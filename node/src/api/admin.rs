@@ -12,6 +12,13 @@ use tracing::info;
 use crate::api::errors::{not_leader, ApiError, ApiResult};
 use crate::cluster::app::SharedApp;
 
+/// Alive, with this node's id and whether it is in a cluster yet (what
+/// `--bootstrap-expect` members ask each other before any token exists).
+pub async fn healthz(State(app): State<SharedApp>) -> Json<serde_json::Value> {
+    let initialized = app.raft.metrics().borrow().membership_config.membership().nodes().next().is_some();
+    Json(json!({"status": "ok", "node_id": app.id, "initialized": initialized}))
+}
+
 pub async fn readyz(State(app): State<SharedApp>) -> HttpResponse {
     let m = app.raft.metrics().borrow().clone();
     match (m.current_leader, m.last_applied) {

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::Json;
 use serde_json::json;
-use skein_raft::api::{ClusterStatus, ErrorCode, FinalizeReply, JoinBody};
+use skein_raft::api::{ClusterStatus, ErrorCode, FinalizeReply, JoinBody, MemberAddr, WorkerJoinBody, WorkerJoined};
 use skein_raft::config::SkeinNode;
 use skein_raft::fsm::{Command, Rejection};
 use skein_transport::JoinRequest;
@@ -64,6 +64,79 @@ pub async fn join(
     Ok(Json(json!({})))
 }
 
+/// Where auto-assigned worker ids start: far above the ids people give
+/// members (1, 2, 3...), so the two never meet.
+const WORKER_IDS_FROM: u64 = 1 << 32;
+
+/// `POST /api/v1/cluster/workers`: a worker joins the fleet (or says it is
+/// back after a restart). It becomes known to the state machine, replicated
+/// like everything else (`AdmitNode`, then a first `Heartbeat` that records
+/// its slots), and is told its id and the members to reach the leader
+/// through. It is not added to Raft: it is sent no log.
+pub async fn register_worker(
+    State(app): State<SharedApp>,
+    Extension(who): Extension<Who>,
+    body: Bytes,
+) -> ApiResult<Json<WorkerJoined>> {
+    let w: WorkerJoinBody = parse_json(&body)?;
+    let cluster = app.store.state().format();
+    if w.format < cluster {
+        return Err(ApiError::new(
+            ErrorCode::UpgradeNeeded,
+            format!(
+                "this worker runs {} (stored format {}), and the cluster is at format {cluster}: run skein {} or \
+                 later on it",
+                w.release,
+                w.format,
+                skein_raft::format::release_of(cluster)
+            ),
+        ));
+    }
+    if w.slots == 0 || w.slots > 100_000 {
+        return Err(ApiError::new(ErrorCode::Invalid, format!("slots must be 1 to 100000, not {}", w.slots)));
+    }
+    if w.http_addr.len() > 300 {
+        return Err(ApiError::new(ErrorCode::Invalid, "http_addr is longer than 300 bytes"));
+    }
+    let membership = app.raft.metrics().borrow().membership_config.clone();
+    let membership = membership.membership();
+    let id = match w.id {
+        Some(0) => return Err(ApiError::new(ErrorCode::Invalid, "a worker's id must be at least 1")),
+        Some(id) if membership.get_node(&id).is_some() => {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("node {id} is a Raft member of this cluster: a worker needs an id of its own"),
+            ))
+        }
+        Some(id) => id,
+        None => {
+            let state = app.store.state();
+            loop {
+                let id = WORKER_IDS_FROM + rand::random::<u64>() % (1 << 52);
+                if !state.nodes().contains_key(&id) && !state.removed_nodes().contains(&id) {
+                    break id;
+                }
+            }
+        }
+    };
+    let first = Command::Batch(vec![
+        Command::AdmitNode { node: id },
+        Command::Heartbeat { node: id, slots: w.slots, held: Vec::new() },
+    ]);
+    match app.write(first).await? {
+        skein_raft::fsm::Response::Batch(rs)
+            if rs.iter().all(|r| !matches!(r, skein_raft::fsm::Response::Rejected(_))) => {}
+        other => return Err(ApiError::new(ErrorCode::Internal, format!("registering the worker answered {other:?}"))),
+    }
+    app.record(who.caller, "register worker", format!("node {id} (http {}, {} slots)", w.http_addr, w.slots)).await;
+    info!(node_id = id, http = %w.http_addr, slots = w.slots, "worker registered");
+    let members = membership
+        .nodes()
+        .map(|(id, n)| MemberAddr { id: *id, rpc_addr: n.rpc_addr.clone(), http_addr: n.http_addr.clone() })
+        .collect();
+    Ok(Json(WorkerJoined { id, members, leader: app.leader().map(|(id, _)| id) }))
+}
+
 fn parse_node_id(raw: &str) -> ApiResult<u64> {
     raw.parse::<u64>().map_err(|_| ApiError::new(ErrorCode::Invalid, format!("node id must be a number, not {raw:?}")))
 }
@@ -74,7 +147,8 @@ pub async fn drain_node(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_node_id(&id)?;
-    if app.raft.metrics().borrow().membership_config.membership().get_node(&id).is_none() {
+    let member = app.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some();
+    if !member && !app.store.state().nodes().contains_key(&id) {
         return Err(Rejection::UnknownNode(id).into());
     }
     done(app.write_as(who.caller, Command::DrainNode { node: id, draining: true }).await?)

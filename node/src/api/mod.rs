@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Response as HttpResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use skein_raft::api::ErrorCode;
 use skein_raft::fsm::Role;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,10 @@ pub mod openapi;
 pub mod plans;
 pub mod policy;
 pub mod queues;
+pub mod scale;
 pub mod tasks;
+pub mod waiting;
+pub mod worker_http;
 
 pub use errors::{ApiError, ApiResult};
 
@@ -52,7 +54,7 @@ pub fn router(app: SharedApp) -> Router {
     let needs =
         |role: Role| (axum::middleware::from_fn_with_state((app.clone(), role), auth::require), limited.clone());
     let public = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .merge(dashboard::public_routes().route_layer(limited.clone()));
@@ -66,6 +68,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plans::show_three))
         .route("/api/v1/auth", get(access::auth_status))
         .route("/api/v1/policy", get(policy::show))
+        .route("/api/v1/scale", get(scale::scale))
         .merge(dashboard::read_routes());
     let metrics = Router::new().route("/metrics", get(dashboard::metrics));
     let public = if app.config.metrics_public {
@@ -87,6 +90,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/v1/queues/{name}/resume", post(queues::resume_queue))
         .route("/api/v1/queues/{name}/redrive", post(queues::redrive_queue))
         .route("/api/v1/cluster/join", post(cluster::join))
+        .route("/api/v1/cluster/workers", post(cluster::register_worker))
         .route("/api/v1/cluster/finalize", post(cluster::finalize))
         .route("/api/v1/cluster/nodes/{id}", axum::routing::delete(cluster::remove_node))
         .route("/api/v1/cluster/nodes/{id}/drain", post(cluster::drain_node))

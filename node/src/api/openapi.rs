@@ -28,6 +28,8 @@ use utoipa::openapi::security::{HttpAuthScheme, SecurityRequirement, SecuritySch
 use utoipa::openapi::{Content, Ref, RefOr, Response as DocResponse, Schema};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::views::scale::ScaleReply;
+
 /// The path it is served at.
 pub const PATH: &str = "/api/v1/openapi.json";
 
@@ -85,9 +87,9 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         ops::healthz, ops::readyz, ops::dashboard_page, ops::dashboard_js, ops::dashboard_css,
         ops::signin_page, ops::sign_in, ops::sign_out, ops::openapi_json, ops::metrics, ops::overview,
         ops::stuck, ops::list_tasks, ops::show_task, ops::list_queues, ops::cluster_status, ops::list_plans,
-        ops::show_plan, ops::show_plan_by_parts, ops::auth_status, ops::honk_enqueue, ops::enqueue,
+        ops::show_plan, ops::show_plan_by_parts, ops::auth_status, ops::scale, ops::honk_enqueue, ops::enqueue,
         ops::cancel_task, ops::retry_task, ops::apply_plans, ops::run_plans, ops::configure_queue,
-        ops::pause_queue, ops::resume_queue, ops::redrive_queue, ops::join, ops::finalize, ops::remove_node,
+        ops::pause_queue, ops::resume_queue, ops::redrive_queue, ops::join, ops::register_worker, ops::finalize, ops::remove_node,
         ops::drain_node, ops::digest, ops::audit, ops::backup, ops::list_tokens, ops::create_token,
         ops::revoke_token, ops::rotate_token, ops::configure_auth, ops::show_policy, ops::set_policy_mode,
         ops::allow_exec, ops::deny_exec, ops::allow_root, ops::deny_root,
@@ -98,7 +100,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         (name = "health", description = "Liveness and readiness"),
         (name = "dashboard", description = "The web dashboard, its sign-in and the metrics"),
         (name = "tasks", description = "Enqueue, list, show, cancel and retry tasks"),
-        (name = "queues", description = "Queue settings, pause, resume, redrive"),
+        (name = "queues", description = "Queue settings, pause, resume, redrive; the workers their backlog needs"),
         (name = "plans", description = "The migration catalog: apply, list, show and run plans"),
         (name = "cluster", description = "Membership, drain, finalize, digest, backups"),
         (name = "access", description = "Tokens, the auth mode and the audit trail"),
@@ -115,6 +117,11 @@ struct ApiDoc;
 struct Health {
     /// Always `ok`.
     status: String,
+    /// This node's id (absent on a worker node's answer, which says `role`).
+    node_id: Option<u64>,
+    /// Whether this node is in a cluster yet (`--bootstrap-expect` members
+    /// ask each other this before any token exists).
+    initialized: Option<bool>,
 }
 
 /// `GET /readyz`: a leader is known and something was applied.
@@ -316,6 +323,19 @@ mod ops {
         responses((status = 200, body = AuthStatus)))]
     pub(super) fn auth_status() {}
 
+    /// The workers the backlog needs (running + ready tasks, within each queue's
+    /// concurrency cap, none ready in a paused queue), for an autoscaler: KEDA's
+    /// `metrics-api` scaler reads `workers`. An unknown queue answers zeros.
+    #[utoipa::path(get, path = "/api/v1/scale", tag = "queues",
+        extensions(("x-skein-role" = json!("read"))),
+        params(
+            ("queue" = Option<String>, Query, description = "Only this queue (absent or empty: every queue, each within its cap)"),
+            ("per_worker" = Option<u64>, Query, minimum = 1, maximum = 10000,
+                description = "Task slots of one worker (1 to 10000, default 1): `workers` is ceil(tasks / per_worker)"),
+        ),
+        responses((status = 200, body = ScaleReply)))]
+    pub(super) fn scale() {}
+
     /// Enqueues one task in the format existing tools send.
     #[utoipa::path(post, path = "/api/honk/tasks", tag = "tasks",
         extensions(("x-skein-role" = json!("submit"))),
@@ -409,6 +429,14 @@ mod ops {
         request_body = JoinBody,
         responses((status = 200, body = Done)))]
     pub(super) fn join() {}
+
+    /// Registers a worker node (what `skein-node --role worker` asks): it
+    /// leases and runs tasks but is not a Raft member.
+    #[utoipa::path(post, path = "/api/v1/cluster/workers", tag = "cluster",
+        extensions(("x-skein-role" = json!("operate"))),
+        request_body = WorkerJoinBody,
+        responses((status = 200, body = WorkerJoined)))]
+    pub(super) fn register_worker() {}
 
     /// Raises the cluster's stored format once every member reads it (the leader answers).
     #[utoipa::path(post, path = "/api/v1/cluster/finalize", tag = "cluster",

@@ -104,13 +104,7 @@ impl App {
 
     /// What this node runs, as it reports it to the leader.
     pub fn node_version(&self) -> skein_transport::NodeVersion {
-        let format = self.config.format;
-        let release = if format == skein_raft::format::LATEST {
-            skein_raft::format::RELEASE
-        } else {
-            skein_raft::format::release_of(format)
-        };
-        skein_transport::NodeVersion { release: release.to_string(), format }
+        crate::cluster::versions::own_version(&self.config)
     }
 
     /// Starts an election on this node now: the leader is handing over
@@ -424,9 +418,18 @@ impl App {
 
     pub async fn join_on_leader(&self, req: JoinRequest) -> Result<(), NodeError> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        if membership.membership().get_node(&req.id) == Some(&req.node) {
+        match membership.membership().get_node(&req.id) {
             // Already a member; the leader's duties admit it if need be.
-            return Ok(());
+            Some(node) if *node == req.node => return Ok(()),
+            // A member restarted with new addresses (a rescheduled pod): the
+            // same node (same id, same data), found at its new place.
+            Some(old) => {
+                tracing::info!(node_id = req.id, from = %old.rpc_addr, to = %req.node.rpc_addr, "a member's addresses changed: updating them");
+                let nodes = BTreeMap::from([(req.id, req.node)]);
+                self.raft.change_membership(openraft::ChangeMembers::SetNodes(nodes), false).await?;
+                return Ok(());
+            }
+            None => {}
         }
         // A node must read what the cluster writes: after a finalize, an
         // older release could not decode the log it would be sent.
@@ -458,7 +461,16 @@ impl App {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let m = membership.membership();
         if m.get_node(&id).is_none() {
-            return Err(NodeError::Invalid(format!("node {id} is not a member")));
+            if self.store.state().nodes().contains_key(&id) {
+                // A worker: not in Raft, so only the state machine forgets
+                // it (its leases go back to the queue, its calls are refused).
+                tracing::info!(node_id = id, "removing worker");
+                return match self.proposer.propose(Command::RemoveNode { node: id }).await? {
+                    Response::Released(_) => Ok(()),
+                    other => Err(unexpected("removing the worker", &other)),
+                };
+            }
+            return Err(NodeError::Invalid(format!("node {id} is neither a member nor a worker")));
         }
         let voters: std::collections::BTreeSet<u64> = m.voter_ids().collect();
         if voters.len() == 1 && voters.contains(&id) {

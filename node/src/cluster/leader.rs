@@ -116,25 +116,39 @@ impl Schedule {
 /// when they rejoin (`AdmitNode`, proposed by the join). Should the leader
 /// that changed the membership have stopped before proposing those (or
 /// removed itself), this catches up: a node the state machine knows
-/// (it leased or heartbeated) that the membership no longer lists is
-/// removed; a removed node the membership lists again is admitted.
+/// (it leased or heartbeated) that the membership does not list, and that
+/// has been silent for `--worker-silence`, is removed; a removed node the
+/// membership lists again is admitted.
+///
+/// Workers are nodes the state machine knows that are not in Raft, so the
+/// same rule removes a worker that vanished without leaving: a live worker
+/// heartbeats every second and is never silent that long. Its leases
+/// expire as usual long before.
 ///
 /// The applied state is read before the membership: the membership read
 /// after is at least as new, and a removal changes the membership before
 /// its `RemoveNode` and a join before its node can heartbeat, so what this
 /// sees in that order is never a change on its way, only one left undone.
 async fn reconcile_removed(app: &SharedApp) {
-    let (known, removed): (Vec<u64>, Vec<u64>) = {
+    let (known, removed, clock): (Vec<(u64, u64)>, Vec<u64>, u64) = {
         let state = app.store.state();
-        (state.nodes().keys().copied().collect(), state.removed_nodes().iter().copied().collect())
+        (
+            state.nodes().values().map(|n| (n.id, n.last_heartbeat_ms)).collect(),
+            state.removed_nodes().iter().copied().collect(),
+            state.clock_ms(),
+        )
     };
     let members: BTreeSet<u64> =
         app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
-    for command in reconciliation(&known, &removed, &members) {
+    // The state's clock lags the wall clock between commands: take the later.
+    let now = clock.max(now_ms());
+    let silence = app.config.worker_silence.as_millis() as u64;
+    for command in reconciliation(&known, &removed, &members, now, silence) {
         match &command {
             Command::RemoveNode { node } => info!(
                 node_id = node,
-                "node left the membership but still had its record: handing back its leases and refusing it"
+                silent_s = silence / 1000,
+                "node outside the membership silent too long: handing back its leases and refusing it"
             ),
             Command::AdmitNode { node } => info!(node_id = node, "removed node is a member again: accepting it"),
             _ => {}
@@ -146,11 +160,21 @@ async fn reconcile_removed(app: &SharedApp) {
 }
 
 /// What makes the state machine's node records agree with the membership:
-/// `RemoveNode` for a node it knows (it leased or heartbeated) that the
-/// membership no longer lists, `AdmitNode` for a removed node the
-/// membership lists again.
-pub fn reconciliation(known: &[u64], removed: &[u64], members: &BTreeSet<u64>) -> Vec<Command> {
-    let remove = known.iter().filter(|id| !members.contains(id)).map(|&node| Command::RemoveNode { node });
+/// `RemoveNode` for a node it knows (with when it was last heard, `known`)
+/// that the membership does not list and that has been silent for
+/// `silence_ms` at `now_ms`, `AdmitNode` for a removed node the membership
+/// lists again.
+pub fn reconciliation(
+    known: &[(u64, u64)],
+    removed: &[u64],
+    members: &BTreeSet<u64>,
+    now_ms: u64,
+    silence_ms: u64,
+) -> Vec<Command> {
+    let remove = known
+        .iter()
+        .filter(|(id, heard)| !members.contains(id) && now_ms.saturating_sub(*heard) >= silence_ms)
+        .map(|&(node, _)| Command::RemoveNode { node });
     let admit = removed.iter().filter(|id| members.contains(id)).map(|&node| Command::AdmitNode { node });
     remove.chain(admit).collect()
 }
@@ -246,15 +270,24 @@ mod tests {
     #[test]
     fn node_records_follow_the_membership() {
         let members: BTreeSet<u64> = [1, 2, 3].into();
-        let cases: &[(&[u64], &[u64], Vec<Command>)] = &[
-            (&[1, 2, 3], &[], vec![]),
-            (&[1, 2, 3, 4], &[], vec![Command::RemoveNode { node: 4 }]),
-            (&[1, 2], &[3], vec![Command::AdmitNode { node: 3 }]),
-            (&[1, 4], &[2, 5], vec![Command::RemoveNode { node: 4 }, Command::AdmitNode { node: 2 }]),
-            (&[], &[7], vec![]), // removed and gone: nothing to do
+        let (now, silence) = (100_000, 60_000);
+        let heard = |ids: &[u64], at: u64| ids.iter().map(|&id| (id, at)).collect::<Vec<_>>();
+        let cases: Vec<(Vec<(u64, u64)>, &[u64], Vec<Command>)> = vec![
+            (heard(&[1, 2, 3], 0), &[], vec![]),
+            // Outside the membership and silent: removed; heard lately (a worker): kept.
+            (heard(&[1, 2, 3, 4], 0), &[], vec![Command::RemoveNode { node: 4 }]),
+            (heard(&[1, 2, 3, 4], now - 1_000), &[], vec![]),
+            (heard(&[1, 2, 3, 4], now - silence), &[], vec![Command::RemoveNode { node: 4 }]),
+            (heard(&[1, 2], 0), &[3], vec![Command::AdmitNode { node: 3 }]),
+            (heard(&[1, 4], 0), &[2, 5], vec![Command::RemoveNode { node: 4 }, Command::AdmitNode { node: 2 }]),
+            (vec![], &[7], vec![]), // removed and gone: nothing to do
         ];
         for (known, removed, want) in cases {
-            assert_eq!(&reconciliation(known, removed, &members), want, "known {known:?}, removed {removed:?}");
+            assert_eq!(
+                reconciliation(&known, removed, &members, now, silence),
+                want,
+                "known {known:?}, removed {removed:?}"
+            );
         }
     }
 }

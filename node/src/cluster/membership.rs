@@ -17,60 +17,263 @@ use crate::cluster::app::App;
 /// this node, retrying for a while: the member may itself be starting. The
 /// call needs a token of role `operate` (`--token` / `SKEIN_TOKEN`) once
 /// the cluster enforces tokens.
-pub async fn join_cluster(app: &App, addr: &str, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let id = app.id;
-    let https = app.tls.is_some() && app.config.tls_mode != skein_tls::TlsMode::Off;
-    let base = match addr.split_once("://") {
-        Some(_) => addr.to_string(),
-        None if https => format!("https://{addr}"),
-        None => format!("http://{addr}"),
-    };
-    let url = format!("{}/api/v1/cluster/join", base.trim_end_matches('/'));
+pub async fn join_cluster(app: &App, join: &str, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let body = skein_raft::api::JoinBody { id: app.id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
+    let _: serde_json::Value =
+        ask_members(&app.config, join, "/api/v1/cluster/join", Some(&body), 10, "joining the cluster", shutdown)
+            .await?;
+    info!(node_id = app.id, via = %join, "joined the cluster as a learner");
+    Ok(())
+}
+
+/// Sends a request to the first member of `join` (comma-separated HTTP
+/// addresses) that answers, with the node's token: a POST of `body`, or a
+/// GET without one. Tries every member, for `rounds` rounds with a growing
+/// pause between them (the members may be starting too); a refusal (4xx
+/// other than 429) will not change, and ends it at once.
+pub(crate) async fn ask_members<T: serde::de::DeserializeOwned>(
+    config: &crate::config::Config,
+    join: &str,
+    path: &str,
+    body: Option<&(impl serde::Serialize + Sync)>,
+    rounds: u64,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<T> {
+    let method = if body.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
+    ask_members_with(config, join, method, path, body, rounds, what, shutdown).await
+}
+
+/// [`ask_members`] with another method.
+#[allow(clippy::too_many_arguments)]
+async fn ask_members_with<T: serde::de::DeserializeOwned>(
+    config: &crate::config::Config,
+    join: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&(impl serde::Serialize + Sync)>,
+    rounds: u64,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<T> {
+    let client = http_client(config)?;
+    let mut last_error = String::new();
+    for round in 1..=rounds {
+        for base in join_urls(config, join) {
+            if shutdown.is_cancelled() {
+                bail!("shut down while {what}");
+            }
+            let url = format!("{base}{path}");
+            let mut request = client.request(method.clone(), &url);
+            if let Some(b) = body {
+                request = request.json(b);
+            }
+            if let Some(token) = &config.token {
+                request = request.bearer_auth(token.expose());
+            }
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    return r.json().await.with_context(|| format!("{what}: reading {base}'s answer"));
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    last_error = format!("{base}: {status}: {}", r.text().await.unwrap_or_default());
+                    if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        bail!("{what} was refused: {last_error}");
+                    }
+                }
+                Err(e) if e.is_connect() => {
+                    last_error = format!("{base}: nothing answers there (connection refused or unreachable)")
+                }
+                Err(e) => last_error = format!("{base}: {e}"),
+            }
+        }
+        warn!(round, error = %last_error, "{what} failed; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => bail!("shut down while {what}"),
+            _ = tokio::time::sleep(Duration::from_millis(500 * round.min(4))) => {}
+        }
+    }
+    bail!("{what} through {join} failed: {last_error}")
+}
+
+/// A member restarted with addresses other than the membership's: asks the
+/// leader (once one is known) to record the new ones, so that the others
+/// dial it there.
+pub async fn announce_address(app: Arc<App>, me: SkeinNode, shutdown: CancellationToken) {
+    let req = skein_transport::JoinRequest { id: app.id, node: me.clone() };
+    loop {
+        match app.join(req.clone()).await {
+            Ok(()) => {
+                info!(node_id = app.id, rpc = %me.rpc_addr, http = %me.http_addr, "the membership has this node's new addresses");
+                return;
+            }
+            Err(e) => warn!(node_id = app.id, error = %e, "could not record this node's new addresses yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// How many Raft members (voters and learners, not workers) the cluster
+/// has, asked of the first member of `join` (comma-separated HTTP
+/// addresses) that answers: what `--role auto` decides on.
+pub async fn count_members(
+    config: &crate::config::Config,
+    join: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<usize> {
+    let none: Option<&()> = None;
+    let status: skein_raft::api::ClusterStatus = ask_members(
+        config,
+        join,
+        "/api/v1/cluster",
+        none,
+        20,
+        "asking the cluster whether it needs a member",
+        shutdown,
+    )
+    .await?;
+    Ok(status.nodes.iter().filter(|n| n.role != "worker").count())
+}
+
+/// An HTTP client for calls to the members, trusting the cluster's CA.
+fn http_client(config: &crate::config::Config) -> anyhow::Result<reqwest::Client> {
     let mut builder =
         reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(70));
-    if let Some(dir) = &app.config.tls_dir {
+    if let Some(dir) = &config.tls_dir {
         let trusted = skein_tls::client_trusting(&dir.join("ca.pem")).context("trusting the cluster's CA")?;
         builder = builder.use_preconfigured_tls(trusted);
     }
-    let client = builder.build().context("building HTTP client")?;
-    let body = skein_raft::api::JoinBody { id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
-    let mut last_error = String::new();
-    for attempt in 1..=10 {
-        if shutdown.is_cancelled() {
-            bail!("shut down while joining");
-        }
-        let mut request = client.post(&url).json(&body);
-        if let Some(token) = &app.config.token {
-            request = request.bearer_auth(token.expose());
-        }
-        match request.send().await {
-            Ok(r) if r.status().is_success() => {
-                info!(node_id = id, via = %addr, "joined the cluster as a learner");
-                return Ok(());
-            }
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                last_error = format!("{status}: {text}");
-                if status.is_client_error() {
-                    break;
-                }
-            }
-            Err(e) => {
-                last_error = if e.is_connect() {
-                    "nothing answers there (connection refused or unreachable)".into()
-                } else {
-                    e.to_string()
-                }
-            }
-        }
-        warn!(node_id = id, attempt, error = %last_error, "join failed; retrying");
-        tokio::time::sleep(Duration::from_millis(500 * attempt.min(4))).await;
+    builder.build().context("building HTTP client")
+}
+
+/// The base URLs of `join` (comma-separated, with or without a scheme).
+fn join_urls(config: &crate::config::Config, join: &str) -> Vec<String> {
+    let https = config.tls_dir.is_some() && config.tls_mode != skein_tls::TlsMode::Off;
+    join.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|addr| match addr.split_once("://") {
+            Some(_) => addr.trim_end_matches('/').to_string(),
+            None if https => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        })
+        .collect()
+}
+
+/// What a `--bootstrap-expect` member does once it knows enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Every expected member is up and none has a cluster: this node has
+    /// the lowest id among them, and starts it.
+    Bootstrap,
+    /// A member already has a cluster: join it.
+    Join,
+}
+
+/// What `/healthz` says about a node (absent fields: an older release).
+#[derive(Debug, serde::Deserialize)]
+struct Health {
+    node_id: Option<u64>,
+    initialized: Option<bool>,
+}
+
+/// `--bootstrap-expect N` on a node without a cluster: asks the members of
+/// `join` (their public `/healthz`) every second until either one of them
+/// has a cluster (then this node joins it: a member that lost its data
+/// directory never starts a second cluster), or `expect` nodes, this one
+/// included, answer without one and this node has the lowest id among them
+/// (then it bootstraps, and the others join it).
+pub async fn await_expected(
+    config: &crate::config::Config,
+    expect: usize,
+    join: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Expected> {
+    if expect <= 1 {
+        return Ok(Expected::Bootstrap);
     }
-    bail!("could not join the cluster through {addr}: {last_error}")
+    let me = config.id;
+    let client = http_client(config)?;
+    let mut said = tokio::time::Instant::now();
+    loop {
+        if shutdown.is_cancelled() {
+            bail!("shut down while waiting for the expected members");
+        }
+        let mut waiting: std::collections::BTreeSet<u64> = [me].into();
+        for base in join_urls(config, join) {
+            let answer = client.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await;
+            let Ok(health) = (match answer {
+                Ok(r) => r.json::<Health>().await,
+                Err(e) => Err(e),
+            }) else {
+                continue;
+            };
+            match health {
+                Health { initialized: Some(true), node_id } => {
+                    info!(node_id = me, via = %base, member = ?node_id, "a cluster exists already: joining it (never starting a second one)");
+                    return Ok(Expected::Join);
+                }
+                Health { node_id: Some(id), .. } => {
+                    waiting.insert(id);
+                }
+                Health { node_id: None, .. } => {}
+            }
+        }
+        if waiting.len() >= expect && waiting.first() == Some(&me) {
+            info!(node_id = me, members = ?waiting, "every expected member is up: this one has the lowest id and bootstraps");
+            return Ok(Expected::Bootstrap);
+        }
+        if said.elapsed() >= Duration::from_secs(10) {
+            info!(node_id = me, heard = ?waiting, expect, "waiting for the expected members (--bootstrap-expect)");
+            said = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => bail!("shut down while waiting for the expected members"),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// A member that lost its data directory and finds its cluster: Raft
+/// assumes a member never forgets its log nor its vote, and a leader
+/// replicating to a member whose log went backwards fails. So before this
+/// node opens a store or answers any Raft call, its old identity is removed
+/// from the membership (as an operator would replace a dead voter); it then
+/// joins as a new learner, is sent the log from the start, and is promoted
+/// again while the cluster lacks voters.
+pub async fn forget_old_identity(
+    config: &crate::config::Config,
+    join: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let none: Option<&()> = None;
+    let status: skein_raft::api::ClusterStatus =
+        ask_members(config, join, "/api/v1/cluster", none, 20, "reading the cluster's membership", shutdown).await?;
+    if !status.nodes.iter().any(|n| n.id == config.id && n.role != "worker") {
+        return Ok(());
+    }
+    warn!(
+        node_id = config.id,
+        "this member lost its data, and the cluster still lists it: removing its old identity, then joining afresh"
+    );
+    let path = format!("/api/v1/cluster/nodes/{}", config.id);
+    let _: serde_json::Value =
+        ask_members_with(config, join, reqwest::Method::DELETE, &path, none, 20, "removing the old identity", shutdown)
+            .await?;
+    Ok(())
 }
 
 /// A node removed from the membership has nothing left to do: it stops.
+///
+/// Its membership no longer listing it is not proof enough: a member that
+/// joined again after losing its data replays a log that removed it and
+/// added it back, and between two appends it sees the removal alone. So the
+/// leader is asked (a lease probe, nothing written), and only its answer
+/// that this node was removed (committed state) stops it.
 pub async fn exit_when_removed(app: Arc<App>, shutdown: CancellationToken) {
     let mut metrics = app.raft.metrics();
     let mut was_member = false;
@@ -79,8 +282,15 @@ pub async fn exit_when_removed(app: Arc<App>, shutdown: CancellationToken) {
         if is_member {
             was_member = true;
         } else if was_member {
-            app.note_removed("its membership no longer lists it");
-            return;
+            let probe = LeaseRequest { node: app.id, queues: Vec::new(), max: 0, wait_ms: 0 };
+            if matches!(app.lease(probe).await, Err(NodeError::Removed(id)) if id == app.id) {
+                // `App::lease` noted it and began the shutdown.
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -10,6 +10,7 @@ use skein_raft::config::TypeConfig;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_transport::{
     CompleteRequest, Handler, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion,
+    WorkerAnswer, WorkerReadRequest,
 };
 
 use crate::cluster::app::SharedApp;
@@ -99,5 +100,12 @@ impl Handler for RpcHandler {
 
     async fn campaign(&self) -> Result<(), NodeError> {
         self.0.campaign().await
+    }
+
+    async fn worker_read(&self, req: WorkerReadRequest) -> Result<WorkerAnswer, NodeError> {
+        if self.0.store.state().is_removed(req.node) {
+            return Err(NodeError::Removed(req.node));
+        }
+        self.0.worker_read(&req.read).await
     }
 }

@@ -19,6 +19,14 @@ use std::sync::{Mutex, PoisonError};
 use skein_raft::format;
 use skein_transport::{NodeVersion, Peers, PeersConfig};
 
+/// What a node of this build with `config` says it runs (lower only in
+/// mixed-version tests, `--behave-as-format`).
+pub fn own_version(config: &crate::config::Config) -> NodeVersion {
+    let format = config.format;
+    let release = if format == format::LATEST { format::RELEASE } else { format::release_of(format) };
+    NodeVersion { release: release.to_string(), format }
+}
+
 /// What a member said when asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reported {

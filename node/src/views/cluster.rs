@@ -58,7 +58,24 @@ pub fn cluster_status(
                 format: heard.as_ref().map(|r| r.format),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Workers: nodes the state machine knows (they registered, lease and
+    // heartbeat) that are not Raft members. Their addresses are not
+    // replicated: a worker is reached by no one, it calls the members.
+    let workers = state.nodes().values().filter(|i| membership.get_node(&i.id).is_none()).map(|info| ClusterNode {
+        id: info.id,
+        rpc_addr: String::new(),
+        http_addr: String::new(),
+        role: "worker".into(),
+        matched_index: None,
+        slots: Some(info.slots),
+        leases_held: state.lease_count(info.id) as u64,
+        draining: info.draining,
+        last_heartbeat_ms: Some(info.last_heartbeat_ms),
+        release: None,
+        format: None,
+    });
+    let nodes = nodes.into_iter().chain(workers).collect();
     ClusterStatus {
         node_id: me,
         leader: m.current_leader,

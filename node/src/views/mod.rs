@@ -5,4 +5,5 @@
 
 pub mod cluster;
 pub mod runs;
+pub mod scale;
 pub mod tasks;

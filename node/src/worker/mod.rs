@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::clock::now_ms;
-use crate::cluster::app::SharedApp;
+use crate::cluster::host::Host;
 use crate::metrics::{outcome_label, Metrics};
 use crate::worker::journal::Journal;
 use crate::worker::leases::{Answer, Leases, Moment, Stop, Why};
@@ -39,7 +39,7 @@ use crate::worker::transform::TaskContext;
 const LEASE_WAIT_MS: u64 = 1_000;
 
 pub struct Worker {
-    app: SharedApp,
+    host: Host,
     /// Every lease this node holds, each with its transform's context.
     leases: Mutex<Leases<TaskContext>>,
     /// Signalled when a slot frees up.
@@ -58,13 +58,13 @@ impl Worker {
     /// Starts the worker's loops. `stop_leasing` ends leasing (drain);
     /// `stop` cancels every running task and ends the loops.
     pub fn spawn(
-        app: SharedApp,
+        host: Host,
         journal: Option<Journal>,
         stop_leasing: CancellationToken,
         stop: CancellationToken,
     ) -> Arc<Worker> {
         let worker = Arc::new(Worker {
-            app,
+            host,
             leases: Mutex::new(Leases::new()),
             freed: Notify::new(),
             finished: Notify::new(),
@@ -73,7 +73,7 @@ impl Worker {
             tasks: TaskTracker::new(),
         });
         worker.tasks.spawn(worker.clone().lease_loop(stop_leasing, stop.clone()));
-        let (w, every, s) = (worker.clone(), worker.app.config.heartbeat_interval, stop.clone());
+        let (w, every, s) = (worker.clone(), worker.host.config().heartbeat_interval, stop.clone());
         worker.tasks.spawn(async move { keep_leases(&*w, every, &s).await });
         worker.tasks.spawn(worker.clone().complete_loop(stop));
         worker
@@ -114,7 +114,7 @@ impl Worker {
     }
 
     async fn lease_loop(self: Arc<Self>, stop_leasing: CancellationToken, stop: CancellationToken) {
-        let node = self.app.id;
+        let node = self.host.id();
         // Leases held by a previous run of this node are orphans: hand them
         // back before taking new ones, so they need not wait for expiry.
         let mut backoff = Duration::from_millis(100);
@@ -122,7 +122,7 @@ impl Worker {
             if stop_leasing.is_cancelled() {
                 return;
             }
-            match self.app.write(Command::ReleaseNode { node, forget: false }).await {
+            match self.host.write(Command::ReleaseNode { node, forget: false }).await {
                 Ok(_) => break,
                 Err(e) => {
                     debug!(error = %e, "waiting for a leader to hand back old leases");
@@ -134,14 +134,14 @@ impl Worker {
                 }
             }
         }
-        info!(node_id = node, slots = self.app.config.slots, "worker leasing");
+        info!(node_id = node, slots = self.host.config().slots, "worker leasing");
         // Lease requests in flight, each with the slots it asked for. Slots
         // that free up while one request is on its way go into another, so a
         // busy worker does not wait a whole round trip per batch of tasks
         // (every lease is a Raft commit: a round to a majority's disks).
         let mut in_flight = FuturesUnordered::new();
         let mut requested = 0usize;
-        let slots = self.app.config.slots as usize;
+        let slots = self.host.config().slots as usize;
         let mut backoff = Duration::from_millis(50);
         loop {
             if stop_leasing.is_cancelled() {
@@ -152,17 +152,17 @@ impl Worker {
             // One request takes every free slot; another goes out only for a
             // worthwhile share of them (so an idle worker long-polls once).
             let worth = if in_flight.is_empty() { 1 } else { (slots / 4).max(1) };
-            if !draining && free >= worth && in_flight.len() < self.app.config.leases_in_flight {
+            if !draining && free >= worth && in_flight.len() < self.host.config().leases_in_flight {
                 let req = LeaseRequest {
                     node,
-                    queues: self.app.config.queues.clone(),
+                    queues: self.host.config().queues.clone(),
                     max: free as u32,
                     wait_ms: LEASE_WAIT_MS,
                 };
                 requested += free;
-                let app = self.app.clone();
+                let host = self.host.clone();
                 let asked_at = Self::moment();
-                in_flight.push(async move { (free, asked_at, app.lease(req).await) });
+                in_flight.push(async move { (free, asked_at, host.lease(req).await) });
                 continue;
             }
             tokio::select! {
@@ -198,7 +198,7 @@ impl Worker {
         let ctx = TaskContext {
             cancel: stop.child_token(),
             progress: Arc::new(Mutex::new(None)),
-            app: Some(self.app.clone()),
+            host: Some(self.host.clone()),
         };
         info!(task_id = g.task.0, attempt = g.attempt, token = g.token.0, kind = %g.kind, "task started");
         if let Some(j) = &self.journal {
@@ -210,8 +210,8 @@ impl Worker {
         if let Some(old) = replaced {
             self.stop_lease(old);
         }
-        Metrics::count(&self.app.metrics.leased, vec![("queue", g.queue.clone())], 1);
-        self.app.metrics.running.set(self.busy_count() as i64);
+        Metrics::count(&self.host.metrics().leased, vec![("queue", g.queue.clone())], 1);
+        self.host.metrics().running.set(self.busy_count() as i64);
         // Every line logged while the task runs (the transform's, an exec's
         // stderr) carries the task's id, attempt and token.
         let span = info_span!("task", task_id = g.task.0, attempt = g.attempt, token = g.token.0);
@@ -235,28 +235,10 @@ impl Worker {
         );
     }
 
-    /// Waits `backoff` after a failed call to the leader, or less: until
-    /// this node learns of a new leader (an election ended), so that work
-    /// resumes as soon as a leader can take it, not a backoff later.
+    /// Waits `backoff` after a failed call to the leader, or less: until a
+    /// new leader is known.
     async fn pause_after_failure(&self, backoff: Duration) {
-        let mut metrics = self.app.raft.metrics();
-        let before = metrics.borrow().current_leader;
-        let sleep = tokio::time::sleep(backoff);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => return,
-                changed = metrics.changed() => {
-                    if changed.is_err() {
-                        return (&mut sleep).await;
-                    }
-                    let now = metrics.borrow().current_leader;
-                    if now.is_some() && now != before {
-                        return;
-                    }
-                }
-            }
-        }
+        self.host.pause_after_failure(backoff).await
     }
 
     /// Sends finished tasks' outcomes to the leader, many per call, retrying
@@ -275,8 +257,8 @@ impl Worker {
                     j.report(c.task, c.token, &c.outcome);
                 }
             }
-            let req = CompleteRequest { node: self.app.id, completions: completions.clone() };
-            match self.app.complete(req).await {
+            let req = CompleteRequest { node: self.host.id(), completions: completions.clone() };
+            match self.host.complete(req).await {
                 Ok(results) => {
                     for (c, result) in completions.iter().zip(results) {
                         self.answered(c, result);
@@ -323,7 +305,7 @@ impl Worker {
             Err(e) => warn!(task_id = id.0, attempt, token = c.token.0, error = %e, "completion rejected"),
         }
         if let Answer::Recorded { status, ended } = &answer {
-            let m = &self.app.metrics;
+            let m = &self.host.metrics();
             let outcome = outcome_label(*status);
             let queue = &ended.queue;
             Metrics::count(&m.completed, vec![("queue", queue.clone()), ("outcome", outcome.into())], 1);
@@ -340,7 +322,7 @@ impl Worker {
                     .observe(ran.as_secs_f64());
             }
         }
-        self.app.metrics.running.set(self.busy_count() as i64);
+        self.host.metrics().running.set(self.busy_count() as i64);
         self.freed.notify_one();
     }
 }
@@ -380,9 +362,9 @@ impl Keeper for Worker {
     }
 
     async fn heartbeat(&self, held: Vec<HeldLease>) -> Option<HeartbeatAck> {
-        self.app.metrics.running.set(self.busy_count() as i64);
-        let req = HeartbeatRequest { node: self.app.id, slots: self.app.config.slots, held };
-        match self.app.heartbeat(req).await {
+        self.host.metrics().running.set(self.busy_count() as i64);
+        let req = HeartbeatRequest { node: self.host.id(), slots: self.host.config().slots, held };
+        match self.host.heartbeat(req).await {
             Ok(ack) => {
                 self.draining.store(ack.draining, std::sync::atomic::Ordering::Relaxed);
                 Some(ack)

@@ -45,7 +45,7 @@ pub struct Policy<'a> {
 }
 
 impl<'a> Policy<'a> {
-    pub(crate) fn of(p: &'a PolicyState) -> Self {
+    pub fn of(p: &'a PolicyState) -> Self {
         Policy {
             enforce: p.enforce,
             programs: p
@@ -79,7 +79,43 @@ impl<'a> Policy<'a> {
         }
     }
 
-    pub(crate) fn into_state(self) -> PolicyState {
+    /// An owned copy, to send or keep past the state's lock.
+    pub fn into_static(self) -> Policy<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Policy {
+            enforce: self.enforce,
+            programs: self
+                .programs
+                .into_iter()
+                .map(|r| Rule {
+                    program: own(r.program),
+                    args: Cow::Owned(r.args.into_owned()),
+                    created_ms: r.created_ms,
+                    created_by: own(r.created_by),
+                })
+                .collect(),
+            roots: self
+                .roots
+                .into_iter()
+                .map(|r| Root {
+                    url: own(r.url),
+                    endpoint: r.endpoint.map(own),
+                    region: r.region.map(own),
+                    credentials: match r.credentials {
+                        StoredCredentials::None => StoredCredentials::None,
+                        StoredCredentials::Anonymous => StoredCredentials::Anonymous,
+                        StoredCredentials::Env => StoredCredentials::Env,
+                        StoredCredentials::File(p) => StoredCredentials::File(own(p)),
+                    },
+                    allow_http: r.allow_http,
+                    created_ms: r.created_ms,
+                    created_by: own(r.created_by),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn into_state(self) -> PolicyState {
         PolicyState {
             enforce: self.enforce,
             programs: self

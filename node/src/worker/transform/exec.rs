@@ -69,8 +69,12 @@ async fn exec(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
     };
     // Checked again here, against this node's applied policy, right before
     // anything starts: the list may have changed since the enqueue.
-    if let Some(app) = &ctx.app {
-        if let Err(e) = app.store.state().policy().check_exec(&p.command) {
+    if let Some(host) = &ctx.host {
+        let policy = match host.policy().await {
+            Ok(p) => p,
+            Err(e) => return Some(Outcome::Retryable { error: format!("reading the exec allow list: {e}") }),
+        };
+        if let Err(e) = policy.check_exec(&p.command) {
             warn!(task = %g.task, program = %program, "exec refused by the allow list");
             return Some(Outcome::Permanent { error: format!("refused: {e}") });
         }

@@ -24,7 +24,7 @@ use skein_transport::{HeartbeatRequest, LeasedTask};
 use tracing::{info, warn};
 
 use super::{TaskContext, Transform};
-use crate::cluster::app::SharedApp;
+use crate::cluster::host::Host;
 
 /// A `migration` task's payload. `generation` is set by `skein plan run`;
 /// the last three mark the tasks of a partitioned run (see
@@ -74,17 +74,15 @@ async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         Ok(r) => r.to_string(),
         Err(e) => return permanent(format!("migration payload: {e}")),
     };
-    let Some(app) = ctx.app.clone() else {
+    let Some(host) = ctx.host.clone() else {
         return permanent("this node has no plan catalog".into());
     };
-    let mut document = plan_document(&app, &entity_ref);
-    if document.is_none() {
-        // Perhaps applied a moment ago and not yet applied here.
-        if let Err(e) = app.catch_up().await {
-            return Some(Outcome::Retryable { error: format!("reading plan {entity_ref}: {e}") });
-        }
-        document = plan_document(&app, &entity_ref);
-    }
+    // The plan and the policy as the cluster applied them (a worker asks
+    // the leader; a member reads its own state, catching up if need be).
+    let (document, policy) = match host.plan(&entity_ref).await {
+        Ok(read) => read,
+        Err(e) => return Some(Outcome::Retryable { error: format!("reading plan {entity_ref}: {e}") }),
+    };
     let Some(document) = document else {
         return permanent(format!("no plan {entity_ref} in the catalog (store it with `skein plan apply`)"));
     };
@@ -93,27 +91,35 @@ async fn run(task: &LeasedTask, ctx: &TaskContext) -> Option<Outcome> {
         Err(e) => return permanent(format!("plan {entity_ref}: {e}")),
     };
 
-    // The policy as this node applied it, checked again before anything is
-    // opened (skein-migrate also resolves links right before it opens).
-    let policy = Arc::new(app.store.state().policy().clone());
+    // Checked again before anything is opened (skein-migrate also resolves
+    // links right before it opens).
+    let policy = Arc::new(policy);
     if let Err(e) = crate::policy::check_migration(&policy, &plan.migration) {
         warn!(task_id = g.task.0, plan = %entity_ref, error = %e, "migration refused by the policy");
         return permanent(format!("refused: plan {entity_ref}: {e}"));
     }
 
     let attempt = Attempt { task: g.task.0, attempt: g.attempt, token: g.token.0 };
-    let mut opts = Options::new(app.config.data_dir.join("scratch")).with_policy(policy);
-    opts.memory_limit = app.config.migrate_memory;
-    opts.target_partitions = app.config.migrate_threads;
+    let config = host.config();
+    let mut opts = Options::new(config.data_dir.join("scratch")).with_policy(policy);
+    opts.memory_limit = config.migrate_memory;
+    opts.target_partitions = config.migrate_threads;
     let progress_ctx = ctx.clone();
     opts.progress = Some(Arc::new(move |p: &Progress| progress_ctx.report(p.fraction(), p.message())));
-    opts.fence = Some(fence(app.clone(), task));
+    opts.fence = Some(fence(host.clone(), task));
     let spec = &plan.migration;
     // A run without a generation (the seed's `POST /api/honk/tasks`) is
     // told apart by its task id, kept clear of real generations.
     let generation = p.generation.unwrap_or(g.task.0 | HONK_RUN);
-    let run =
-        super::partitioned::RunOf { app: &app, task, entity_ref: &entity_ref, generation, spec, attempt, opts: &opts };
+    let run = super::partitioned::RunOf {
+        host: &host,
+        task,
+        entity_ref: &entity_ref,
+        generation,
+        spec,
+        attempt,
+        opts: &opts,
+    };
     let work = async {
         if p.barrier.is_some() {
             // A barrier only gathers partitions for the commit (see partitioned.rs).
@@ -156,22 +162,18 @@ fn outcome(g: &skein_raft::fsm::Granted, result: Result<serde_json::Value, Migra
     }
 }
 
-fn plan_document(app: &SharedApp, entity_ref: &str) -> Option<String> {
-    app.store.state().catalog_entry(entity_ref).map(|c| c.entity.document.clone())
-}
-
 /// Confirms (and renews) this task's lease through the state machine.
-fn fence(app: SharedApp, task: &LeasedTask) -> FenceFn {
+fn fence(host: Host, task: &LeasedTask) -> FenceFn {
     let (id, token) = (task.grant.task, task.grant.token);
     Arc::new(move || {
-        let app = app.clone();
+        let host = host.clone();
         Box::pin(async move {
             let req = HeartbeatRequest {
-                node: app.id,
-                slots: app.config.slots,
+                node: host.id(),
+                slots: host.config().slots,
                 held: vec![HeldLease { task: id, token, progress: None }],
             };
-            match app.heartbeat(req).await {
+            match host.heartbeat(req).await {
                 Ok(ack) if ack.renewed.iter().any(|(t, _)| *t == id) => Ok(()),
                 Ok(_) => Err(format!("the lease of task {id} under token {token} is no longer current")),
                 Err(e) => Err(format!("{UNCONFIRMED} of task {id} before publishing: {e}")),

@@ -29,8 +29,9 @@ pub struct TaskContext {
     /// The latest progress, sent with the next heartbeat.
     pub progress: Arc<Mutex<Option<ReportedProgress>>>,
     /// The node, for transforms that read the replicated state (the plan
-    /// catalog) or confirm their lease (`migration`); `None` in unit tests.
-    pub app: Option<crate::cluster::app::SharedApp>,
+    /// catalog, the policy) or confirm their lease (`migration`); `None` in
+    /// unit tests.
+    pub host: Option<crate::cluster::host::Host>,
 }
 
 impl TaskContext {
@@ -99,7 +100,7 @@ mod tests {
     }
 
     fn ctx() -> TaskContext {
-        TaskContext { cancel: CancellationToken::new(), progress: Arc::new(Mutex::new(None)), app: None }
+        TaskContext { cancel: CancellationToken::new(), progress: Arc::new(Mutex::new(None)), host: None }
     }
 
     fn sh(script: &str) -> String {

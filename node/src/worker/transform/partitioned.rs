@@ -31,13 +31,13 @@ use skein_raft::fsm::{Command, NewTask, Rejection, Response, TaskRef, TaskStatus
 use skein_transport::LeasedTask;
 use tracing::info;
 
-use crate::cluster::app::SharedApp;
-use crate::views::runs::{barrier_key, commit_key, partition_key, partition_tasks};
+use crate::cluster::host::Host;
+use crate::views::runs::{barrier_key, commit_key, partition_key};
 
 /// One attempt of a migration task, as the transforms of a partitioned run
 /// need it.
 pub(super) struct RunOf<'a> {
-    pub app: &'a SharedApp,
+    pub host: &'a Host,
     pub task: &'a LeasedTask,
     pub entity_ref: &'a str,
     pub generation: u64,
@@ -49,30 +49,21 @@ pub(super) struct RunOf<'a> {
 /// Plans the run: lists the partitioned source, enqueues the partition
 /// tasks, barriers and commit; its result names the commit task.
 pub(super) async fn plan(run: &RunOf<'_>) -> Result<serde_json::Value, MigrateError> {
-    let app = run.app;
+    let host = run.host;
+    let info = host
+        .run_info(run.task.grant.task)
+        .await
+        .map_err(|e| MigrateError::Storage(format!("reading the planner's task: {e}")))?;
     // The run's own key (`plan:<ref>#<generation>`); a task enqueued
     // without one (the seed's API) names its run by its id.
-    let key = app
-        .store
-        .state()
-        .task(run.task.grant.task)
-        .and_then(|t| t.idempotency_key.as_deref().map(str::to_string))
-        .unwrap_or_else(|| format!("{}@task-{}", run_key(run.entity_ref, 0), run.task.grant.task));
+    let key = info.key.unwrap_or_else(|| format!("{}@task-{}", run_key(run.entity_ref, 0), run.task.grant.task));
     // A retried planner: the run exists already; keep it as it is.
-    let existing = {
-        let state = app.store.state();
-        state.task_by_key(&commit_key(&key)).map(|commit| (partition_tasks(&state, commit).len(), commit.id.0))
-    };
-    if let Some((total, commit)) = existing {
+    if let Some((total, commit)) = info.planned {
         return Ok(planned(run, total, commit));
     }
     let parts = skein_migrate::plan_partitions(run.spec, run.opts).await?;
-    let (max_batch, max_deps, priority) = {
-        let state = app.store.state();
-        let l = state.limits();
-        let priority = state.task(run.task.grant.task).map_or(0, |t| t.priority);
-        (l.max_batch.max(2) as usize, l.max_depends_on.max(2) as usize, priority)
-    };
+    let (max_batch, max_deps, priority) =
+        (info.max_batch.max(2) as usize, info.max_depends_on.max(2) as usize, info.priority);
     let queue = run.task.grant.queue.clone();
     let task = |payload: serde_json::Value, key: String, depends_on: Vec<TaskRef>| NewTask {
         queue: queue.clone(),
@@ -122,7 +113,7 @@ pub(super) async fn plan(run: &RunOf<'_>) -> Result<serde_json::Value, MigrateEr
             token: run.task.grant.token,
             tasks: batch.to_vec(),
         };
-        match app.write(command).await {
+        match host.write(command).await {
             Ok(Response::Enqueued(e)) => commit_id = e.last().map(|e| e.id.0),
             Ok(Response::Rejected(r)) => return Err(rejected(r)),
             Ok(other) => return Err(MigrateError::Storage(format!("enqueueing the partitions: {other:?}"))),
@@ -165,25 +156,19 @@ pub(super) async fn run_partition(run: &RunOf<'_>, part: &Partition) -> Result<s
 
 /// Publishes the run: every partition's recorded output, as one version.
 pub(super) async fn commit(run: &RunOf<'_>) -> Result<serde_json::Value, MigrateError> {
-    let app = run.app;
-    let ids: Vec<(skein_raft::fsm::TaskId, TaskStatus)> = {
-        let state = app.store.state();
-        let Some(me) = state.task(run.task.grant.task) else {
-            return Err(MigrateError::Storage("the commit task is not in this node's state yet".into()));
-        };
-        partition_tasks(&state, me).iter().map(|t| (t.id, t.status)).collect()
-    };
-    if ids.iter().any(|(_, status)| *status != TaskStatus::Succeeded) {
-        // The commit is leased only once all succeeded: this node lags.
-        app.catch_up().await.map_err(|e| MigrateError::Storage(format!("catching up: {e}")))?;
-    }
-    let mut outputs: Vec<PartitionOutput> = Vec::with_capacity(ids.len());
-    for (id, _) in ids {
-        let text = app
-            .store
-            .result(id)
-            .map_err(|e| MigrateError::Storage(format!("reading partition task {id}'s result: {e}")))?
-            .ok_or_else(|| MigrateError::Storage(format!("partition task {id} has no result here yet")))?;
+    let results = run
+        .host
+        .partition_results(run.task.grant.task)
+        .await
+        .map_err(|e| MigrateError::Storage(format!("reading the partitions' results: {e}")))?;
+    let mut outputs: Vec<PartitionOutput> = Vec::with_capacity(results.len());
+    for r in results {
+        let id = r.task;
+        if r.status != TaskStatus::Succeeded {
+            return Err(MigrateError::Storage(format!("partition task {id} is {} here, not succeeded", r.status)));
+        }
+        let text =
+            r.result.ok_or_else(|| MigrateError::Storage(format!("partition task {id} has no result here yet")))?;
         #[derive(serde::Deserialize)]
         struct Done {
             partition: PartitionOutput,
