@@ -413,7 +413,9 @@ async fn decide_role(config: &Config, shutdown: &CancellationToken) -> anyhow::R
         return Ok(NodeRole::Member);
     }
     let wanted = config.voters + config.standby_learners;
-    let members = membership::count_members(config, join, shutdown).await?;
+    let members = membership::count_members(config, join, shutdown)
+        .await
+        .with_context(|| format!("could not join the cluster through {join}"))?;
     if members >= wanted {
         info!(
             members,

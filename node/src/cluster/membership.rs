@@ -131,7 +131,7 @@ pub async fn count_members(
         join,
         "/api/v1/cluster",
         none,
-        20,
+        10,
         "asking the cluster whether it needs a member",
         shutdown,
     )
