@@ -297,7 +297,7 @@ fn load_tls(config: &Config) -> anyhow::Result<Option<skein_tls::NodeTls>> {
     let Some(dir) = &config.tls_dir else { return Ok(None) };
     skein_tls::install_provider();
     let tls = skein_tls::NodeTls::load(dir).with_context(|| format!("loading certificates from {}", dir.display()))?;
-    if config.id != 0 && tls.node_id() != config.id {
+    if config.id != 0 && tls.node_id() != config.id && tls.role() != "worker" {
         anyhow::bail!(
             "the certificate in {} names node {}, but this is node {}: issue one with `skein cert node --id {}`",
             dir.display(),
@@ -440,8 +440,11 @@ async fn run_worker(mut config: Config, shutdown: CancellationToken, observe: im
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let tls = load_tls(&config)?;
     if let (Some(t), 0) = (&tls, config.id) {
-        // Its certificate names its id: a worker under TLS needs no --id.
-        config.id = t.node_id();
+        // A member certificate names this node's id; a worker certificate
+        // may speak for any worker, and the cluster gives this one its id.
+        if t.role() != "worker" {
+            config.id = t.node_id();
+        }
     }
     let http_listener =
         TcpListener::bind(config.http).await.with_context(|| format!("listening for HTTP on {}", config.http))?;

@@ -112,6 +112,11 @@ impl NodeTls {
         self.inner.id
     }
 
+    /// The role this node's certificate names: `member` or `worker`.
+    pub fn role(&self) -> String {
+        self.inner.current().identity.role.clone()
+    }
+
     /// The directory the files are read from.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -116,6 +116,43 @@ pub trait Handler: Send + Sync + 'static {
         let _ = node;
         true
     }
+
+    /// Whether `node` is a Raft member: a worker certificate may speak
+    /// for any worker (the cluster gives workers their ids), never for a
+    /// member. Unsure (the default): a member.
+    fn is_member(&self, node: u64) -> bool {
+        let _ = node;
+        true
+    }
+}
+
+/// The calls a worker certificate may make: a worker's own. Never a Raft
+/// call, a membership change, a read index or a campaign.
+const WORKER_RPCS: &[&str] = &["lease", "heartbeat", "complete", "worker_read", "write", "node_version"];
+
+/// Why a request of `rpc` claiming `sender` is refused to a peer holding a
+/// worker certificate of node `cert_id`, if it is.
+fn worker_refusal<H: Handler>(handler: &H, rpc: &str, sender: Option<Option<u64>>, cert_id: u64) -> Option<String> {
+    if !WORKER_RPCS.contains(&rpc) {
+        return Some(format!("a worker certificate may not make {rpc} calls"));
+    }
+    match sender {
+        Some(Some(claimed)) if claimed == cert_id || !handler.is_member(claimed) => None,
+        Some(Some(claimed)) => Some(format!("it claims to be node {claimed}, a member, with a worker certificate")),
+        Some(None) => Some("it names no sender".to_string()),
+        None => None,
+    }
+}
+
+/// The node a write speaks for, when a worker certificate sends it: only
+/// the commands a worker sends (handing back or leaving, for a node; a
+/// planner's follow-up tasks, fenced by its lease). `Err` for any other.
+fn worker_write_sender(command: &Command) -> Result<Option<u64>, String> {
+    match command {
+        Command::ReleaseNode { node, .. } | Command::RemoveNode { node } => Ok(Some(*node)),
+        Command::EnqueueChildren { .. } => Ok(None),
+        other => Err(format!("a worker certificate may not write {}", other.name())),
+    }
 }
 
 /// The TLS of an RPC server: [`ServerTls::off`], or a mode and the node's
@@ -320,6 +357,8 @@ impl<H: Handler> Dispatch<H> {
         let Some(peer) = &self.peer else { return };
         let refusal = if !self.handler.admits(peer.id) {
             Some("its node is not admitted (removed?)".to_string())
+        } else if peer.role == "worker" {
+            worker_refusal(&*self.handler, rpc, sender, peer.id)
         } else {
             match sender {
                 Some(Some(claimed)) if claimed == peer.id => None,
@@ -330,10 +369,21 @@ impl<H: Handler> Dispatch<H> {
             }
         };
         if let Some(why) = refusal {
-            warn!(rpc, certificate = %peer, certificate_id = peer.id, "refusing a request: {why}; closing the connection");
-            self.close.cancel();
-            std::future::pending::<()>().await;
+            self.refuse(rpc, &why).await;
         }
+    }
+
+    /// Refuses a request: closes the connection and never returns, so that
+    /// no answer is written.
+    async fn refuse(&self, rpc: &'static str, why: &str) {
+        match &self.peer {
+            Some(peer) => {
+                warn!(rpc, certificate = %peer, certificate_id = peer.id, "refusing a request: {why}; closing the connection")
+            }
+            None => warn!(rpc, "refusing a request: {why}; closing the connection"),
+        }
+        self.close.cancel();
+        std::future::pending::<()>().await;
     }
 }
 
@@ -364,7 +414,13 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
     }
 
     async fn write(self, _: Context, command: Command) -> Result<Response, NodeError> {
-        self.check("write", None).await;
+        match self.peer.as_deref() {
+            Some(peer) if peer.role == "worker" => match worker_write_sender(&command) {
+                Ok(sender) => self.check("write", sender.map(Some)).await,
+                Err(why) => self.refuse("write", &why).await,
+            },
+            _ => self.check("write", None).await,
+        }
         self.handler.write(command).await.map_err(NodeError::for_the_wire)
     }
 

@@ -121,6 +121,11 @@ impl Handler for Fake {
         Err(NodeError::Invalid("this fake holds no state".into()))
     }
 
+    /// Nodes below 100 are members; the rest are workers.
+    fn is_member(&self, node: u64) -> bool {
+        node < 100
+    }
+
     fn admits(&self, node: u64) -> bool {
         !self.removed.lock().expect("lock").contains(&node)
     }
@@ -260,6 +265,45 @@ async fn a_certificate_speaks_only_for_its_node() {
         client.campaign(&addr).await.expect("campaign");
         assert_eq!(client.read_index(&addr).await.expect("read_index"), 42);
         assert_eq!(fake.calls(), 10);
+        stop.cancel();
+    })
+    .await;
+}
+
+/// A worker certificate (`skein cert node --role worker`) may make a
+/// worker's calls for any worker id (the cluster gives workers their ids),
+/// and nothing else: never for a member, never a Raft call, a membership
+/// change or a write other than a worker's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_certificate_speaks_for_workers_only() {
+    bounded(async {
+        let certs = certs();
+        let dir = certs._root.path().join("worker");
+        issue::issue_node(&certs._root.path().join("ca"), 1000, "worker", &["127.0.0.1".to_string()], &dir)
+            .expect("issue a worker certificate");
+        let worker = NodeTls::load(&dir).expect("load");
+        let fake = Arc::new(Fake::default());
+        let (addr, stop) = start(&fake, ServerTls::new(TlsMode::Required, &certs.server)).await;
+        let client = peers(Some((TlsMode::Required, worker)));
+
+        // As workers 1000 and 5000: served. As member 3: refused.
+        client.heartbeat(&addr, heartbeat(1000)).await.expect("heartbeat as 1000");
+        client.heartbeat(&addr, heartbeat(5000)).await.expect("heartbeat as 5000");
+        client.lease(&addr, lease(5000)).await.expect("lease as 5000");
+        assert!(client.heartbeat(&addr, heartbeat(3)).await.is_err(), "heartbeat as member 3");
+        assert!(client.lease(&addr, lease(3)).await.is_err(), "lease as member 3");
+        client.write(&addr, Command::ReleaseNode { node: 5000, forget: false }).await.expect("hand back as 5000");
+        assert_eq!(fake.calls(), 4, "the worker's own calls reached the handler");
+
+        // Nothing a member does.
+        assert!(client.write(&addr, Command::ReleaseNode { node: 3, forget: false }).await.is_err(), "for 3");
+        assert!(client.write(&addr, Command::ExpireLeases).await.is_err(), "write ExpireLeases");
+        assert!(client.vote(&addr, vote(1000), RAFT_TIMEOUT).await.is_err(), "vote");
+        assert!(client.append_entries(&addr, append(1000), RAFT_TIMEOUT).await.is_err(), "append");
+        assert!(client.join(&addr, join(1000)).await.is_err(), "join");
+        assert!(client.read_index(&addr).await.is_err(), "read_index");
+        assert!(client.campaign(&addr).await.is_err(), "campaign");
+        assert_eq!(fake.calls(), 4, "a refused call reached the handler");
         stop.cancel();
     })
     .await;

@@ -35,6 +35,10 @@ impl Handler for RpcHandler {
         !self.0.store.state().is_removed(node)
     }
 
+    fn is_member(&self, node: u64) -> bool {
+        self.0.raft.metrics().borrow().membership_config.membership().get_node(&node).is_some()
+    }
+
     async fn append_entries(
         &self,
         req: AppendEntriesRequest<TypeConfig>,
