@@ -99,6 +99,12 @@ pub struct Args {
     #[arg(long, env = "SKEIN_WORKER_SILENCE", value_name = "SECONDS")]
     pub worker_silence: Option<u64>,
 
+    /// The leader replaces a voter it has not reached for this many seconds
+    /// with an up-to-date standby learner (the dead voter is removed; it
+    /// can join again as a new learner). 0: never. [default: 60]
+    #[arg(long, env = "SKEIN_REPLACE_VOTER_AFTER", value_name = "SECONDS")]
+    pub replace_voter_after: Option<u64>,
+
     /// Check the settings, print them, and exit without starting (0: they
     /// are valid; 2: they are not, with the reason).
     #[arg(long)]
@@ -373,6 +379,7 @@ struct FileConfig {
     bootstrap_expect: Option<usize>,
     id_from_hostname: Option<bool>,
     worker_silence: Option<u64>,
+    replace_voter_after: Option<u64>,
     slots: Option<u32>,
     queues: Option<Vec<String>>,
     drain_timeout: Option<u64>,
@@ -414,6 +421,8 @@ pub struct Config {
     pub bootstrap_expect: Option<usize>,
     /// A worker silent this long is removed by the leader.
     pub worker_silence: Duration,
+    /// A voter unreachable this long is replaced by a standby learner (`None`: never).
+    pub replace_voter_after: Option<Duration>,
     pub slots: u32,
     pub queues: Vec<String>,
     pub drain_timeout: Duration,
@@ -622,6 +631,10 @@ impl Config {
             advertise_http,
             bootstrap_expect,
             worker_silence: Duration::from_secs(worker_silence),
+            replace_voter_after: match args.replace_voter_after.or(file.replace_voter_after).unwrap_or(60) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             slots,
             queues: args.queues.or(file.queues).unwrap_or_default(),
             drain_timeout: Duration::from_secs(args.drain_timeout.or(file.drain_timeout).unwrap_or(30)),

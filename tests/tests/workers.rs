@@ -167,3 +167,38 @@ async fn wiped(c: &mut Cluster) -> anyhow::Result<()> {
     say(format!("node {gone} rejoined the cluster and has its {} tasks again", all.len()));
     Ok(())
 }
+
+/// Three voters and a standby learner (`--voters 3`, a 4th member): a voter
+/// killed for good is replaced by the learner once the leader has not
+/// reached it for `--replace-voter-after`, and leaves the membership; the
+/// cluster keeps three voters and takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_gone_for_good_is_replaced_by_the_standby_learner() {
+    let mut spec = Spec::new(4);
+    spec.voters = Some(3);
+    spec.args = vec!["--replace-voter-after".into(), "3".into()];
+    let mut c = spec.start().await.expect("starting 3 voters and a learner");
+    let result = replaced(&mut c).await;
+    c.finish(result);
+}
+
+async fn replaced(c: &mut Cluster) -> anyhow::Result<()> {
+    let leader = c.leader().await?;
+    let s = c.status().await?;
+    let learner = s.nodes.iter().find(|n| n.role == "learner").map(|n| n.id).context("a standby learner")?;
+    let dead = s
+        .nodes
+        .iter()
+        .find(|n| n.role == "voter" && n.id != leader)
+        .map(|n| n.id)
+        .context("a voter that does not lead")?;
+    c.kill9(dead)?;
+    let started = std::time::Instant::now();
+    say(format!("voter {dead} killed for good; node {learner} is the standby learner"));
+    let left: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|id| *id != dead).collect();
+    c.wait_members(&left, 3, Duration::from_secs(30)).await?;
+    say(format!("FIGURE node {learner} replaced voter {dead} {:?} after the kill", started.elapsed()));
+    let ids = c.api.enqueue(&c.addr(c.leader().await?), &[json!({"queue": Q, "kind": "noop", "payload": {}})]).await?;
+    ensure!(ids.len() == 1, "the cluster takes writes after the replacement");
+    Ok(())
+}

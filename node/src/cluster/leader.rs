@@ -26,6 +26,7 @@ const CAUGHT_UP_ENTRIES: u64 = 100;
 
 pub async fn run(app: SharedApp, shutdown: CancellationToken) {
     let mut schedule = Schedule::new(Instant::now());
+    let mut heard = VotersHeard::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -71,6 +72,7 @@ pub async fn run(app: SharedApp, shutdown: CancellationToken) {
             }
         }
         promote_learners(&app).await;
+        replace_dead_voter(&app, &mut heard).await;
         reconcile_removed(&app).await;
     }
 }
@@ -177,6 +179,72 @@ pub fn reconciliation(
         .map(|&(node, _)| Command::RemoveNode { node });
     let admit = removed.iter().filter(|id| members.contains(id)).map(|&node| Command::AdmitNode { node });
     remove.chain(admit).collect()
+}
+
+/// When this leader last saw each voter make progress: its matched log
+/// index changed, or it had everything.
+#[derive(Debug, Default)]
+struct VotersHeard {
+    seen: BTreeMap<u64, (Option<u64>, Instant)>,
+}
+
+/// A voter this leader has not reached for `--replace-voter-after` is
+/// replaced by an up-to-date standby learner, in one membership change
+/// (the learner becomes a voter, the dead voter leaves), then refused like
+/// any removed node. A majority must still answer: this only runs on a
+/// leader that can commit.
+async fn replace_dead_voter(app: &SharedApp, heard: &mut VotersHeard) {
+    let Some(after) = app.config.replace_voter_after else { return };
+    let (voters, learners, matched, last_log) = {
+        let m = app.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let matched: BTreeMap<u64, Option<u64>> = m
+            .replication
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|(id, l)| (*id, l.as_ref().map(|l| l.index)))
+            .collect();
+        (voters, learners, matched, m.last_log_index.unwrap_or(0))
+    };
+    let now = Instant::now();
+    heard.seen.retain(|id, _| voters.contains(id));
+    let mut dead = None;
+    for &v in voters.iter().filter(|v| **v != app.id) {
+        let index = matched.get(&v).copied().flatten();
+        let entry = heard.seen.entry(v).or_insert((index, now));
+        if entry.0 != index || index == Some(last_log) {
+            *entry = (index, now);
+        } else if now.duration_since(entry.1) >= after {
+            dead = Some(v);
+        }
+    }
+    let Some(dead) = dead else { return };
+    let Some(standby) = learner_to_promote(0, 1, &learners, &matched_indexes(&matched), last_log) else { return };
+    warn!(
+        dead,
+        standby,
+        after_s = after.as_secs(),
+        "a voter has not been reached for too long: replacing it with a standby learner"
+    );
+    let mut new_voters = voters.clone();
+    new_voters.remove(&dead);
+    new_voters.insert(standby);
+    if let Err(e) = app.raft.change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false).await {
+        warn!(dead, standby, error = %e, "replacing the voter failed; will retry");
+        return;
+    }
+    heard.seen.remove(&dead);
+    if let Err(e) = app.leave_on_leader(dead).await {
+        warn!(dead, error = %e, "the replaced voter is a learner now; removing it failed, will retry");
+    }
+}
+
+fn matched_indexes(matched: &BTreeMap<u64, Option<u64>>) -> BTreeMap<u64, u64> {
+    matched.iter().filter_map(|(id, i)| Some((*id, (*i)?))).collect()
 }
 
 /// Promotes caught-up learners, one at a time, while voters < the target.
