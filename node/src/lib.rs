@@ -185,13 +185,7 @@ pub async fn run_observed(config: Config, shutdown: CancellationToken, observe: 
         rpc_tls,
         api::limits::connection_limiter("rpc", &config.limits, &metrics),
     ));
-    let http_listener = skein_tls::HttpsListener::with_limits(
-        http_listener,
-        config.tls_mode,
-        tls.as_ref(),
-        api::limits::connection_limiter("http", &config.limits, &metrics),
-    )
-    .context("serving HTTPS")?;
+    let http_listener = https_listener(&config, tls.as_ref(), http_listener, &metrics)?;
     let http_server = tasks.spawn(api::serve(http_listener, app.clone(), node_stop.clone()));
     if let Some(t) = &tls {
         // Certificates rotate without a restart: new files are picked up here.
@@ -272,13 +266,7 @@ async fn expect_members(
     let listener =
         TcpListener::bind(config.http).await.with_context(|| format!("listening for HTTP on {}", config.http))?;
     let tls = load_tls(config)?;
-    let listener = skein_tls::HttpsListener::with_limits(
-        listener,
-        config.tls_mode,
-        tls.as_ref(),
-        api::limits::connection_limiter("http", &config.limits, &metrics::Metrics::new()),
-    )
-    .context("serving HTTPS")?;
+    let listener = https_listener(config, tls.as_ref(), listener, &metrics::Metrics::new())?;
     let stop = CancellationToken::new();
     let waiting = tokio::spawn(api::waiting::serve(listener, config.id, stop.clone()));
     let decided = membership::await_expected(config, n, join, shutdown).await;
@@ -289,6 +277,18 @@ async fn expect_members(
         membership::forget_old_identity(config, join, shutdown).await?;
     }
     Ok(expected)
+}
+
+/// The HTTP listener: HTTPS under `--tls-mode`, with the connection limits
+/// per caller.
+fn https_listener(
+    config: &Config,
+    tls: Option<&skein_tls::NodeTls>,
+    listener: TcpListener,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<skein_tls::HttpsListener> {
+    let limiter = api::limits::connection_limiter("http", &config.limits, metrics);
+    skein_tls::HttpsListener::with_limits(listener, config.tls_mode, tls, limiter).context("serving HTTPS")
 }
 
 /// The node's certificates (`--tls-dir`), which must name its id (a worker
@@ -461,13 +461,7 @@ async fn run_worker(mut config: Config, shutdown: CancellationToken, observe: im
 
     let tasks = TaskTracker::new();
     let node_stop = CancellationToken::new();
-    let http_listener = skein_tls::HttpsListener::with_limits(
-        http_listener,
-        config.tls_mode,
-        tls.as_ref(),
-        api::limits::connection_limiter("http", &config.limits, &metrics),
-    )
-    .context("serving HTTPS")?;
+    let http_listener = https_listener(&config, tls.as_ref(), http_listener, &metrics)?;
     let http_server = tasks.spawn(api::worker_http::serve(http_listener, remote.clone(), node_stop.clone()));
     if let Some(t) = &tls {
         tasks.spawn(t.spawn_reloader(Duration::from_secs(5), node_stop.clone()));

@@ -190,6 +190,31 @@ pub struct JoinBody {
     pub http_addr: String,
 }
 
+/// The answer of `GET /api/v1/scale`: KEDA's `metrics-api` scaler reads
+/// `valueLocation: workers` (with `targetValue: 1`), or `tasks` (with
+/// `targetValue` the slots of one worker).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleReply {
+    /// The queue asked about; `null`: every queue.
+    pub queue: Option<String>,
+    /// Tasks that need a slot now: running + ready, each queue within its
+    /// concurrency cap.
+    pub tasks: u64,
+    /// The slots of one worker, as asked (default 1).
+    pub per_worker: u64,
+    /// Workers the backlog needs: ceil(tasks / per_worker).
+    pub workers: u64,
+    /// Pending tasks (dependencies met; those in a retry backoff or a
+    /// delay included) of the queues that are not paused.
+    pub ready: u64,
+    /// Leased tasks.
+    pub running: u64,
+    /// Whether the queue is paused; over every queue, whether there are
+    /// queues and all of them are paused.
+    pub paused: bool,
+}
+
 /// `POST /api/v1/cluster/workers`: a worker (a node outside Raft) joins the
 /// fleet, or says it is back.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

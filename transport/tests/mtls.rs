@@ -293,7 +293,14 @@ async fn a_worker_certificate_speaks_for_workers_only() {
         assert!(client.heartbeat(&addr, heartbeat(3)).await.is_err(), "heartbeat as member 3");
         assert!(client.lease(&addr, lease(3)).await.is_err(), "lease as member 3");
         client.write(&addr, Command::ReleaseNode { node: 5000, forget: false }).await.expect("hand back as 5000");
-        assert_eq!(fake.calls(), 4, "the worker's own calls reached the handler");
+        let read = |node| skein_transport::WorkerReadRequest { node, read: skein_transport::WorkerRead::Policy };
+        // Reaches the handler (this fake holds no state, and says so).
+        assert!(matches!(
+            client.worker_read(&addr, read(5000)).await,
+            Err(skein_transport::CallError::Remote { error: NodeError::Invalid(_), .. })
+        ));
+        assert!(client.worker_read(&addr, read(3)).await.is_err(), "worker_read as member 3");
+        assert_eq!(fake.calls(), 5, "the worker's own calls reached the handler");
 
         // Nothing a member does.
         assert!(client.write(&addr, Command::ReleaseNode { node: 3, forget: false }).await.is_err(), "for 3");
@@ -303,7 +310,7 @@ async fn a_worker_certificate_speaks_for_workers_only() {
         assert!(client.join(&addr, join(1000)).await.is_err(), "join");
         assert!(client.read_index(&addr).await.is_err(), "read_index");
         assert!(client.campaign(&addr).await.is_err(), "campaign");
-        assert_eq!(fake.calls(), 4, "a refused call reached the handler");
+        assert_eq!(fake.calls(), 5, "a refused call reached the handler");
         stop.cancel();
     })
     .await;

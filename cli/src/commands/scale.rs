@@ -1,23 +1,11 @@
 //! `skein scale`: how many workers the backlog needs (`GET /api/v1/scale`),
 //! the figure an autoscaler reads.
 
-use serde::Deserialize;
+use skein_raft::api::ScaleReply as Scale;
 
 use super::Ctx;
 use crate::args::ScaleArgs;
 use crate::render::{finish, table};
-
-/// The node's answer (`ScaleReply` of skein-node's `views::scale`).
-#[derive(Debug, Deserialize)]
-pub struct Scale {
-    pub queue: Option<String>,
-    pub tasks: u64,
-    pub per_worker: u64,
-    pub workers: u64,
-    pub ready: u64,
-    pub running: u64,
-    pub paused: bool,
-}
 
 pub async fn run(ctx: &mut Ctx<'_>, args: ScaleArgs) -> anyhow::Result<()> {
     let mut query: Vec<(&str, String)> = args.queue.map(|q| ("queue", q)).into_iter().collect();

@@ -15,6 +15,8 @@ use skein_transport::{
     WorkerRead,
 };
 
+use tokio::sync::watch;
+
 use crate::cluster::app::{App, SharedApp};
 use crate::cluster::remote::Remote;
 use crate::config::Config;
@@ -127,43 +129,29 @@ impl Host {
     /// new leader is known (an election ended), so that work resumes as
     /// soon as a leader can take it, not a backoff later.
     pub async fn pause_after_failure(&self, backoff: Duration) {
-        let sleep = tokio::time::sleep(backoff);
-        tokio::pin!(sleep);
         match self {
-            Host::Member(app) => {
-                let mut metrics = app.raft.metrics();
-                let before = metrics.borrow().current_leader;
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => return,
-                        changed = metrics.changed() => {
-                            if changed.is_err() {
-                                return (&mut sleep).await;
-                            }
-                            let now = metrics.borrow().current_leader;
-                            if now.is_some() && now != before {
-                                return;
-                            }
-                        }
-                    }
+            Host::Member(app) => until_new_leader(app.raft.metrics(), |m| m.current_leader, backoff).await,
+            Host::Worker(r) => until_new_leader(r.leader_changes(), |l| l.as_ref().map(|(id, _)| *id), backoff).await,
+        }
+    }
+}
+
+/// Waits `backoff`, or less: until `watch` names a leader other than the
+/// one it named at first.
+async fn until_new_leader<T>(mut watch: watch::Receiver<T>, leader: impl Fn(&T) -> Option<u64>, backoff: Duration) {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    let before = leader(&watch.borrow());
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return,
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    return (&mut sleep).await;
                 }
-            }
-            Host::Worker(r) => {
-                let mut leader = r.leader_changes();
-                let before = leader.borrow().as_ref().map(|(id, _)| *id);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => return,
-                        changed = leader.changed() => {
-                            if changed.is_err() {
-                                return (&mut sleep).await;
-                            }
-                            let now = leader.borrow().as_ref().map(|(id, _)| *id);
-                            if now.is_some() && now != before {
-                                return;
-                            }
-                        }
-                    }
+                let now = leader(&watch.borrow());
+                if now.is_some() && now != before {
+                    return;
                 }
             }
         }

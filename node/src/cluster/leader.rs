@@ -195,21 +195,7 @@ struct VotersHeard {
 /// leader that can commit.
 async fn replace_dead_voter(app: &SharedApp, heard: &mut VotersHeard) {
     let Some(after) = app.config.replace_voter_after else { return };
-    let (voters, learners, matched, last_log) = {
-        let m = app.raft.metrics();
-        let m = m.borrow();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let learners: Vec<u64> = membership.learner_ids().collect();
-        let matched: BTreeMap<u64, Option<u64>> = m
-            .replication
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|(id, l)| (*id, l.as_ref().map(|l| l.index)))
-            .collect();
-        (voters, learners, matched, m.last_log_index.unwrap_or(0))
-    };
+    let Replication { voters, learners, matched, last_log } = replication(app);
     let now = Instant::now();
     heard.seen.retain(|id, _| voters.contains(id));
     let mut dead = None;
@@ -243,22 +229,35 @@ async fn replace_dead_voter(app: &SharedApp, heard: &mut VotersHeard) {
     }
 }
 
+/// The membership and replication progress as this leader sees them.
+struct Replication {
+    voters: BTreeSet<u64>,
+    learners: Vec<u64>,
+    /// Each follower's matched log index (`None`: nothing matched yet).
+    matched: BTreeMap<u64, Option<u64>>,
+    last_log: u64,
+}
+
+fn replication(app: &SharedApp) -> Replication {
+    let m = app.raft.metrics();
+    let m = m.borrow();
+    let membership = m.membership_config.membership();
+    Replication {
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+        matched: m.replication.iter().flatten().map(|(id, l)| (*id, l.as_ref().map(|l| l.index))).collect(),
+        last_log: m.last_log_index.unwrap_or(0),
+    }
+}
+
 fn matched_indexes(matched: &BTreeMap<u64, Option<u64>>) -> BTreeMap<u64, u64> {
     matched.iter().filter_map(|(id, i)| Some((*id, (*i)?))).collect()
 }
 
 /// Promotes caught-up learners, one at a time, while voters < the target.
 async fn promote_learners(app: &SharedApp) {
-    let (voters, learners, matched, last_log) = {
-        let m = app.raft.metrics();
-        let m = m.borrow();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let learners: Vec<u64> = membership.learner_ids().collect();
-        let matched = m.replication.clone().unwrap_or_default();
-        (voters, learners, matched, m.last_log_index.unwrap_or(0))
-    };
-    let matched: BTreeMap<u64, u64> = matched.iter().filter_map(|(id, l)| Some((*id, l.as_ref()?.index))).collect();
+    let Replication { voters, learners, matched, last_log } = replication(app);
+    let matched = matched_indexes(&matched);
     let caught_up = learner_to_promote(voters.len(), app.config.voters, &learners, &matched, last_log);
     if let Some(id) = caught_up {
         info!(node_id = id, voters = voters.len() + 1, target = app.config.voters, "promoting learner to voter");

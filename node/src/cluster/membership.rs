@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use reqwest::Method;
 use skein_raft::config::SkeinNode;
 use skein_transport::{CallError, LeaseRequest, NodeError};
 use tokio_util::sync::CancellationToken;
@@ -19,34 +20,28 @@ use crate::cluster::app::App;
 /// the cluster enforces tokens.
 pub async fn join_cluster(app: &App, join: &str, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let body = skein_raft::api::JoinBody { id: app.id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
-    let _: serde_json::Value =
-        ask_members(&app.config, join, "/api/v1/cluster/join", Some(&body), 10, "joining the cluster", shutdown)
-            .await?;
+    let _: serde_json::Value = ask_members(
+        &app.config,
+        join,
+        Method::POST,
+        "/api/v1/cluster/join",
+        Some(&body),
+        10,
+        "joining the cluster",
+        shutdown,
+    )
+    .await?;
     info!(node_id = app.id, via = %join, "joined the cluster as a learner");
     Ok(())
 }
 
 /// Sends a request to the first member of `join` (comma-separated HTTP
-/// addresses) that answers, with the node's token: a POST of `body`, or a
-/// GET without one. Tries every member, for `rounds` rounds with a growing
+/// addresses) that answers, with the node's token: `method` with `body`, if
+/// any. Tries every member, for `rounds` rounds with a growing
 /// pause between them (the members may be starting too); a refusal (4xx
 /// other than 429) will not change, and ends it at once.
-pub(crate) async fn ask_members<T: serde::de::DeserializeOwned>(
-    config: &crate::config::Config,
-    join: &str,
-    path: &str,
-    body: Option<&(impl serde::Serialize + Sync)>,
-    rounds: u64,
-    what: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<T> {
-    let method = if body.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
-    ask_members_with(config, join, method, path, body, rounds, what, shutdown).await
-}
-
-/// [`ask_members`] with another method.
 #[allow(clippy::too_many_arguments)]
-async fn ask_members_with<T: serde::de::DeserializeOwned>(
+pub(crate) async fn ask_members<T: serde::de::DeserializeOwned>(
     config: &crate::config::Config,
     join: &str,
     method: reqwest::Method,
@@ -129,6 +124,7 @@ pub async fn count_members(
     let status: skein_raft::api::ClusterStatus = ask_members(
         config,
         join,
+        Method::GET,
         "/api/v1/cluster",
         none,
         10,
@@ -251,8 +247,17 @@ pub async fn forget_old_identity(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let none: Option<&()> = None;
-    let status: skein_raft::api::ClusterStatus =
-        ask_members(config, join, "/api/v1/cluster", none, 20, "reading the cluster's membership", shutdown).await?;
+    let status: skein_raft::api::ClusterStatus = ask_members(
+        config,
+        join,
+        Method::GET,
+        "/api/v1/cluster",
+        none,
+        20,
+        "reading the cluster's membership",
+        shutdown,
+    )
+    .await?;
     if !status.nodes.iter().any(|n| n.id == config.id && n.role != "worker") {
         return Ok(());
     }
@@ -262,8 +267,7 @@ pub async fn forget_old_identity(
     );
     let path = format!("/api/v1/cluster/nodes/{}", config.id);
     let _: serde_json::Value =
-        ask_members_with(config, join, reqwest::Method::DELETE, &path, none, 20, "removing the old identity", shutdown)
-            .await?;
+        ask_members(config, join, Method::DELETE, &path, none, 20, "removing the old identity", shutdown).await?;
     Ok(())
 }
 

@@ -256,6 +256,7 @@ pub async fn register(config: &Config, id: u64, shutdown: &CancellationToken) ->
     membership::ask_members(
         config,
         join,
+        reqwest::Method::POST,
         "/api/v1/cluster/workers",
         Some(&body),
         20,

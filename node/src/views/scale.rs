@@ -28,7 +28,7 @@
 //! counts by status), never a scan of the tasks: constant in the number of
 //! tasks queued, linear in the number of queues.
 
-use serde::{Deserialize, Serialize};
+pub use skein_raft::api::ScaleReply;
 use skein_raft::fsm::{QueueStats, StateMachine, TaskStatus};
 
 /// The most slots one worker may be said to have.
@@ -62,30 +62,6 @@ impl QueueNeed {
         let count = |s: TaskStatus| q.counts.get(&s).copied().unwrap_or(0);
         QueueNeed::of(count(TaskStatus::Pending), count(TaskStatus::Leased), q.config.concurrency, q.paused)
     }
-}
-
-/// The answer of `GET /api/v1/scale`: KEDA's `metrics-api` scaler reads
-/// `valueLocation: workers` (with `targetValue: 1`), or `tasks` (with
-/// `targetValue` the slots of one worker).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ScaleReply {
-    /// The queue asked about; `null`: every queue.
-    pub queue: Option<String>,
-    /// Tasks that need a slot now: running + ready, each queue within its
-    /// concurrency cap.
-    pub tasks: u64,
-    /// The slots of one worker, as asked (default 1).
-    pub per_worker: u64,
-    /// Workers the backlog needs: ceil(tasks / per_worker).
-    pub workers: u64,
-    /// Pending tasks (dependencies met; those in a retry backoff or a
-    /// delay included) of the queues that are not paused.
-    pub ready: u64,
-    /// Leased tasks.
-    pub running: u64,
-    /// Whether the queue is paused; over every queue, whether there are
-    /// queues and all of them are paused.
-    pub paused: bool,
 }
 
 /// Workers of `per_worker` slots for `tasks` tasks (`per_worker` 0 reads as 1).
