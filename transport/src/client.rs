@@ -39,8 +39,8 @@ use tracing::{debug, info, trace};
 
 use crate::codec;
 use crate::rpc::{
-    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpcClient,
-    WorkerAnswer, WorkerReadRequest,
+    CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask,
+    NodeError, NodeVersion, SkeinRpcClient, WorkerAnswer, WorkerReadRequest,
 };
 
 /// How much later than a call's own deadline tarpc's is (see [`Peers`]'s
@@ -264,6 +264,17 @@ impl Peers {
     ) -> Result<Vec<Result<TaskStatus, Rejection>>, CallError> {
         let timeout = self.inner.config.call_timeout;
         let answer = self.call(addr, timeout, "complete", |c, ctx| async move { c.complete(ctx, req).await }).await?;
+        remote(addr, answer)
+    }
+
+    /// A worker's round with the leader at `addr`; the deadline is the
+    /// call timeout, plus `req.wait_ms` when the round may wait for a task.
+    pub async fn exchange(&self, addr: &str, req: ExchangeRequest) -> Result<ExchangeReply, CallError> {
+        let mut timeout = self.inner.config.call_timeout;
+        if req.max > 0 {
+            timeout = timeout.saturating_add(Duration::from_millis(req.wait_ms));
+        }
+        let answer = self.call(addr, timeout, "exchange", |c, ctx| async move { c.exchange(ctx, req).await }).await?;
         remote(addr, answer)
     }
 

@@ -27,8 +27,9 @@ pub mod server;
 pub use client::{CallError, Peers, PeersConfig};
 pub use network::{Network, PeerNetwork};
 pub use rpc::{
-    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, PartitionResult,
-    RunInfo, SkeinRpc, SkeinRpcClient, WorkerAnswer, WorkerRead, WorkerReadRequest,
+    CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask,
+    NodeError, NodeVersion, PartitionResult, RunInfo, SkeinRpc, SkeinRpcClient, WorkerAnswer, WorkerRead,
+    WorkerReadRequest,
 };
 pub use server::{serve, serve_limited, serve_with, Handler, ServerTls};
 /// The TLS library the transport uses (its modes, a node's certificates).

@@ -75,6 +75,61 @@ pub trait SkeinRpc {
     /// transforms need from a member's applied state, after a read barrier.
     /// Added in 0.5.0: an older member drops the connection.
     async fn worker_read(req: WorkerReadRequest) -> Result<WorkerAnswer, NodeError>;
+    /// One round of a worker's protocol with the leader: its outcomes, its
+    /// renewals and its next lease in one call (see [`ExchangeRequest`]).
+    /// Added in 0.6.0: an older member drops the connection, and a worker
+    /// then goes back to `lease`, `heartbeat` and `complete`.
+    async fn exchange(req: ExchangeRequest) -> Result<ExchangeReply, NodeError>;
+}
+
+/// A worker's round with the leader: what `complete`, `heartbeat` and
+/// `lease` carry, any of them, in one call. The leader proposes the
+/// outcomes, the renewals and the lease together (one Raft entry when they
+/// meet in its write batch), and answers each part on its own, so that one
+/// part failing never loses another's answer (a lease granted while the
+/// outcomes' write timed out still reaches the worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRequest {
+    /// The worker's node id (its certificate must allow it, under TLS).
+    pub node: NodeId,
+    /// Its slots, for the scheduler (as in a heartbeat).
+    pub slots: u32,
+    /// Outcomes of finished tasks, each under its token; empty: none.
+    pub completions: Vec<Completion>,
+    /// `Some`: a heartbeat, every lease the worker still runs; `None`: no
+    /// renewal in this round.
+    pub held: Option<Vec<HeldLease>>,
+    /// Queues to lease from (empty: all).
+    pub queues: Vec<String>,
+    /// Lease up to this many more tasks; 0: none.
+    pub max: u32,
+    /// How long the leader may wait for a task when nothing is eligible;
+    /// it waits only in a round that reports nothing, so that outcomes
+    /// and renewals are answered at once.
+    pub wait_ms: u64,
+}
+
+/// The leader's answer to an [`ExchangeRequest`], part for part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeReply {
+    /// One result per completion, in order (empty when none were sent).
+    pub completed: Result<Vec<Result<TaskStatus, Rejection>>, NodeError>,
+    /// The heartbeat's answer, when the round carried one.
+    pub heartbeat: Option<Result<HeartbeatAck, NodeError>>,
+    /// The tasks leased (empty when none were asked for or none was free).
+    pub leased: Result<Vec<LeasedTask>, NodeError>,
+}
+
+impl ExchangeReply {
+    /// Every error of the reply made fit for the wire (see
+    /// [`NodeError::for_the_wire`]).
+    pub fn for_the_wire(self) -> ExchangeReply {
+        ExchangeReply {
+            completed: self.completed.map_err(NodeError::for_the_wire),
+            heartbeat: self.heartbeat.map(|h| h.map_err(NodeError::for_the_wire)),
+            leased: self.leased.map_err(NodeError::for_the_wire),
+        }
+    }
 }
 
 /// A worker's read: see [`SkeinRpc::worker_read`].

@@ -42,8 +42,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::codec;
 use crate::rpc::{
-    CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion, SkeinRpc,
-    WorkerAnswer, WorkerReadRequest,
+    CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask,
+    NodeError, NodeVersion, SkeinRpc, WorkerAnswer, WorkerReadRequest,
 };
 
 /// At most this many requests of one connection run at once; more are
@@ -108,6 +108,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Answer a worker's read from the applied state.
     fn worker_read(&self, req: WorkerReadRequest) -> impl Future<Output = Result<WorkerAnswer, NodeError>> + Send;
 
+    /// A worker's round: outcomes, renewals and a lease in one call.
+    fn exchange(&self, req: ExchangeRequest) -> impl Future<Output = Result<ExchangeReply, NodeError>> + Send;
+
     /// Whether a peer with a certificate of node `node` may still call (a
     /// removed node may not). Asked before every request of a TLS
     /// connection; a refused one closes the connection. Plain connections
@@ -128,7 +131,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// The calls a worker certificate may make: a worker's own. Never a Raft
 /// call, a membership change, a read index or a campaign.
-const WORKER_RPCS: &[&str] = &["lease", "heartbeat", "complete", "worker_read", "write", "node_version"];
+const WORKER_RPCS: &[&str] = &["lease", "heartbeat", "complete", "exchange", "worker_read", "write", "node_version"];
 
 /// Why a request of `rpc` claiming `sender` is refused to a peer holding a
 /// worker certificate of node `cert_id`, if it is.
@@ -467,5 +470,10 @@ impl<H: Handler> SkeinRpc for Dispatch<H> {
     async fn worker_read(self, _: Context, req: WorkerReadRequest) -> Result<WorkerAnswer, NodeError> {
         self.check("worker_read", Some(Some(req.node))).await;
         self.handler.worker_read(req).await.map_err(NodeError::for_the_wire)
+    }
+
+    async fn exchange(self, _: Context, req: ExchangeRequest) -> Result<ExchangeReply, NodeError> {
+        self.check("exchange", Some(Some(req.node))).await;
+        self.handler.exchange(req).await.map(ExchangeReply::for_the_wire).map_err(NodeError::for_the_wire)
     }
 }

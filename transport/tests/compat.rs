@@ -268,11 +268,17 @@ fn every_rpc_has_a_fixture() {
             SkeinRpcRequest::NodeVersion { .. } => "node_version",
             SkeinRpcRequest::Campaign { .. } => "campaign",
             SkeinRpcRequest::WorkerRead { .. } => "worker_read",
+            SkeinRpcRequest::Exchange { .. } => "exchange",
         }
     }
-    let covered: BTreeSet<&str> =
-        requests().iter().chain(&requests_of_0_2_0()).chain(&requests_of_0_5_0()).map(|(_, r)| rpc(r)).collect();
-    assert_eq!(covered.len(), 13, "every RPC needs a request fixture; covered: {covered:?}");
+    let covered: BTreeSet<&str> = requests()
+        .iter()
+        .chain(&requests_of_0_2_0())
+        .chain(&requests_of_0_5_0())
+        .chain(&requests_of_0_6_0())
+        .map(|(_, r)| rpc(r))
+        .collect();
+    assert_eq!(covered.len(), 14, "every RPC needs a request fixture; covered: {covered:?}");
 }
 
 /// The RPCs 0.2.0 added. A 0.1.0 node cannot decode them (it drops the
@@ -372,6 +378,81 @@ fn rpc_fixtures_of_0_5_0_decode_and_encode_alike() {
     }
     for (name, response) in responses {
         problems.extend(check_in("0.5.0", name, &response));
+    }
+    assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// The RPC 0.6.0 added: a worker's round (outcomes, renewals and its next
+/// lease in one call). A 0.5.0 member drops the connection, and the worker
+/// goes back to the separate calls.
+fn requests_of_0_6_0() -> Vec<(&'static str, SkeinRpcRequest)> {
+    use skein_transport::ExchangeRequest;
+    let round = |held, max| ExchangeRequest {
+        node: 101,
+        slots: 4,
+        completions: vec![Completion {
+            task: TaskId(7),
+            token: FencingToken(40),
+            outcome: Outcome::Succeeded { result: r#"{"rows":10}"#.into() },
+        }],
+        held,
+        queues: vec!["migrations".into()],
+        max,
+        wait_ms: 0,
+    };
+    vec![
+        ("request/exchange", SkeinRpcRequest::Exchange { req: round(None, 1) }),
+        (
+            "request/exchange_renewing",
+            SkeinRpcRequest::Exchange {
+                req: round(Some(vec![HeldLease { task: TaskId(8), token: FencingToken(41), progress: None }]), 0),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn rpc_fixtures_of_0_6_0_decode_and_encode_alike() {
+    use skein_transport::ExchangeReply;
+    let granted = Granted {
+        task: TaskId(9),
+        queue: "migrations".into(),
+        kind: "migrate".into(),
+        attempt: 1,
+        token: FencingToken(42),
+        expires_ms: 1_764_000_030_000,
+    };
+    let responses = vec![
+        (
+            "response/exchange",
+            SkeinRpcResponse::Exchange(Ok(ExchangeReply {
+                completed: Ok(vec![Ok(TaskStatus::Succeeded), Err(Rejection::UnknownTask(TaskId(3)))]),
+                heartbeat: Some(Ok(HeartbeatAck {
+                    renewed: vec![(TaskId(8), 1_764_000_030_000)],
+                    revoked: vec![(TaskId(5), FencingToken(12))],
+                    draining: false,
+                })),
+                leased: Ok(vec![LeasedTask {
+                    grant: granted,
+                    payload: r#"{"entity_ref":"component:default/orders"}"#.into(),
+                }]),
+            })),
+        ),
+        (
+            "response/exchange_parts_failed",
+            SkeinRpcResponse::Exchange(Ok(ExchangeReply {
+                completed: Err(NodeError::Unavailable("no majority answered in time".into())),
+                heartbeat: None,
+                leased: Err(NodeError::Removed(101)),
+            })),
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (name, request) in requests_of_0_6_0() {
+        problems.extend(check_in("0.6.0", name, &request));
+    }
+    for (name, response) in responses {
+        problems.extend(check_in("0.6.0", name, &response));
     }
     assert!(problems.is_empty(), "{} compatibility problems:\n{}", problems.len(), problems.join("\n"));
 }

@@ -637,6 +637,10 @@ impl Handler for Fake {
     ) -> Result<skein_transport::WorkerAnswer, NodeError> {
         Err(NodeError::Invalid("this fake holds no state".into()))
     }
+
+    async fn exchange(&self, _: skein_transport::ExchangeRequest) -> Result<skein_transport::ExchangeReply, NodeError> {
+        Err(NodeError::Invalid("this fake holds no state".into()))
+    }
 }
 
 /// Reads until the server closes the connection (EOF or reset); `false` if

@@ -185,6 +185,11 @@ impl Handler for Fake {
         self.called();
         Err(NodeError::Invalid("this fake holds no state".into()))
     }
+
+    async fn exchange(&self, _: skein_transport::ExchangeRequest) -> Result<skein_transport::ExchangeReply, NodeError> {
+        self.called();
+        Err(NodeError::Invalid("this fake holds no state".into()))
+    }
 }
 
 /// A running server: its address, the switch that stops it, its task.

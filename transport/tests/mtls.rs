@@ -121,6 +121,11 @@ impl Handler for Fake {
         Err(NodeError::Invalid("this fake holds no state".into()))
     }
 
+    async fn exchange(&self, _: skein_transport::ExchangeRequest) -> Result<skein_transport::ExchangeReply, NodeError> {
+        self.called();
+        Err(NodeError::Invalid("this fake holds no state".into()))
+    }
+
     /// Nodes below 100 are members; the rest are workers.
     fn is_member(&self, node: u64) -> bool {
         node < 100

@@ -14,7 +14,10 @@ use std::time::Duration;
 use skein_raft::config::{Raft, SkeinNode};
 use skein_raft::fsm::{Caller, Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_raft::store::StoreHandle;
-use skein_transport::{CompleteRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, Peers};
+use skein_transport::{
+    CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask,
+    NodeError, Peers,
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -321,6 +324,53 @@ impl App {
             Response::Completed(results) => Ok(results),
             other => Err(refused_or_unexpected("complete", other)),
         }
+    }
+
+    /// A worker's round (outcomes, renewals, a lease) on the leader, or
+    /// forwarded to it.
+    pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeReply, NodeError> {
+        let result = match self.route() {
+            Route::Local => Ok(self.exchange_on_leader(req).await),
+            Route::Remote(node) => self.peers.exchange(&node.rpc_addr, req).await.map_err(from_transport),
+            Route::NoLeader => Err(no_leader()),
+        };
+        self.watch_removed(result)
+    }
+
+    /// Answers a worker's round on the leader: the outcomes, the renewals
+    /// and the lease are proposed together, in this order, so that they
+    /// meet in one write batch (one Raft entry) and a slot the outcomes
+    /// free is leased again in the same entry. The lease waits for a task
+    /// only in a round that reports nothing; each part is answered on its
+    /// own.
+    pub async fn exchange_on_leader(&self, req: ExchangeRequest) -> ExchangeReply {
+        let ExchangeRequest { node, slots, completions, held, queues, max, wait_ms } = req;
+        let reports = !completions.is_empty() || held.is_some();
+        let complete = async {
+            if completions.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.complete_on_leader(CompleteRequest { node, completions }).await
+        };
+        let heartbeat = async {
+            match held {
+                Some(held) => Some(self.heartbeat_on_leader(HeartbeatRequest { node, slots, held }).await),
+                None => None,
+            }
+        };
+        let lease = async {
+            if max == 0 {
+                // Nothing asked: still tell a removed node.
+                return match self.store.state().is_removed(node) {
+                    true => Err(NodeError::Removed(node)),
+                    false => Ok(Vec::new()),
+                };
+            }
+            let wait_ms = if reports { 0 } else { wait_ms };
+            self.lease_on_leader(LeaseRequest { node, queues, max, wait_ms }).await
+        };
+        let (completed, heartbeat, leased) = tokio::join!(complete, heartbeat, lease);
+        ExchangeReply { completed, heartbeat, leased }
     }
 
     /// Asks the leader to add a node (as a learner).

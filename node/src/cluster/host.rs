@@ -11,8 +11,8 @@ use std::time::Duration;
 use skein_raft::fsm::policy::PolicyState;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskId, TaskStatus};
 use skein_transport::{
-    CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask, NodeError, PartitionResult, RunInfo, WorkerAnswer,
-    WorkerRead,
+    CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, LeaseRequest, LeasedTask, NodeError,
+    NodeVersion, PartitionResult, RunInfo, WorkerAnswer, WorkerRead,
 };
 
 use tokio::sync::watch;
@@ -75,6 +75,29 @@ impl Host {
         match self {
             Host::Member(app) => app.complete(req).await,
             Host::Worker(r) => r.complete(req).await,
+        }
+    }
+
+    /// One round of the worker's protocol with the leader.
+    pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeReply, NodeError> {
+        match self {
+            Host::Member(app) => app.exchange(req).await,
+            Host::Worker(r) => r.exchange(req).await,
+        }
+    }
+
+    /// What the leader runs, asked now: `None` when no leader is known or
+    /// it did not answer, `Some(None)` when it answered but not the call.
+    pub async fn leader_version(&self) -> Option<Option<NodeVersion>> {
+        match self {
+            Host::Member(app) => {
+                let (id, leader) = app.leader()?;
+                if id == app.id {
+                    return Some(Some(crate::cluster::versions::own_version(&app.config)));
+                }
+                app.peers.node_version(&leader.rpc_addr).await.ok()
+            }
+            Host::Worker(r) => r.leader_version().await,
         }
     }
 

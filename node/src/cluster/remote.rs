@@ -18,8 +18,8 @@ use skein_raft::api::{WorkerJoinBody, WorkerJoined};
 use skein_raft::config::SkeinNode;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_transport::{
-    CallError, CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask, NodeError, Peers, WorkerAnswer, WorkerRead,
-    WorkerReadRequest,
+    CallError, CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, LeaseRequest, LeasedTask, NodeError,
+    NodeVersion, Peers, WorkerAnswer, WorkerRead, WorkerReadRequest,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -207,6 +207,22 @@ impl Remote {
             async move { self.peers.complete(&addr, req).await }
         })
         .await
+    }
+
+    /// One round of the worker's protocol (see [`ExchangeRequest`]).
+    pub async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeReply, NodeError> {
+        self.to_leader(|addr| {
+            let req = req.clone();
+            async move { self.peers.exchange(&addr, req).await }
+        })
+        .await
+    }
+
+    /// What the leader runs: `None` when no leader is known or it did not
+    /// answer; `Some(None)` when it answered but not the call (0.1.0).
+    pub async fn leader_version(&self) -> Option<Option<NodeVersion>> {
+        let (_, leader) = self.leader()?;
+        self.peers.node_version(&leader.rpc_addr).await.ok()
     }
 
     /// A write of this worker's own (a planner's `EnqueueChildren`, handing

@@ -9,8 +9,8 @@ use openraft::raft::{
 use skein_raft::config::TypeConfig;
 use skein_raft::fsm::{Command, HeartbeatAck, Rejection, Response, TaskStatus};
 use skein_transport::{
-    CompleteRequest, Handler, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask, NodeError, NodeVersion,
-    WorkerAnswer, WorkerReadRequest,
+    CompleteRequest, ExchangeReply, ExchangeRequest, Handler, HeartbeatRequest, JoinRequest, LeaseRequest, LeasedTask,
+    NodeError, NodeVersion, WorkerAnswer, WorkerReadRequest,
 };
 
 use crate::cluster::app::SharedApp;
@@ -111,5 +111,12 @@ impl Handler for RpcHandler {
             return Err(NodeError::Removed(req.node));
         }
         self.0.worker_read(&req.read).await
+    }
+
+    async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeReply, NodeError> {
+        if let Some(e) = self.not_leader() {
+            return Err(e);
+        }
+        Ok(self.0.exchange_on_leader(req).await)
     }
 }

@@ -2,6 +2,13 @@
 //! has free slots, runs each task's transform, renews all its leases with
 //! one heartbeat per interval, and reports outcomes under their tokens.
 //!
+//! A report is one round with the leader ([`ExchangeRequest`]): it carries
+//! the outcomes, the renewals when they are due, and the lease of the slots
+//! the outcomes free, so a busy worker makes one call per batch of finished
+//! tasks and sends a heartbeat of its own only in an interval without a
+//! report. The leader proposes the three together, in one Raft entry when
+//! they meet in its write batch. An idle worker long-polls with `lease`.
+//!
 //! Fencing on the worker's side: a task the leader says is no longer ours
 //! (revoked in a heartbeat ack) is stopped at once, and a task whose lease
 //! we could not renew before it ran out is stopped on our own, without
@@ -21,7 +28,9 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use skein_raft::fsm::{Command, Completion, HeartbeatAck, HeldLease, Outcome, Rejection, ReportedProgress, TaskStatus};
-use skein_transport::{CompleteRequest, HeartbeatRequest, LeaseRequest, LeasedTask};
+use skein_transport::{
+    CompleteRequest, ExchangeReply, ExchangeRequest, HeartbeatRequest, LeaseRequest, LeasedTask, NodeError,
+};
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +46,11 @@ use crate::worker::transform::TaskContext;
 
 /// How long a lease long-poll may wait on the leader.
 const LEASE_WAIT_MS: u64 = 1_000;
+/// How long the worker reports with 0.5.0's separate calls after finding
+/// a leader that does not know `exchange`, before it tries again.
+const LEGACY_FOR: Duration = Duration::from_secs(60);
+/// The first release whose members answer `exchange`.
+const EXCHANGE_SINCE: (u64, u64, u64) = (0, 6, 0);
 
 pub struct Worker {
     host: Host,
@@ -50,6 +64,15 @@ pub struct Worker {
     draining: std::sync::atomic::AtomicBool,
     /// `--journal`: every start and outcome report, for audits.
     journal: Option<Journal>,
+    /// Slots asked for by lease calls and rounds in flight. Changed only
+    /// with the tracker's lock held, so that two askers never take the
+    /// same free slot.
+    requested: std::sync::atomic::AtomicUsize,
+    /// When the last renewal that the leader answered was sent.
+    renewed: Mutex<Option<Instant>>,
+    /// Until when the leader is known not to answer `exchange` (older
+    /// than 0.6.0): rounds go as separate calls.
+    legacy_until: Mutex<Option<Instant>>,
     /// The worker's loops and every running transform.
     tasks: TaskTracker,
 }
@@ -70,12 +93,15 @@ impl Worker {
             finished: Notify::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             journal,
+            requested: std::sync::atomic::AtomicUsize::new(0),
+            renewed: Mutex::new(None),
+            legacy_until: Mutex::new(None),
             tasks: TaskTracker::new(),
         });
-        worker.tasks.spawn(worker.clone().lease_loop(stop_leasing, stop.clone()));
+        worker.tasks.spawn(worker.clone().lease_loop(stop_leasing.clone(), stop.clone()));
         let (w, every, s) = (worker.clone(), worker.host.config().heartbeat_interval, stop.clone());
         worker.tasks.spawn(async move { keep_leases(&*w, every, &s).await });
-        worker.tasks.spawn(worker.clone().complete_loop(stop));
+        worker.tasks.spawn(worker.clone().report_loop(stop_leasing, stop));
         worker
     }
 
@@ -139,27 +165,30 @@ impl Worker {
         // that free up while one request is on its way go into another, so a
         // busy worker does not wait a whole round trip per batch of tasks
         // (every lease is a Raft commit: a round to a majority's disks).
+        // A finished task's slot is not leased here: its report round
+        // leases it ([`Worker::report_loop`]).
         let mut in_flight = FuturesUnordered::new();
-        let mut requested = 0usize;
         let slots = self.host.config().slots as usize;
         let mut backoff = Duration::from_millis(50);
         loop {
             if stop_leasing.is_cancelled() {
                 return;
             }
-            let free = slots.saturating_sub(self.busy_count() + requested);
             let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
             // One request takes every free slot; another goes out only for a
             // worthwhile share of them (so an idle worker long-polls once).
             let worth = if in_flight.is_empty() { 1 } else { (slots / 4).max(1) };
-            if !draining && free >= worth && in_flight.len() < self.host.config().leases_in_flight {
+            let free = match draining || in_flight.len() >= self.host.config().leases_in_flight {
+                true => 0,
+                false => self.reserve_slots(0, worth),
+            };
+            if free > 0 {
                 let req = LeaseRequest {
                     node,
                     queues: self.host.config().queues.clone(),
                     max: free as u32,
                     wait_ms: LEASE_WAIT_MS,
                 };
-                requested += free;
                 let host = self.host.clone();
                 let asked_at = Self::moment();
                 in_flight.push(async move { (free, asked_at, host.lease(req).await) });
@@ -168,7 +197,7 @@ impl Worker {
             tokio::select! {
                 _ = stop_leasing.cancelled() => return,
                 Some((asked, asked_at, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    requested -= asked;
+                    self.requested.fetch_sub(asked, std::sync::atomic::Ordering::Relaxed);
                     match result {
                         Ok(tasks) => {
                             backoff = Duration::from_millis(50);
@@ -241,9 +270,33 @@ impl Worker {
         self.host.pause_after_failure(backoff).await
     }
 
-    /// Sends finished tasks' outcomes to the leader, many per call, retrying
-    /// while their leases last.
-    async fn complete_loop(self: Arc<Self>, stop: CancellationToken) {
+    /// Takes up to `free + freeing` slots for a lease (`freeing`: finished
+    /// leases whose report goes with it), if at least `worth`; 0 otherwise.
+    fn reserve_slots(&self, freeing: usize, worth: usize) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let leases = self.leases();
+        let slots = self.host.config().slots as usize;
+        let free = (slots + freeing).saturating_sub(leases.len() + self.requested.load(Relaxed));
+        if free < worth.max(1) {
+            return 0;
+        }
+        self.requested.fetch_add(free, Relaxed);
+        free
+    }
+
+    /// Whether renewals are due in a report: none answered for half an
+    /// interval.
+    fn renewal_due(&self) -> bool {
+        let half = self.host.config().heartbeat_interval / 2;
+        lock(&self.renewed).is_none_or(|at| at.elapsed() >= half)
+    }
+
+    /// Sends finished tasks' outcomes to the leader, many per round, with
+    /// the renewals when due and the lease of the slots they free (none
+    /// while draining), retrying while their leases last.
+    async fn report_loop(self: Arc<Self>, stop_leasing: CancellationToken, stop: CancellationToken) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let config = self.host.config();
         loop {
             let completions = self.leases().reports(Instant::now());
             if completions.is_empty() {
@@ -257,25 +310,136 @@ impl Worker {
                     j.report(c.task, c.token, &c.outcome);
                 }
             }
-            let req = CompleteRequest { node: self.host.id(), completions: completions.clone() };
-            match self.host.complete(req).await {
-                Ok(results) => {
-                    for (c, result) in completions.iter().zip(results) {
-                        self.answered(c, result);
-                    }
-                }
+            let leasing = !stop_leasing.is_cancelled() && !self.draining.load(Relaxed);
+            let max = if leasing { self.reserve_slots(completions.len(), 1) } else { 0 };
+            let held = self.renewal_due().then(|| self.leases().to_heartbeat(Self::progress));
+            let req = ExchangeRequest {
+                node: self.host.id(),
+                slots: config.slots,
+                completions: completions.clone(),
+                held,
+                queues: config.queues.clone(),
+                max: max as u32,
+                wait_ms: 0,
+            };
+            let sent = Self::moment();
+            let result = self.exchange(req).await;
+            self.requested.fetch_sub(max, Relaxed);
+            let reported = match result {
+                Ok(reply) => self.apply_reply(reply, &completions, sent, &stop),
                 Err(e) => {
-                    // Unanswered: the leases stay, and go out again.
                     debug!(error = %e, tasks = completions.len(), "reporting outcomes failed; will retry");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = self.pause_after_failure(Duration::from_millis(200)) => {}
-                    }
-                    // Tasks whose lease ran out meanwhile are dropped by the fence.
-                    fence(&*self);
+                    false
+                }
+            };
+            if !reported {
+                // Unanswered: the leases stay, and go out again.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.pause_after_failure(Duration::from_millis(200)) => {}
+                }
+                // Tasks whose lease ran out meanwhile are dropped by the fence.
+                fence(&*self);
+            }
+            // Slots the round did not fill are the lease loop's again.
+            self.freed.notify_one();
+        }
+    }
+
+    /// Acts on the answer to a report round: the outcomes' answers, the
+    /// renewals, the tasks leased. Whether the outcomes were answered.
+    fn apply_reply(
+        self: &Arc<Self>,
+        reply: ExchangeReply,
+        completions: &[Completion],
+        sent: Moment,
+        stop: &CancellationToken,
+    ) -> bool {
+        if let Some(Ok(ack)) = &reply.heartbeat {
+            self.acked(ack, sent);
+        }
+        match reply.leased {
+            Ok(tasks) => {
+                for task in tasks {
+                    self.start(task, sent, stop);
                 }
             }
+            Err(e) => debug!(error = %e, "lease with a report failed"),
         }
+        match reply.completed {
+            Ok(results) => {
+                for (c, result) in completions.iter().zip(results) {
+                    self.answered(c, result);
+                }
+                true
+            }
+            Err(e) => {
+                debug!(error = %e, tasks = completions.len(), "reporting outcomes failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Applies a heartbeat's answer sent at `sent`: renewals, and revoked
+    /// leases stopped.
+    fn acked(&self, ack: &HeartbeatAck, sent: Moment) {
+        self.draining.store(ack.draining, std::sync::atomic::Ordering::Relaxed);
+        let stops = self.leases().apply_ack(ack, sent);
+        for s in stops {
+            self.stop_lease(s);
+        }
+        *lock(&self.renewed) = Some(sent.at);
+    }
+
+    /// One round with the leader. A leader older than 0.6.0 does not know
+    /// `exchange` (it drops the connection, so the round's outcome reads as
+    /// unknown): asked what it runs, it says so, and the round goes as
+    /// 0.5.0's separate calls, as every round does for [`LEGACY_FOR`]. It
+    /// had not decoded the round, so nothing in it was done twice.
+    async fn exchange(&self, req: ExchangeRequest) -> Result<ExchangeReply, NodeError> {
+        let legacy = lock(&self.legacy_until).is_some_and(|until| Instant::now() < until);
+        if !legacy {
+            match self.host.exchange(req.clone()).await {
+                Err(NodeError::OutcomeUnknown(why)) if self.leader_lacks_exchange().await => {
+                    info!(error = %why, "the leader runs a release older than 0.6.0: reporting with separate calls");
+                    *lock(&self.legacy_until) = Some(Instant::now() + LEGACY_FOR);
+                }
+                other => return other,
+            }
+        }
+        Ok(self.exchange_by_parts(req).await)
+    }
+
+    /// Whether the leader, asked now, runs a release without `exchange`.
+    async fn leader_lacks_exchange(&self) -> bool {
+        match self.host.leader_version().await {
+            Some(Some(v)) => !release_at_least(&v.release, EXCHANGE_SINCE),
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    /// A round as 0.5.0's calls: complete, heartbeat, lease (no wait).
+    async fn exchange_by_parts(&self, req: ExchangeRequest) -> ExchangeReply {
+        let ExchangeRequest { node, slots, completions, held, queues, max, .. } = req;
+        let completed = match completions.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.host.complete(CompleteRequest { node, completions }).await,
+        };
+        let heartbeat = match held {
+            Some(held) => Some(self.host.heartbeat(HeartbeatRequest { node, slots, held }).await),
+            None => None,
+        };
+        let leased = match max {
+            0 => Ok(Vec::new()),
+            _ => self.host.lease(LeaseRequest { node, queues, max, wait_ms: 0 }).await,
+        };
+        ExchangeReply { completed, heartbeat, leased }
+    }
+
+    /// A transform's latest progress, for a renewal.
+    fn progress(ctx: &TaskContext) -> Option<ReportedProgress> {
+        ctx.progress.lock().ok().and_then(|p| p.clone())
     }
 
     /// Acts on the state machine's answer to one outcome report: the
@@ -327,6 +491,22 @@ impl Worker {
     }
 }
 
+/// Locks `m`; a poisoned lock is taken as it is (what it guards is a
+/// plain value, never left half-written).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `release` ("0.6.0", "0.6.1-rc1") is `at_least` or newer; an
+/// unreadable release is not.
+fn release_at_least(release: &str, at_least: (u64, u64, u64)) -> bool {
+    let mut parts = release.split(['.', '-', '+']).map(|p| p.parse::<u64>());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => (a, b, c) >= at_least,
+        _ => false,
+    }
+}
+
 /// What the heartbeat loop ([`keep_leases`]) does to the world, so that a
 /// test can run it against a fake leader under tokio's paused clock.
 trait Keeper: Sync {
@@ -342,6 +522,15 @@ trait Keeper: Sync {
     fn heartbeat(&self, held: Vec<HeldLease>) -> impl Future<Output = Option<HeartbeatAck>> + Send;
     /// Stops the transform of a lease the tracker let go of.
     fn stop_lease(&self, stop: Stop<Self::Handle>);
+    /// When the last answered renewal was sent (by a heartbeat, or by a
+    /// report round that carried one).
+    fn renewed_at(&self) -> Option<Instant> {
+        None
+    }
+    /// A heartbeat sent at `sent` was answered.
+    fn renewed(&self, sent: Instant) {
+        let _ = sent;
+    }
 }
 
 impl Keeper for Worker {
@@ -358,7 +547,7 @@ impl Keeper for Worker {
     }
 
     fn progress(ctx: &TaskContext) -> Option<ReportedProgress> {
-        ctx.progress.lock().ok().and_then(|p| p.clone())
+        Worker::progress(ctx)
     }
 
     async fn heartbeat(&self, held: Vec<HeldLease>) -> Option<HeartbeatAck> {
@@ -374,6 +563,14 @@ impl Keeper for Worker {
                 None
             }
         }
+    }
+
+    fn renewed_at(&self) -> Option<Instant> {
+        *lock(&self.renewed)
+    }
+
+    fn renewed(&self, sent: Instant) {
+        *lock(&self.renewed) = Some(sent);
     }
 
     /// Cancels the transform, saying why in the log.
@@ -413,6 +610,10 @@ async fn keep_leases<K: Keeper>(k: &K, every: Duration, stop: &CancellationToken
             _ = fencing(k, every, tick.tick()) => {}
         }
         fence(k);
+        // A report round renewed every lease a moment ago: nothing to add.
+        if k.renewed_at().is_some_and(|at| k.now().at.saturating_duration_since(at) < every / 2) {
+            continue;
+        }
         let held = k.leases().to_heartbeat(K::progress);
         let sent = k.now();
         let ack = tokio::select! {
@@ -424,6 +625,7 @@ async fn keep_leases<K: Keeper>(k: &K, every: Duration, stop: &CancellationToken
             for s in stops {
                 k.stop_lease(s);
             }
+            k.renewed(sent.at);
         }
     }
 }
