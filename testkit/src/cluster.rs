@@ -668,6 +668,21 @@ impl Cluster {
         self.launch_new(id, flags, self.spec.ready_timeout).await
     }
 
+    /// Starts node `id` with `--role <role>` (`worker`, or `auto` to let
+    /// the node decide from the cluster's membership) and `--join` naming
+    /// every live member (ids below [`WORKER_IDS`]), plus `extra`; waits
+    /// until it is ready. Unlike [`Cluster::add_worker`], these flags are
+    /// kept: [`Cluster::restart`] starts the node the same way again (the
+    /// chaos nemesis kills and restarts workers).
+    pub async fn add_joining(&mut self, id: u64, role: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let members: Vec<String> =
+            self.live_ids().into_iter().filter(|m| *m < WORKER_IDS).map(|m| self.addr(m)).collect();
+        let mut flags = vec!["--role".to_string(), role.into(), "--join".into(), members.join(",")];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        self.node_args_push(id, &flags);
+        self.launch_new(id, Vec::new(), self.spec.ready_timeout).await
+    }
+
     /// Runs the `skein` CLI with `args` (at most 60 s).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let mut cmd = tokio::process::Command::new(&self.bins.cli);

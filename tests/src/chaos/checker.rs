@@ -96,6 +96,11 @@ pub struct Stats {
     pub journal_commits: usize,
     /// Successes checked against a history that no longer held their lease.
     pub unverifiable: usize,
+    /// Faults whose nodes included a worker node (runs with workers).
+    pub faults_on_workers: usize,
+    /// Recorded successes reported by a worker node, and by a member.
+    pub worker_successes: usize,
+    pub member_successes: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -248,6 +253,15 @@ pub fn check(ev: &Evidence) -> Report {
         *starts.entry(j.task).or_default() += 1;
     }
     stats.ran_more_than_once = starts.values().filter(|&&n| n > 1).count();
+    let is_worker = |n: &u64| ev.workers.contains(n);
+    stats.faults_on_workers = ev.faults.iter().filter(|f| f.nodes.iter().any(is_worker)).count();
+    for e in tasks.values().flat_map(|t| t.history.iter()).filter(|e| e.what == EventKind::Succeeded) {
+        match e.node {
+            Some(n) if is_worker(&n) => stats.worker_successes += 1,
+            Some(_) => stats.member_successes += 1,
+            None => {}
+        }
+    }
     Report { violations: v, stats }
 }
 
@@ -414,6 +428,45 @@ mod tests {
             workload_end_ms: 400,
             ..Evidence::default()
         }
+    }
+
+    #[test]
+    fn a_run_with_workers_counts_their_work_and_holds_them_to_the_same_rules() {
+        let mut e = clean();
+        e.workers = vec![101];
+        // Task 2 ran on worker 101, which was paused after it.
+        e.tasks[1] = FinalTask {
+            history: vec![
+                ev(100, None, None, EventKind::Enqueued { status: TaskStatus::Pending }),
+                ev(200, Some(101), Some(20), EventKind::Leased { attempt: 1 }),
+                ev(300, Some(101), Some(20), EventKind::Succeeded),
+            ],
+            ..good_task(2)
+        };
+        e.journal[1] = commit(2, 20, 101);
+        let pause = Fault { kind: FaultKind::Pause, nodes: vec![101], leader_hit: false, start_ms: 350, end_ms: 380 };
+        e.faults = vec![pause];
+        let r = check(&e);
+        assert!(r.ok(), "{:?}", r.violations);
+        let s = &r.stats;
+        assert_eq!((s.worker_successes, s.member_successes, s.faults_on_workers), (1, 2, 1));
+
+        // Killed at 250, its lease stood until 1_800 (limit: 1_000 + 500).
+        e.tasks[1].history = vec![
+            ev(100, None, None, EventKind::Enqueued { status: TaskStatus::Pending }),
+            ev(200, Some(101), Some(20), EventKind::Leased { attempt: 1 }),
+            ev(1_800, Some(101), Some(20), EventKind::Expired { retry_at_ms: 1_850 }),
+            ev(1_900, Some(102), Some(21), EventKind::Leased { attempt: 2 }),
+            ev(2_000, Some(102), Some(21), EventKind::Succeeded),
+        ];
+        e.journal[1] = commit(2, 21, 102);
+        e.faults.push(Fault { kind: FaultKind::Kill, nodes: vec![101], leader_hit: false, start_ms: 250, end_ms: 260 });
+        let r = check(&e);
+        assert_eq!(
+            r.violations,
+            vec![Violation::LeasedToDead { task: 2, node: 101, token: 20, killed_ms: 250, ended_ms: Some(1_800) }]
+        );
+        assert_eq!(r.stats.worker_successes, 0, "102 is no worker of this run");
     }
 
     #[test]

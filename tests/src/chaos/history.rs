@@ -154,6 +154,9 @@ pub struct NodeDigest {
 /// Everything the checker reads.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Evidence {
+    /// The worker nodes (outside Raft) of the run, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<u64>,
     pub ops: Vec<Op>,
     pub faults: Vec<Fault>,
     pub journal: Vec<JournalLine>,

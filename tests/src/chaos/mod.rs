@@ -4,6 +4,12 @@
 //! ([`nemesis`]), and a checker that reads the history and the final state
 //! afterwards ([`checker`]), in the manner of Jepsen.
 //!
+//! A run may include worker nodes ([`RunConfig::workers`]: `--role
+//! worker`, outside Raft), whose links to the members go through the
+//! proxies as well; the nemesis hits them like any node, the clients call
+//! only the members (a worker serves no API), and their journals are read
+//! with the members'.
+//!
 //! [`run`] does one whole run: start, load and faults for the given time,
 //! heal, drain, collect the evidence (written to the run's folder), check.
 //! `skein-chaos` (`scripts/chaos.sh`) is its command line; the short runs in
@@ -30,6 +36,7 @@ use crate::proxy::Net;
 use checker::Report;
 use history::{Evidence, FinalTask, JournalLine, NodeDigest};
 use rng::Rng;
+use skein_testkit::cluster::WORKER_IDS;
 use skein_testkit::{now_ms, wait_for};
 use skein_testkit::{Cluster, Spec};
 use workload::{Workload, QUEUE};
@@ -41,6 +48,20 @@ pub struct RunConfig {
     pub seed: u64,
     /// 3 or 5 (all voters), or more (5 voters, the rest learners).
     pub nodes: usize,
+    /// Worker nodes (`--role worker`, outside Raft) besides the members,
+    /// ids [`WORKER_IDS`]` + 1..`: their links to the members run through
+    /// the proxies too, and the nemesis kills, pauses and cuts them like
+    /// any node. 0: none (the members run the tasks).
+    pub workers: usize,
+    /// `--slots` of each worker.
+    pub worker_slots: u32,
+    /// `--slots` of each member; `None`: the harness's default. A run with
+    /// workers usually gives its members none, so that the workers do the
+    /// work.
+    pub member_slots: Option<u32>,
+    /// Extra flags of every node, members and workers (e.g. the members'
+    /// `--worker-silence`).
+    pub node_args: Vec<String>,
     /// How long the workload and the faults go on.
     pub duration: Duration,
     /// Concurrent enqueuing clients (one reader besides).
@@ -58,6 +79,10 @@ impl RunConfig {
         RunConfig {
             seed,
             nodes,
+            workers: 0,
+            worker_slots: 3,
+            member_slots: None,
+            node_args: Vec::new(),
             duration,
             clients: 3,
             lease_ms: 3_000,
@@ -66,10 +91,64 @@ impl RunConfig {
         }
     }
 
+    /// [`RunConfig::new`] with `workers` worker nodes of `worker_slots`
+    /// slots each, the members running nothing (`--slots 0`).
+    pub fn with_workers(mut self, workers: usize, worker_slots: u32) -> RunConfig {
+        self.workers = workers;
+        self.worker_slots = worker_slots;
+        self.member_slots = Some(0);
+        self
+    }
+
+    /// The worker nodes' ids.
+    pub fn worker_ids(&self) -> Vec<u64> {
+        (1..=self.workers as u64).map(|i| WORKER_IDS + i).collect()
+    }
+
     /// The command that replays this run.
     pub fn replay(&self) -> String {
-        format!("scripts/chaos.sh --seed {} --nodes {} --seconds {}", self.seed, self.nodes, self.duration.as_secs())
+        let mut cmd = format!(
+            "scripts/chaos.sh --seed {} --nodes {} --seconds {}",
+            self.seed,
+            self.nodes,
+            self.duration.as_secs()
+        );
+        if self.workers > 0 {
+            // skein-chaos has no flag for workers: the configuration, as
+            // `tests/tests/chaos_runs.rs` writes it.
+            cmd = format!(
+                "RunConfig::new({}, {}, {} s).with_workers({}, {}) in tests/tests/chaos_runs.rs \
+                 (skein-chaos has no flag for workers)",
+                self.seed,
+                self.nodes,
+                self.duration.as_secs(),
+                self.workers,
+                self.worker_slots
+            );
+        }
+        cmd
     }
+}
+
+/// Whether `id` is a worker node's (see [`RunConfig::workers`]).
+pub fn is_worker(id: u64) -> bool {
+    id > WORKER_IDS
+}
+
+/// The `--route` flags (pairs of flag and value) of `routes` that lead to
+/// one of `members`' RPC addresses: nobody dials a worker (it has no RPC
+/// listener), so the proxies to workers are never used.
+fn routes_to(routes: Vec<String>, members: &BTreeMap<u64, String>) -> Vec<String> {
+    let targets: Vec<&String> = members.values().collect();
+    let mut out = Vec::new();
+    for pair in routes.chunks(2) {
+        if let [flag, value] = pair {
+            if value.split_once('=').is_some_and(|(to, _)| targets.contains(&&to.to_string())) {
+                out.extend([flag.clone(), value.clone()]);
+            }
+        }
+    }
+    out
 }
 
 /// Runs the cluster, the workload and the faults; returns the evidence and
@@ -85,6 +164,15 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
         cfg.duration.as_secs(),
         cfg.out.display()
     ));
+    if cfg.workers > 0 {
+        say(format!(
+            "{} workers of {} slots each ({:?}); members' slots {:?}",
+            cfg.workers,
+            cfg.worker_slots,
+            cfg.worker_ids(),
+            cfg.member_slots
+        ));
+    }
     say(format!("replay with: {}", cfg.replay()));
     let (mut c, net) = start(cfg, None).await?;
     let result = drive(cfg, &mut c, &net).await;
@@ -102,28 +190,63 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<(Evidence, Report)> {
 /// taken by another process meanwhile fails the start: then again on new
 /// ports, at most three times. Every node runs `node_bin` if given (else
 /// the `skein-node` next to this executable).
-pub(crate) async fn start(cfg: &RunConfig, node_bin: Option<&Path>) -> anyhow::Result<(Cluster, Net)> {
+///
+/// Then the workers, if any ([`RunConfig::workers`]): each registers over
+/// HTTP (which no proxy cuts) and reaches every member's RPC address
+/// through its own proxy, so the nemesis can cut it off like a member.
+pub async fn start(cfg: &RunConfig, node_bin: Option<&Path>) -> anyhow::Result<(Cluster, Net)> {
     let mut attempt = 1;
-    loop {
+    let (mut c, net) = loop {
         let mut layout = Spec::free(cfg.nodes)?;
         layout.voters = Some(if cfg.nodes >= 5 { 5 } else { cfg.nodes.min(3) });
         layout.node_bin = node_bin.map(Path::to_path_buf);
+        if let Some(slots) = cfg.member_slots {
+            layout.slots = slots;
+        }
+        layout.args = cfg.node_args.clone();
         let rpc: BTreeMap<u64, String> = layout.addrs.iter().map(|(&id, (_, rpc))| (id, rpc.clone())).collect();
-        let net = Net::start(&rpc).await?;
+        // A worker has no RPC listener: its proxies' target is a port
+        // nothing listens on, and no route leads there.
+        let mut everyone = rpc.clone();
+        for w in cfg.worker_ids() {
+            everyone.insert(w, "127.0.0.1:9".to_string());
+        }
+        let net = Net::start(&everyone).await?;
         for &id in rpc.keys() {
-            let mut args = net.route_args(id);
+            let mut args = routes_to(net.route_args(id), &rpc);
             args.extend(["--journal".to_string(), journal_path(&cfg.out, id).display().to_string()]);
             layout.node_args.insert(id, args);
         }
         match Cluster::start_layout(layout).await {
-            Ok(c) => return Ok((c, net)),
+            Ok(c) => break (c, net),
             Err(e) if attempt < 3 && format!("{e:#}").contains("in use") => {
                 say(format!("a port was taken before a node could bind it; starting again on new ports ({e:#})"));
                 attempt += 1;
             }
             Err(e) => return Err(e),
         }
+    };
+    let rpc: BTreeMap<u64, String> = c.ids().into_iter().map(|id| (id, c.node(id).rpc.clone())).collect();
+    for w in cfg.worker_ids() {
+        let mut args = routes_to(net.route_args(w), &rpc);
+        args.extend([
+            "--journal".to_string(),
+            journal_path(&cfg.out, w).display().to_string(),
+            "--slots".into(),
+            cfg.worker_slots.to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.add_joining(w, "worker", &args).await.with_context(|| format!("starting worker {w}"))?;
     }
+    if cfg.workers > 0 {
+        say(format!("{} workers registered, each reaching the members through its proxies", cfg.workers));
+    }
+    Ok((c, net))
+}
+
+/// The Raft members among `ids` (the nodes that serve the API).
+pub fn members(ids: &[u64]) -> Vec<u64> {
+    ids.iter().copied().filter(|&id| !is_worker(id)).collect()
 }
 
 async fn drive(cfg: &RunConfig, c: &mut Cluster, net: &Net) -> anyhow::Result<(Evidence, Report)> {
@@ -150,7 +273,8 @@ pub(crate) async fn start_load(cfg: &RunConfig, c: &Cluster) -> anyhow::Result<(
         .await?;
 
     let rng = Rng::new(cfg.seed);
-    let nodes: Vec<(u64, String)> = c.ids().into_iter().map(|id| (id, c.addr(id))).collect();
+    // A worker serves no API: the clients call the members.
+    let nodes: Vec<(u64, String)> = members(&c.ids()).into_iter().map(|id| (id, c.addr(id))).collect();
     let workload_start_ms = now_ms();
     let load = Workload::start(nodes, cfg.clients, &rng);
     Ok((load, rng, workload_start_ms))
@@ -185,6 +309,7 @@ pub(crate) async fn conclude(
     let digests = agreed_digests(c).await?;
     let journal = read_journals(&cfg.out, &c.ids())?;
     let evidence = Evidence {
+        workers: cfg.worker_ids(),
         ops,
         faults,
         journal,
@@ -229,7 +354,8 @@ async fn agreed_digests(c: &Cluster) -> anyhow::Result<Vec<NodeDigest>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let mut sample = Vec::new();
-        for id in c.live_ids() {
+        // Workers hold no state machine.
+        for id in members(&c.live_ids()) {
             match c.api.digest(&c.addr(id)).await {
                 Ok((applied_index, digest)) => sample.push(NodeDigest { node: id, applied_index, digest }),
                 Err(e) => {
@@ -275,6 +401,11 @@ pub fn summary(cfg: &RunConfig, r: &Report) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<44} {v}\n"));
     line("seed / nodes / load time", format!("{} / {} / {} s", cfg.seed, cfg.nodes, cfg.duration.as_secs()));
+    if cfg.workers > 0 {
+        line("workers (slots each)", format!("{} ({})", cfg.workers, cfg.worker_slots));
+        line("faults that hit a worker", s.faults_on_workers.to_string());
+        line("successes by workers / by members", format!("{} / {}", s.worker_successes, s.member_successes));
+    }
     for (kind, outcomes) in &s.ops {
         let get = |o: &str| outcomes.get(o).copied().unwrap_or(0);
         line(
@@ -305,4 +436,23 @@ pub fn summary(cfg: &RunConfig, r: &Report) -> String {
         out.push_str(&format!("    ... and {} more (report.json)\n", r.violations.len() - 20));
     }
     format!("chaos summary\n{out}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_routed_only_to_the_members() {
+        let rpc = BTreeMap::from([(1, "127.0.0.1:11".to_string()), (2, "127.0.0.1:12".to_string())]);
+        let routes = ["--route", "127.0.0.1:11=127.0.0.1:91", "--route", "127.0.0.1:9=127.0.0.1:92"];
+        let routes: Vec<String> = routes.iter().map(|s| s.to_string()).collect();
+        assert_eq!(routes_to(routes, &rpc), ["--route", "127.0.0.1:11=127.0.0.1:91"]);
+        let cfg = RunConfig::new(7, 3, Duration::from_secs(1), Path::new("/tmp")).with_workers(2, 5);
+        assert_eq!(cfg.worker_ids(), [WORKER_IDS + 1, WORKER_IDS + 2]);
+        assert!(cfg.worker_ids().iter().all(|&w| is_worker(w)) && !is_worker(3));
+        assert_eq!(members(&[1, 2, 3, 101, 102]), [1, 2, 3]);
+        assert_eq!(cfg.member_slots, Some(0));
+        assert!(cfg.replay().contains("with_workers(2, 5)"), "{}", cfg.replay());
+    }
 }

@@ -6,6 +6,12 @@
 //! Which node a fault hits is drawn too, except "the leader", which is
 //! whoever leads at that moment. One fault at a time keeps every fault a
 //! minority failure: a majority always remains to make progress.
+//!
+//! Worker nodes (outside Raft; [`super::is_worker`]) are drawn like any
+//! node: killed and restarted (they register again), paused, their
+//! outbound traffic cut. A minority isolated is a minority of the members
+//! plus some of the workers, so that the cut side holds workers too and
+//! the members keep their majority.
 
 use std::time::Duration;
 
@@ -120,7 +126,7 @@ async fn inject(c: &mut Cluster, net: &Net, p: &Planned, n: usize) -> anyhow::Re
             vec![target]
         }
         FaultKind::PartitionLeader | FaultKind::IsolateMinority => {
-            let side = if p.kind == FaultKind::PartitionLeader { vec![target] } else { minority(&ids, p.pick) };
+            let side = if p.kind == FaultKind::PartitionLeader { vec![target] } else { isolated(&ids, p.pick) };
             let rest: Vec<u64> = ids.iter().copied().filter(|id| !side.contains(id)).collect();
             say(format!("fault {n}: partition {side:?} | {rest:?} (leader {leader:?}) for {hold_ms} ms"));
             net.partition(&side, &rest);
@@ -142,6 +148,27 @@ async fn inject(c: &mut Cluster, net: &Net, p: &Planned, n: usize) -> anyhow::Re
     };
     let leader_hit = leader.is_some_and(|l| nodes.contains(&l));
     Ok(Fault { kind: p.kind, nodes, leader_hit, start_ms, end_ms: now_ms() })
+}
+
+/// The side a minority isolation cuts off: a minority of the members
+/// ([`minority`]) and, in a run with workers, between one and half of the
+/// workers, drawn by `pick` too (a run without workers draws exactly what
+/// it always did).
+fn isolated(ids: &[u64], pick: u64) -> Vec<u64> {
+    let members = super::members(ids);
+    let workers: Vec<u64> = ids.iter().copied().filter(|&id| super::is_worker(id)).collect();
+    let mut side = minority(&members, pick);
+    if !workers.is_empty() {
+        let mut rng = Rng::new(pick ^ 0x5eed_0f_c0ff_ee);
+        let n = rng.range(1, (workers.len() as u64 / 2).max(1)) as usize;
+        let mut pool = workers;
+        for _ in 0..n {
+            let i = rng.range(0, pool.len() as u64 - 1) as usize;
+            side.push(pool.swap_remove(i));
+        }
+        side.sort_unstable();
+    }
+    side
 }
 
 /// A minority of `ids` (the largest one: `(n - 1) / 2` nodes) drawn by `pick`.
@@ -184,6 +211,18 @@ mod tests {
         kinds.sort();
         assert_eq!(kinds, FaultKind::ALL.to_vec());
         assert!(a.iter().all(|p| p.hold >= Duration::from_secs(1) && p.hold <= Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn an_isolated_side_keeps_the_members_majority_and_holds_workers() {
+        assert_eq!(isolated(&[1, 2, 3], 5), minority(&[1, 2, 3], 5));
+        let ids = [1, 2, 3, 101, 102, 103, 104];
+        for pick in 0..200 {
+            let side = isolated(&ids, pick);
+            let (workers, members): (Vec<u64>, Vec<u64>) = side.iter().partition(|&&id| crate::chaos::is_worker(id));
+            assert_eq!(members.len(), 1, "{side:?}");
+            assert!((1..=2).contains(&workers.len()), "{side:?}");
+        }
     }
 
     #[test]
