@@ -3,10 +3,12 @@
 # libclang-dev (RocksDB's bindings are generated at build time), curl
 # (scripts/cluster.sh), chromium (the dashboard's browser test runs it
 # headless) and systemd (systemd-analyze checks deploy/systemd's unit in
-# tests/tests/deploy.rs). Debian/Ubuntu, as root or with sudo.
+# tests/tests/deploy.rs), podman, runc and mmdebstrap (tests/tests/containers.rs
+# builds the container image from Debian's packages and runs a cluster of it:
+# deploy/docker/build-image.sh). Debian/Ubuntu, as root or with sudo.
 set -euo pipefail
 need=()
-for pkg in libclang-dev curl chromium systemd; do
+for pkg in libclang-dev curl chromium systemd podman runc mmdebstrap; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
