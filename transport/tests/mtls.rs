@@ -402,3 +402,43 @@ async fn permissive_clients_fall_back_to_plain() {
     })
     .await;
 }
+
+/// `exchange` (0.6.0) is checked like the calls it carries: a member
+/// certificate speaks only for its own id, a worker certificate only for
+/// workers, and a peer without a certificate of this cluster gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_is_checked_like_the_worker_calls() {
+    bounded(async {
+        let certs = certs();
+        let dir = certs._root.path().join("worker");
+        issue::issue_node(&certs._root.path().join("ca"), 1000, "worker", &["127.0.0.1".to_string()], &dir)
+            .expect("issue a worker certificate");
+        let worker = NodeTls::load(&dir).expect("load");
+        let fake = Arc::new(Fake::default());
+        let (addr, stop) = start(&fake, ServerTls::new(TlsMode::Required, &certs.server)).await;
+        let round = |node| skein_transport::ExchangeRequest {
+            node,
+            slots: 1,
+            completions: Vec::new(),
+            held: Some(Vec::new()),
+            queues: Vec::new(),
+            max: 1,
+            wait_ms: 0,
+        };
+        let reached = |r: Result<skein_transport::ExchangeReply, skein_transport::CallError>| {
+            matches!(r, Err(skein_transport::CallError::Remote { error: NodeError::Invalid(_), .. }))
+        };
+        let member = peers(Some((TlsMode::Required, certs.client)));
+        assert!(reached(member.exchange(&addr, round(7)).await), "member 7 for itself reaches the handler");
+        assert!(!reached(member.exchange(&addr, round(8)).await), "member 7 claiming node 8 is refused");
+        let workers = peers(Some((TlsMode::Required, worker)));
+        assert!(reached(workers.exchange(&addr, round(5000)).await), "a worker certificate for worker 5000");
+        assert!(!reached(workers.exchange(&addr, round(3)).await), "a worker certificate claiming member 3");
+        let stranger = peers(Some((TlsMode::Required, certs.stranger)));
+        assert!(!reached(stranger.exchange(&addr, round(7)).await), "another CA's certificate");
+        assert!(!reached(peers(None).exchange(&addr, round(7)).await), "no TLS at all");
+        assert_eq!(fake.calls(), 2, "only the two allowed rounds reached the handler");
+        stop.cancel();
+    })
+    .await;
+}
