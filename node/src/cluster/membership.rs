@@ -120,19 +120,21 @@ pub async fn count_members(
     join: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<usize> {
-    let none: Option<&()> = None;
-    let status: skein_raft::api::ClusterStatus = ask_members(
-        config,
-        join,
-        Method::GET,
-        "/api/v1/cluster",
-        none,
-        10,
-        "asking the cluster whether it needs a member",
-        shutdown,
-    )
-    .await?;
+    let status = cluster_status(config, join, 10, "asking the cluster whether it needs a member", shutdown).await?;
     Ok(status.nodes.iter().filter(|n| n.role != "worker").count())
+}
+
+/// The cluster's status (`GET /api/v1/cluster`) from the first member of
+/// `join` that answers, in up to `rounds` rounds.
+async fn cluster_status(
+    config: &crate::config::Config,
+    join: &str,
+    rounds: u64,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<skein_raft::api::ClusterStatus> {
+    let none: Option<&()> = None;
+    ask_members(config, join, Method::GET, "/api/v1/cluster", none, rounds, what, shutdown).await
 }
 
 /// An HTTP client for calls to the members, trusting the cluster's CA.
@@ -246,18 +248,7 @@ pub async fn forget_old_identity(
     join: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let none: Option<&()> = None;
-    let status: skein_raft::api::ClusterStatus = ask_members(
-        config,
-        join,
-        Method::GET,
-        "/api/v1/cluster",
-        none,
-        20,
-        "reading the cluster's membership",
-        shutdown,
-    )
-    .await?;
+    let status = cluster_status(config, join, 20, "reading the cluster's membership", shutdown).await?;
     if !status.nodes.iter().any(|n| n.id == config.id && n.role != "worker") {
         return Ok(());
     }
@@ -267,7 +258,8 @@ pub async fn forget_old_identity(
     );
     let path = format!("/api/v1/cluster/nodes/{}", config.id);
     let _: serde_json::Value =
-        ask_members(config, join, Method::DELETE, &path, none, 20, "removing the old identity", shutdown).await?;
+        ask_members(config, join, Method::DELETE, &path, None::<&()>, 20, "removing the old identity", shutdown)
+            .await?;
     Ok(())
 }
 

@@ -539,7 +539,7 @@ impl Keeper for Worker {
     /// The tracker is never left half-changed (its methods do not panic
     /// midway), so a poisoned lock is taken as it is.
     fn leases(&self) -> MutexGuard<'_, Leases<TaskContext>> {
-        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.leases)
     }
 
     fn now(&self) -> Moment {
