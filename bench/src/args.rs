@@ -14,7 +14,10 @@ use clap::Parser;
 /// restart, SIGTERM, then kill -9 of the leader under load), depth (1M queued 1 KiB tasks: rates, memory,
 /// disk, restart, join), scale (1/3/5/7 nodes with 10 ms tasks), compare
 /// (the lifecycle and latency workload on a 3-node JetStream cluster, with
-/// its default sync and with sync_interval: always).
+/// its default sync and with sync_interval: always), fleet (3 members with
+/// no slots and 10/100/1,000 simulated workers outside Raft at one offered
+/// rate: tasks/s, the leader's CPU per 1,000 tasks, heartbeat bytes/s, a new
+/// worker's time to its first task, the share of busy workers).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "skein-bench", after_help = EXAMPLES)]
 pub struct Args {
@@ -23,7 +26,7 @@ pub struct Args {
     pub quick: bool,
 
     /// Scenarios to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["lifecycle", "latency", "failover", "depth", "scale", "compare"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["lifecycle", "latency", "failover", "depth", "scale", "compare", "fleet"])]
     pub scenarios: Vec<String>,
 
     /// Tasks per lifecycle run with batches [default: 100000; quick 2000];
@@ -68,6 +71,42 @@ pub struct Args {
     #[arg(long)]
     pub scale_secs: Option<f64>,
 
+    /// Workers of each fleet run: simulated workers outside Raft, each on a
+    /// connection of its own [default: 10,100,1000; quick 10,100].
+    #[arg(long, value_delimiter = ',')]
+    pub fleet_workers: Vec<usize>,
+
+    /// Workers of each batched fleet run that are real `skein-node --role
+    /// worker` processes (the rest are simulated in this process; the
+    /// separate-calls runs are all simulated) [default: 10; quick 2].
+    #[arg(long)]
+    pub fleet_real: Option<usize>,
+
+    /// Slots (concurrent tasks) of each worker.
+    #[arg(long, default_value_t = 1)]
+    pub fleet_slots: u32,
+
+    /// Tasks/s offered to every fleet size: a task is held
+    /// workers × slots / rate seconds, so every worker stays busy and only
+    /// the fleet's own cost grows with it.
+    #[arg(long, default_value_t = 200.0)]
+    pub fleet_rate: f64,
+
+    /// Seconds each fleet run is measured, after its warm-up [default: 30; quick 3].
+    #[arg(long)]
+    pub fleet_secs: Option<f64>,
+
+    /// The worker protocols to run each fleet size with: batched (the
+    /// `exchange` call of 0.6.0) and separate (0.5.0's lease, heartbeat
+    /// and complete calls) [default: batched,separate; quick batched].
+    #[arg(long, value_delimiter = ',')]
+    pub fleet_protocols: Vec<crate::fleet::Protocol>,
+
+    /// Workers that join during each fleet run's window (each one's time to
+    /// its first task is reported).
+    #[arg(long, default_value_t = 3)]
+    pub fleet_joiners: usize,
+
     /// The skein-node binary [default: next to this binary, or in $SKEIN_BIN_DIR].
     #[arg(long)]
     pub node_bin: Option<PathBuf>,
@@ -108,7 +147,8 @@ Examples:
   scripts/bench.sh                       # builds (release) and runs everything
   skein-bench --quick                    # the smoke run
   skein-bench --scenarios lifecycle,compare --tasks 50000
-  skein-bench --scenarios lifecycle --tls # over mutual TLS and HTTPS";
+  skein-bench --scenarios lifecycle --tls # over mutual TLS and HTTPS
+  skein-bench --scenarios fleet --fleet-workers 10,100,1000 --fleet-protocols batched";
 
 impl Args {
     pub fn selected(&self, scenario: &str) -> bool {
@@ -154,6 +194,37 @@ impl Args {
             vec![1, 3]
         } else {
             vec![1, 3, 5, 7]
+        }
+    }
+
+    pub fn fleet_workers(&self) -> Vec<usize> {
+        if !self.fleet_workers.is_empty() {
+            return self.fleet_workers.clone();
+        }
+        if self.quick {
+            vec![10, 100]
+        } else {
+            vec![10, 100, 1000]
+        }
+    }
+
+    pub fn fleet_real(&self) -> usize {
+        self.pick(self.fleet_real, 10, 2)
+    }
+
+    pub fn fleet_secs(&self) -> f64 {
+        self.pick(self.fleet_secs, 30.0, 3.0)
+    }
+
+    pub fn fleet_protocols(&self) -> Vec<crate::fleet::Protocol> {
+        use crate::fleet::Protocol::{Batched, Separate};
+        if !self.fleet_protocols.is_empty() {
+            return self.fleet_protocols.clone();
+        }
+        if self.quick {
+            vec![Batched]
+        } else {
+            vec![Batched, Separate]
         }
     }
 

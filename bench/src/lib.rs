@@ -7,6 +7,7 @@
 //! - [`args`]: the flags, and what `--quick` changes;
 //! - [`scenarios`]: lifecycle, latency, failover, depth, scale-out, and the
 //!   comparison with NATS JetStream;
+//! - [`fleet`]: 3 members and a fleet of simulated workers outside Raft;
 //! - [`nats`]: a 3-node JetStream cluster and its workload;
 //! - [`logs`]: task timestamps from node logs;
 //! - [`stats`], [`report`]: figures, targets, the table and the JSON;
@@ -22,6 +23,7 @@
 //! checks only that the harness works.
 
 pub mod args;
+pub mod fleet;
 pub mod logs;
 pub mod nats;
 pub mod procs;

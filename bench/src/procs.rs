@@ -71,3 +71,29 @@ pub fn node_memory(c: &Cluster, id: u64) -> Option<Memory> {
 pub fn node_disk_bytes(c: &Cluster, id: u64) -> u64 {
     disk_bytes(&c.node(id).data_dir())
 }
+
+/// CPU seconds (user + system) a process has used so far: fields 14 and 15
+/// of `/proc/<pid>/stat`, in clock ticks of 1/100 s (Linux's `USER_HZ` on
+/// every architecture it runs on).
+pub fn cpu_secs_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; count from its end.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        let secs = super::cpu_secs_of(std::process::id()).expect("reading /proc/self/stat");
+        assert!(secs > 0.0, "{secs}");
+    }
+}

@@ -15,6 +15,7 @@ use skein_testkit::process::Binaries;
 use skein_testkit::{Api, Cluster, Dirs, Load, Spec};
 
 use crate::args::Args;
+use crate::fleet::{self, FleetRun, FleetSpec};
 use crate::logs::{self, now_us, LogTail};
 use crate::nats::{self, take_batch, NatsCluster};
 use crate::procs::{self, Memory};
@@ -41,6 +42,7 @@ pub struct Bench {
     failover: Option<Failover>,
     depth: Option<Depth>,
     scale: Vec<Scale>,
+    fleet: Vec<FleetRun>,
 }
 
 /// Runs every selected scenario; a scenario that fails is reported and the
@@ -81,6 +83,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
         ("latency".into(), format!("{} tasks one at a time, sent to the leader", args.samples())),
         ("depth".into(), format!("{} tasks of 1 KiB queued (paused queue) before any worker runs", args.depth_tasks())),
         ("scale-out".into(), format!("nodes {:?}, {} slots each, sleep 10 ms tasks", args.scale_nodes(), args.scale_slots)),
+        ("fleet".into(), format!("3 members with no slots; workers {:?}, up to {} of them real processes ({} slots each, {:?}), {} tasks/s offered, {} s measured, {} joining", args.fleet_workers(), args.fleet_real(), args.fleet_slots, args.fleet_protocols(), args.fleet_rate, args.fleet_secs(), args.fleet_joiners)),
         ("jetstream".into(), format!("3 servers, work-queue stream R3 (file), durable pull consumer, {} consumers acking each message", args.consumers)),
     ];
     let mut bench = Bench {
@@ -96,9 +99,10 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
         failover: None,
         depth: None,
         scale: Vec::new(),
+        fleet: Vec::new(),
     };
     let mut all_ok = true;
-    for name in ["lifecycle", "latency", "failover", "depth", "scale", "compare"] {
+    for name in ["lifecycle", "latency", "failover", "depth", "scale", "fleet", "compare"] {
         if !bench.args.selected(name) {
             continue;
         }
@@ -110,6 +114,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(Report, bool)> 
             "failover" => bench.failover().await,
             "depth" => bench.depth().await,
             "scale" => bench.scale().await,
+            "fleet" => bench.fleet().await,
             _ => bench.compare().await,
         };
         match result {
@@ -165,7 +170,14 @@ impl Bench {
     /// mutual TLS and serve HTTPS, and the cluster's clients (`c.api`,
     /// `c.probe`, and the [`Load`] made from `c.api`) trust that CA.
     async fn cluster(&self, name: &str, n: usize, slots: u32) -> anyhow::Result<Cluster> {
+        self.cluster_with(name, n, slots, &[]).await
+    }
+
+    /// [`Bench::cluster`] with `extra` flags for every node (before the
+    /// `--node-arg` ones, which win).
+    async fn cluster_with(&self, name: &str, n: usize, slots: u32, extra: &[&str]) -> anyhow::Result<Cluster> {
         let mut args = vec!["--log-format".to_string(), "json".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(self.args.node_args.iter().cloned());
         let dir = self.root.join(name);
         let spec = Spec {
@@ -440,6 +452,71 @@ impl Bench {
         Ok(())
     }
 
+    // ----- 6. a fleet of workers outside Raft ---------------------------------------
+
+    /// For each fleet size and protocol, a fresh cluster of 3 members with
+    /// no slots of their own (every task runs on the fleet), then the fleet.
+    /// Without TLS even with `--tls`: the simulated workers have no
+    /// certificates.
+    async fn fleet(&mut self) -> anyhow::Result<()> {
+        if self.args.tls {
+            self.report.note("fleet: runs without TLS (the simulated workers have no certificates)");
+        }
+        let tls = std::mem::replace(&mut self.args.tls, false);
+        let result = self.fleet_runs().await;
+        self.args.tls = tls;
+        self.report.detail("fleet", &self.fleet);
+        result
+    }
+
+    async fn fleet_runs(&mut self) -> anyhow::Result<()> {
+        // Every worker holds a connection of its own from 127.0.0.1, and
+        // stays registered through the whole run.
+        let flags = ["--max-connections-per-address", "0", "--max-connections", "0", "--worker-silence", "600"];
+        for protocol in self.args.fleet_protocols() {
+            for workers in self.args.fleet_workers() {
+                let name = format!("fleet-{workers}-{protocol:?}").to_lowercase();
+                let mut c = self.cluster_with(&name, 3, 0, &flags).await?;
+                let spec = FleetSpec {
+                    workers,
+                    real: self.args.fleet_real(),
+                    slots: self.args.fleet_slots,
+                    rate: self.args.fleet_rate,
+                    warmup: Duration::from_secs(if self.args.quick { 1 } else { 5 }),
+                    window: Duration::from_secs_f64(self.args.fleet_secs()),
+                    joiners: self.args.fleet_joiners,
+                    protocol,
+                };
+                eprintln!("bench: fleet of {workers} workers, {protocol:?}");
+                let result = fleet::run(&mut c, &spec).await;
+                c.stop();
+                let f = result?;
+                let what = format!("{workers} workers ({} real), {protocol:?}", f.real_workers).to_lowercase();
+                let r = &mut self.report;
+                r.row("fleet", "skein", &format!("{what}: tasks/s"), f.tasks_per_sec, "tasks/s");
+                r.row(
+                    "fleet",
+                    "skein",
+                    &format!("{what}: leader CPU per 1,000 tasks"),
+                    f.leader_cpu_secs_per_1000_tasks,
+                    "s",
+                );
+                r.row("fleet", "skein", &format!("{what}: heartbeat bytes/s"), f.heartbeat_bytes_per_sec, "B/s");
+                let first = f.first_task_ms.iter().copied().fold(0.0, f64::max);
+                r.row("fleet", "skein", &format!("{what}: new worker to first task (slowest)"), first, "ms");
+                r.row(
+                    "fleet",
+                    "skein",
+                    &format!("{what}: workers holding a lease (lowest)"),
+                    f.busy_share_min * 100.0,
+                    "%",
+                );
+                self.fleet.push(f);
+            }
+        }
+        Ok(())
+    }
+
     // ----- 6. comparison with JetStream --------------------------------------------
 
     async fn compare(&mut self) -> anyhow::Result<()> {
@@ -595,6 +672,22 @@ impl Bench {
         let s1 = self.scale.iter().find(|s| s.nodes == 1).map(|s| s.per_sec);
         let s7 = self.scale.iter().find(|s| s.nodes == 7).map(|s| s.per_sec);
         r.at_least("scale-out: 7 nodes vs 1, 10 ms tasks", "≥ 5×", ratio(s7, s1), 5.0, "×");
+        let cpu = |workers: usize| {
+            self.fleet
+                .iter()
+                .find(|f| f.workers == workers && f.protocol == fleet::Protocol::Batched)
+                .map(|f| f.leader_cpu_secs_per_1000_tasks)
+        };
+        let (f10, f1000) = (cpu(10), cpu(1000));
+        r.at_most("fleet: leader CPU per 1,000 tasks, 1,000 workers vs 10", "≤ 1.5×", ratio(f1000, f10), 1.5, "×");
+        let busy = self.fleet.iter().filter(|f| f.protocol == fleet::Protocol::Batched).map(|f| f.busy_share_mean);
+        r.at_least(
+            "fleet: workers holding a lease (mean share, smallest over fleet sizes)",
+            "≥ 95 %",
+            busy.reduce(f64::min).map(|b| b * 100.0),
+            95.0,
+            "%",
+        );
         if d.is_some() && !full_depth {
             r.note("depth targets are for 1,000,000 tasks; this run queued fewer, so they are not judged");
         }

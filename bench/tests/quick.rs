@@ -32,7 +32,7 @@ fn quick_run_measures_every_scenario() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON results")).expect("valid JSON");
     let rows = report["rows"].as_array().expect("rows");
-    for scenario in ["lifecycle", "latency", "failover", "depth", "scale-out"] {
+    for scenario in ["lifecycle", "latency", "failover", "depth", "scale-out", "fleet"] {
         assert!(
             rows.iter().any(|r| r["scenario"] == scenario && r["value"].as_f64().is_some()),
             "no figures for {scenario}:\n{stdout}"
@@ -40,6 +40,15 @@ fn quick_run_measures_every_scenario() {
     }
     let lost = rows.iter().find(|r| r["metric"] == "tasks lost").and_then(|r| r["value"].as_f64());
     assert_eq!(lost, Some(0.0), "the failover lost acknowledged tasks:\n{stdout}");
+    // Each fleet size ran with every worker holding a lease at some point
+    // and the joiners getting a task (the run fails otherwise).
+    let fleet = report["details"]["fleet"].as_array().expect("the fleet's details");
+    assert_eq!(fleet.len(), 2, "two fleet sizes in a quick run:\n{stdout}");
+    for f in fleet {
+        assert!(f["tasks"].as_u64().is_some_and(|n| n > 0), "a fleet run completed nothing: {f}");
+        assert!(f["busy_share_mean"].as_f64().is_some_and(|b| b > 0.5), "a fleet mostly idle: {f}");
+        assert_eq!(f["first_task_ms"].as_array().map(Vec::len), Some(3), "joiners without a first task: {f}");
+    }
     let nats = report["machine"]["nats_server"].is_string();
     if nats {
         assert!(

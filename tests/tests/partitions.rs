@@ -4,12 +4,14 @@
 //! while a node is paused and another killed; a reader that polls the
 //! target during the publish; a failed partition run again alone; a join
 //! of two sources; the same partitioned plan on S3 (moto); a run under a
-//! memory pool smaller than its data.
+//! memory pool smaller than its data; a worker scaled down by SIGTERM
+//! mid-run, whose unfinished partitions are handed back and run elsewhere
+//! while the finished ones are kept.
 //!
 //! Needs the binaries (`cargo build --workspace --bins`) and, for the S3
 //! test, moto's server (`scripts/deps.sh`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,10 +20,10 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
-use skein_raft::api::{PlanDetail, RunPartitions, RunPlansReply};
+use skein_raft::api::{PlanDetail, RunPartitions, RunPlansReply, TaskDetail};
 use skein_raft::fsm::{EventKind, Task, TaskStatus};
 use skein_testkit::{wait_for, Cluster};
-use skein_tests::checks::{say, succeeded_once};
+use skein_tests::checks::{details, say, succeeded_once};
 use skein_tests::moto::Moto;
 
 /// Every test body's own deadline (the cluster's start not counted).
@@ -522,4 +524,238 @@ async fn a_migration_bounded_by_its_memory_pool() {
         Ok(())
     })
     .await;
+}
+
+/// The worker SIGTERM stops in the scale-down test (`--drain-timeout 1`),
+/// and the one that stays.
+const STOPPED: u64 = 101;
+const STAYS: u64 = 102;
+
+/// The wall clock in ms, as the leader stamps it into the history (the
+/// nodes run on this host).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The leases in a task's history.
+fn leases(d: &TaskDetail) -> usize {
+    d.history.iter().filter(|e| matches!(e.what, EventKind::Leased { .. })).count()
+}
+
+/// The `id` of every row of the version published in a local target, in
+/// the order read: its manifest's token, and the ids.
+fn version_ids(target: &Path) -> anyhow::Result<(u64, Vec<u64>)> {
+    let m: Value = serde_json::from_slice(&std::fs::read(target.join("_manifest.json"))?)?;
+    let mut ids = Vec::new();
+    for f in m["files"].as_array().context("the manifest lists no files")? {
+        let rel = f["path"].as_str().or(f.as_str()).context("a file without a path")?;
+        for line in std::fs::read_to_string(target.join(rel))?.lines().filter(|l| !l.trim().is_empty()) {
+            let row: Value = serde_json::from_str(line).with_context(|| format!("a row of {rel}: {line}"))?;
+            ids.push(row["id"].as_u64().with_context(|| format!("a row of {rel} without an id: {line}"))?);
+        }
+    }
+    Ok((m["token"].as_u64().unwrap_or(0), ids))
+}
+
+/// Scaling down loses no finished work. Three members that run nothing
+/// (`--slots 0`) and two workers run a partitioned plan of 12 partitions of
+/// about 4 s each (an `exec` sleep). Worker 101 (`--drain-timeout 1`) is
+/// sent SIGTERM right after it took new partitions, with some already
+/// succeeded: it exits 0 and leaves; the partitions it held are handed back
+/// (`released` by it under its token, never `expired`) and succeed on the
+/// other worker; every partition that had succeeded before the SIGTERM
+/// keeps its history unchanged (one lease, one success), every other ran
+/// once, the planner ran once and the run's generation did not change (the
+/// run goes on from its finished partitions, not from zero); the commit
+/// publishes, and the target holds every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_stopped_mid_run_hands_back_its_partitions_and_the_finished_ones_are_kept() {
+    let dir = tempfile::Builder::new().prefix("skein-partitions-").tempdir().expect("a temp dir");
+    let mut spec = skein_testkit::Spec::new(3);
+    spec.slots = 0;
+    let mut c = spec.start().await.expect("starting 3 members that run nothing");
+    let result = match tokio::time::timeout(TEST_TIMEOUT, scale_down(&mut c, dir.path())).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("the test did not finish within {TEST_TIMEOUT:?}")),
+    };
+    if result.is_err() {
+        eprintln!("datasets kept in {}", dir.keep().display());
+    }
+    c.finish(result);
+}
+
+async fn scale_down(c: &mut Cluster, dir: &Path) -> anyhow::Result<()> {
+    const NAME: &str = "handed-back";
+    const FILES: usize = 12;
+    const ROWS: usize = 40;
+    const TOTAL: u64 = (FILES * ROWS) as u64;
+    let src = write_source(dir, FILES, ROWS)?;
+    let target = dir.join("kept");
+    let addr = c.addr(1);
+    c.api
+        .configure_queue(&addr, QUEUE, json!({"lease_ms": 10000, "backoff_base_ms": 100, "backoff_cap_ms": 500}))
+        .await?;
+    // Each partition sleeps 4 s: a SIGTERM right after a lease leaves far
+    // more than the stopped worker's 1 s of drain.
+    let docs = vec![plan(NAME, &format!(
+        "  source: {{url: \"file://{}/\", format: csv, partition: file}}\n  target: {{url: \"file://{}/\", format: jsonl}}\n  steps:\n    - type: exec\n      command: [sleep, \"4\"]\n    - type: sql\n      query: \"SELECT id, name, country FROM source\"\n    - type: validate\n      row_count: equal\n      checksum: {{columns: [id, name]}}\n",
+        src.display(), target.display()
+    ))];
+    apply(c, dir, &docs).await?;
+    c.add_joining(STOPPED, "worker", &["--slots", "2", "--drain-timeout", "1"]).await?;
+    c.add_joining(STAYS, "worker", &["--slots", "2"]).await?;
+    let s = c.status().await?;
+    let workers: BTreeSet<u64> = s.nodes.iter().filter(|n| n.role == "worker").map(|n| n.id).collect();
+    ensure!(workers == [STOPPED, STAYS].into(), "the workers are {workers:?}");
+
+    let run: RunPlansReply =
+        c.api.call(Method::POST, &addr, "/api/v1/plans/run", Some(&json!({"refs": [NAME]}))).await?;
+    let (generation, planner) = (run.runs[0].generation, run.runs[0].task.0);
+    let planned = wait_for(Duration::from_secs(60), "the planner to enqueue the partitions", async || {
+        let s = detail(c, NAME).await?.summary;
+        Ok(s.partitions.filter(|_| s.generation == generation))
+    })
+    .await?;
+    ensure!(planned.total == FILES as u64, "{} partitions planned, {FILES} expected", planned.total);
+    let ids: Vec<u64> = partition_tasks(c, NAME, generation, planned.total).await?.iter().map(|t| t.id.0).collect();
+
+    // The moment: some partitions succeeded, and every partition worker
+    // 101 holds was leased to it less than 1.5 s ago.
+    let before =
+        wait_for(Duration::from_secs(90), "worker 101 to take fresh partitions after some succeeded", async || {
+            let all = details(&c.api, std::slice::from_ref(&addr), &ids).await?;
+            let now = wall_ms();
+            let done = all.iter().filter(|d| d.task.status == TaskStatus::Succeeded).count();
+            let held: Vec<&TaskDetail> = all
+                .iter()
+                .filter(|d| {
+                    d.task.status == TaskStatus::Leased && d.task.lease.as_ref().is_some_and(|l| l.node == STOPPED)
+                })
+                .collect();
+            let fresh = held.iter().all(|d| {
+                let leased = d.history.iter().rev().find(|e| matches!(e.what, EventKind::Leased { .. }));
+                leased.is_some_and(|e| e.at_ms + 1500 > now)
+            });
+            Ok((done >= 2 && !held.is_empty() && fresh).then_some(all))
+        })
+        .await?;
+    c.term(STOPPED)?;
+    let termed = std::time::Instant::now();
+    let held: BTreeMap<u64, u64> = before
+        .iter()
+        .filter_map(|d| d.task.lease.as_ref().filter(|l| l.node == STOPPED).map(|l| (d.task.id.0, l.token.0)))
+        .collect();
+    let done: Vec<&TaskDetail> = before.iter().filter(|d| d.task.status == TaskStatus::Succeeded).collect();
+    say(format!(
+        "SIGTERM to worker {STOPPED} holding partition tasks {:?} (task → token); {} partitions had succeeded",
+        held,
+        done.len()
+    ));
+
+    // It drains for its 1 s, hands back what still runs, leaves, exits 0.
+    let status = c.wait_exit(STOPPED, Duration::from_secs(30)).await?;
+    ensure!(status.success(), "worker {STOPPED} exited with {status} after SIGTERM");
+    say(format!("FIGURE worker {STOPPED} exited 0 {:?} after SIGTERM", termed.elapsed()));
+    let log = std::fs::read_to_string(c.node(STOPPED).log_path())?;
+    ensure!(log.contains("handed back unfinished tasks"), "worker {STOPPED}'s log does not say it handed tasks back");
+    let s = c.status().await?;
+    ensure!(!s.nodes.iter().any(|n| n.id == STOPPED), "worker {STOPPED} left, but the cluster still lists it");
+
+    let r = wait_run_ended(c, NAME, generation, Duration::from_secs(120)).await?;
+    ensure!(r.status == "succeeded" && r.succeeded == FILES as u64, "the run ended {r:?}");
+    say(format!("FIGURE the run succeeded {:?} after the SIGTERM", termed.elapsed()));
+    let now = detail(c, NAME).await?.summary;
+    ensure!(now.generation == generation, "the run's generation went from {generation} to {}", now.generation);
+    let after = details(&c.api, std::slice::from_ref(&addr), &ids).await?;
+    ensure!(after.len() == FILES, "{} partition tasks after the run", after.len());
+
+    // The partitions that had succeeded: untouched.
+    for old in &done {
+        let new = after.iter().find(|d| d.task.id == old.task.id).context("a partition task vanished")?;
+        succeeded_once(new)?;
+        ensure!(
+            new.history == old.history && new.task.attempt == old.task.attempt && leases(new) == 1,
+            "partition task {}, succeeded before the SIGTERM, changed: {:?} → {:?}",
+            new.task.id,
+            old.history,
+            new.history
+        );
+    }
+    // The ones worker 101 held: released by it under its token, then
+    // succeeded once on the other worker.
+    for (&task, &token) in &held {
+        let d = after.iter().find(|d| d.task.id.0 == task).context("a held partition task vanished")?;
+        let released = d.history.iter().any(|e| {
+            matches!(e.what, EventKind::Released { .. })
+                && e.node == Some(STOPPED)
+                && e.token.map(|t| t.0) == Some(token)
+        });
+        ensure!(
+            released,
+            "partition task {task} held by worker {STOPPED} (token {token}) was not released by it: {:?}",
+            d.history
+        );
+        let won = succeeded_once(d)?;
+        ensure!(won.node == Some(STAYS), "handed-back partition task {task} succeeded on {:?}", won.node);
+    }
+    // No partition expired; each ran once, plus once per hand-back, and
+    // only worker 101 handed any back.
+    let mut handed_back = 0;
+    for d in &after {
+        let won = succeeded_once(d)?;
+        ensure!(
+            !d.history.iter().any(|e| matches!(e.what, EventKind::Expired { .. } | EventKind::Failed { .. })),
+            "partition task {} expired or failed: {:?}",
+            d.task.id,
+            d.history
+        );
+        let released: Vec<&skein_raft::fsm::Event> =
+            d.history.iter().filter(|e| matches!(e.what, EventKind::Released { .. })).collect();
+        ensure!(
+            released.iter().all(|e| e.node == Some(STOPPED)),
+            "partition task {} released by another node: {:?}",
+            d.task.id,
+            d.history
+        );
+        ensure!(
+            leases(d) == 1 + released.len(),
+            "partition task {} was leased {} times, released {} times: {:?}",
+            d.task.id,
+            leases(d),
+            released.len(),
+            d.history
+        );
+        let partition: Value = d.result.clone().context("no result")?;
+        ensure!(
+            partition["partition"]["token"].as_u64() == won.token.map(|t| t.0),
+            "partition task {} result under another token",
+            d.task.id
+        );
+        handed_back += released.len();
+    }
+    ensure!(handed_back == held.len(), "{handed_back} partitions handed back, worker {STOPPED} held {}", held.len());
+    // The planner ran once: the run was not started again.
+    let p = c.api.task(&addr, planner).await?;
+    succeeded_once(&p)?;
+    ensure!(leases(&p) == 1, "the planner was leased {} times: {:?}", leases(&p), p.history);
+
+    // The commit published every row exactly once.
+    let commit = c.api.task(&addr, r.commit_task.0).await?;
+    let commit_token = succeeded_once(&commit)?.token.context("no token")?.0;
+    let (token, mut rows) = version_ids(&target)?;
+    ensure!(token == commit_token, "the version's token {token} is not the commit's {commit_token}");
+    let read = rows.len();
+    rows.sort_unstable();
+    rows.dedup();
+    ensure!(
+        read as u64 == TOTAL && rows == (1..=TOTAL).collect::<Vec<u64>>(),
+        "the target holds {read} rows, {} distinct, of ids 1..={TOTAL}",
+        rows.len()
+    );
+    say(format!(
+        "worker {STOPPED} handed back {} partitions, which succeeded on worker {STAYS}; the {} that had succeeded ran once; {TOTAL} rows published once",
+        held.len(),
+        done.len()
+    ));
+    Ok(())
 }
