@@ -374,3 +374,63 @@ async fn queue_show_renders_every_setting_of_one_queue() {
     assert_eq!(code, 1);
     assert!(stderr.contains("no queue named \"nope\""), "{stderr}");
 }
+
+/// A follower that has not applied a plan run yet: the run was committed
+/// through the leader (task 11 created; task 5, the current run of another
+/// plan, ended and was forgotten long ago), but the follower's task list
+/// shows neither at first. Asked for on its own, task 11 is answered once
+/// the follower caught up (pending); it succeeds a few polls later. `skein
+/// plan run --wait` waits for it instead of answering at once with no
+/// tasks, and counts the forgotten one as ended.
+#[tokio::test]
+async fn plan_run_wait_on_a_lagging_follower_waits_for_the_new_task() {
+    #[derive(Default)]
+    struct Follower {
+        lists: usize,
+    }
+    type F = Arc<Mutex<Follower>>;
+    async fn run() -> Json<Value> {
+        let run = |r: &str, task: u64, created: bool, status: &str| json!({"entity_ref": r, "generation": 1, "task": task, "created": created, "status": status, "requested": true});
+        Json(json!({"runs": [
+            run("component:default/orders", 11, true, "pending"),
+            run("component:default/old", 5, false, "succeeded"),
+        ]}))
+    }
+    // Two polls show nothing (not applied yet), two the task pending, then
+    // it has succeeded.
+    async fn list(State(f): State<F>) -> Json<Value> {
+        let n = {
+            let mut f = f.lock().expect("lock");
+            f.lists += 1;
+            f.lists
+        };
+        let tasks: Vec<Value> = match n {
+            1..=2 => vec![],
+            3..=4 => vec![task_json(11, "pending")],
+            _ => vec![task_json(11, "succeeded")],
+        };
+        Json(json!({"tasks": tasks, "next_cursor": null}))
+    }
+    async fn show(Path(id): Path<u64>) -> Result<Json<Value>, (StatusCode, Json<Value>)> {
+        match id {
+            11 => Ok(Json(task_json(11, "pending"))),
+            _ => Err(error(StatusCode::NOT_FOUND, "not_found", &format!("task {id} not found"), None)),
+        }
+    }
+    let plan = || async { Json(json!({"generation": 1, "partitions": null})) };
+    let router = Router::new()
+        .route("/api/v1/plans/run", post(run))
+        .route("/api/v1/plans/{kind}/{namespace}/{name}", get(plan))
+        .route("/api/v1/tasks", get(list))
+        .route("/api/v1/tasks/{id}", get(show))
+        .with_state(F::default());
+    let addr = serve(router).await.to_string();
+    let out = skein(&["--addr", &addr, "-o", "json", "plan", "run", "orders", "old", "--wait", "--timeout", "20"])
+        .await
+        .expect("plan run --wait works");
+    let v: Value = serde_json::from_str(&out).expect("JSON");
+    let tasks = v["tasks"].as_array().expect("a list of tasks");
+    assert_eq!(tasks.len(), 1, "{out}");
+    assert_eq!(tasks[0]["id"], 11, "{out}");
+    assert_eq!(tasks[0]["status"], "succeeded", "{out}");
+}

@@ -398,11 +398,13 @@ async fn body() -> anyhow::Result<()> {
             "SKEIN_TLS_BUNDLE=/etc/skein/tls-bundle",
             "-e",
             "SKEIN_TLS_DIR=/run/skein/tls",
-            // The members after the first join it through its HTTP API
-            // with a token of role operate (the lowest id bootstraps alone;
-            // the others always join): without it they exit on a 401. It is
-            // the first admin token here, taken from podman's environment
-            // (not on its command line).
+            // A token for the members after the first (the lowest id
+            // bootstraps alone; the others join it). Under mutual TLS they
+            // could join with their certificates alone
+            // (`bootstrap_expect_members_join_with_their_certificates_and_no_token`
+            // in workers.rs); the test gives them the cluster's first admin
+            // token anyway, from podman's environment (not on the command
+            // line), as the harness does for every node.
             "-e",
             "SKEIN_TOKEN",
             "-e",

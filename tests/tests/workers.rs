@@ -505,3 +505,165 @@ async fn metrics(c: &mut Cluster) -> anyhow::Result<()> {
     say("a worker without --metrics-public refuses /metrics (403 forbidden) and still serves /healthz");
     Ok(())
 }
+
+/// Three members with mutual TLS started at once with `--bootstrap-expect
+/// 3`, as the StatefulSet starts them, and no token at all (the harness's
+/// nodes are otherwise given its admin token in `SKEIN_TOKEN`; here a
+/// wrapper takes it away): the lowest id bootstraps, and the other two join
+/// it with their member certificates (the node-to-node `join` call, over
+/// mutual TLS), never with an admin token. One cluster of three voters
+/// forms, and it takes writes. A member that then loses its data stops,
+/// saying that it needs a token of role `operate` to remove its old
+/// identity; given one, it joins again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bootstrap_expect_members_join_with_their_certificates_and_no_token() {
+    let dir = tempfile::Builder::new().prefix("skein-expect-no-token-").tempdir().expect("a temporary folder");
+    let spec = no_token_spec(dir.path()).expect("the spec");
+    let mut c = spec.start().await.expect("starting 3 members with --bootstrap-expect 3 and no token");
+    let result = joined_without_token(&mut c, dir.path()).await;
+    c.finish(result);
+}
+
+/// [`Spec::free`] with TLS and `--bootstrap-expect`, through a wrapper of
+/// `skein-node` that drops `SKEIN_TOKEN`; the bootstrap's first admin token
+/// is the harness's (so that the harness's calls are served).
+fn no_token_spec(dir: &Path) -> anyhow::Result<Spec> {
+    use std::os::unix::fs::PermissionsExt;
+    let bins = skein_testkit::process::Binaries::locate()?;
+    let wrapper = dir.join("skein-node-without-token");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nunset SKEIN_TOKEN\nexec '{}' \"$@\"\n", bins.node.display()))?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, skein_testkit::auth::admin_token())?;
+    let mut spec = Spec::free(3)?.with_tls(&dir.join("tls"), 0)?;
+    spec.bootstrap_expect = true;
+    spec.node_bin = Some(wrapper);
+    // What the harness adds for its own binary only.
+    spec.args = vec!["--role".into(), "member".into(), "--admin-token-file".into(), token_file.display().to_string()];
+    Ok(spec)
+}
+
+async fn joined_without_token(c: &mut Cluster, dir: &Path) -> anyhow::Result<()> {
+    let s = c.status().await?;
+    let members: BTreeSet<u64> = [1, 2, 3].into();
+    ensure!(split(&s).0 == members, "the cluster formed with {:?}", split(&s).0);
+    ensure!(voter_count(&s) == 3, "{} voters", voter_count(&s));
+    let mut by_certificate = 0;
+    for id in [1, 2, 3] {
+        let log = std::fs::read_to_string(c.node(id).log_path())?;
+        if log.contains("joined the cluster as a learner (with this node's certificate)") {
+            by_certificate += 1;
+        }
+    }
+    ensure!(by_certificate == 2, "{by_certificate} members joined with their certificates, not 2");
+    say("3 members with --bootstrap-expect and no token: the two that did not bootstrap joined with certificates");
+    let leader = c.leader().await?;
+    let ids = c.api.enqueue(&c.addr(leader), &[json!({"queue": Q, "kind": "noop", "payload": {}})]).await?;
+    ensure!(ids.len() == 1, "the cluster takes writes");
+
+    // A member that lost its data, still without a token: the cluster still
+    // lists it, and removing its old identity needs a token, so it stops
+    // and says so (it never joins over its old identity, nor starts a
+    // second cluster).
+    let gone = c.live_ids().into_iter().find(|&id| id != leader).context("a follower")?;
+    c.kill9(gone)?;
+    std::fs::remove_dir_all(c.node(gone).data_dir())?;
+    c.restart(gone)?;
+    let exit = c.wait_exit(gone, Duration::from_secs(60)).await?;
+    ensure!(!exit.success(), "node {gone}, wiped and without a token, exited with {exit}");
+    let log = std::fs::read_to_string(c.node(gone).log_path())?;
+    ensure!(
+        log.contains("removing its old identity before it joins again needs a token of role operate"),
+        "node {gone} did not say why it stopped:\n{log}"
+    );
+    say(format!("node {gone}, wiped and without a token, stops: removing its old identity needs an operate token"));
+
+    // With a token of role operate (what the Secret skein-join-token holds),
+    // it removes its old identity and joins again.
+    let body = json!({"role": "operate", "name": "join"}).to_string().into_bytes();
+    let made = c.api.raw(Method::POST, &c.addr(leader), "/api/v1/tokens", Some(body)).await?;
+    ensure!(made.status.is_success(), "creating an operate token answered {}: {}", made.status, made.body);
+    let token = made.body["token"].as_str().context("the new token")?.to_string();
+    let all: Vec<String> = [1, 2, 3].into_iter().map(|id| c.addr(id)).collect();
+    let tls = dir.join("tls").join(format!("node-{gone}")).display().to_string();
+    let flags =
+        ["--tls-dir", &tls, "--voters", "3", "--bootstrap-expect", "3", "--join", &all.join(","), "--token", &token];
+    c.set_node_args(gone, flags.into_iter().map(String::from).collect());
+    c.restart(gone)?;
+    c.wait_ready(gone, Duration::from_secs(60)).await?;
+    c.wait_members(&[1, 2, 3], 3, Duration::from_secs(60)).await?;
+    let log = std::fs::read_to_string(c.node(gone).log_path())?;
+    ensure!(
+        log.contains("removing its old identity, then joining afresh"),
+        "node {gone} did not remove its old identity:\n{log}"
+    );
+    let addr = c.addr(gone);
+    wait_until(Duration::from_secs(30), &format!("node {gone} to follow the cluster"), async || {
+        let mine = c.api.cluster(&addr).await?;
+        Ok(mine.leader == c.status().await?.leader && split(&mine).0 == members)
+    })
+    .await?;
+    say(format!("node {gone} joined again with a token of role operate"));
+    Ok(())
+}
+
+/// The queue of [`a_worker_leaves_a_frozen_leader_for_the_new_one`].
+const FROZEN_Q: &str = "frozen";
+
+/// A worker whose leader freezes (SIGSTOP: its connections stay open, its
+/// calls time out) leaves it once a call to it times out, finds the leader
+/// the other members elect, and runs the tasks enqueued there within
+/// seconds, while the old leader is still frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_leaves_a_frozen_leader_for_the_new_one() {
+    let mut spec = Spec::new(3);
+    spec.slots = 0;
+    let mut c = spec.start().await.expect("starting 3 members that run nothing");
+    let mut frozen = None;
+    let result = frozen_leader(&mut c, &mut frozen).await;
+    if let Some(id) = frozen {
+        let _ = c.sigcont(id);
+    }
+    c.finish(result);
+}
+
+async fn frozen_leader(c: &mut Cluster, frozen: &mut Option<u64>) -> anyhow::Result<()> {
+    c.add_worker(101, &["--slots", "2"]).await?;
+    let leader = c.leader().await?;
+    let spec = json!({"queue": FROZEN_Q, "kind": "noop", "payload": {}});
+    c.api.enqueue(&c.addr(leader), std::slice::from_ref(&spec)).await?;
+    wait_settled(&c.api, &c.addr(leader), FROZEN_Q, true, Duration::from_secs(30)).await?;
+    say(format!("worker 101 runs tasks; freezing the leader, node {leader}"));
+
+    c.sigstop(leader)?;
+    *frozen = Some(leader);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let mut elected = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while elected.is_none() && Instant::now() < deadline {
+        for &id in &others {
+            if let Ok(s) = c.probe().cluster(&c.addr(id)).await {
+                if let Some(l) = s.leader.filter(|l| others.contains(l)) {
+                    elected = Some(l);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let new = elected.context("no new leader elected within 30 s of the freeze")?;
+    let since = Instant::now();
+    say(format!("node {new} leads now; node {leader} is still frozen"));
+
+    let ids = c.api.enqueue(&c.addr(new), &vec![spec; 4]).await?;
+    // Without leaving the frozen leader, the worker would run nothing until
+    // it resumed.
+    wait_settled(&c.api, &c.addr(new), FROZEN_Q, true, Duration::from_secs(15)).await?;
+    let took = since.elapsed();
+    let all = details(&c.api, &[c.addr(new)], &ids).await?;
+    for d in &all {
+        succeeded_once(d)?;
+    }
+    ensure!(c.probe().ready(&c.addr(101)).await?, "worker 101 is not ready with the new leader");
+    say(format!("FIGURE the worker ran the new leader's tasks {took:?} after its election, the old one frozen"));
+    Ok(())
+}

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use skein_plan::{Catalog, Entity, EntityRef, PlanErrors};
-use skein_raft::api::{ApplyPlansReply, PlanDetail, PlanList, PlanSummary, RunPlansReply};
+use skein_raft::api::{ApplyPlansReply, ErrorCode, PlanDetail, PlanList, PlanSummary, RunPlansReply};
 use skein_raft::fsm::TaskStatus;
 
 use super::{typed, Ctx};
 use crate::args::Output;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::plan_args::{ApplyArgs, ImportArgs, PlanCommand, PlanListArgs, RunArgs};
 use crate::render::{finish, fmt_opt_time, short, table};
 
@@ -521,10 +521,19 @@ fn runs_table(r: &RunPlansReply) -> String {
 
 /// Polls the task list until each of `ids` has ended; returns them as the
 /// node lists them.
+///
+/// The node asked may be a follower that has not applied the write that
+/// created them yet (it was committed through the leader a moment ago): an
+/// id it does not list is asked for on its own (`GET /api/v1/tasks/{id}`),
+/// which the node answers only after catching up with the leader. Only a
+/// task that is unknown even then was forgotten after its retention (it
+/// ended long ago); one the node cannot answer for yet (no leader) is
+/// waited for, within `timeout`.
 pub async fn wait_for_tasks(client: &Client, ids: &[u64], timeout: Duration) -> anyhow::Result<Vec<Value>> {
     let deadline = Instant::now() + timeout;
     let wanted: BTreeSet<u64> = ids.iter().copied().collect();
     let first = wanted.first().copied().unwrap_or(0);
+    let mut forgotten: BTreeSet<u64> = BTreeSet::new();
     loop {
         let mut found: BTreeMap<u64, Value> = BTreeMap::new();
         let mut cursor = first.checked_sub(1);
@@ -544,13 +553,38 @@ pub async fn wait_for_tasks(client: &Client, ids: &[u64], timeout: Duration) -> 
                 _ => break,
             }
         }
+        // Not listed: not applied here yet, or forgotten. Ask for each.
+        let mut unknown = 0;
+        let missing: Vec<u64> =
+            wanted.iter().copied().filter(|id| !found.contains_key(id) && !forgotten.contains(id)).collect();
+        for id in missing {
+            match client.get(&format!("/api/v1/tasks/{id}"), &[]).await {
+                Ok(mut detail) => {
+                    // As the list shows it: the task without its payload,
+                    // result and history.
+                    if let Some(d) = detail.as_object_mut() {
+                        for field in ["payload", "result", "history"] {
+                            d.remove(field);
+                        }
+                    }
+                    found.insert(id, detail);
+                }
+                // Unknown after the node caught up: forgotten after its
+                // retention, so it ended long ago.
+                Err(ClientError::Api { code: ErrorCode::NotFound, .. }) => {
+                    forgotten.insert(id);
+                }
+                // The node cannot catch up now (no leader): wait.
+                Err(ClientError::Api { code: ErrorCode::Unavailable | ErrorCode::NotLeader, .. }) => unknown += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
         let ended: Vec<Value> = found
             .values()
             .filter(|t| serde_json::from_value::<TaskStatus>(t["status"].clone()).is_ok_and(TaskStatus::is_terminal))
             .cloned()
             .collect();
-        // A task no longer listed was forgotten after its retention: it ended long ago.
-        let left = found.len() - ended.len();
+        let left = found.len() - ended.len() + unknown;
         if left == 0 {
             return Ok(ended);
         }

@@ -13,10 +13,20 @@ use crate::api::errors::{not_leader, ApiError, ApiResult};
 use crate::cluster::app::SharedApp;
 
 /// Alive, with this node's id and whether it is in a cluster yet (what
-/// `--bootstrap-expect` members ask each other before any token exists).
+/// `--bootstrap-expect` members ask each other before any token exists);
+/// and, for a node that joins without a token (with its certificate, over
+/// RPC), this node's RPC address and the Raft members' ids (whether the
+/// cluster still lists a member that lost its data).
 pub async fn healthz(State(app): State<SharedApp>) -> Json<serde_json::Value> {
-    let initialized = app.raft.metrics().borrow().membership_config.membership().nodes().next().is_some();
-    Json(json!({"status": "ok", "node_id": app.id, "initialized": initialized}))
+    let members: Vec<u64> =
+        app.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    Json(json!({
+        "status": "ok",
+        "node_id": app.id,
+        "initialized": !members.is_empty(),
+        "rpc_addr": app.me.rpc_addr,
+        "members": members,
+    }))
 }
 
 pub async fn readyz(State(app): State<SharedApp>) -> HttpResponse {

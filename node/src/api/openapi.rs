@@ -122,6 +122,12 @@ struct Health {
     /// Whether this node is in a cluster yet (`--bootstrap-expect` members
     /// ask each other this before any token exists).
     initialized: Option<bool>,
+    /// A member's RPC address, where a node that joins without a token
+    /// sends its `join` call (authenticated by its certificate).
+    rpc_addr: Option<String>,
+    /// The Raft members' ids (voters and learners) this member knows: a
+    /// member that lost its data learns from it whether it is still listed.
+    members: Option<Vec<u64>>,
 }
 
 /// `GET /readyz`: a leader is known and something was applied.

@@ -32,13 +32,17 @@ fn router(remote: Arc<Remote>) -> Router {
     router.with_state(remote)
 }
 
-/// Ready once a leader answered: the worker can lease.
+/// Ready while the worker can lease: the leader answered a call of its
+/// within a lease's span and no lease has run out unrenewed since (see
+/// [`crate::cluster::remote::readiness`]). Cut off from every member, it
+/// answers 503 with the reason; once the leader answers again, 200.
 async fn readyz(State(remote): State<Arc<Remote>>) -> Response {
-    match remote.leader() {
-        Some((leader, _)) if !remote.is_removed() => {
+    match remote.readiness() {
+        Ok(()) => {
+            let leader = remote.leader().map(|(id, _)| id);
             Json(json!({"status": "ready", "role": "worker", "node_id": remote.id, "leader": leader})).into_response()
         }
-        _ => ApiError::new(ErrorCode::Unavailable, "no leader heard yet").into_response(),
+        Err(why) => ApiError::new(ErrorCode::Unavailable, why).into_response(),
     }
 }
 
@@ -69,4 +73,56 @@ pub async fn serve(
     axum::serve(listener, router(remote).into_make_service())
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cluster::remote::tests::{answered, remote};
+
+    async fn status(remote: &Arc<Remote>) -> (StatusCode, String) {
+        let r = readyz(State(remote.clone())).await;
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `/readyz` follows the worker's contact with the leader: 503 before
+    /// any answer, 200 once the leader answers, 503 naming the cause once a
+    /// lease ran out unrenewed or a lease's span passed without an answer
+    /// (cut off from every member), and 200 again once the leader answers.
+    #[tokio::test(start_paused = true)]
+    async fn readyz_says_503_while_the_worker_is_cut_off() {
+        let r = Arc::new(remote());
+        let (code, body) = status(&r).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("no leader has answered"), "{body}");
+
+        answered(&r).await;
+        let (code, body) = status(&r).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+
+        // A lease runs out unrenewed: the worker fenced itself.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        r.note_self_fenced(tokio::time::Instant::now());
+        let (code, body) = status(&r).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("a lease ran out unrenewed"), "{body}");
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        answered(&r).await;
+        assert_eq!(status(&r).await.0, StatusCode::OK);
+
+        // An idle worker (no lease to run out) hears nothing for a lease's span.
+        tokio::time::advance(crate::cluster::remote::ready_window() + Duration::from_millis(1)).await;
+        let (code, body) = status(&r).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("no call answered for"), "{body}");
+
+        answered(&r).await;
+        assert_eq!(status(&r).await.0, StatusCode::OK);
+    }
 }

@@ -8,17 +8,30 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use reqwest::Method;
 use skein_raft::config::SkeinNode;
-use skein_transport::{CallError, LeaseRequest, NodeError};
+use skein_transport::{CallError, JoinRequest, LeaseRequest, NodeError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::app::App;
 
-/// Asks a member at `addr` (HTTP, or HTTPS when this node has TLS) to add
-/// this node, retrying for a while: the member may itself be starting. The
-/// call needs a token of role `operate` (`--token` / `SKEIN_TOKEN`) once
-/// the cluster enforces tokens.
+/// Asks the cluster at `join` (members' HTTP addresses) to add this node
+/// as a learner, retrying for a while: the members may be starting too.
+///
+/// A node joins with a token or with its certificate, never with an admin
+/// token: given a token (`--token` / `SKEIN_TOKEN`, role `operate`), it
+/// asks a member's API (`POST /api/v1/cluster/join`, audited); without one
+/// but with TLS (`--tls-dir`), it sends the node-to-node `join` call to a
+/// member's RPC address (which the member's public `/healthz` gives), where
+/// mutual TLS checks that its member certificate names this node's id (a
+/// worker certificate may not join). That is how the members of a
+/// `--bootstrap-expect` cluster join its first member on their first
+/// start, before any token but the first admin token exists.
 pub async fn join_cluster(app: &App, join: &str, me: &SkeinNode, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    if joins_with_certificate(&app.config) {
+        join_with_certificate(app, join, me, shutdown).await?;
+        info!(node_id = app.id, via = %join, "joined the cluster as a learner (with this node's certificate)");
+        return Ok(());
+    }
     let body = skein_raft::api::JoinBody { id: app.id, rpc_addr: me.rpc_addr.clone(), http_addr: me.http_addr.clone() };
     let _: serde_json::Value = ask_members(
         &app.config,
@@ -33,6 +46,91 @@ pub async fn join_cluster(app: &App, join: &str, me: &SkeinNode, shutdown: &Canc
     .await?;
     info!(node_id = app.id, via = %join, "joined the cluster as a learner");
     Ok(())
+}
+
+/// Whether this node joins with its certificate: it has no token, and a
+/// certificate to show (`--tls-dir`, TLS on). A node with neither asks the
+/// API without a token, as before: served only by a cluster that does not
+/// enforce tokens yet.
+fn joins_with_certificate(config: &crate::config::Config) -> bool {
+    config.token.is_none() && config.tls_dir.is_some() && config.tls_mode != skein_tls::TlsMode::Off
+}
+
+/// Joins over RPC, authenticated by this node's certificate (see
+/// [`join_cluster`]): asks each member of `join` for its RPC address
+/// (public `/healthz`), sends the `join` call there and follows "not the
+/// leader" answers, for up to 20 rounds with a growing pause between them.
+async fn join_with_certificate(
+    app: &App,
+    join: &str,
+    me: &SkeinNode,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let client = http_client(&app.config)?;
+    let req = JoinRequest { id: app.id, node: me.clone() };
+    let mut last_error = String::new();
+    for round in 1..=20u64 {
+        for base in join_urls(&app.config, join) {
+            if shutdown.is_cancelled() {
+                bail!("shut down while joining the cluster");
+            }
+            let rpc = match health(&client, &base).await {
+                Ok(Health { initialized: Some(true), rpc_addr: Some(rpc), .. }) => rpc,
+                Ok(Health { initialized: Some(true), .. }) => {
+                    last_error = format!(
+                        "{base} does not publish its RPC address (an older release): give this node a token \
+                         of role operate (SKEIN_TOKEN) to join through its API"
+                    );
+                    continue;
+                }
+                Ok(_) => {
+                    last_error = format!("{base} is not in a cluster yet");
+                    continue;
+                }
+                Err(e) => {
+                    last_error = format!("{base}: {e}");
+                    continue;
+                }
+            };
+            let answer = match app.peers.join(&rpc, req.clone()).await {
+                Err(CallError::Remote { error: NodeError::NotLeader { leader: Some(leader), .. }, .. }) => {
+                    app.peers.join(&leader.rpc_addr, req.clone()).await
+                }
+                other => other,
+            };
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(CallError::Remote {
+                    error: e @ (NodeError::Invalid(_) | NodeError::NeedsFormat { .. }), ..
+                }) => {
+                    bail!("joining the cluster was refused: {e}")
+                }
+                Err(e) => last_error = format!("{base} (RPC {rpc}): {e}"),
+            }
+        }
+        warn!(round, error = %last_error, "joining the cluster with this node's certificate failed; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => bail!("shut down while joining the cluster"),
+            _ = tokio::time::sleep(Duration::from_millis(500 * round.min(4))) => {}
+        }
+    }
+    bail!(
+        "joining the cluster through {join} without a token failed: {last_error}. Without a token a node joins \
+         with its certificate (--tls-dir: a member certificate naming node {}; a member refuses any other and \
+         closes the connection); or give it a token of role operate (--token / SKEIN_TOKEN)",
+        app.id
+    )
+}
+
+/// A member's public `/healthz`.
+async fn health(client: &reqwest::Client, base: &str) -> anyhow::Result<Health> {
+    let answer = client.get(format!("{base}/healthz")).timeout(Duration::from_secs(2)).send().await;
+    match answer {
+        Ok(r) if r.status().is_success() => Ok(r.json::<Health>().await?),
+        Ok(r) => bail!("/healthz answered {}", r.status()),
+        Err(e) if e.is_connect() => bail!("nothing answers there (connection refused or unreachable)"),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Sends a request to the first member of `join` (comma-separated HTTP
@@ -137,6 +235,34 @@ async fn cluster_status(
     ask_members(config, join, Method::GET, "/api/v1/cluster", none, rounds, what, shutdown).await
 }
 
+/// The cluster's status (`GET /api/v1/cluster`, with the node's token)
+/// from the first member of `join` that answers within `each`: one try
+/// per member, so that a frozen member (its socket accepts, nothing
+/// answers) holds the caller up for `each` only.
+pub(crate) async fn cluster_status_once(
+    config: &crate::config::Config,
+    join: &str,
+    each: Duration,
+) -> anyhow::Result<skein_raft::api::ClusterStatus> {
+    let client = http_client(config)?;
+    let mut errors = Vec::new();
+    for base in join_urls(config, join) {
+        let mut request = client.get(format!("{base}/api/v1/cluster")).timeout(each);
+        if let Some(token) = &config.token {
+            request = request.bearer_auth(token.expose());
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(status) => return Ok(status),
+                Err(e) => errors.push(format!("{base}: {e}")),
+            },
+            Ok(r) => errors.push(format!("{base}: {}", r.status())),
+            Err(e) => errors.push(format!("{base}: {e}")),
+        }
+    }
+    bail!("no member of {join} answered: {}", errors.join("; "))
+}
+
 /// An HTTP client for calls to the members, trusting the cluster's CA.
 fn http_client(config: &crate::config::Config) -> anyhow::Result<reqwest::Client> {
     let mut builder =
@@ -172,11 +298,18 @@ pub enum Expected {
     Join,
 }
 
-/// What `/healthz` says about a node (absent fields: an older release).
+/// What `/healthz` says about a node (absent fields: an older release, or
+/// a `--bootstrap-expect` member still waiting, which has no cluster).
 #[derive(Debug, serde::Deserialize)]
 struct Health {
     node_id: Option<u64>,
     initialized: Option<bool>,
+    /// A member's RPC address, as the others dial it (absent: an older release).
+    #[serde(default)]
+    rpc_addr: Option<String>,
+    /// The Raft members (voters and learners) a member knows (absent: an older release).
+    #[serde(default)]
+    members: Option<Vec<u64>>,
 }
 
 /// `--bootstrap-expect N` on a node without a cluster: asks the members of
@@ -211,7 +344,7 @@ pub async fn await_expected(
                 continue;
             };
             match health {
-                Health { initialized: Some(true), node_id } => {
+                Health { initialized: Some(true), node_id, .. } => {
                     info!(node_id = me, via = %base, member = ?node_id, "a cluster exists already: joining it (never starting a second one)");
                     return Ok(Expected::Join);
                 }
@@ -248,6 +381,20 @@ pub async fn forget_old_identity(
     join: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    if joins_with_certificate(config) {
+        // No token to read the membership with: a member's public
+        // `/healthz` lists the members' ids. On a first start this node is
+        // not among them, and it joins with its certificate.
+        if !listed_publicly(config, join, shutdown).await? {
+            return Ok(());
+        }
+        bail!(
+            "this member (node {}) lost its data, and the cluster still lists it: removing its old identity \
+             before it joins again needs a token of role operate (--token / SKEIN_TOKEN; on Kubernetes the \
+             skein-join-token Secret)",
+            config.id
+        );
+    }
     let status = cluster_status(config, join, 20, "reading the cluster's membership", shutdown).await?;
     if !status.nodes.iter().any(|n| n.id == config.id && n.role != "worker") {
         return Ok(());
@@ -261,6 +408,42 @@ pub async fn forget_old_identity(
         ask_members(config, join, Method::DELETE, &path, None::<&()>, 20, "removing the old identity", shutdown)
             .await?;
     Ok(())
+}
+
+/// Whether the cluster at `join` lists this node as a Raft member, as the
+/// first member that has a cluster says on its public `/healthz` (asked in
+/// up to 20 rounds, the members may be starting). An older member, which
+/// does not say, cannot tell: an error asking for a token.
+async fn listed_publicly(
+    config: &crate::config::Config,
+    join: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let client = http_client(config)?;
+    let mut last_error = String::new();
+    for round in 1..=20u64 {
+        for base in join_urls(config, join) {
+            if shutdown.is_cancelled() {
+                bail!("shut down while reading the cluster's membership");
+            }
+            match health(&client, &base).await {
+                Ok(Health { initialized: Some(true), members: Some(members), .. }) => {
+                    return Ok(members.contains(&config.id));
+                }
+                Ok(Health { initialized: Some(true), .. }) => bail!(
+                    "{base} does not list its members publicly (an older release): give this node a token \
+                     of role operate (--token / SKEIN_TOKEN) to join"
+                ),
+                Ok(_) => last_error = format!("{base} is not in a cluster yet"),
+                Err(e) => last_error = format!("{base}: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => bail!("shut down while reading the cluster's membership"),
+            _ = tokio::time::sleep(Duration::from_millis(500 * round.min(4))) => {}
+        }
+    }
+    bail!("reading the cluster's membership through {join} failed: {last_error}")
 }
 
 /// A node removed from the membership has nothing left to do: it stops.

@@ -5,9 +5,16 @@
 //! It calls the leader directly. It learns who leads from the members'
 //! answers: a member that does not lead answers "not the leader" with the
 //! leader's addresses, and the call goes there next; a member that cannot
-//! be reached is skipped for the next one. The members it knows come from
-//! its registration (`POST /api/v1/cluster/workers`) and from those answers,
-//! and it registers again to learn them anew when none answers for a while.
+//! be reached is skipped for the next one, and so is a leader that does
+//! not answer in time or drops the connection (frozen, or cut off): the
+//! next call looks for the leader among the members again, while the call
+//! whose outcome is unknown is not sent again. The members it knows come
+//! from its registration (`POST /api/v1/cluster/workers`) and from those
+//! answers, and it reads them anew (`GET /api/v1/cluster`) when no call has
+//! been answered for a while ([`REFRESH_AFTER`]).
+//!
+//! It also keeps when the leader last answered it ([`Contact`]): what its
+//! `/readyz` says (see [`readiness`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +29,7 @@ use skein_transport::{
     NodeVersion, Peers, WorkerAnswer, WorkerRead, WorkerReadRequest,
 };
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -47,6 +55,70 @@ pub struct Remote {
     next: AtomicUsize,
     /// The leader, as last heard (`None`: try the members in turn).
     leader: watch::Sender<Option<(u64, SkeinNode)>>,
+    /// When the leader last answered, and when this worker last stopped a
+    /// task on its own.
+    contact: Mutex<Contact>,
+}
+
+/// How long a worker goes without any call answered before it reads the
+/// membership again to learn the members anew (the ones it knew may all have been
+/// replaced, or the leader it knows may be frozen).
+pub const REFRESH_AFTER: Duration = Duration::from_secs(10);
+
+/// What a worker knows of its contact with the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// When the last call the leader answered was sent (`None`: none yet).
+    pub answered: Option<Instant>,
+    /// When a lease last ran out unrenewed here: the worker fenced itself
+    /// (stopped the task on its own, reporting nothing).
+    pub fenced: Option<Instant>,
+    /// When this worker last registered or read the members anew, or
+    /// tried to.
+    pub registered: Instant,
+}
+
+impl Contact {
+    fn new(now: Instant) -> Contact {
+        Contact { answered: None, fenced: None, registered: now }
+    }
+}
+
+/// Whether a worker is ready (it can lease), from what it knows at `now`:
+/// `Ok` when the leader answered a call sent within `window` (the span of
+/// a lease: a lease asked for or renewed before that has run out) and no
+/// lease has run out unrenewed since; otherwise why not. A worker cut off
+/// from every member is not ready; it is again once the leader answers.
+pub fn readiness(removed: bool, contact: &Contact, now: Instant, window: Duration) -> Result<(), String> {
+    if removed {
+        return Err("removed from the cluster: stopping".into());
+    }
+    let Some(answered) = contact.answered else {
+        return Err("no leader has answered this worker yet".into());
+    };
+    if let Some(fenced) = contact.fenced.filter(|f| *f >= answered) {
+        return Err(format!(
+            "cut off from the leader: a lease ran out unrenewed {} ms ago and no call has been answered since \
+             (the leader last answered a call sent {} ms ago)",
+            now.saturating_duration_since(fenced).as_millis(),
+            now.saturating_duration_since(answered).as_millis()
+        ));
+    }
+    let quiet = now.saturating_duration_since(answered);
+    if quiet > window {
+        return Err(format!(
+            "cut off from the leader: no call answered for {} ms (more than a lease, {} ms)",
+            quiet.as_millis(),
+            window.as_millis()
+        ));
+    }
+    Ok(())
+}
+
+/// The span [`readiness`] allows without an answer: a lease of the default
+/// length (a queue's `lease_ms`).
+pub fn ready_window() -> Duration {
+    Duration::from_millis(skein_raft::fsm::QueueConfig::default().lease_ms)
 }
 
 impl Remote {
@@ -68,6 +140,7 @@ impl Remote {
             members: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             leader: watch::channel(None).0,
+            contact: Mutex::new(Contact::new(Instant::now())),
         };
         remote.learn(joined);
         remote
@@ -104,6 +177,34 @@ impl Remote {
         self.removed.load(Ordering::SeqCst)
     }
 
+    /// When the leader last answered, and when this worker last fenced
+    /// itself.
+    pub fn contact(&self) -> Contact {
+        *self.contact.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this worker can lease now (see [`readiness`]).
+    pub fn readiness(&self) -> Result<(), String> {
+        readiness(self.is_removed(), &self.contact(), Instant::now(), ready_window())
+    }
+
+    /// A call sent at `sent` was answered by the leader.
+    fn note_answered(&self, sent: Instant) {
+        let mut c = self.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.answered.is_none_or(|a| a < sent) {
+            c.answered = Some(sent);
+        }
+    }
+
+    /// A lease ran out unrenewed: the worker stopped its task on its own.
+    pub fn note_self_fenced(&self, at: Instant) {
+        self.contact.lock().unwrap_or_else(PoisonError::into_inner).fenced = Some(at);
+    }
+
+    fn note_registered(&self, at: Instant) {
+        self.contact.lock().unwrap_or_else(PoisonError::into_inner).registered = at;
+    }
+
     /// The leader answered that this worker was removed (silent too long,
     /// or `skein cluster remove`): stop at once, as a removed member does.
     fn note_removed(&self) {
@@ -127,6 +228,10 @@ impl Remote {
     }
 
     /// Learns from a failed call to `target`: who leads, or that it is gone.
+    ///
+    /// Only where the next call goes changes here, never whether this one
+    /// is sent again: a call that timed out or lost its connection may have
+    /// been carried out, and [`CALLS`] does not repeat it.
     fn after_failure(&self, target: &(u64, SkeinNode), e: &CallError) {
         match e {
             CallError::Remote { error: NodeError::NotLeader { leader_id: Some(id), leader: Some(node) }, .. } => {
@@ -138,17 +243,34 @@ impl Remote {
                 drop(members);
                 self.leader.send_replace(Some((*id, node.clone())));
             }
-            CallError::Remote { error: NodeError::NotLeader { .. }, .. } | CallError::Unreachable { .. } => {
-                // No leader there: try the next member.
-                self.leader.send_if_modified(|l| {
-                    let was = l.as_ref().is_some_and(|(id, _)| *id == target.0);
-                    if was {
-                        *l = None;
-                    }
-                    was
-                });
-            }
+            // No leader there (it says so, or it cannot be reached), or one
+            // that does not answer in time, drops the connection, or cannot
+            // serve the call (a leader frozen, or cut off from its
+            // majority, while the others elect a new one): the next call
+            // tries the next member, which names the leader it knows.
+            CallError::Remote { error: NodeError::NotLeader { .. } | NodeError::Unavailable(_), .. }
+            | CallError::Unreachable { .. }
+            | CallError::Timeout { .. }
+            | CallError::Disconnected { .. } => self.forget(target.0),
             _ => {}
+        }
+    }
+
+    /// Forgets `id` as the leader, if it was, and makes the next member
+    /// tried (while no leader is known) the one after it.
+    fn forget(&self, id: u64) {
+        let forgot = self.leader.send_if_modified(|l| {
+            let was = l.as_ref().is_some_and(|(l, _)| *l == id);
+            if was {
+                *l = None;
+            }
+            was
+        });
+        if forgot {
+            let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(i) = members.iter().position(|(m, _)| *m == id) {
+                self.next.store(i + 1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -163,14 +285,22 @@ impl Remote {
         let result = CALLS
             .run(|| async {
                 let Some(target) = self.target() else { return Err(no_leader()) };
+                let sent = Instant::now();
                 match call(target.1.rpc_addr.clone()).await {
                     Ok(v) => {
+                        self.note_answered(sent);
                         if self.leader().is_none() {
                             self.leader.send_replace(Some(target));
                         }
                         Ok(v)
                     }
                     Err(e) => {
+                        if let CallError::Remote { error, .. } = &e {
+                            if !matches!(error, NodeError::NotLeader { .. } | NodeError::Unavailable(_)) {
+                                // The leader answered (a refusal is an answer).
+                                self.note_answered(sent);
+                            }
+                        }
                         self.after_failure(&target, &e);
                         Err(from_transport(e))
                     }
@@ -282,25 +412,185 @@ pub async fn register(config: &Config, id: u64, shutdown: &CancellationToken) ->
     .await
 }
 
-/// Registers again every so often while no member answers, to learn the
-/// members anew (the ones this worker knew may all have been replaced).
+/// Reads the membership again while no call is answered: once
+/// [`REFRESH_AFTER`] has passed since the last answer (or the last read),
+/// and every [`REFRESH_AFTER`] after that, to learn the members and the
+/// leader anew (the members this worker knew may all have been replaced,
+/// or the leader it knows may be frozen). It goes by the answers, not by
+/// whether a leader is known: a leader that was known but no longer
+/// answers counts as none.
+///
+/// It reads (`GET /api/v1/cluster`, through the members of `--join`), never
+/// registers again: a registration records a heartbeat, and a worker cut
+/// off from the members' RPC port (the one its work goes through) must
+/// stay silent, so that the leader removes it after `--worker-silence`.
 pub async fn refresh_members(remote: Arc<Remote>, stop: CancellationToken) {
-    let mut leader = remote.leader_changes();
     loop {
-        tokio::select! {
+        if remote.is_removed() || remote.shutdown.is_cancelled() {
+            return;
+        }
+        let c = remote.contact();
+        let due = c.answered.map_or(c.registered, |a| a.max(c.registered)) + REFRESH_AFTER;
+        if Instant::now() < due {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(due) => continue,
+            }
+        }
+        let reading = Instant::now();
+        let read = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            r = leader.changed() => if r.is_err() { return } else { continue },
-        }
-        if remote.leader().is_some() {
-            continue;
-        }
-        match register(&remote.config, remote.id, &stop).await {
-            Ok(joined) => {
-                info!(members = joined.members.len(), "no leader heard for a while: learned the members anew");
+            read = read_members(&remote.config, remote.id) => read,
+        };
+        match read {
+            Ok(joined) if !joined.members.is_empty() => {
+                info!(members = joined.members.len(), leader = ?joined.leader, "no call answered for a while: learned the members anew");
                 remote.learn(&joined);
             }
-            Err(e) => warn!(error = %e, "no leader heard for a while, and registering again failed"),
+            Ok(_) => warn!("no call answered for a while, and the cluster's status lists no member"),
+            Err(e) => warn!(error = %e, "no call answered for a while, and reading the members failed"),
         }
+        remote.note_registered(reading);
+    }
+}
+
+/// The Raft members and the leader, as the first member of `--join` that
+/// answers `GET /api/v1/cluster` within 3 s says (in the shape of a
+/// registration's answer).
+async fn read_members(config: &Config, id: u64) -> anyhow::Result<WorkerJoined> {
+    let Some(join) = &config.join else { bail!("a worker needs --join") };
+    let status = membership::cluster_status_once(config, join, Duration::from_secs(3)).await?;
+    let members = status
+        .nodes
+        .into_iter()
+        .filter(|n| n.role != "worker")
+        .map(|n| skein_raft::api::MemberAddr { id: n.id, rpc_addr: n.rpc_addr, http_addr: n.http_addr })
+        .collect();
+    Ok(WorkerJoined { id, members, leader: status.leader })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+pub(crate) mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use clap::Parser;
+    use skein_raft::api::MemberAddr;
+    use skein_transport::PeersConfig;
+
+    use super::*;
+
+    /// A worker that knows members 1, 2 and 3 (at `m<id>:7800`), 1 leading.
+    pub(crate) fn remote() -> Remote {
+        let args = crate::config::Args::try_parse_from([
+            "skein-node",
+            "--role",
+            "worker",
+            "--join",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:1",
+            "--http",
+            "127.0.0.1:2",
+            "--data-dir",
+            "/tmp/skein-remote-test",
+        ])
+        .unwrap();
+        let config = Config::resolve(args).unwrap();
+        let members = (1..=3)
+            .map(|id| MemberAddr { id, rpc_addr: format!("m{id}:7800"), http_addr: format!("m{id}:7700") })
+            .collect();
+        let joined = WorkerJoined { id: 1 << 33, members, leader: Some(1) };
+        let peers = Peers::new(PeersConfig::default());
+        Remote::new(joined.id, config, peers, Arc::new(Metrics::new()), CancellationToken::new(), &joined)
+    }
+
+    /// One call that the leader answers.
+    pub(crate) async fn answered(r: &Remote) {
+        r.to_leader(|_| async { Ok::<(), CallError>(()) }).await.unwrap();
+    }
+
+    /// Calls through `r`: every address called, in order, and the answer.
+    /// `m1` (the leader known at first) fails with `failure`; the others
+    /// answer.
+    async fn call(r: &Remote, calls: &StdMutex<Vec<String>>, failure: &CallError) -> Result<(), NodeError> {
+        r.to_leader(|addr| {
+            calls.lock().unwrap().push(addr.clone());
+            let failure = failure.clone();
+            async move {
+                if addr == "m1:7800" {
+                    Err(failure)
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+
+    /// A leader that stops answering (frozen: the call times out) or drops
+    /// the connection is forgotten: the call is not sent again (its
+    /// outcome is unknown), and the next call goes to another member, not
+    /// back to it.
+    #[tokio::test]
+    async fn a_leader_that_times_out_or_drops_the_call_is_forgotten_but_the_call_is_not_repeated() {
+        let failures = [
+            CallError::Timeout { peer: "m1:7800".into(), after: Duration::from_secs(3) },
+            CallError::Disconnected { peer: "m1:7800".into(), reason: "reset by peer".into() },
+            CallError::Remote { peer: "m1:7800".into(), error: NodeError::Unavailable("no majority".into()) },
+        ];
+        for failure in failures {
+            let r = remote();
+            let calls = StdMutex::new(Vec::new());
+            let first = call(&r, &calls, &failure).await;
+            assert!(first.is_err(), "{failure}: {first:?}");
+            assert_eq!(*calls.lock().unwrap(), ["m1:7800"], "{failure}: sent once only");
+            assert_eq!(r.leader(), None, "{failure}: the frozen leader is forgotten");
+
+            calls.lock().unwrap().clear();
+            call(&r, &calls, &failure).await.unwrap();
+            assert_eq!(*calls.lock().unwrap(), ["m2:7800"], "{failure}: the next call tries the next member");
+            assert_eq!(r.leader().map(|(id, _)| id), Some(2), "{failure}: the member that answered leads");
+        }
+        // One that cannot be reached was not sent the call: it goes on to
+        // the next member at once.
+        let r = remote();
+        let calls = StdMutex::new(Vec::new());
+        let refused = CallError::Unreachable { peer: "m1:7800".into(), reason: "refused".into() };
+        call(&r, &calls, &refused).await.unwrap();
+        assert_eq!(*calls.lock().unwrap(), ["m1:7800", "m2:7800"]);
+    }
+
+    /// An answer of substance from the leader (a refusal) keeps it.
+    #[tokio::test]
+    async fn a_leader_that_refuses_a_call_is_kept() {
+        let r = remote();
+        let calls = StdMutex::new(Vec::new());
+        let refusal = CallError::Remote { peer: "m1:7800".into(), error: NodeError::Invalid("no".into()) };
+        assert!(call(&r, &calls, &refusal).await.is_err());
+        assert_eq!(r.leader().map(|(id, _)| id), Some(1));
+        assert!(r.contact().answered.is_some(), "a refusal is an answer");
+    }
+
+    #[test]
+    fn readiness_follows_the_contact_with_the_leader() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(30);
+        let s = Duration::from_secs;
+        let contact = |answered: Option<u64>, fenced: Option<u64>| Contact {
+            answered: answered.map(|a| t0 + s(a)),
+            fenced: fenced.map(|f| t0 + s(f)),
+            registered: t0,
+        };
+        let at = |secs| t0 + s(secs);
+        assert!(readiness(false, &contact(None, None), at(1), window).is_err(), "no answer yet");
+        assert_eq!(readiness(false, &contact(Some(1), None), at(2), window), Ok(()));
+        assert!(readiness(true, &contact(Some(1), None), at(2), window).is_err(), "removed");
+        assert_eq!(readiness(false, &contact(Some(1), None), at(31), window), Ok(()), "within a lease's span");
+        let quiet = readiness(false, &contact(Some(1), None), at(32), window).unwrap_err();
+        assert!(quiet.contains("no call answered for 31000 ms"), "{quiet}");
+        let fenced = readiness(false, &contact(Some(1), Some(4)), at(5), window).unwrap_err();
+        assert!(fenced.contains("a lease ran out unrenewed 1000 ms ago"), "{fenced}");
+        assert_eq!(readiness(false, &contact(Some(6), Some(4)), at(7), window), Ok(()), "answered again since");
     }
 }

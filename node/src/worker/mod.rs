@@ -589,6 +589,11 @@ impl Keeper for Worker {
             Why::Abandoned => info!(task_id, attempt, token, "handing back task at shutdown"),
         }
         s.handle.cancel.cancel();
+        if let (Why::Expired, Host::Worker(remote)) = (s.why, &self.host) {
+            // Cut off from the leader: its `/readyz` says so until the
+            // leader answers again.
+            remote.note_self_fenced(Instant::now());
+        }
         if s.why != Why::Abandoned {
             self.freed.notify_one();
         }
