@@ -414,7 +414,8 @@ pub async fn register(config: &Config, id: u64, shutdown: &CancellationToken) ->
 
 /// Reads the membership again while no call is answered: once
 /// [`REFRESH_AFTER`] has passed since the last answer (or the last read),
-/// and every [`REFRESH_AFTER`] after that, to learn the members and the
+/// and every [`REFRESH_AFTER`] after that, or sooner once the leader is
+/// forgotten (see [`refresh_due`]), to learn the members and the
 /// leader anew (the members this worker knew may all have been replaced,
 /// or the leader it knows may be frozen). It goes by the answers, not by
 /// whether a leader is known: a leader that was known but no longer
@@ -425,16 +426,18 @@ pub async fn register(config: &Config, id: u64, shutdown: &CancellationToken) ->
 /// off from the members' RPC port (the one its work goes through) must
 /// stay silent, so that the leader removes it after `--worker-silence`.
 pub async fn refresh_members(remote: Arc<Remote>, stop: CancellationToken) {
+    let mut leader = remote.leader_changes();
     loop {
         if remote.is_removed() || remote.shutdown.is_cancelled() {
             return;
         }
-        let c = remote.contact();
-        let due = c.answered.map_or(c.registered, |a| a.max(c.registered)) + REFRESH_AFTER;
+        let due = refresh_due(&remote.contact(), remote.leader().is_some());
         if Instant::now() < due {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(due) => continue,
+                // A leader forgotten: due sooner.
+                changed = leader.changed() => if changed.is_err() { return } else { continue },
             }
         }
         let reading = Instant::now();
@@ -444,13 +447,32 @@ pub async fn refresh_members(remote: Arc<Remote>, stop: CancellationToken) {
         };
         match read {
             Ok(joined) if !joined.members.is_empty() => {
-                info!(members = joined.members.len(), leader = ?joined.leader, "no call answered for a while: learned the members anew");
+                info!(members = joined.members.len(), leader = ?joined.leader, "no leader answering: learned the members anew");
                 remote.learn(&joined);
             }
-            Ok(_) => warn!("no call answered for a while, and the cluster's status lists no member"),
-            Err(e) => warn!(error = %e, "no call answered for a while, and reading the members failed"),
+            Ok(_) => warn!("no leader answering, and the cluster's status lists no member"),
+            Err(e) => warn!(error = %e, "no leader answering, and reading the members failed"),
         }
         remote.note_registered(reading);
+    }
+}
+
+/// How often, at most, the members are read anew while no leader is known.
+pub const LOST_LEADER_REFRESH: Duration = Duration::from_secs(5);
+
+/// When [`refresh_members`] next reads the members: [`REFRESH_AFTER`]
+/// after the last answer or read; while no leader is known (the one it
+/// knew timed out, dropped a call or was unavailable, and was forgotten),
+/// [`LOST_LEADER_REFRESH`] after the last read, so at once when that was
+/// long ago. A worker that registered while the cluster had one member
+/// knows only that one: without this it would go on calling it, frozen,
+/// for [`REFRESH_AFTER`] before it learned of the new leader.
+pub fn refresh_due(c: &Contact, leader_known: bool) -> Instant {
+    let quiet = c.answered.map_or(c.registered, |a| a.max(c.registered)) + REFRESH_AFTER;
+    if leader_known {
+        quiet
+    } else {
+        quiet.min(c.registered + LOST_LEADER_REFRESH)
     }
 }
 
@@ -592,5 +614,31 @@ pub(crate) mod tests {
         let fenced = readiness(false, &contact(Some(1), Some(4)), at(5), window).unwrap_err();
         assert!(fenced.contains("a lease ran out unrenewed 1000 ms ago"), "{fenced}");
         assert_eq!(readiness(false, &contact(Some(6), Some(4)), at(7), window), Ok(()), "answered again since");
+    }
+
+    /// The members are read anew 10 s after the last answer or read; once
+    /// the leader is forgotten, 5 s after the last read (at once when that
+    /// was long ago), not 10 s after the last answer.
+    #[test]
+    fn a_forgotten_leader_makes_the_members_read_anew_sooner() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let contact = |answered: Option<u64>, registered: u64| Contact {
+            answered: answered.map(|a| t0 + s(a)),
+            fenced: None,
+            registered: t0 + s(registered),
+        };
+        // (case, contact, leader known, due at t0 + secs)
+        let cases = [
+            ("no answer yet, leader known", contact(None, 0), true, 10),
+            ("answered at 60, leader known", contact(Some(60), 0), true, 70),
+            ("read at 65 after an answer at 60", contact(Some(60), 65), true, 75),
+            ("answered at 60, leader forgotten: the last read was long ago", contact(Some(60), 0), false, 5),
+            ("leader forgotten, read at 62", contact(Some(60), 62), false, 67),
+            ("leader forgotten, read at 68: 5 s after that read", contact(Some(66), 68), false, 73),
+        ];
+        for (case, c, known, due) in cases {
+            assert_eq!(refresh_due(&c, known), t0 + s(due), "{case}");
+        }
     }
 }
