@@ -6,7 +6,7 @@
 # JetStream comparison), and runs skein-bench with the given flags. It starts
 # its own local clusters on loopback and cleans up after itself.
 #
-#   scripts/bench.sh                              # every scenario (~6-8 min)
+#   scripts/bench.sh                              # every scenario (~10-12 min; the fleet alone ~4)
 #   scripts/bench.sh --quick                      # the smoke run (< 2 min)
 #   scripts/bench.sh --scenarios lifecycle,compare --tasks 50000
 #   scripts/bench.sh --help
