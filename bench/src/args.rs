@@ -15,8 +15,8 @@ use clap::Parser;
 /// disk, restart, join), scale (1/3/5/7 nodes with 10 ms tasks), compare
 /// (the lifecycle and latency workload on a 3-node JetStream cluster, with
 /// its default sync and with sync_interval: always), fleet (3 members with
-/// no slots and 10/100/1,000 simulated workers outside Raft at one offered
-/// rate: tasks/s, the leader's CPU per 1,000 tasks, heartbeat bytes/s, a new
+/// no slots and 10/100/1,000 workers outside Raft, up to 10 real processes
+/// and the rest simulated, at one offered rate: tasks/s, the leader's CPU per 1,000 tasks, heartbeat bytes/s, a new
 /// worker's time to its first task, the share of busy workers).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "skein-bench", after_help = EXAMPLES)]
@@ -71,8 +71,9 @@ pub struct Args {
     #[arg(long)]
     pub scale_secs: Option<f64>,
 
-    /// Workers of each fleet run: simulated workers outside Raft, each on a
-    /// connection of its own [default: 10,100,1000; quick 10,100].
+    /// Workers of each fleet run, outside Raft: up to --fleet-real real
+    /// processes, the rest simulated in this process, each on a connection
+    /// of its own [default: 10,100,1000; quick 10,100].
     #[arg(long, value_delimiter = ',')]
     pub fleet_workers: Vec<usize>,
 
