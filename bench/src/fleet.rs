@@ -111,9 +111,6 @@ struct Tally {
     errors: AtomicU64,
 }
 
-/// One simulated worker's leases: task, token, attempt.
-type Held = Arc<Mutex<Vec<(TaskId, FencingToken)>>>;
-
 struct SimWorker {
     id: u64,
     peers: Peers,
@@ -122,9 +119,10 @@ struct SimWorker {
     hold: Duration,
     protocol: Protocol,
     tally: Arc<Tally>,
-    held: Held,
+    /// Its leases: task, token.
+    held: Mutex<Vec<(TaskId, FencingToken)>>,
     /// Set when its first lease arrived.
-    first_lease: Arc<Mutex<Option<Instant>>>,
+    first_lease: Mutex<Option<Instant>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -426,8 +424,8 @@ pub async fn run(c: &mut Cluster, spec: &FleetSpec) -> anyhow::Result<FleetRun> 
             hold,
             protocol: spec.protocol,
             tally: tally.clone(),
-            held: Arc::default(),
-            first_lease: Arc::default(),
+            held: Mutex::default(),
+            first_lease: Mutex::default(),
             stop: stop.clone(),
         })
     };

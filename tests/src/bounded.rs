@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use skein_testkit::Cluster;
+use skein_testkit::{Cluster, Spec};
 
 /// Runs `body` against a fresh `n`-node cluster (with `env` in every
 /// node's environment) and a temporary folder prefixed `prefix`, for at
@@ -14,8 +14,17 @@ pub async fn with_cluster<F>(prefix: &str, n: usize, env: Vec<(String, String)>,
 where
     F: AsyncFnOnce(&mut Cluster, &Path) -> anyhow::Result<()>,
 {
+    with_spec(prefix, Spec { env, ..Spec::new(n) }, timeout, body).await
+}
+
+/// [`with_cluster`] on a cluster started from `spec` (its slots, flags...).
+pub async fn with_spec<F>(prefix: &str, spec: Spec, timeout: Duration, body: F)
+where
+    F: AsyncFnOnce(&mut Cluster, &Path) -> anyhow::Result<()>,
+{
     let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("a temp dir");
-    let mut c = Cluster::start_with_env(n, env).await.expect("starting the cluster");
+    skein_testkit::say(format!("starting a cluster of {} nodes", spec.nodes));
+    let mut c = spec.start().await.expect("starting the cluster");
     let result = match tokio::time::timeout(timeout, body(&mut c, dir.path())).await {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("the test did not finish within {timeout:?}")),

@@ -570,18 +570,9 @@ fn version_ids(target: &Path) -> anyhow::Result<(u64, Vec<u64>)> {
 /// publishes, and the target holds every row exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_stopped_mid_run_hands_back_its_partitions_and_the_finished_ones_are_kept() {
-    let dir = tempfile::Builder::new().prefix("skein-partitions-").tempdir().expect("a temp dir");
-    let mut spec = skein_testkit::Spec::new(3);
-    spec.slots = 0;
-    let mut c = spec.start().await.expect("starting 3 members that run nothing");
-    let result = match tokio::time::timeout(TEST_TIMEOUT, scale_down(&mut c, dir.path())).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow::anyhow!("the test did not finish within {TEST_TIMEOUT:?}")),
-    };
-    if result.is_err() {
-        eprintln!("datasets kept in {}", dir.keep().display());
-    }
-    c.finish(result);
+    // Three members that run nothing.
+    let spec = skein_testkit::Spec { slots: 0, ..skein_testkit::Spec::new(3) };
+    skein_tests::bounded::with_spec("skein-partitions-", spec, TEST_TIMEOUT, scale_down).await
 }
 
 async fn scale_down(c: &mut Cluster, dir: &Path) -> anyhow::Result<()> {

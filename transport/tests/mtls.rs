@@ -275,6 +275,15 @@ async fn a_certificate_speaks_only_for_its_node() {
     .await;
 }
 
+/// A worker certificate (`skein cert node --role worker`, id 1000) from
+/// `certs`' CA.
+fn worker_certificate(certs: &Certs) -> NodeTls {
+    let dir = certs._root.path().join("worker");
+    issue::issue_node(&certs._root.path().join("ca"), 1000, "worker", &["127.0.0.1".to_string()], &dir)
+        .expect("issue a worker certificate");
+    NodeTls::load(&dir).expect("load")
+}
+
 /// A worker certificate (`skein cert node --role worker`) may make a
 /// worker's calls for any worker id (the cluster gives workers their ids),
 /// and nothing else: never for a member, never a Raft call, a membership
@@ -283,10 +292,7 @@ async fn a_certificate_speaks_only_for_its_node() {
 async fn a_worker_certificate_speaks_for_workers_only() {
     bounded(async {
         let certs = certs();
-        let dir = certs._root.path().join("worker");
-        issue::issue_node(&certs._root.path().join("ca"), 1000, "worker", &["127.0.0.1".to_string()], &dir)
-            .expect("issue a worker certificate");
-        let worker = NodeTls::load(&dir).expect("load");
+        let worker = worker_certificate(&certs);
         let fake = Arc::new(Fake::default());
         let (addr, stop) = start(&fake, ServerTls::new(TlsMode::Required, &certs.server)).await;
         let client = peers(Some((TlsMode::Required, worker)));
@@ -410,10 +416,7 @@ async fn permissive_clients_fall_back_to_plain() {
 async fn exchange_is_checked_like_the_worker_calls() {
     bounded(async {
         let certs = certs();
-        let dir = certs._root.path().join("worker");
-        issue::issue_node(&certs._root.path().join("ca"), 1000, "worker", &["127.0.0.1".to_string()], &dir)
-            .expect("issue a worker certificate");
-        let worker = NodeTls::load(&dir).expect("load");
+        let worker = worker_certificate(&certs);
         let fake = Arc::new(Fake::default());
         let (addr, stop) = start(&fake, ServerTls::new(TlsMode::Required, &certs.server)).await;
         let round = |node| skein_transport::ExchangeRequest {
