@@ -58,6 +58,8 @@ pub struct Remote {
     /// When the leader last answered, and when this worker last stopped a
     /// task on its own.
     contact: Mutex<Contact>,
+    /// The leader last forgotten (see [`Remote::leader_version`]).
+    forgotten: Mutex<Option<SkeinNode>>,
 }
 
 /// How long a worker goes without any call answered before it reads the
@@ -141,6 +143,7 @@ impl Remote {
             next: AtomicUsize::new(0),
             leader: watch::channel(None).0,
             contact: Mutex::new(Contact::new(Instant::now())),
+            forgotten: Mutex::new(None),
         };
         remote.learn(joined);
         remote
@@ -251,14 +254,15 @@ impl Remote {
             CallError::Remote { error: NodeError::NotLeader { .. } | NodeError::Unavailable(_), .. }
             | CallError::Unreachable { .. }
             | CallError::Timeout { .. }
-            | CallError::Disconnected { .. } => self.forget(target.0),
+            | CallError::Disconnected { .. } => self.forget(target),
             _ => {}
         }
     }
 
-    /// Forgets `id` as the leader, if it was, and makes the next member
+    /// Forgets `target` as the leader, if it was, and makes the next member
     /// tried (while no leader is known) the one after it.
-    fn forget(&self, id: u64) {
+    fn forget(&self, target: &(u64, SkeinNode)) {
+        let id = target.0;
         let forgot = self.leader.send_if_modified(|l| {
             let was = l.as_ref().is_some_and(|(l, _)| *l == id);
             if was {
@@ -267,6 +271,7 @@ impl Remote {
             was
         });
         if forgot {
+            *self.forgotten.lock().unwrap_or_else(PoisonError::into_inner) = Some(target.1.clone());
             let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = members.iter().position(|(m, _)| *m == id) {
                 self.next.store(i + 1, Ordering::Relaxed);
@@ -351,8 +356,18 @@ impl Remote {
     /// What the leader runs: `None` when no leader is known or it did not
     /// answer; `Some(None)` when it answered but not the call (0.1.0).
     pub async fn leader_version(&self) -> Option<Option<NodeVersion>> {
-        let (_, leader) = self.leader()?;
-        self.peers.node_version(&leader.rpc_addr).await.ok()
+        self.peers.node_version(&self.version_target()?).await.ok()
+    }
+
+    /// Whom [`Remote::leader_version`] asks: the leader, or while none is
+    /// known the leader last forgotten. A leader older than 0.6.0 drops
+    /// the connection on `exchange`, which makes this worker forget it;
+    /// the worker must still learn from it that it is older.
+    fn version_target(&self) -> Option<String> {
+        match self.leader() {
+            Some((_, leader)) => Some(leader.rpc_addr),
+            None => self.forgotten.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|n| n.rpc_addr.clone()),
+        }
     }
 
     /// A write of this worker's own (a planner's `EnqueueChildren`, handing
@@ -581,6 +596,22 @@ pub(crate) mod tests {
         let refused = CallError::Unreachable { peer: "m1:7800".into(), reason: "refused".into() };
         call(&r, &calls, &refused).await.unwrap();
         assert_eq!(*calls.lock().unwrap(), ["m1:7800", "m2:7800"]);
+    }
+
+    /// A leader that dropped a call (as one older than 0.6.0 drops
+    /// `exchange`) is forgotten, and is still the one asked what it runs
+    /// until another leader is known.
+    #[tokio::test]
+    async fn the_leader_forgotten_is_asked_its_version_until_another_is_known() {
+        let r = remote();
+        assert_eq!(r.version_target().as_deref(), Some("m1:7800"), "the leader known");
+        let calls = StdMutex::new(Vec::new());
+        let dropped = CallError::Disconnected { peer: "m1:7800".into(), reason: "unknown call".into() };
+        assert!(call(&r, &calls, &dropped).await.is_err());
+        assert_eq!(r.leader(), None);
+        assert_eq!(r.version_target().as_deref(), Some("m1:7800"), "the leader forgotten");
+        call(&r, &calls, &dropped).await.unwrap();
+        assert_eq!(r.version_target().as_deref(), Some("m2:7800"), "the new leader");
     }
 
     /// An answer of substance from the leader (a refusal) keeps it.
